@@ -1,0 +1,183 @@
+"""The compress job: load, prepare, prune, strip, quantize, validate, save.
+
+Options are a plain dataclass so the CLI, recipes and ``auto`` build the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from onnxcomp import model as model_io
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.passes.prepare import prepare_pass
+from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord, validate_options
+from onnxcomp.passes.quantize_weights import (
+    PER_CHANNEL_MIN_OPSET,
+    QuantizeWeightsPass,
+    QuantRecord,
+)
+from onnxcomp.passes.strip import BypassZeroAddPass, DropZeroBiasPass, strip_pass
+from onnxcomp.weights import Weight
+
+logger = logging.getLogger(__name__)
+
+QUANTIZE_MODES = ("weights", "int8")
+CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+@dataclass
+class CompressOptions:
+    prune_threshold: float | None = None
+    prune_sparsity: float | None = None
+    global_prune: bool = False
+    quantize: str | None = None
+    per_tensor: bool = False
+    exclude: tuple[str, ...] = ()
+    calib: Any = None
+    calib_method: str = "minmax"
+    percentile: float = 99.99
+    activation_type: str = "auto"
+
+    def validate(self) -> None:
+        validate_options(self.prune_threshold, self.prune_sparsity)
+        if self.global_prune and self.prune_sparsity is None:
+            raise OnnxcompError("--global ranks weights for --prune-sparsity; give a sparsity")
+        if self.quantize is not None and self.quantize not in QUANTIZE_MODES:
+            raise OnnxcompError(
+                f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {self.quantize!r}"
+            )
+        if self.calib_method not in CALIB_METHODS:
+            raise OnnxcompError(
+                f"--calib-method must be one of {', '.join(CALIB_METHODS)}, "
+                f"got {self.calib_method!r}"
+            )
+        if self.quantize == "int8" and self.calib is None:
+            raise OnnxcompError("--quantize int8 needs calibration data: give --calib DATA")
+        if self.calib is not None and self.quantize != "int8":
+            raise OnnxcompError("--calib is only used with --quantize int8")
+        if self.per_tensor and self.quantize is None:
+            raise OnnxcompError("--per-tensor needs --quantize")
+        if not 0 < self.percentile <= 100:
+            raise OnnxcompError(f"--percentile must be in (0, 100], got {self.percentile}")
+        if self.prune_threshold is None and self.prune_sparsity is None and self.quantize is None:
+            raise OnnxcompError(
+                "nothing to do: give --prune-threshold, --prune-sparsity or --quantize"
+            )
+
+
+@dataclass
+class CompressResult:
+    input_path: str
+    output_path: str
+    input_bytes: int
+    output_bytes: int
+    seconds: float
+    pruned: list[PruneRecord] = field(default_factory=list)
+    quantized: list[QuantRecord] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    stripped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    activations: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.output_bytes / self.input_bytes if self.input_bytes else 0.0
+
+
+def excluder(patterns: Iterable[str]):
+    """A weight is excluded when a pattern names it, a consumer node, or a consumer op type."""
+    wanted = set(patterns)
+
+    def include(weight: Weight) -> bool:
+        if weight.name in wanted:
+            return False
+        for use in weight.uses:
+            if use.node.name in wanted or use.node.op_type in wanted:
+                return False
+        return True
+
+    return include
+
+
+def compress_model(model: ir.Model, options: CompressOptions) -> tuple[ir.Model, CompressResult]:
+    """In-memory compression; the caller owns loading and saving."""
+    options.validate()
+    result = CompressResult("", "", 0, 0, 0.0)
+    include = excluder(options.exclude)
+    if options.quantize is not None:
+        target = PER_CHANNEL_MIN_OPSET
+        model, old = model_io.upgrade_opset(model, target)
+        if old is not None:
+            result.notes.append(f"upgraded opset {old} -> {target} for per-channel quantization")
+    prepare_pass()(model)
+    if options.prune_threshold is not None or options.prune_sparsity is not None:
+        _prune(model, options, include, result)
+    if options.quantize is not None:
+        quant = QuantizeWeightsPass(per_channel=not options.per_tensor, include=include)
+        quant(model)
+        result.quantized = quant.records
+        result.skipped.update(quant.skipped)
+    if options.quantize == "int8":
+        from onnxcomp.passes.quantize_activations import quantize_activations
+
+        result.activations = quantize_activations(model, options)
+    return model, result
+
+
+def _prune(model: ir.Model, options: CompressOptions, include, result: CompressResult) -> None:
+    prune = MagnitudePrunePass(
+        threshold=options.prune_threshold,
+        sparsity=options.prune_sparsity,
+        global_=options.global_prune,
+        include=include,
+    )
+    prune(model)
+    result.pruned = prune.records
+    passes = strip_pass()
+    passes(model)
+    for p in passes.passes:
+        if isinstance(p, BypassZeroAddPass):
+            result.stripped += [f"bypassed zero add {n}" for n in p.bypassed]
+        elif isinstance(p, DropZeroBiasPass):
+            result.stripped += [f"dropped zero bias {n}" for n in p.dropped]
+
+
+def compress(
+    model_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    options: CompressOptions | None = None,
+    **kwargs: Any,
+) -> CompressResult:
+    """Compress a model file into another; options as a CompressOptions or keywords."""
+    options = options or CompressOptions(**kwargs)
+    options.validate()
+    start = time.perf_counter()
+    src, out = Path(model_path), Path(output_path)
+    _check_paths(src, out)
+    model = model_io.load(src)
+    model_io.validate(model)
+    model, result = compress_model(model, options)
+    model_io.save(model, out, source=src)
+    result.input_path, result.output_path = str(src), str(out)
+    result.input_bytes = model_io.file_size(src)
+    result.output_bytes = model_io.file_size(out)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _check_paths(src: Path, out: Path) -> None:
+    """Fail before any work when the output cannot be written."""
+    if out.exists() and src.exists() and out.samefile(src):
+        raise OnnxcompError(f"{out}: output would overwrite the input model")
+    if out.resolve() == src.resolve():
+        raise OnnxcompError(f"{out}: output would overwrite the input model")
+    if not out.parent.exists():
+        raise OnnxcompError(f"{out.parent}: output folder does not exist")

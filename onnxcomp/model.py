@@ -1,0 +1,214 @@
+"""Load, validate and save models; the only place that touches files.
+
+Every output goes to a temporary folder next to its destination, is checked there
+(onnx.checker and an onnxruntime session), and only then renamed into place, so a
+failed run never leaves a half-written or invalid model behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from onnxcomp.errors import OnnxcompError
+
+logger = logging.getLogger(__name__)
+
+# Above this many bytes of tensor data the model cannot live in one protobuf.
+_PROTO_LIMIT = 2_000_000_000
+# Tensors larger than this go to the external data file when one is used.
+_EXTERNAL_THRESHOLD = 1024
+
+
+def load(path: str | os.PathLike) -> ir.Model:
+    """Read a model, turning every way a file can be wrong into one clear error."""
+    p = Path(path)
+    if not p.exists():
+        raise OnnxcompError(f"{p}: no such file")
+    if p.is_dir():
+        raise OnnxcompError(f"{p}: is a folder, not an ONNX file")
+    if p.stat().st_size == 0:
+        raise OnnxcompError(f"{p}: empty file, not an ONNX model")
+    try:
+        model = ir.load(p)
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise OnnxcompError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from None
+    if len(model.graph) == 0 and not model.graph.outputs:
+        raise OnnxcompError(f"{p}: not an ONNX model (no graph)")
+    try:
+        _touch_external_data(model)
+    except Exception as exc:
+        raise OnnxcompError(f"{p}: external data cannot be read ({_first_line(exc)})") from None
+    return model
+
+
+def _touch_external_data(model: ir.Model) -> None:
+    """Fail at load time, not mid-pass, when an external data file is missing."""
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            path = Path(tensor.base_dir) / tensor.location
+            if not path.exists():
+                raise FileNotFoundError(f"missing {tensor.location}")
+
+
+def validate(model: ir.Model) -> None:
+    """Raise OnnxcompError when onnx.checker rejects the model (full check)."""
+    proto = ir.to_proto(model)
+    if proto.ByteSize() >= _PROTO_LIMIT:
+        return  # checked from disk by save(), where external data is allowed
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise OnnxcompError(f"model fails onnx.checker: {_first_line(exc)}") from None
+
+
+def tensor_bytes(model: ir.Model) -> int:
+    """Bytes of all constant tensors (initializers, recursively through subgraphs)."""
+    total = 0
+    for graph in _graphs(model):
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                total += value.const_value.nbytes
+    return total
+
+
+def _graphs(model: ir.Model):
+    yield model.graph
+    yield from model.graph.subgraphs()
+
+
+def save(
+    model: ir.Model,
+    path: str | os.PathLike,
+    *,
+    source: str | os.PathLike | None = None,
+    check_runtime: bool = True,
+) -> Path:
+    """Write atomically after validating; never overwrite ``source``.
+
+    Large models (tensor data near the 2 GB protobuf limit) get their weights in
+    ``<name>.data`` beside the model; onnx_ir writes it.
+    """
+    out = Path(path)
+    if source is not None and _same_file(out, Path(source)):
+        raise OnnxcompError(f"{out}: output would overwrite the input model")
+    if not out.parent.exists():
+        raise OnnxcompError(f"{out.parent}: output folder does not exist")
+    if out.exists() and out.is_dir():
+        raise OnnxcompError(f"{out}: is a folder")
+    external = tensor_bytes(model) >= _PROTO_LIMIT // 2
+    data_name = out.name + ".data"
+    tmpdir = Path(tempfile.mkdtemp(prefix=".onnxcomp-", dir=out.parent))
+    try:
+        tmp_model = tmpdir / out.name
+        _write(model, tmp_model, data_name if external else None)
+        _check_file(tmp_model, check_runtime)
+        if external:
+            os.replace(tmpdir / data_name, out.parent / data_name)
+        os.replace(tmp_model, out)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+    return out
+
+
+def _write(model: ir.Model, path: Path, data_name: str | None) -> None:
+    if data_name is None:
+        # Loaded external tensors are read into the proto; nothing points back to the input.
+        ir.save(model, path)
+    else:
+        ir.save(model, path, external_data=data_name, size_threshold_bytes=_EXTERNAL_THRESHOLD)
+
+
+def _check_file(path: Path, check_runtime: bool) -> None:
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        raise OnnxcompError(f"refusing to write an invalid model: {_first_line(exc)}") from None
+    if not check_runtime:
+        return
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    try:
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise OnnxcompError(
+            f"refusing to write a model onnxruntime cannot load: {_first_line(exc)}"
+        ) from None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return a.samefile(b)
+    return a.resolve() == b.resolve()
+
+
+def opset(model: ir.Model) -> int:
+    return model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+
+
+def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, int | None]:
+    """Convert the default domain to ``target`` when it is older; returns the old opset.
+
+    onnx's version converter does the work; custom domains (ai.onnx.ml, ...) are kept.
+    """
+    old = opset(model)
+    if old >= target:
+        return model, None
+    proto = ir.to_proto(model)
+    try:
+        converted = onnx.version_converter.convert_version(proto, target)
+    except Exception as exc:
+        raise OnnxcompError(
+            f"cannot upgrade the model from opset {old} to {target}: {_first_line(exc)}"
+        ) from None
+    logger.info("upgraded the model from opset %d to %d", old, target)
+    return ir.from_proto(converted), old
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Bytes on disk of a model and the external data files it references."""
+    p = Path(path)
+    total = p.stat().st_size
+    seen: set[str] = set()
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception:
+        return total
+    for tensor in _all_initializers(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location" and entry.value not in seen:
+                    seen.add(entry.value)
+                    data = p.parent / entry.value
+                    if data.exists():
+                        total += data.stat().st_size
+    return total
+
+
+def _all_initializers(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_initializers(attr.g)
+            for g in attr.graphs:
+                yield from _all_initializers(g)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line[:300]
+    return type(exc).__name__

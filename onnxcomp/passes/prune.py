@@ -1,0 +1,123 @@
+"""Magnitude pruning: small weight elements become exactly zero.
+
+Two rules: a threshold (|w| <= eps) or a target sparsity, per tensor or ranked over all
+weights together (``global_``). Sparsity is met exactly: ties at the cut are broken by
+element order, so the same model always loses the same elements.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.weights import Weight, find_weights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneRecord:
+    name: str
+    op_types: list[str]
+    size: int
+    zeros_before: int
+    zeros_after: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros_after / self.size if self.size else 0.0
+
+
+def validate_options(threshold: float | None, sparsity: float | None) -> None:
+    if threshold is not None and sparsity is not None:
+        raise OnnxcompError("give either a prune threshold or a prune sparsity, not both")
+    if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
+        raise OnnxcompError(f"prune threshold must be a finite number >= 0, got {threshold}")
+    if sparsity is not None and not (0.0 <= sparsity < 1.0):
+        raise OnnxcompError(f"prune sparsity must be in [0, 1), got {sparsity}")
+
+
+class MagnitudePrunePass(ir.passes.InPlacePass):
+    """Zero the smallest-magnitude elements of every weight the filter accepts."""
+
+    def __init__(
+        self,
+        *,
+        threshold: float | None = None,
+        sparsity: float | None = None,
+        global_: bool = False,
+        include: Callable[[Weight], bool] = lambda w: True,
+        per_weight_sparsity: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        validate_options(threshold, sparsity)
+        self.threshold = threshold
+        self.sparsity = sparsity
+        self.global_ = global_
+        self.include = include
+        self.per_weight_sparsity = per_weight_sparsity or {}
+        self.records: list[PruneRecord] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        weights = [w for w in find_weights(model) if self.include(w)]
+        self.records = []
+        masks = self._masks(weights)
+        modified = False
+        for weight, mask in zip(weights, masks, strict=True):
+            array = weight.array
+            before = int(np.count_nonzero(array == 0))
+            if mask is not None and mask.any():
+                pruned = np.where(mask, np.zeros((), array.dtype), array)
+                after = int(np.count_nonzero(pruned == 0))
+                if after != before:
+                    _replace(weight.value, pruned)
+                    modified = True
+            else:
+                after = before
+            self.records.append(PruneRecord(weight.name, weight.op_types, array.size, before, after))
+            logger.info("pruned %s: %d -> %d zeros of %d", weight.name, before, after, array.size)
+        return ir.passes.PassResult(model, modified=modified)
+
+    def _masks(self, weights: list[Weight]) -> list[np.ndarray | None]:
+        if self.threshold is not None:
+            return [np.abs(w.array) <= self.threshold for w in weights]
+        if self.global_ and self.sparsity is not None:
+            return _global_masks([w.array for w in weights], self.sparsity)
+        masks: list[np.ndarray | None] = []
+        for w in weights:
+            target = self.per_weight_sparsity.get(w.name, self.sparsity)
+            masks.append(None if not target else sparsity_mask(w.array, target))
+        return masks
+
+
+def sparsity_mask(array: np.ndarray, sparsity: float) -> np.ndarray:
+    """Mask of exactly round(sparsity * size) smallest-|w| elements (stable ties)."""
+    flat = np.abs(array.astype(np.float32, copy=False)).ravel()
+    k = round(sparsity * flat.size)
+    mask = np.zeros(flat.size, dtype=bool)
+    if k > 0:
+        mask[np.argsort(flat, kind="stable")[:k]] = True
+    return mask.reshape(array.shape)
+
+
+def _global_masks(arrays: list[np.ndarray], sparsity: float) -> list[np.ndarray | None]:
+    """One ranking over all weights; each tensor keeps what beats the global cut."""
+    if not arrays:
+        return []
+    flat = np.concatenate([np.abs(a.astype(np.float32, copy=False)).ravel() for a in arrays])
+    all_mask = sparsity_mask(flat, sparsity)
+    masks: list[np.ndarray | None] = []
+    start = 0
+    for a in arrays:
+        masks.append(all_mask[start : start + a.size].reshape(a.shape))
+        start += a.size
+    return masks
+
+
+def _replace(value: ir.Value, array: np.ndarray) -> None:
+    value.const_value = ir.tensor(array, name=value.name)

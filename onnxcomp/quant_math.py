@@ -1,0 +1,89 @@
+"""The arithmetic of int8: scales, zero points, rounding, saturation.
+
+Rounding is half-to-even (``np.rint``), the same as onnxruntime's QuantizeLinear, so a
+value quantized here and one quantized by the runtime land on the same integer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Symmetric weights use [-127, 127]: -128 would make the range lopsided and zero
+# would no longer sit in the middle; onnxruntime's int8 GEMMs expect this too.
+QMAX_SYMMETRIC = 127
+# The smallest scale we emit: a zero or denormal scale makes DequantizeLinear useless.
+MIN_SCALE = np.float32(1e-12)
+
+
+def symmetric_scale(array: np.ndarray, axis: int | None) -> np.ndarray:
+    """max|w| / 127 per channel along ``axis`` (or one for the tensor); never zero."""
+    a = np.abs(array.astype(np.float32, copy=False))
+    if axis is None:
+        amax = np.asarray(a.max() if a.size else 0.0, dtype=np.float32)
+    else:
+        others = tuple(i for i in range(a.ndim) if i != axis)
+        amax = a.max(axis=others) if others else a
+    scale = amax.astype(np.float32) / np.float32(QMAX_SYMMETRIC)
+    # An all-zero channel quantizes to zeros with any scale; 1.0 keeps it exact.
+    return np.where(scale > MIN_SCALE, scale, np.float32(1.0)).astype(np.float32)
+
+
+def _broadcast(param: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    if axis is None or param.ndim == 0:
+        return param
+    shape = [1] * ndim
+    shape[axis] = param.size
+    return param.reshape(shape)
+
+
+def quantize(
+    array: np.ndarray,
+    scale: np.ndarray,
+    zero_point: np.ndarray | int = 0,
+    *,
+    axis: int | None = None,
+    qmin: int = -128,
+    qmax: int = 127,
+    dtype: type = np.int8,
+) -> np.ndarray:
+    s = _broadcast(np.asarray(scale, np.float32), array.ndim, axis)
+    z = _broadcast(np.asarray(zero_point, np.int32), array.ndim, axis)
+    q = np.rint(array.astype(np.float32, copy=False) / s) + z
+    return np.clip(q, qmin, qmax).astype(dtype)
+
+
+def dequantize(
+    q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | int = 0, *, axis: int | None = None
+) -> np.ndarray:
+    s = _broadcast(np.asarray(scale, np.float32), q.ndim, axis)
+    z = _broadcast(np.asarray(zero_point, np.int32), q.ndim, axis)
+    return ((q.astype(np.int32) - z) * s).astype(np.float32)
+
+
+def quantize_weight_symmetric(
+    array: np.ndarray, axis: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """int8 weight and its float32 scale(s); zeros stay exactly zero."""
+    scale = symmetric_scale(array, axis)
+    q = quantize(array, scale, 0, axis=axis, qmin=-QMAX_SYMMETRIC, qmax=QMAX_SYMMETRIC)
+    return q, scale
+
+
+def affine_params(
+    rmin: float, rmax: float, *, signed: bool, symmetric: bool
+) -> tuple[np.float32, int]:
+    """Scale and zero point mapping [rmin, rmax] (widened to hold 0) onto 8 bits."""
+    rmin = min(float(rmin), 0.0)
+    rmax = max(float(rmax), 0.0)
+    qmin, qmax = (-128, 127) if signed else (0, 255)
+    if symmetric:
+        bound = max(abs(rmin), abs(rmax))
+        scale = bound / ((qmax - qmin) / 2.0)
+        zero = 0 if signed else 128
+    else:
+        scale = (rmax - rmin) / float(qmax - qmin)
+        zero = int(round(qmin - rmin / scale)) if scale > 0 else (0 if signed else 0)
+        zero = int(np.clip(zero, qmin, qmax))
+    if not scale > float(MIN_SCALE):
+        scale = 1.0
+    return np.float32(scale), zero
