@@ -1,0 +1,187 @@
+"""The side-by-side check: size, fidelity or accuracy, and latency, original vs compressed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from onnxcomp import model as model_io
+from onnxcomp.data import DataSource, input_specs, open_data, synthetic
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.latency import LatencyStats, compare_latency, session
+from onnxcomp.metrics import Accuracy, OutputComparison
+
+
+@dataclass
+class OutputFidelity:
+    name: str
+    top1_agreement: float | None
+    cosine: float | None
+    max_abs_error: float
+    exact: bool
+
+
+@dataclass
+class CheckResult:
+    original: str
+    compressed: str
+    original_bytes: int
+    compressed_bytes: int
+    original_param_bytes: int
+    compressed_param_bytes: int
+    data: str
+    synthetic: bool
+    samples: int
+    outputs: list[OutputFidelity] = field(default_factory=list)
+    labels: str | None = None
+    accuracy_original: float | None = None
+    accuracy_compressed: float | None = None
+    latency_original: LatencyStats | None = None
+    latency_compressed: LatencyStats | None = None
+    threads: int = 1
+    max_drop: float | None = None
+
+    @property
+    def size_ratio(self) -> float:
+        return self.compressed_bytes / self.original_bytes if self.original_bytes else 0.0
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        if self.accuracy_original is None or self.accuracy_compressed is None:
+            return None
+        return self.accuracy_original - self.accuracy_compressed
+
+    @property
+    def drop(self) -> float | None:
+        """What ``--max-drop`` gates: accuracy drop, else 1 - worst top-1 agreement."""
+        if self.accuracy_drop is not None:
+            return self.accuracy_drop
+        agreements = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
+        if agreements:
+            return 1.0 - min(agreements)
+        cosines = [o.cosine for o in self.outputs if o.cosine is not None]
+        return 1.0 - min(cosines) if cosines else None
+
+    @property
+    def latency_ratio(self) -> float | None:
+        if not (self.latency_original and self.latency_compressed):
+            return None
+        return self.latency_compressed.median_ms / self.latency_original.median_ms
+
+    @property
+    def passed(self) -> bool:
+        if self.max_drop is None:
+            return True
+        return self.drop is not None and self.drop <= self.max_drop + 1e-12
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("size_ratio", "accuracy_drop", "drop", "latency_ratio", "passed"):
+            d[key] = getattr(self, key)
+        return d
+
+
+def check(
+    original: str | os.PathLike,
+    compressed: str | os.PathLike,
+    *,
+    data: Any = None,
+    labels: str | None = None,
+    runs: int = 50,
+    threads: int = 1,
+    warmup: int = 5,
+    max_drop: float | None = None,
+) -> CheckResult:
+    """Compare two models on the same inputs; ``data`` is any source data.py reads."""
+    if threads < 1:
+        raise OnnxcompError(f"--threads must be >= 1, got {threads}")
+    if max_drop is not None and not 0.0 <= max_drop <= 1.0:
+        raise OnnxcompError(f"--max-drop must be in [0, 1], got {max_drop}")
+    if labels is not None and data is None:
+        raise OnnxcompError("--labels needs --data")
+    ref_model = model_io.load(original)
+    new_model = model_io.load(compressed)
+    specs = input_specs(ref_model)
+    _same_interface(ref_model, new_model)
+    source: DataSource = synthetic(specs) if data is None else open_data(data, specs, labels=labels)
+    ref_sess, new_sess = session(original, threads), session(compressed, threads)
+    result = CheckResult(
+        str(original),
+        str(compressed),
+        model_io.file_size(original),
+        model_io.file_size(compressed),
+        model_io.tensor_bytes(ref_model),
+        model_io.tensor_bytes(new_model),
+        source.description,
+        source.synthetic,
+        0,
+        labels=labels,
+        threads=threads,
+        max_drop=max_drop,
+    )
+    first_feed = _compare_outputs(ref_sess, new_sess, source, result)
+    if first_feed is None:
+        raise OnnxcompError("the data source yielded no samples")
+    if runs > 0:
+        result.latency_original, result.latency_compressed = compare_latency(
+            [ref_sess, new_sess], first_feed, runs=runs, warmup=warmup
+        )
+    return result
+
+
+def _same_interface(ref, new) -> None:
+    ref_out = [v.name for v in ref.graph.outputs]
+    new_out = [v.name for v in new.graph.outputs]
+    if ref_out != new_out:
+        raise OnnxcompError(f"models have different outputs: {ref_out} vs {new_out}")
+    ref_in = [s.name for s in input_specs(ref)]
+    new_in = [s.name for s in input_specs(new)]
+    if ref_in != new_in:
+        raise OnnxcompError(f"models have different inputs: {ref_in} vs {new_in}")
+
+
+def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult):
+    names = [o.name for o in ref_sess.get_outputs()]
+    comparisons = [OutputComparison(n) for n in names]
+    acc_ref, acc_new = Accuracy(), Accuracy()
+    label_index: int | None = None
+    first_feed = None
+    for batch in source:
+        if first_feed is None:
+            first_feed = batch.feed
+        try:
+            ref_out = ref_sess.run(None, batch.feed)
+            new_out = new_sess.run(None, batch.feed)
+        except Exception as exc:
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OnnxcompError(f"onnxruntime failed on the data: {line[:300]}") from None
+        for comp, r, n in zip(comparisons, ref_out, new_out, strict=True):
+            comp.update(np.asarray(r), np.asarray(n))
+        result.samples += batch.size
+        if batch.labels is not None:
+            if label_index is None:
+                label_index = _label_output(ref_out, batch.labels)
+            acc_ref.update(np.asarray(ref_out[label_index]), batch.labels)
+            acc_new.update(np.asarray(new_out[label_index]), batch.labels)
+    result.outputs = [
+        OutputFidelity(c.name, c.top1_agreement, c.cosine, c.max_abs_error, c.exact)
+        for c in comparisons
+    ]
+    result.accuracy_original, result.accuracy_compressed = acc_ref.value, acc_new.value
+    return first_feed
+
+
+def _label_output(outputs: list, labels: np.ndarray) -> int:
+    """Prefer an output of predicted labels; else the first score matrix of the right size."""
+    n = np.asarray(labels).reshape(-1).shape[0]
+    arrays = [np.asarray(o) for o in outputs]
+    for i, a in enumerate(arrays):
+        if a.dtype.kind in "iu" and a.ndim >= 1 and a.shape[0] == n and a.size == n:
+            return i
+    for i, a in enumerate(arrays):
+        if a.dtype.kind == "f" and a.ndim == 2 and a.shape[0] == n and a.shape[1] > 1:
+            return i
+    raise OnnxcompError("no model output looks like class scores or labels to compare with")

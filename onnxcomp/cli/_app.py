@@ -1,0 +1,45 @@
+"""The click group every command file registers on, and output helpers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="onnxcomp")
+@click.option("-v", "--verbose", count=True, help="More log lines on stderr (-vv: debug).")
+def app(verbose: int) -> None:
+    """Make ONNX models smaller and faster, and prove they still work."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s: %(message)s")
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN or Infinity; dataclasses become dicts."""
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
+    elif is_dataclass(obj) and not isinstance(obj, type):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON object on stdout and nothing else there."""
+    click.echo(json.dumps(_clean(obj), indent=2, sort_keys=False))
+
+
+def say(text: str) -> None:
+    click.echo(text)

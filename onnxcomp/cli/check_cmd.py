@@ -1,0 +1,69 @@
+"""onnxcomp check ORIGINAL COMPRESSED [--data DATA] [--labels NAME] [--max-drop X] ..."""
+
+from __future__ import annotations
+
+import click
+
+from onnxcomp.check import CheckResult, check
+from onnxcomp.cli._app import app, emit_json, say
+
+
+@app.command("check")
+@click.argument("original", type=click.Path(dir_okay=False))
+@click.argument("compressed", type=click.Path(dir_okay=False))
+@click.option("--data", metavar="DATA", help=".npz, folder of .npz, or ONNX test-data folder.")
+@click.option("--labels", metavar="NAME", help="Array in DATA holding the true labels.")
+@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per model.")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="onnxruntime intra-op threads.")
+@click.option("--max-drop", type=float, metavar="X",
+              help="Exit 1 when the accuracy drop (or 1 - top-1 agreement) exceeds X.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def check_command(original: str, compressed: str, as_json: bool, **kwargs) -> int:
+    """Compare ORIGINAL and COMPRESSED: size, fidelity or accuracy, latency."""
+    result = check(original, compressed, **kwargs)
+    if as_json:
+        emit_json(result)
+    else:
+        say(render(result))
+    return 0 if result.passed else 1
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2%}"
+
+
+def render(r: CheckResult) -> str:
+    lines = [
+        f"{'':24}{'original':>14}{'compressed':>14}{'ratio':>9}",
+        f"{'file bytes':24}{r.original_bytes:>14,}{r.compressed_bytes:>14,}{r.size_ratio:>9.3f}",
+        f"{'parameter bytes':24}{r.original_param_bytes:>14,}{r.compressed_param_bytes:>14,}"
+        f"{r.compressed_param_bytes / max(r.original_param_bytes, 1):>9.3f}",
+    ]
+    lo, lc = r.latency_original, r.latency_compressed
+    if lo and lc:
+        lines.append(
+            f"{'latency median ms':24}{lo.median_ms:>14.3f}{lc.median_ms:>14.3f}"
+            f"{r.latency_ratio:>9.3f}"
+        )
+        lines.append(
+            f"{'latency p90 ms':24}{lo.p90_ms:>14.3f}{lc.p90_ms:>14.3f}"
+            f"{lc.p90_ms / lo.p90_ms:>9.3f}"
+        )
+    if r.accuracy_original is not None:
+        lines.append(
+            f"{'accuracy':24}{_pct(r.accuracy_original):>14}{_pct(r.accuracy_compressed):>14}"
+            f"   drop {_pct(r.accuracy_drop)}"
+        )
+    for o in r.outputs:
+        cos = "n/a" if o.cosine is None else f"{o.cosine:.6f}"
+        lines.append(
+            f"output {o.name}: top-1 agreement {_pct(o.top1_agreement)}, cosine {cos}, "
+            f"max abs error {o.max_abs_error:.4g}"
+        )
+    kind = "SYNTHETIC inputs (no --data given)" if r.synthetic else "data"
+    lines.append(f"{kind}: {r.data}, {r.samples} samples; latency at {r.threads} thread(s)")
+    if r.max_drop is not None:
+        verdict = "PASS" if r.passed else "FAIL"
+        lines.append(f"{verdict}: drop {_pct(r.drop)} vs max {_pct(r.max_drop)}")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""What is in a model: interface, ops, parameters, sparsity, quantization, external data."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp import model as model_io
+
+# Which inputs of each integer op hold quantized data (not scales or zero points).
+QUANT_DATA_INPUTS = {
+    "DequantizeLinear": (0,),
+    "QLinearConv": (0, 3),
+    "QLinearMatMul": (0, 3),
+    "MatMulInteger": (0, 1),
+    "ConvInteger": (0, 1),
+}
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list[int | str | None]
+
+
+@dataclass
+class InspectResult:
+    path: str
+    file_bytes: int
+    ir_version: int
+    producer: str
+    opsets: dict[str, int]
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    op_types: dict[str, int]
+    nodes: int
+    subgraphs: int
+    parameters: int
+    parameter_bytes: dict[str, int]
+    zero_fraction: float
+    quantized_tensors: list[str] = field(default_factory=list)
+    external_data: list[str] = field(default_factory=list)
+    metadata_keys: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _info(value: ir.Value) -> TensorInfo:
+    shape: list[int | str | None] = []
+    if value.shape is not None:
+        shape = [d if isinstance(d, int) else d.value for d in value.shape]
+    dtype = value.dtype.name.lower() if value.dtype is not None else "unknown"
+    return TensorInfo(value.name or "", dtype, shape)
+
+
+def inspect(path: str | os.PathLike) -> InspectResult:
+    model = model_io.load(path)
+    graphs = [model.graph, *model.graph.subgraphs()]
+    ops: Counter[str] = Counter()
+    nodes = 0
+    for graph in graphs:
+        for node in graph:
+            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            ops[key] += 1
+            nodes += 1
+    params, by_dtype, zeros, numeric = 0, Counter(), 0, 0
+    external: set[str] = set()
+    for graph in graphs:
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            if tensor is None:
+                continue
+            params += tensor.size
+            by_dtype[tensor.dtype.name.lower()] += tensor.nbytes
+            if isinstance(tensor, ir.ExternalTensor):
+                external.add(str(tensor.location))
+            if tensor.dtype.is_floating_point() or tensor.dtype.is_integer():
+                if tensor.size >= 16:
+                    arr = tensor.numpy()
+                    zeros += int(np.count_nonzero(arr == 0))
+                    numeric += arr.size
+    return InspectResult(
+        path=str(path),
+        file_bytes=model_io.file_size(path),
+        ir_version=model.ir_version,
+        producer=" ".join(x for x in (model.producer_name, model.producer_version) if x),
+        opsets=dict(sorted(model.opset_imports.items())),
+        inputs=[_info(v) for v in model.graph.inputs if not v.is_initializer()],
+        outputs=[_info(v) for v in model.graph.outputs],
+        op_types=dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
+        nodes=nodes,
+        subgraphs=len(graphs) - 1,
+        parameters=params,
+        parameter_bytes=dict(sorted(by_dtype.items())),
+        zero_fraction=zeros / numeric if numeric else 0.0,
+        quantized_tensors=_quantized(graphs),
+        external_data=sorted(external),
+        metadata_keys=sorted(model.metadata_props),
+    )
+
+
+def _quantized(graphs: list[ir.Graph]) -> list[str]:
+    """Integer initializers that a dequantizing or integer op reads."""
+    names = []
+    for graph in graphs:
+        for node in graph:
+            for index in QUANT_DATA_INPUTS.get(node.op_type, ()):
+                value = node.inputs[index] if index < len(node.inputs) else None
+                tensor = value.const_value if value is not None else None
+                if tensor is not None and tensor.dtype.is_integer() and tensor.size > 1:
+                    names.append(value.name or "")
+    return sorted(set(names))
+
+
+def render(result: InspectResult) -> str:
+    """A human summary; ``--json`` prints to_dict() instead."""
+
+    def fmt(t: TensorInfo) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in t.shape)
+        return f"  {t.name}: {t.dtype}[{dims}]"
+
+    lines = [
+        f"{Path(result.path).name}: {result.file_bytes:,} bytes, IR v{result.ir_version}"
+        + (f", from {result.producer}" if result.producer else ""),
+        "opsets: " + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in result.opsets.items()),
+        "inputs:",
+        *map(fmt, result.inputs),
+        "outputs:",
+        *map(fmt, result.outputs),
+        f"nodes: {result.nodes} ({result.subgraphs} subgraphs); ops: "
+        + ", ".join(f"{k} {v}" for k, v in result.op_types.items()),
+        f"parameters: {result.parameters:,} elements; bytes by dtype: "
+        + ", ".join(f"{k} {v:,}" for k, v in result.parameter_bytes.items()),
+        f"zero weights: {result.zero_fraction:.1%}",
+        f"quantized tensors: {len(result.quantized_tensors)}",
+    ]
+    if result.external_data:
+        lines.append("external data: " + ", ".join(result.external_data))
+    if result.metadata_keys:
+        lines.append("metadata: " + ", ".join(result.metadata_keys))
+    return "\n".join(lines)

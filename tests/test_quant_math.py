@@ -1,0 +1,43 @@
+"""The int8 weight arithmetic, checked against its definition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxcomp.quant_math import dequantize, quantize_weight_symmetric, symmetric_scale
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, 3])
+def test_round_trip_error_is_at_most_half_a_step(axis):
+    w = np.random.default_rng(1).standard_normal((6, 5, 3, 3)).astype(np.float32)
+    q, scale = quantize_weight_symmetric(w, axis)
+    err = np.abs(dequantize(q, scale, axis=axis) - w)
+    step = scale if axis is None else scale.reshape([-1 if i == axis else 1 for i in range(4)])
+    # half a quantization step, plus float32 rounding of the product
+    assert np.all(err <= step / 2 + 1e-6 * np.abs(w) + 1e-7)
+
+
+def test_one_scale_per_channel_on_the_channel_axis():
+    w = np.random.default_rng(2).standard_normal((4, 7)).astype(np.float32)
+    w[:, 3] *= 100.0  # one loud channel along axis 1
+    _, scale = quantize_weight_symmetric(w, 1)
+    assert scale.shape == (7,)
+    np.testing.assert_allclose(scale, np.abs(w).max(axis=0) / 127, rtol=1e-6)
+    assert scale[3] > 50 * np.delete(scale, 3).max()
+
+
+def test_zeros_stay_zero_and_extremes_hit_127():
+    w = np.array([[0.0, 0.5, -1.0], [0.0, 0.0, 0.0]], np.float32)
+    q, scale = quantize_weight_symmetric(w, 0)
+    assert q.dtype == np.int8
+    assert q[0, 0] == 0 and np.all(q[1] == 0)
+    assert q[0, 2] == -127
+    assert scale[1] == 1.0  # an all-zero channel still gets a valid, non-zero scale
+    assert np.all(dequantize(q, scale, axis=0)[w == 0] == 0)
+
+
+def test_scales_are_float32_and_never_zero():
+    w = np.zeros((3, 3), np.float32)
+    scale = symmetric_scale(w, None)
+    assert scale.dtype == np.float32 and scale > 0
