@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,12 @@ class CompressResult:
     def size_ratio(self) -> float:
         return self.output_bytes / self.input_bytes if self.input_bytes else 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size_ratio"] = self.size_ratio
+        d["pruned"] = [dict(asdict(p), sparsity=p.sparsity) for p in self.pruned]
+        return d
+
 
 def excluder(patterns: Iterable[str]):
     """A weight is excluded when a pattern names it, a consumer node, or a consumer op type."""
@@ -163,7 +169,7 @@ def compress(
     src, out = Path(model_path), Path(output_path)
     _check_paths(src, out)
     model = model_io.load(src)
-    model_io.validate(model)
+    model_io.check_input(src)
     model, result = compress_model(model, options)
     model_io.save(model, out, source=src)
     result.input_path, result.output_path = str(src), str(out)

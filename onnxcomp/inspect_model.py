@@ -68,7 +68,9 @@ def inspect(path: str | os.PathLike) -> InspectResult:
     nodes = 0
     for graph in graphs:
         for node in graph:
-            key = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            key = (
+                node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+            )
             ops[key] += 1
             nodes += 1
     params, by_dtype, zeros, numeric = 0, Counter(), 0, 0
@@ -82,11 +84,11 @@ def inspect(path: str | os.PathLike) -> InspectResult:
             by_dtype[tensor.dtype.name.lower()] += tensor.nbytes
             if isinstance(tensor, ir.ExternalTensor):
                 external.add(str(tensor.location))
-            if tensor.dtype.is_floating_point() or tensor.dtype.is_integer():
-                if tensor.size >= 16:
-                    arr = tensor.numpy()
-                    zeros += int(np.count_nonzero(arr == 0))
-                    numeric += arr.size
+            numeric_type = tensor.dtype.is_floating_point() or tensor.dtype.is_integer()
+            if numeric_type and tensor.size >= 16:
+                arr = tensor.numpy()
+                zeros += int(np.count_nonzero(arr == 0))
+                numeric += arr.size
     return InspectResult(
         path=str(path),
         file_bytes=model_io.file_size(path),

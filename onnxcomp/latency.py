@@ -60,6 +60,4 @@ def compare_latency(
             start = time.perf_counter()
             sessions[j].run(None, feed)
             times[j].append((time.perf_counter() - start) * 1000.0)
-    return [
-        LatencyStats(float(np.median(t)), float(np.percentile(t, 90)), len(t)) for t in times
-    ]
+    return [LatencyStats(float(np.median(t)), float(np.percentile(t, 90)), len(t)) for t in times]

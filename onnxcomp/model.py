@@ -58,15 +58,14 @@ def _touch_external_data(model: ir.Model) -> None:
                 raise FileNotFoundError(f"missing {tensor.location}")
 
 
-def validate(model: ir.Model) -> None:
-    """Raise OnnxcompError when onnx.checker rejects the model (full check)."""
-    proto = ir.to_proto(model)
-    if proto.ByteSize() >= _PROTO_LIMIT:
-        return  # checked from disk by save(), where external data is allowed
+def check_input(path: str | os.PathLike) -> None:
+    """Reject a model that fails onnx.checker, reading it from disk (no 2 GB limit)."""
     try:
-        onnx.checker.check_model(proto, full_check=False)
+        onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
-        raise OnnxcompError(f"model fails onnx.checker: {_first_line(exc)}") from None
+        raise OnnxcompError(f"{path}: model fails onnx.checker: {_first_line(exc)}") from None
+    except Exception as exc:
+        raise OnnxcompError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
 
 
 def tensor_bytes(model: ir.Model) -> int:
@@ -120,7 +119,8 @@ def save(
 
 def _write(model: ir.Model, path: Path, data_name: str | None) -> None:
     if data_name is None:
-        # Loaded external tensors are read into the proto; nothing points back to the input.
+        # The output must not point back into the input's data file: read it in.
+        ir.external_data.load_to_model(model)
         ir.save(model, path)
     else:
         ir.save(model, path, external_data=data_name, size_threshold_bytes=_EXTERNAL_THRESHOLD)

@@ -80,9 +80,8 @@ def _weight_slot(node: ir.Node) -> Iterator[tuple[int, int | None]]:
     elif op == "MatMul":
         yield 1, -1
         yield 0, None
-    elif op == "Gather":
-        if node.attributes.get_int("axis", 0) == 0:
-            yield 0, 0
+    elif op == "Gather" and node.attributes.get_int("axis", 0) == 0:
+        yield 0, 0
 
 
 def find_weights(model: ir.Model, min_size: int = 16) -> list[Weight]:

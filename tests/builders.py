@@ -47,9 +47,7 @@ def conv_net(opset: int = 17, seed: int = 0, zero_bias: bool = False) -> onnx.Mo
         helper.make_node("Gemm", ["flat", "wg", "bg"], ["logits"], name="fc", transB=1),
     ]
     inits = [_init("w1", w1), _init("b1", b1), _init("wt", wt), _init("wg", wg), _init("bg", bg)]
-    return _model(
-        nodes, [vin("x", ["N", 3, 8, 8])], [vin("logits", ["N", 10])], inits, opset=opset
-    )
+    return _model(nodes, [vin("x", ["N", 3, 8, 8])], [vin("logits", ["N", 10])], inits, opset=opset)
 
 
 def mlp_with_constants(seed: int = 0) -> onnx.ModelProto:
@@ -86,7 +84,11 @@ def if_model(seed: int = 0) -> onnx.ModelProto:
     wb = rng.standard_normal((8, 8)).astype(np.float32)
     nodes = [
         helper.make_node(
-            "If", ["cond"], ["y"], name="if", then_branch=branch("then", wa),
+            "If",
+            ["cond"],
+            ["y"],
+            name="if",
+            then_branch=branch("then", wa),
             else_branch=branch("else", wb),
         )
     ]

@@ -66,8 +66,22 @@ def test_identical_models_are_exact(pair):
 @pytest.mark.parametrize(("max_drop", "code"), [(0.4, 1), (0.5, 0)])
 def test_max_drop_gates_the_exit_code(pair, capsys, max_drop, code):
     a, b, data, _, _ = pair
-    rc = main(["check", str(a), str(b), "--data", str(data), "--labels", "y",
-               "--max-drop", str(max_drop), "--runs", "2", "--json"])
+    rc = main(
+        [
+            "check",
+            str(a),
+            str(b),
+            "--data",
+            str(data),
+            "--labels",
+            "y",
+            "--max-drop",
+            str(max_drop),
+            "--runs",
+            "2",
+            "--json",
+        ]
+    )
     assert rc == code
     report = json.loads(capsys.readouterr().out)
     assert report["accuracy_drop"] == pytest.approx(0.5)
@@ -76,8 +90,10 @@ def test_max_drop_gates_the_exit_code(pair, capsys, max_drop, code):
 
 def test_without_labels_gates_on_agreement(pair, capsys):
     a, b, data, _, _ = pair
-    assert main(["check", str(a), str(b), "--data", str(data), "--max-drop", "0.49",
-                 "--runs", "1"]) == 1
+    assert (
+        main(["check", str(a), str(b), "--data", str(data), "--max-drop", "0.49", "--runs", "1"])
+        == 1
+    )
     text = capsys.readouterr().out
     assert "FAIL" in text and "top-1 agreement 50.00%" in text
 

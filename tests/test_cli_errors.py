@@ -40,7 +40,9 @@ def test_not_onnx(capsys, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_text("this is not a model")
     before = _listing(tmp_path)
-    code, out, err = _run(capsys, "compress", bad, "-o", tmp_path / "o.onnx", "--quantize", "weights")
+    code, _, err = _run(
+        capsys, "compress", bad, "-o", tmp_path / "o.onnx", "--quantize", "weights"
+    )
     assert code == 2
     _assert_one_line_error(err, "bad.onnx")
     assert _listing(tmp_path) == before
@@ -56,8 +58,15 @@ def test_truncated(capsys, tmp_path, model_path):
 
 
 def test_missing_file(capsys, tmp_path):
-    code, _, err = _run(capsys, "compress", tmp_path / "nope.onnx", "-o", tmp_path / "o.onnx",
-                        "--quantize", "weights")
+    code, _, err = _run(
+        capsys,
+        "compress",
+        tmp_path / "nope.onnx",
+        "-o",
+        tmp_path / "o.onnx",
+        "--quantize",
+        "weights",
+    )
     assert code == 2
     _assert_one_line_error(err, "no such file")
 
@@ -71,8 +80,9 @@ def test_output_equal_to_input(capsys, model_path):
 
 
 def test_missing_output_folder(capsys, tmp_path, model_path):
-    code, _, err = _run(capsys, "compress", model_path, "-o", tmp_path / "no" / "o.onnx",
-                        "--quantize", "weights")
+    code, _, err = _run(
+        capsys, "compress", model_path, "-o", tmp_path / "no" / "o.onnx", "--quantize", "weights"
+    )
     assert code == 2
     _assert_one_line_error(err, "does not exist")
 

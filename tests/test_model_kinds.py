@@ -106,7 +106,10 @@ def test_custom_domain_metadata_and_interface_are_kept(save_model, tmp_path):
     before, after = onnx.load(src), onnx.load(out)
     assert {p.key: p.value for p in after.metadata_props} == {"classes": "cat,dog,bird"}
     assert any(o.domain == "ai.onnx.ml" for o in after.opset_import)
-    for a, b in ((before.graph.input, after.graph.input), (before.graph.output, after.graph.output)):
+    for a, b in (
+        (before.graph.input, after.graph.input),
+        (before.graph.output, after.graph.output),
+    ):
         assert [v.name for v in a] == [v.name for v in b]
         assert [str(v.type) for v in a] == [str(v.type) for v in b]
 

@@ -11,26 +11,62 @@ from onnxcomp.compress import compress as run_compress
 
 @app.command("compress")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the compressed model (never the input).")
-@click.option("--prune-threshold", type=float, metavar="EPS",
-              help="Zero every weight element with |w| <= EPS.")
-@click.option("--prune-sparsity", type=float, metavar="S",
-              help="Zero the smallest S fraction (0 <= S < 1) of each weight tensor.")
-@click.option("--global", "global_prune", is_flag=True,
-              help="Rank all weights together for --prune-sparsity.")
-@click.option("--quantize", type=click.Choice(QUANTIZE_MODES),
-              help="weights: int8 weights, float activations; int8: weights and activations.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the compressed model (never the input).",
+)
+@click.option(
+    "--prune-threshold",
+    type=float,
+    metavar="EPS",
+    help="Zero every weight element with |w| <= EPS.",
+)
+@click.option(
+    "--prune-sparsity",
+    type=float,
+    metavar="S",
+    help="Zero the smallest S fraction (0 <= S < 1) of each weight tensor.",
+)
+@click.option(
+    "--global", "global_prune", is_flag=True, help="Rank all weights together for --prune-sparsity."
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(QUANTIZE_MODES),
+    help="weights: int8 weights, float activations; int8: weights and activations.",
+)
 @click.option("--per-tensor", is_flag=True, help="One scale per weight tensor, not per channel.")
 @click.option("--calib", metavar="DATA", help="Calibration data for --quantize int8.")
-@click.option("--calib-method", type=click.Choice(CALIB_METHODS), default="minmax",
-              show_default=True, help="How activation ranges are chosen.")
-@click.option("--percentile", type=float, default=99.99, show_default=True,
-              help="Percentile kept by --calib-method percentile.")
-@click.option("--activation-type", type=click.Choice(["auto", "uint8", "int8"]), default="auto",
-              show_default=True, help="Integer type of quantized activations.")
-@click.option("--exclude", multiple=True, metavar="NAME_OR_OPTYPE",
-              help="Keep this node, weight or op type in float (repeatable).")
+@click.option(
+    "--calib-method",
+    type=click.Choice(CALIB_METHODS),
+    default="minmax",
+    show_default=True,
+    help="How activation ranges are chosen.",
+)
+@click.option(
+    "--percentile",
+    type=float,
+    default=99.99,
+    show_default=True,
+    help="Percentile kept by --calib-method percentile.",
+)
+@click.option(
+    "--activation-type",
+    type=click.Choice(["auto", "uint8", "int8"]),
+    default="auto",
+    show_default=True,
+    help="Integer type of quantized activations.",
+)
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="NAME_OR_OPTYPE",
+    help="Keep this node, weight or op type in float (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def compress_command(model: str, output: str, as_json: bool, **kwargs) -> int:
     """Prune and/or quantize MODEL into OUTPUT, validated before it is written."""

@@ -14,15 +14,23 @@ from onnxcomp.demo import LABELS, build_digits
 
 
 @app.command("demo")
-@click.option("--out", "out_dir", default="demo_out", show_default=True,
-              type=click.Path(file_okay=False), help="Folder for the model, data and results.")
+@click.option(
+    "--out",
+    "out_dir",
+    default="demo_out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the model, data and results.",
+)
 def demo_command(out_dir: str) -> int:
     """Train a digits classifier, prune 50% + int8 weights, and check it against the original."""
     out = Path(out_dir)
     model, test, calib = build_digits(out)
     say(f"built {model} (scikit-learn digits MLP), test split {test}, calibration split {calib}")
-    say(f"$ onnxcomp compress {model} -o {out / 'digits_small.onnx'} "
-        "--prune-sparsity 0.5 --quantize weights")
+    say(
+        f"$ onnxcomp compress {model} -o {out / 'digits_small.onnx'} "
+        "--prune-sparsity 0.5 --quantize weights"
+    )
     small = out / "digits_small.onnx"
     result = compress(model, small, CompressOptions(prune_sparsity=0.5, quantize="weights"))
     say(compress_cmd.render(result))

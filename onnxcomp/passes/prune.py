@@ -79,7 +79,9 @@ class MagnitudePrunePass(ir.passes.InPlacePass):
                     modified = True
             else:
                 after = before
-            self.records.append(PruneRecord(weight.name, weight.op_types, array.size, before, after))
+            self.records.append(
+                PruneRecord(weight.name, weight.op_types, array.size, before, after)
+            )
             logger.info("pruned %s: %d -> %d zeros of %d", weight.name, before, after, array.size)
         return ir.passes.PassResult(model, modified=modified)
 
