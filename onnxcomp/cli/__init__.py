@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from onnxcomp.cli import check_cmd, compress_cmd, demo_cmd, inspect_cmd  # noqa: F401  (registers)
+from onnxcomp.cli import auto_cmd, check_cmd, compress_cmd, demo_cmd, inspect_cmd  # noqa: F401
 from onnxcomp.cli._app import app
 from onnxcomp.errors import OnnxcompError
 

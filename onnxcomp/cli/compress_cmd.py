@@ -7,6 +7,7 @@ import click
 from onnxcomp.cli._app import app, emit_json, say
 from onnxcomp.compress import CALIB_METHODS, QUANTIZE_MODES, CompressOptions, CompressResult
 from onnxcomp.compress import compress as run_compress
+from onnxcomp.recipe import load_recipe
 
 
 @app.command("compress")
@@ -67,10 +68,26 @@ from onnxcomp.compress import compress as run_compress
     metavar="NAME_OR_OPTYPE",
     help="Keep this node, weight or op type in float (repeatable).",
 )
+@click.option(
+    "--recipe",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Settings from a TOML/JSON recipe (global and per layer); options given "
+    "on the command line override it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def compress_command(model: str, output: str, as_json: bool, **kwargs) -> int:
+@click.pass_context
+def compress_command(
+    ctx: click.Context, model: str, output: str, recipe: str | None, as_json: bool, **kwargs
+) -> int:
     """Prune and/or quantize MODEL into OUTPUT, validated before it is written."""
-    options = CompressOptions(**{k: v for k, v in kwargs.items()})
+    if recipe is None:
+        options = CompressOptions(**kwargs)
+    else:
+        options = load_recipe(recipe)
+        for name, value in kwargs.items():
+            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+                setattr(options, name, value)
     options.exclude = tuple(options.exclude)
     result = run_compress(model, output, options)
     if as_json:

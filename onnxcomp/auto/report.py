@@ -1,0 +1,78 @@
+"""OUT.report.json and OUT.report.md: what auto measured, tried and chose."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _write(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_reports(result: Any, out: Path) -> list[Path]:
+    from onnxcomp.cli._app import _clean
+
+    data = _clean(result)
+    j = _write(out.with_name(out.name + ".report.json"), json.dumps(data, indent=2) + "\n")
+    m = _write(out.with_name(out.name + ".report.md"), render_markdown(result))
+    return [j, m]
+
+
+def _cfg(config: dict[str, int], ladder: list[str]) -> str:
+    used = {k: v for k, v in config.items() if v}
+    if not used:
+        return "all float"
+    counts: dict[str, int] = {}
+    for rung in used.values():
+        counts[ladder[rung]] = counts.get(ladder[rung], 0) + 1
+    return ", ".join(f"{n}x {label}" for label, n in sorted(counts.items()))
+
+
+def render_markdown(r: Any) -> str:
+    lines = [f"# onnxcomp auto: {Path(r.model).name}", ""]
+    verdict = "found" if r.found else "**nothing fits the budget**"
+    lines += [
+        f"- objective: {r.objective}; budget: {r.metric} drop <= {r.max_drop}; result: {verdict}",
+        f"- original {r.metric}: {r.baseline:.4f}; size {r.original_bytes:,} B "
+        f"({r.original_deflate_bytes:,} B deflated)",
+        f"- trials: {len(r.trials)}; wall time {r.seconds:.1f} s",
+    ]
+    for label, t in (("chosen", r.chosen), ("best global setting", r.best_global)):
+        if t is None:
+            lines.append(f"- {label}: none")
+            continue
+        lines.append(
+            f"- {label}: trial {t.id} ({_cfg(t.config, r.ladder)}): drop {t.drop:.4f}, "
+            f"{t.bytes:,} B, {t.deflate_bytes:,} B deflated "
+            f"({t.deflate_bytes / r.original_deflate_bytes:.1%} of the original)"
+        )
+    if r.latency_ms:
+        lines.append("- latency (ms, median): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in r.latency_ms.items()))  # fmt: skip
+    if r.recipe:
+        lines.append(f"- recipe: `{r.recipe}`")
+    lines += ["", "## Sensitivity (metric drop with the layer alone compressed)", ""]
+    rungs = r.ladder[1:]
+    lines.append("| layer | " + " | ".join(rungs) + " |")
+    lines.append("|---|" + "---|" * len(rungs))
+    for name, drops in r.sensitivity.items():
+        cells = [f"{drops[x]:.4f}" if x in drops else "" for x in rungs]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## Trials", "", "| # | stage | config | drop | bytes | deflated | s |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for t in r.trials:
+        if not t.ok:
+            lines.append(f"| {t.id} | {t.stage} | {_cfg(t.config, r.ladder)} | failed: "
+                         f"{t.error} | | | {t.seconds:.1f} |")  # fmt: skip
+            continue
+        lines.append(
+            f"| {t.id} | {t.stage} | {_cfg(t.config, r.ladder)} | {t.drop:.4f} | "
+            f"{t.bytes:,} | {t.deflate_bytes:,} | {t.seconds:.1f} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,189 @@
+"""The strategy: global sweep, per-layer sensitivity, threshold bisection, greedy push.
+
+1. Global: every layer on the same rung; the best that fits is the incumbent, so the
+   result is never worse than the best single global setting.
+2. Sensitivity: each layer alone on each probed rung, the rest float.
+3. Bisection on a sensitivity threshold t: each layer takes the most compressed rung
+   whose lone drop is <= t. More t, more compression: an ordered knob, so bisect it.
+4. Greedy: from the best fitting configuration, push single layers one rung further,
+   cheapest-per-damage first, while trials and time remain.
+Every configuration is checked as a whole model; none is accepted on estimates.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from onnxcomp.auto.space import Space
+from onnxcomp.auto.trials import TrialResult, TrialTask, run_trial
+from onnxcomp.executor import TrialExecutor
+
+EPS = 1e-9
+
+
+@dataclass
+class SearchState:
+    space: Space
+    max_drop: float
+    objective: str
+    executor: TrialExecutor
+    workdir: str
+    workers: int = 2
+    max_trials: int = 60
+    deadline: float = float("inf")
+    results: list[TrialResult] = field(default_factory=list)
+    sensitivity: dict[str, dict[int, float]] = field(default_factory=dict)
+    seen: dict[tuple, TrialResult] = field(default_factory=dict)
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+
+    @property
+    def trials_left(self) -> int:
+        return self.max_trials - len(self.results)
+
+    @property
+    def out_of_budget(self) -> bool:
+        return self.trials_left <= 0 or time.monotonic() >= self.deadline
+
+    def fits(self, r: TrialResult) -> bool:
+        return r.ok and r.drop is not None and r.drop <= self.max_drop + EPS
+
+    def cost(self, r: TrialResult) -> float:
+        """Lower is better. Size: deflated bytes; latency: int8 share (measured later)."""
+        if self.objective == "latency":
+            ints = sum(
+                layer.params
+                for layer in self.space.layers
+                if self.space.ladder[r.config.get(layer.name, 0)].precision == "int8"
+            )
+            return -float(ints)
+        return float(r.deflate_bytes or 0)
+
+    def best(self) -> TrialResult | None:
+        fitting = [r for r in self.results if self.fits(r)]
+        return min(fitting, key=lambda r: (self.cost(r), r.drop, r.id)) if fitting else None
+
+    def run(self, stage: str, configs: list[dict[str, int]]) -> list[TrialResult]:
+        """Results in the order of ``configs``; a configuration already tried is not rerun."""
+        fresh: list[dict[str, int]] = []
+        for c in configs:
+            if _key(c) not in self.seen and _key(c) not in {_key(f) for f in fresh}:
+                fresh.append(c)
+        fresh = fresh[: max(self.trials_left, 0)]
+        if fresh and time.monotonic() < self.deadline:
+            tasks = [
+                TrialTask(len(self.results) + i + 1, stage, c, self.space.to_options(c),
+                          self.workdir)
+                for i, c in enumerate(fresh)
+            ]  # fmt: skip
+            for result in self.executor.map(run_trial, tasks):
+                self.results.append(result)
+                self.seen[_key(result.config)] = result
+                self._progress(result)
+        return [self.seen[_key(c)] for c in configs if _key(c) in self.seen]
+
+    def _progress(self, r: TrialResult) -> None:
+        best = self.best()
+        left = self.deadline - time.monotonic()
+        status = "error: " + (r.error or "") if not r.ok else f"drop {r.drop:.4f}"
+        best_txt = "no fit yet"
+        if best is not None:
+            best_txt = f"best {best.deflate_bytes:,} B deflated, drop {best.drop:.4f}"
+        time_txt = f", {left:.0f} s left" if left != float("inf") else ""
+        n = len(self.results)
+        self.log(f"trial {n}/{self.max_trials} [{r.stage}] {status}; {best_txt}{time_txt}")
+
+
+def _key(config: dict[str, int]) -> tuple:
+    """Rung 0 is float: a layer left out and a layer at rung 0 are the same config."""
+    return tuple(sorted((k, v) for k, v in config.items() if v))
+
+
+def uniform(space: Space, rung: int) -> dict[str, int]:
+    return {layer.name: rung for layer in space.layers}
+
+
+def global_sweep(state: SearchState) -> None:
+    rungs = range(1, len(state.space.ladder))
+    state.run("global", [uniform(state.space, r) for r in rungs])
+
+
+def probe_rungs(state: SearchState) -> list[int]:
+    """All rungs when the trial budget allows, else the mildest and the harshest."""
+    top = len(state.space.ladder) - 1
+    every = list(range(1, top + 1))
+    if len(state.space.layers) * len(every) <= state.trials_left * 0.6 or top <= 2:
+        return every
+    return sorted({1, top})
+
+
+def measure_sensitivity(state: SearchState) -> None:
+    configs = []
+    for rung in probe_rungs(state):
+        for layer in state.space.layers:
+            configs.append({layer.name: rung})
+    for r in state.run("sensitivity", configs):
+        ((name, rung),) = r.config.items()
+        drop = r.drop if r.ok and r.drop is not None else float("inf")
+        state.sensitivity.setdefault(name, {})[rung] = drop
+
+
+def assign(state: SearchState, t: float) -> dict[str, int]:
+    """Each layer's most compressed rung whose lone drop is at most t."""
+    config = {}
+    for layer in state.space.layers:
+        ok = [rung for rung, d in state.sensitivity.get(layer.name, {}).items() if d <= t + EPS]
+        config[layer.name] = max(ok, default=0)
+    return config
+
+
+def bisect_threshold(state: SearchState) -> None:
+    """Largest threshold whose assignment fits; assumes fit is monotone in t."""
+    thresholds = sorted({d for s in state.sensitivity.values() for d in s.values() if d < 1e9})
+    lo, hi = -1, len(thresholds) - 1  # indexes <= lo fit; indexes > hi do not
+    while lo < hi and not state.out_of_budget:
+        span = hi - lo
+        points = sorted({lo + max(span // 3, 1), lo + max(2 * span // 3, 1)})
+        results = state.run("bisect", [assign(state, thresholds[p]) for p in points])
+        if not results:
+            return
+        for p, r in zip(points, results, strict=False):
+            if state.fits(r):
+                lo = max(lo, p)
+            else:
+                hi = min(hi, p - 1)
+
+
+def greedy_push(state: SearchState) -> None:
+    top = len(state.space.ladder) - 1
+    params = {layer.name: layer.params for layer in state.space.layers}
+    rejected: set[tuple] = set()
+    while not state.out_of_budget:
+        best = state.best()
+        if best is None:
+            return
+        current = {layer.name: best.config.get(layer.name, 0) for layer in state.space.layers}
+        moves = []
+        for name, rung in current.items():
+            if rung >= top:
+                continue
+            cfg = dict(current, **{name: rung + 1})
+            key = tuple(sorted(cfg.items()))
+            if key in rejected:
+                continue
+            damage = state.sensitivity.get(name, {}).get(rung + 1, 0.0)
+            if damage == float("inf"):
+                continue
+            moves.append((damage / max(params[name], 1), name, cfg, key))
+        if not moves:
+            return
+        moves.sort(key=lambda m: (m[0], m[1]))
+        batch = moves[: state.workers]
+        results = state.run("greedy", [m[2] for m in batch])
+        for m, r in zip(batch, results, strict=False):
+            if not state.fits(r) or state.cost(r) >= state.cost(best):
+                rejected.add(m[3])
+        if not results:
+            return

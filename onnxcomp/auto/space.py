@@ -1,0 +1,93 @@
+"""The search space: per layer, a ladder of settings from float to most compressed.
+
+A layer is one weight (and the nodes that read it). A configuration gives each layer a
+rung on its ladder; ``to_options`` turns it into the CompressOptions that ``compress``
+and recipes understand, so every trial is replayable.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx_ir as ir
+
+from onnxcomp import model as model_io
+from onnxcomp.compress import CompressOptions
+from onnxcomp.layers import LayerOptions
+from onnxcomp.passes.prepare import prepare_pass
+from onnxcomp.weights import find_weights
+
+SPARSITIES = (0.25, 0.5, 0.75, 0.9)
+
+
+@dataclass(frozen=True)
+class Setting:
+    precision: str  # float | weights | int8
+    sparsity: float = 0.0
+
+    @property
+    def label(self) -> str:
+        s = f"{self.precision}"
+        return s + (f"+{self.sparsity:.0%} sparse" if self.sparsity else "")
+
+
+@dataclass
+class Layer:
+    name: str
+    op_types: list[str]
+    params: int
+
+
+@dataclass
+class Space:
+    layers: list[Layer]
+    ladder: list[Setting]
+    base: CompressOptions = field(default_factory=CompressOptions)
+
+    def to_options(self, config: dict[str, int]) -> CompressOptions:
+        settings = {layer.name: self.ladder[config.get(layer.name, 0)] for layer in self.layers}
+        precisions = {s.precision for s in settings.values()}
+        quantize = next((p for p in ("int8", "weights") if p in precisions), None)
+        layers = {}
+        for name, s in sorted(settings.items()):
+            if quantize is None and not s.sparsity:
+                continue
+            layers[name] = LayerOptions(prune_sparsity=s.sparsity or None, precision=s.precision)
+        opts = CompressOptions(
+            quantize=quantize,
+            calib=self.base.calib if quantize == "int8" else None,
+            calib_method=self.base.calib_method,
+            percentile=self.base.percentile,
+            activation_type=self.base.activation_type,
+            progress=False,
+        )
+        opts.layers = layers
+        return opts
+
+
+def build_space(model_path: str, *, objective: str, has_calib: bool) -> Space:
+    """Layers from the model's weights; the ladder depends on what can pay off."""
+    model: ir.Model = model_io.load(model_path)
+    prepare_pass()(model)
+    layers = [Layer(w.name, w.op_types, int(w.array.size)) for w in find_weights(model)]
+    ladder = [Setting("float")]
+    if objective == "latency":
+        # Unstructured zeros do not speed up dense kernels and int8 weights alone add a
+        # dequantization per run: only full int8 can pay.
+        ladder += [Setting("int8")] if has_calib else []
+    else:
+        # Activation quantization saves no bytes; it would only spend the budget.
+        ladder += [Setting("weights")] + [Setting("weights", s) for s in SPARSITIES]
+    return Space(layers, ladder)
+
+
+def deflate_size(path: str | Path) -> int:
+    """Bytes after zlib deflate: what a model costs in an app bundle or a download."""
+    comp = zlib.compressobj(6)
+    total = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            total += len(comp.compress(chunk))
+    return total + len(comp.flush())

@@ -1,0 +1,87 @@
+"""One trial: compress with a configuration, then measure size and metric.
+
+Runs in a worker (a process of the pool, or in-process): the worker builds its own
+evaluator once, from picklable arguments, and reuses it for every trial it gets.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxcomp import model as model_io
+from onnxcomp.auto.space import deflate_size
+from onnxcomp.compress import CompressOptions, compress
+from onnxcomp.data import input_specs, open_data
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.evaluate import Evaluator
+
+
+@dataclass
+class TrialTask:
+    id: int
+    stage: str
+    config: dict[str, int]
+    options: CompressOptions
+    workdir: str
+    keep: bool = False
+
+
+@dataclass
+class TrialResult:
+    id: int
+    stage: str
+    config: dict[str, int]
+    value: float | None = None
+    drop: float | None = None
+    bytes: int | None = None
+    deflate_bytes: int | None = None
+    seconds: float = 0.0
+    pid: int = 0
+    error: str | None = None
+    path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _State:
+    original: str = ""
+    evaluator: Evaluator | None = None
+
+
+def init_worker(original: str, data: Any, labels: str | None, metric: Any) -> None:
+    """Build the evaluator once per worker (the original's outputs are cached in it)."""
+    _State.original = original
+    specs = input_specs(model_io.load(original))
+    source = open_data(data, specs, labels=labels)
+    _State.evaluator = Evaluator(original, source, metric=metric)
+
+
+def run_trial(task: TrialTask) -> TrialResult:
+    start = time.perf_counter()
+    result = TrialResult(task.id, task.stage, dict(task.config), pid=os.getpid())
+    out = Path(task.workdir) / f"trial_{task.id:04d}.onnx"
+    try:
+        compress(_State.original, out, task.options)
+        assert _State.evaluator is not None
+        score = _State.evaluator.score(out)
+        result.value, result.drop = score.value, score.drop
+        result.bytes = model_io.file_size(out)
+        result.deflate_bytes = deflate_size(out)
+        if task.keep:
+            result.path = str(out)
+    except OnnxcompError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # a trial must never take the search down
+        result.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+    finally:
+        if not task.keep and out.exists():
+            out.unlink()
+    result.seconds = time.perf_counter() - start
+    return result

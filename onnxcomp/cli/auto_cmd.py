@@ -1,0 +1,73 @@
+"""onnxcomp auto MODEL -o OUT --calib DATA [--data EVAL] --max-drop X [--objective ...]"""
+
+from __future__ import annotations
+
+import click
+
+from onnxcomp.auto import OBJECTIVES, AutoResult, auto
+from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.evaluate import METRICS
+
+
+@app.command("auto")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--calib", metavar="DATA", help="Calibration data (needed for int8).")
+@click.option("--data", metavar="DATA", help="Evaluation data (default: the calibration data).")
+@click.option("--labels", metavar="NAME", help="Array in DATA with the true labels.")
+@click.option(
+    "--max-drop",
+    type=float,
+    required=True,
+    metavar="X",
+    help="Largest metric drop allowed (accuracy, or 1 - agreement/cosine).",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(OBJECTIVES),
+    default="size",
+    show_default=True,
+    help="size: smallest deflated file; latency: fastest in onnxruntime.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    help="Default: accuracy with --labels, else agreement, else cosine.",
+)
+@click.option("--max-trials", type=int, default=60, show_default=True)
+@click.option("--time-limit", type=float, metavar="S", help="Stop searching after S seconds.")
+@click.option(
+    "--workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Trials run in parallel in this many processes.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def auto_command(model: str, output: str, as_json: bool, **kwargs) -> int:
+    """Find the most compressed model within an accuracy budget, and write its recipe."""
+    result = auto(model, output, **kwargs)
+    if as_json:
+        emit_json(result)
+    else:
+        say(render(result))
+    return 0 if result.found else 1
+
+
+def render(r: AutoResult) -> str:
+    lines = []
+    if r.found and r.chosen is not None:
+        c = r.chosen
+        lines.append(
+            f"wrote {r.output}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
+            f"{c.deflate_bytes:,} B deflated ({c.deflate_bytes / r.original_deflate_bytes:.1%}); "
+            f"{r.metric} {c.value:.4f} vs {r.baseline:.4f} (drop {c.drop:.4f} <= {r.max_drop})"
+        )
+        lines.append(f"recipe: {r.recipe}")
+    else:
+        lines.append(f"nothing fits: no compressed model keeps the {r.metric} drop <= {r.max_drop}")
+    if r.best_global is not None and r.best_global.deflate_bytes:
+        g = r.best_global
+        lines.append(f"best global setting: {g.deflate_bytes:,} B deflated, drop {g.drop:.4f}")
+    lines.append(f"{len(r.trials)} trials in {r.seconds:.1f} s; reports: {', '.join(r.reports)}")
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""One number per candidate model: the metric an accuracy budget is spent on.
+
+accuracy: against labels in the evaluation data; agreement: top-1 agreement with the
+original on classifier-like outputs; cosine: mean cosine similarity of the outputs.
+A Python callable ``metric(session, data) -> float`` (higher is better) also works.
+The original's outputs are computed once and kept (evaluation sets are small).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from onnxcomp.data import DataSource
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.latency import session
+from onnxcomp.metrics import Accuracy, OutputComparison, is_classifier_like
+
+METRICS = ("accuracy", "agreement", "cosine")
+MetricFn = Callable[[ort.InferenceSession, DataSource], float]
+
+
+@dataclass
+class Score:
+    value: float  # the metric, higher is better
+    drop: float  # original's value minus this one (what the budget limits)
+
+
+class Evaluator:
+    def __init__(
+        self,
+        original: str | os.PathLike,
+        data: DataSource,
+        *,
+        metric: str | MetricFn | None = None,
+        threads: int = 1,
+    ) -> None:
+        self.data = data
+        self.threads = threads
+        ref = session(original, threads)
+        self._reference = [(b, ref.run(None, b.feed)) for b in data]
+        if not self._reference:
+            raise OnnxcompError("the evaluation data yielded no samples")
+        has_labels = all(b.labels is not None for b, _ in self._reference)
+        self.metric = metric or self._default_metric(has_labels)
+        if self.metric == "accuracy" and not has_labels:
+            raise OnnxcompError("metric 'accuracy' needs labels: give --labels NAME")
+        if isinstance(self.metric, str) and self.metric not in METRICS:
+            raise OnnxcompError(
+                f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}"
+            )
+        self.baseline = self._value(ref, reference=True)
+
+    def _default_metric(self, has_labels: bool) -> str:
+        if has_labels:
+            return "accuracy"
+        outputs = self._reference[0][1]
+        return "agreement" if any(is_classifier_like(np.asarray(o)) for o in outputs) else "cosine"
+
+    @property
+    def metric_name(self) -> str:
+        return (
+            self.metric
+            if isinstance(self.metric, str)
+            else getattr(self.metric, "__name__", "custom")
+        )
+
+    def score(self, path: str | os.PathLike) -> Score:
+        value = self._value(session(path, self.threads), reference=False)
+        return Score(value, self.baseline - value)
+
+    def _value(self, sess: ort.InferenceSession, *, reference: bool) -> float:
+        if callable(self.metric):
+            return float(self.metric(sess, self.data))
+        if self.metric == "accuracy":
+            acc = Accuracy()
+            for batch, ref_out in self._reference:
+                out = ref_out if reference else sess.run(None, batch.feed)
+                acc.update(np.asarray(_label_output(out)), batch.labels)
+            return float(acc.value or 0.0)
+        if reference:
+            return 1.0
+        comps = [OutputComparison(str(i)) for i in range(len(self._reference[0][1]))]
+        for batch, ref_out in self._reference:
+            for comp, r, n in zip(comps, ref_out, sess.run(None, batch.feed), strict=True):
+                comp.update(np.asarray(r), np.asarray(n))
+        if self.metric == "agreement":
+            values = [c.top1_agreement for c in comps if c.top1_agreement is not None]
+            if not values:
+                raise OnnxcompError("metric 'agreement' needs a classifier-like output")
+            return float(min(values))
+        return float(min(c.cosine for c in comps if c.cosine is not None))
+
+
+def _label_output(outputs: list[Any]) -> Any:
+    """The output holding labels or class scores (the first that looks like it)."""
+    for o in outputs:
+        a = np.asarray(o)
+        if a.dtype.kind in "iu" and a.ndim == 1:
+            return a
+    for o in outputs:
+        if is_classifier_like(np.asarray(o)):
+            return o
+    raise OnnxcompError("no model output looks like class scores or labels")

@@ -1,0 +1,107 @@
+"""Per-layer settings: which sparsity and precision each weight and its node get.
+
+A layer key names a weight, a node, or an op type; the most specific match wins
+(weight name, then node name, then op type), so a recipe can say "all Conv at 50%,
+except conv1 which stays float".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx_ir as ir
+
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.weights import Weight
+
+PRECISIONS = ("float", "weights", "int8")
+
+
+@dataclass
+class LayerOptions:
+    prune_sparsity: float | None = None
+    precision: str | None = None  # float | weights | int8; None: the global setting
+
+
+def resolve(weight: Weight, layers: dict[str, LayerOptions]) -> LayerOptions | None:
+    if not layers:
+        return None
+    if weight.name in layers:
+        return layers[weight.name]
+    for use in weight.uses:
+        if use.node.name in layers:
+            return layers[use.node.name]
+    for use in weight.uses:
+        if use.node.op_type in layers:
+            return layers[use.node.op_type]
+    return None
+
+
+def node_precision(node: ir.Node, layers: dict[str, LayerOptions]) -> str | None:
+    """The precision a node's layer asks for (node name first, then op type)."""
+    for key in (node.name, node.op_type):
+        if key in layers and layers[key].precision is not None:
+            return layers[key].precision
+    return None
+
+
+def nodes_kept_out_of_int8(model: ir.Model, layers: dict[str, LayerOptions]) -> set[str]:
+    """Names of nodes whose layer asks for float activations (precision float/weights)."""
+    if not layers:
+        return set()
+    names: set[str] = set()
+    graphs = [model.graph, *model.graph.subgraphs()]
+    weight_layers = {k: v for k, v in layers.items() if v.precision in ("float", "weights")}
+    for graph in graphs:
+        for node in graph:
+            precision = node_precision(node, layers)
+            if precision is None:
+                for value in node.inputs:
+                    if value is not None and value.name in weight_layers:
+                        precision = weight_layers[value.name].precision
+            if precision in ("float", "weights") and node.name:
+                names.add(node.name)
+    return names
+
+
+def quantize_filter(
+    include: Callable[[Weight], bool], layers: dict[str, LayerOptions], global_quantize: str | None
+) -> Callable[[Weight], bool]:
+    """Which weights get int8: the global setting, overridden per layer."""
+
+    def wanted(weight: Weight) -> bool:
+        if not include(weight):
+            return False
+        layer = resolve(weight, layers)
+        if layer is None or layer.precision is None:
+            return global_quantize is not None
+        return layer.precision != "float"
+
+    return wanted
+
+
+def sparsity_overrides(weights: list[Weight], layers: dict[str, LayerOptions]) -> dict[str, float]:
+    """Per-weight sparsity where a layer sets one (0 means: do not prune this one)."""
+    out = {}
+    for weight in weights:
+        layer = resolve(weight, layers)
+        if layer is not None and layer.prune_sparsity is not None:
+            out[weight.name] = float(layer.prune_sparsity)
+    return out
+
+
+def any_quantized(layers: dict[str, LayerOptions]) -> bool:
+    return any(layer.precision in ("weights", "int8") for layer in layers.values())
+
+
+def validate_layers(layers: dict[str, LayerOptions], global_quantize: str | None) -> None:
+    for name, layer in layers.items():
+        if layer.precision is not None and layer.precision not in PRECISIONS:
+            raise OnnxcompError(f"layer '{name}': precision must be one of {', '.join(PRECISIONS)}")
+        if layer.prune_sparsity is not None and not 0 <= layer.prune_sparsity < 1:
+            raise OnnxcompError(f"layer '{name}': prune sparsity must be in [0, 1)")
+        if layer.precision == "int8" and global_quantize != "int8":
+            raise OnnxcompError(
+                f"layer '{name}' asks for int8 activations: set quantize = \"int8\" and calib"
+            )

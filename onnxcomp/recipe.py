@@ -1,0 +1,185 @@
+"""Recipes: compression settings in a TOML (or JSON) file a deploy pipeline versions.
+
+The same option names as the command line (dashes or underscores), globally under
+``[compress]`` and per layer under ``[layers."NAME"]`` where NAME is a node name, a
+weight name or an op type. ``auto`` writes recipes; ``compress --recipe`` replays
+them to the same bytes. Unknown keys and bad values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from onnxcomp.compress import CompressOptions
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.layers import PRECISIONS, LayerOptions
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+FORMAT_VERSION = 1
+# Options a recipe may not carry: they describe a run, not a compression.
+_NOT_IN_RECIPES = {"progress", "layers"}
+_GLOBAL_KEYS = {f.name for f in fields(CompressOptions)} - _NOT_IN_RECIPES
+_LAYER_KEYS = {f.name for f in fields(LayerOptions)}
+
+
+def _norm(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def load_recipe(path: str | os.PathLike) -> CompressOptions:
+    """Read and validate a recipe; every error names the file and the key."""
+    p = Path(path)
+    if not p.is_file():
+        raise OnnxcompError(f"{p}: no such recipe file")
+    try:
+        text = p.read_text()
+        raw = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OnnxcompError(f"{p}: not a valid recipe: {str(exc).splitlines()[0]}") from None
+    return recipe_from_dict(raw, where=str(p))
+
+
+def recipe_from_dict(raw: dict[str, Any], where: str = "recipe") -> CompressOptions:
+    unknown = set(raw) - {"version", "compress", "layers"}
+    if unknown:
+        raise OnnxcompError(f"{where}: unknown key '{sorted(unknown)[0]}'")
+    version = raw.get("version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise OnnxcompError(f"{where}: 'version' must be {FORMAT_VERSION}, got {version!r}")
+    options = CompressOptions()
+    for key, value in _table(raw, "compress", where).items():
+        name = _norm(key)
+        if name not in _GLOBAL_KEYS:
+            raise OnnxcompError(f"{where}: unknown key 'compress.{key}'")
+        setattr(options, name, _coerce(f"compress.{key}", name, value, where))
+    options.exclude = tuple(options.exclude)
+    layers: dict[str, LayerOptions] = {}
+    for layer, table in _table(raw, "layers", where).items():
+        if not isinstance(table, dict):
+            raise OnnxcompError(f"{where}: 'layers.{layer}' must be a table")
+        layers[layer] = _layer(layer, table, where)
+    options.layers = layers
+    try:
+        options.validate()
+    except OnnxcompError as exc:
+        raise OnnxcompError(f"{where}: {exc}") from None
+    return options
+
+
+def _table(raw: dict, key: str, where: str) -> dict:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise OnnxcompError(f"{where}: '{key}' must be a table")
+    return value
+
+
+def _layer(layer: str, table: dict, where: str) -> LayerOptions:
+    out = LayerOptions()
+    for key, value in table.items():
+        name = _norm(key)
+        full = f"layers.{layer}.{key}"
+        if name not in _LAYER_KEYS:
+            raise OnnxcompError(f"{where}: unknown key '{full}'")
+        if name == "precision" and value not in PRECISIONS:
+            raise OnnxcompError(
+                f"{where}: '{full}' must be one of {', '.join(PRECISIONS)}, got {value!r}"
+            )
+        if name == "prune_sparsity" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise OnnxcompError(f"{where}: '{full}' must be a number in [0, 1), got {value!r}")
+        setattr(out, name, value)
+    return out
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "prune_threshold": (int, float),
+    "prune_sparsity": (int, float),
+    "percentile": (int, float),
+    "global_prune": (bool,),
+    "per_tensor": (bool,),
+    "quantize": (str,),
+    "calib": (str,),
+    "calib_method": (str,),
+    "activation_type": (str,),
+    "exclude": (list,),
+    "recover": (str,),
+}
+
+
+def _coerce(full: str, name: str, value: Any, where: str) -> Any:
+    wanted = _TYPES.get(name)
+    ok = wanted is None or (
+        isinstance(value, wanted) and not (bool not in wanted and isinstance(value, bool))
+    )
+    if name == "exclude" and ok:
+        ok = all(isinstance(v, str) for v in value)
+    if not ok:
+        raise OnnxcompError(f"{where}: '{full}' has a value of the wrong type: {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OnnxcompError(f"{where}: '{full}' must be finite")
+    return tuple(value) if name == "exclude" else value
+
+
+def recipe_to_dict(options: CompressOptions) -> dict[str, Any]:
+    """Only what differs from the defaults, so recipes stay short and readable."""
+    default = CompressOptions()
+    glob = {}
+    for f in fields(CompressOptions):
+        if f.name in _NOT_IN_RECIPES:
+            continue
+        value = getattr(options, f.name)
+        if value != getattr(default, f.name) and value is not None:
+            glob[f.name] = list(value) if isinstance(value, tuple) else value
+    layers = {
+        name: {k: v for k, v in vars(layer).items() if v is not None}
+        for name, layer in sorted(options.layers.items())
+    }
+    return {"version": FORMAT_VERSION, "compress": glob, "layers": layers}
+
+
+def dump_toml(options: CompressOptions) -> str:
+    """TOML for our flat schema (stdlib reads TOML but cannot write it)."""
+    d = recipe_to_dict(options)
+    lines = [
+        "# onnxcomp recipe: replay with `onnxcomp compress MODEL --recipe FILE -o OUT`",
+        f"version = {d['version']}",
+        "",
+        "[compress]",
+    ]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in d["compress"].items()]
+    for name, layer in d["layers"].items():
+        lines += ["", f"[layers.{json.dumps(name)}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in layer.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def save_recipe(options: CompressOptions, path: str | os.PathLike) -> Path:
+    p = Path(path)
+    text = (
+        json.dumps(recipe_to_dict(options), indent=2) if p.suffix == ".json" else dump_toml(options)
+    )
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, p)
+    return p
