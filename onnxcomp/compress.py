@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,14 @@ import onnx_ir as ir
 
 from onnxcomp import model as model_io
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.layers import (
+    LayerOptions,
+    any_quantized,
+    nodes_kept_out_of_int8,
+    quantize_filter,
+    sparsity_overrides,
+    validate_layers,
+)
 from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord, validate_options
 from onnxcomp.passes.quantize_weights import (
@@ -25,7 +33,7 @@ from onnxcomp.passes.quantize_weights import (
     QuantRecord,
 )
 from onnxcomp.passes.strip import BypassZeroAddPass, DropZeroBiasPass, strip_pass
-from onnxcomp.weights import Weight
+from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +53,10 @@ class CompressOptions:
     calib_method: str = "minmax"
     percentile: float = 99.99
     activation_type: str = "auto"
+    progress: bool = True  # calibration progress bar on stderr (when it is a TTY)
+    measure: bool = True  # int8: time against float, keep float the op families that do not pay
+    recover: str | None = None  # bias | gptq | sparsegpt: teacher-guided repair (recover/)
+    layers: dict[str, LayerOptions] = field(default_factory=dict)  # per layer, see layers.py
 
     def validate(self) -> None:
         validate_options(self.prune_threshold, self.prune_sparsity)
@@ -61,16 +73,26 @@ class CompressOptions:
             )
         if self.quantize == "int8" and self.calib is None:
             raise OnnxcompError("--quantize int8 needs calibration data: give --calib DATA")
-        if self.calib is not None and self.quantize != "int8":
+        if self.calib is not None and self.quantize != "int8" and self.recover is None:
             raise OnnxcompError("--calib is only used with --quantize int8")
         if self.per_tensor and self.quantize is None:
             raise OnnxcompError("--per-tensor needs --quantize")
+        if self.activation_type not in ("auto", "uint8", "int8"):
+            raise OnnxcompError(
+                f"--activation-type must be auto, uint8 or int8, got {self.activation_type!r}"
+            )
         if not 0 < self.percentile <= 100:
             raise OnnxcompError(f"--percentile must be in (0, 100], got {self.percentile}")
-        if self.prune_threshold is None and self.prune_sparsity is None and self.quantize is None:
+        validate_layers(self.layers, self.quantize)
+        nothing = self.prune_threshold is None and self.prune_sparsity is None
+        if nothing and self.quantize is None and not self.layers:
             raise OnnxcompError(
                 "nothing to do: give --prune-threshold, --prune-sparsity or --quantize"
             )
+        if self.recover is not None:
+            from onnxcomp.recover import validate_recover
+
+            validate_recover(self)
 
 
 @dataclass
@@ -86,6 +108,7 @@ class CompressResult:
     stripped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     activations: dict[str, Any] = field(default_factory=dict)
+    recovered: list[Any] = field(default_factory=list)  # RecoverRecord per rebuilt layer
 
     @property
     def size_ratio(self) -> float:
@@ -118,33 +141,83 @@ def compress_model(model: ir.Model, options: CompressOptions) -> tuple[ir.Model,
     options.validate()
     result = CompressResult("", "", 0, 0, 0.0)
     include = excluder(options.exclude)
-    if options.quantize is not None:
+    if options.quantize is not None or any_quantized(options.layers):
         target = PER_CHANNEL_MIN_OPSET
         model, old = model_io.upgrade_opset(model, target)
         if old is not None:
             result.notes.append(f"upgraded opset {old} -> {target} for per-channel quantization")
     prepare_pass()(model)
-    if options.prune_threshold is not None or options.prune_sparsity is not None:
-        _prune(model, options, include, result)
-    if options.quantize is not None:
-        quant = QuantizeWeightsPass(per_channel=not options.per_tensor, include=include)
+    # Teacher-guided recovery (onnxcomp/recover, --recover): snapshots the teacher here,
+    # swaps GPTQ/SparseGPT in for the plain passes below, corrects biases at the end.
+    recovery = None
+    if options.recover is not None:
+        from onnxcomp.recover import Recovery
+
+        recovery = Recovery(model, options)
+    overrides = sparsity_overrides(find_weights(model), options.layers)
+    # Nodes whose layer stays float (or int8 weights only) keep float activations.
+    int8_options = replace(
+        options, exclude=(*options.exclude, *sorted(nodes_kept_out_of_int8(model, options.layers)))
+    )
+    if options.prune_threshold is not None or options.prune_sparsity is not None or overrides:
+        _prune(model, options, include, result, recovery, overrides)
+    reference = None
+    if options.quantize == "int8":
+        from onnxcomp.int8 import prepare_int8
+
+        prepare_int8(model)
+        reference = ir.to_proto(model).SerializeToString()  # float model, to measure against
+    if options.quantize is not None or any_quantized(options.layers):
+        wanted = quantize_filter(include, options.layers, options.quantize)
+        quant = QuantizeWeightsPass(per_channel=not options.per_tensor, include=wanted)
+        if recovery is not None:
+            quant = recovery.quantize_pass(quant)
         quant(model)
         result.quantized = quant.records
         result.skipped.update(quant.skipped)
     if options.quantize == "int8":
-        from onnxcomp.passes.quantize_activations import quantize_activations
-
-        result.activations = quantize_activations(model, options)
+        model = _int8(model, int8_options, reference, result)
+    if recovery is not None:
+        result.recovered = recovery.finish(model)
     return model, result
 
 
-def _prune(model: ir.Model, options: CompressOptions, include, result: CompressResult) -> None:
+def _int8(model: ir.Model, options: CompressOptions, reference, result) -> ir.Model:
+    """Activations: calibrate, place Q/DQ, measure against the float model."""
+    from onnxcomp.int8 import quantize_int8
+
+    model, report = quantize_int8(
+        model, options, reference, progress=options.progress, tune=options.measure
+    )
+    result.activations = report.as_dict()
+    dropped = report.families_dropped
+    for fam, why in dropped.items():
+        result.notes.append(f"kept {fam} ops float: {why}")
+    if report.latency_ratio is not None:
+        result.notes.append(
+            f"int8 runs at {report.latency_ratio:.2f}x the float latency (onnxruntime, 1 thread), "
+            f"output cosine {report.cosine:.5f} on calibration data"
+        )
+    return model
+
+
+def _prune(
+    model: ir.Model,
+    options: CompressOptions,
+    include,
+    result: CompressResult,
+    recovery=None,
+    overrides: dict[str, float] | None = None,
+) -> None:
     prune = MagnitudePrunePass(
         threshold=options.prune_threshold,
         sparsity=options.prune_sparsity,
         global_=options.global_prune,
         include=include,
+        per_weight_sparsity=overrides,
     )
+    if recovery is not None:
+        prune = recovery.prune_pass(prune)
     prune(model)
     result.pruned = prune.records
     passes = strip_pass()

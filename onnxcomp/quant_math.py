@@ -48,8 +48,13 @@ def quantize(
 ) -> np.ndarray:
     s = _broadcast(np.asarray(scale, np.float32), array.ndim, axis)
     z = _broadcast(np.asarray(zero_point, np.int32), array.ndim, axis)
-    q = np.rint(array.astype(np.float32, copy=False) / s) + z
-    return np.clip(q, qmin, qmax).astype(dtype)
+    # One float temporary, worked in place: weights can be gigabytes.
+    q = np.divide(array, s, dtype=np.float32)
+    np.rint(q, out=q)
+    if np.any(z):
+        q += z
+    np.clip(q, qmin, qmax, out=q)
+    return q.astype(dtype)
 
 
 def dequantize(
@@ -60,9 +65,7 @@ def dequantize(
     return ((q.astype(np.int32) - z) * s).astype(np.float32)
 
 
-def quantize_weight_symmetric(
-    array: np.ndarray, axis: int | None
-) -> tuple[np.ndarray, np.ndarray]:
+def quantize_weight_symmetric(array: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
     """int8 weight and its float32 scale(s); zeros stay exactly zero."""
     scale = symmetric_scale(array, axis)
     q = quantize(array, scale, 0, axis=axis, qmin=-QMAX_SYMMETRIC, qmax=QMAX_SYMMETRIC)
@@ -82,8 +85,32 @@ def affine_params(
         zero = 0 if signed else 128
     else:
         scale = (rmax - rmin) / float(qmax - qmin)
-        zero = int(round(qmin - rmin / scale)) if scale > 0 else (0 if signed else 0)
+        zero = round(qmin - rmin / scale) if scale > 0 else 0
         zero = int(np.clip(zero, qmin, qmax))
     if not scale > float(MIN_SCALE):
         scale = 1.0
     return np.float32(scale), zero
+
+
+def activation_params(rmin: float, rmax: float, dtype: str) -> tuple[np.float32, int]:
+    """Per-tensor scale and zero point for an activation range, asymmetric.
+
+    ``dtype`` is "uint8" or "int8". A range starting at 0 (a Relu output) gets the
+    lowest code as zero point, which is what lets onnxruntime drop the Relu.
+    """
+    return affine_params(rmin, rmax, signed=dtype == "int8", symmetric=False)
+
+
+def qrange(dtype: str) -> tuple[int, int]:
+    return (-128, 127) if dtype == "int8" else (0, 255)
+
+
+def quantize_bias(
+    bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """int32 bias with scale = input scale x weight scale (what int8 GEMMs add in)."""
+    scale = (np.float32(input_scale) * np.asarray(weight_scale, np.float32)).astype(np.float32)
+    scale = np.where(scale > MIN_SCALE, scale, np.float32(1.0)).astype(np.float32)
+    limit = np.iinfo(np.int32)
+    q = np.clip(np.rint(bias.astype(np.float64) / scale), limit.min, limit.max).astype(np.int32)
+    return q, scale

@@ -1,0 +1,83 @@
+"""Intermediate tensors of a model, batch by batch, from onnxruntime.
+
+Recovery and ``debug`` need values inside the graph (a layer's input, its output).
+onnxruntime only returns graph outputs, so the wanted tensors become extra outputs of
+a serialized copy; the in-memory model is never touched. Callers consume each batch's
+arrays and drop them, so memory stays at one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from onnxcomp.data import Batch, DataSource
+from onnxcomp.errors import OnnxcompError
+
+
+def session(model: ir.Model | onnx.ModelProto, names: Iterable[str], threads: int = 1):
+    """A CPU session over a copy of ``model`` that also returns the ``names`` tensors."""
+    import onnxruntime as ort
+
+    proto = ir.to_proto(model) if isinstance(model, ir.Model) else _copy(model)
+    present = {o.name for o in proto.graph.output}
+    inputs = {i.name for i in proto.graph.input}
+    for name in dict.fromkeys(names):
+        if name not in present and name not in inputs:
+            # onnxruntime takes the type from its own inference; a name is enough.
+            proto.graph.output.append(onnx.ValueInfoProto(name=name))
+    blob = proto.SerializeToString()
+    del proto
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise OnnxcompError(f"onnxruntime cannot load the model: {_line(exc)}") from None
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    return out
+
+
+def run(sess, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The ``names`` tensors for one feed; graph inputs are answered from the feed."""
+    known = {i.name for i in sess.get_inputs()}
+    fetch = [n for n in names if n not in feed]
+    out: dict[str, np.ndarray] = {}
+    if fetch:  # an empty list would make onnxruntime return every output
+        try:
+            values = sess.run(fetch, {k: v for k, v in feed.items() if k in known})
+        except Exception as exc:
+            raise OnnxcompError(f"onnxruntime failed on the data: {_line(exc)}") from None
+        out = dict(zip(fetch, values, strict=True))
+    for name in names:
+        if name in feed:
+            out[name] = feed[name]
+    return out
+
+
+def stream(
+    model: ir.Model | onnx.ModelProto, names: Iterable[str], data: DataSource, threads: int = 1
+) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
+    """(batch, {name: array}) for every batch of ``data``; arrays live for one step."""
+    names = list(dict.fromkeys(names))
+    sess = session(model, names, threads)
+    seen = False
+    for batch in data:
+        seen = True
+        yield batch, run(sess, names, batch.feed)
+    if not seen:
+        raise OnnxcompError("the data source yielded no samples")
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

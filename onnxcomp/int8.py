@@ -1,0 +1,250 @@
+"""Full int8: calibrate once, place Q/DQ, then measure and keep float what does not pay.
+
+The flow (``quantize_int8``): plan where Q/DQ go on the weight-quantized model, collect
+statistics of exactly those tensors in one streamed onnxruntime pass, insert the pairs,
+then time the result against the float model in onnxruntime (1 thread) and compare
+outputs. When it is slower than float or loses fidelity, op families are dropped one at
+a time (shape ops first, Conv last) as long as each drop measurably helps.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import (
+    RemoveUnusedNodesPass,
+    ShapeInferencePass,
+    TopologicalSortPass,
+)
+
+from onnxcomp.calibrate import Statistics, collect
+from onnxcomp.data import DataSource, input_specs, open_data
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.metrics import cosine_rows
+from onnxcomp.passes.qdq_placement import DEFAULT_FAMILIES, plan_qdq
+from onnxcomp.passes.quantize_activations import InsertQDQPass
+from onnxcomp.quant_math import activation_params
+
+logger = logging.getLogger(__name__)
+
+ACTIVATION_TYPES = ("auto", "uint8", "int8")
+# Order in which families are tried out of int8 when the model got slower or worse:
+# cheap data movement first, the big GEMMs last.
+DROP_ORDER = (
+    "shape", "concat", "mul", "add", "pool", "activation", "matmul_act", "gemm", "matmul", "conv"
+)  # fmt: skip
+FIDELITY_TOLERANCE = 2e-3  # 1 - cosine above this triggers the search
+SPEEDUP_MARGIN = 0.97
+CALIB_BATCH = 8  # a drop must make the model at least 3% faster to count
+
+
+@dataclass
+class Int8Report:
+    activation_type: str
+    activation_type_reason: str
+    calib_method: str
+    calibration_seconds: float = 0.0
+    calibration_samples: int = 0
+    statistics_bytes: int = 0
+    tensors: int = 0
+    quantized_ops: dict[str, int] = field(default_factory=dict)
+    kept_float: dict[str, str] = field(default_factory=dict)
+    families_dropped: dict[str, str] = field(default_factory=dict)
+    latency_ratio: float | None = None  # int8 / float, onnxruntime, 1 thread
+    cosine: float | None = None  # mean output cosine vs float on calibration data
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_activation_type(requested: str) -> tuple[str, str]:
+    """uint8 on x86: onnxruntime's x86 kernels are u8 x s8 and its QDQ fusion refuses
+    int8 activations for Conv/MatMul there (QDQIsInt8Allowed is ARM-only), so int8
+    would leave every Conv unfused; ARM runs s8 x s8 natively."""
+    if requested not in ACTIVATION_TYPES:
+        raise OnnxcompError(f"--activation-type must be one of {', '.join(ACTIVATION_TYPES)}")
+    if requested != "auto":
+        return requested, "requested"
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64") or machine.startswith("arm"):
+        return "int8", f"{machine}: onnxruntime fuses s8s8 kernels"
+    return "uint8", f"{machine}: onnxruntime fuses int8 Conv/MatMul only with uint8 activations"
+
+
+def prepare_int8(model: ir.Model) -> None:
+    """Fold BatchNormalization into Conv/Gemm weights before they are quantized, and
+    infer tensor types (placement only quantizes what it knows is float32)."""
+    from onnxscript.rewriter import rewrite
+    from onnxscript.rewriter.rules.common import (
+        fuse_batchnorm_into_conv_rule,
+        fuse_batchnorm_into_conv_transpose_rule,
+        fuse_batchnorm_into_gemm_rule,
+    )
+
+    rules = [
+        fuse_batchnorm_into_conv_rule,
+        fuse_batchnorm_into_conv_transpose_rule,
+        fuse_batchnorm_into_gemm_rule,
+    ]
+    rewrite(model, pattern_rewrite_rules=rules)
+    ShapeInferencePass()(model)
+
+
+def quantize_int8(
+    model: ir.Model,
+    options: Any,
+    reference: bytes,
+    *,
+    progress: bool = True,
+    tune: bool = True,
+) -> tuple[ir.Model, Int8Report]:
+    """Quantize activations of a weight-quantized ``model``; ``reference`` is the float model."""
+    dtype, why = resolve_activation_type(getattr(options, "activation_type", "auto"))
+    report = Int8Report(dtype, why, options.calib_method)
+    exclude = tuple(options.exclude)
+    plan = plan_qdq(model, exclude=exclude)
+    specs = input_specs(model)
+    # Small batches: peak memory is one batch's activations of every calibrated tensor.
+    fixed = any(s.fixed_batch is not None for s in specs)
+    data = open_data(options.calib, specs, batch_size=None if fixed else CALIB_BATCH)
+    stats = collect(
+        model, [v.name for v in [*plan.roots, *plan.shared] if v.name], data,
+        method=options.calib_method,
+        progress=progress,
+    )  # fmt: skip
+    report.calibration_seconds = round(stats.seconds, 3)
+    report.calibration_samples = stats.samples
+    report.statistics_bytes = stats.nbytes
+    params = _params(stats, options.calib_method, options.percentile, dtype)
+    base = ir.to_proto(model).SerializeToString()
+
+    def build(families: frozenset[str]) -> tuple[ir.Model, Any]:
+        m = ir.from_proto(onnx.load_from_string(base))
+        p = plan_qdq(m, exclude=exclude, families=families)
+        InsertQDQPass(p, params, dtype)(m)
+        RemoveUnusedNodesPass()(m)
+        TopologicalSortPass()(m)
+        return m, p
+
+    families = frozenset(plan.families) & DEFAULT_FAMILIES
+    best, best_plan = build(families)
+    if tune and families:
+        bench = Bench(reference, data)
+        families, best, best_plan = _tune(families, best, best_plan, build, bench, report)
+    report.tensors = len(best_plan.roots) + len(best_plan.shared)
+    report.quantized_ops = _count_ops(best_plan)
+    report.kept_float = dict(best_plan.kept_float)
+    return best, report
+
+
+def _params(stats: Statistics, method: str, percentile: float, dtype: str):
+    params = {}
+    for name, (lo, hi) in stats.ranges(method, percentile).items():
+        params[name] = activation_params(lo, hi, dtype)
+    return params
+
+
+def _count_ops(plan) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in plan.nodes:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _tune(families, model, plan, build, bench: Bench, report: Int8Report):
+    """Greedy: drop a family when that makes the model measurably faster or closer."""
+    ratio, cos = bench.evaluate(model)
+    report.trials.append({"families": sorted(families), "latency_ratio": ratio, "cosine": cos})
+    for fam in DROP_ORDER:
+        slow = ratio > SPEEDUP_MARGIN
+        loose = 1.0 - cos > FIDELITY_TOLERANCE
+        if not (slow or loose):
+            break
+        if fam not in families:
+            continue
+        trial = frozenset(families - {fam})
+        m, p = build(trial)
+        r, c = bench.evaluate(m)
+        report.trials.append({"families": sorted(trial), "latency_ratio": r, "cosine": c})
+        faster = r < ratio * SPEEDUP_MARGIN
+        closer = loose and (1.0 - c) < 0.5 * (1.0 - cos) and r <= max(ratio, 1.0) * 1.03
+        if faster or closer:
+            what = "slower" if faster else "less accurate"
+            report.families_dropped[fam] = (
+                f"{what} in int8: {ratio:.2f}x float latency, cosine {cos:.5f} with it; "
+                f"{r:.2f}x, cosine {c:.5f} without"
+            )
+            families, model, plan, ratio, cos = trial, m, p, r, c
+    report.latency_ratio, report.cosine = round(ratio, 3), round(cos, 6)
+    return families, model, plan
+
+
+class Bench:
+    """Latency and output cosine of candidates against the float model, same process."""
+
+    def __init__(self, reference: bytes, data: DataSource, *, budget: float = 0.3) -> None:
+        self.budget = budget
+        self.ref = _session(reference)
+        first = next(iter(data), None)
+        if first is None:
+            raise OnnxcompError("calibration data is empty")
+        names = {i.name for i in self.ref.get_inputs()}
+        self.feeds = [{k: v for k, v in first.feed.items() if k in names}]
+        self.timing_feed = _one_sample(self.feeds[0], self.ref)
+        self.ref_out = [self.ref.run(None, f) for f in self.feeds]
+
+    def evaluate(self, model: ir.Model) -> tuple[float, float]:
+        session = _session(ir.to_proto(model).SerializeToString())
+        cos = []
+        for feed, ref in zip(self.feeds, self.ref_out, strict=True):
+            for a, b in zip(ref, session.run(None, feed), strict=True):
+                if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size:
+                    n = a.shape[0] if a.ndim > 1 else 1
+                    rows = cosine_rows(a.reshape(n, -1).astype(np.float64), b.reshape(n, -1))
+                    cos.append(float(rows.mean()))
+        ratio = _latency_ratio(self.ref, session, self.timing_feed, self.budget)
+        return round(ratio, 3), (float(np.mean(cos)) if cos else 1.0)
+
+
+def _session(blob: bytes):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+
+
+def _one_sample(feed: dict[str, np.ndarray], session) -> dict[str, np.ndarray]:
+    """Latency at batch 1 when the batch axis is free (what a service runs)."""
+    out = {}
+    for spec in session.get_inputs():
+        value = feed[spec.name]
+        dynamic = spec.shape and not isinstance(spec.shape[0], int)
+        out[spec.name] = value[:1] if dynamic and value.ndim and value.shape[0] > 1 else value
+    return out
+
+
+def _latency_ratio(ref, cand, feed, budget: float) -> float:
+    """Median run time of ``cand`` over ``ref``, runs interleaved so noise cancels."""
+    for _ in range(2):
+        ref.run(None, feed)
+        cand.run(None, feed)
+    t_ref: list[float] = []
+    t_cand: list[float] = []
+    stop = time.perf_counter() + budget
+    while len(t_ref) < 5 or (time.perf_counter() < stop and len(t_ref) < 200):
+        for sess, times in ((ref, t_ref), (cand, t_cand)):
+            t = time.perf_counter()
+            sess.run(None, feed)
+            times.append(time.perf_counter() - t)
+    return float(np.median(t_cand) / max(np.median(t_ref), 1e-9))

@@ -1,0 +1,121 @@
+"""auto: ranks sensitivity, respects the budget, says when nothing fits, replays exactly."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+from auto_models import robust_fragile_model, write_data
+
+from onnxcomp import check
+from onnxcomp.auto import auto
+from onnxcomp.cli import main
+from onnxcomp.executor import process_pool
+
+
+@pytest.fixture
+def setup(save_model, tmp_path):
+    model = save_model(robust_fragile_model())
+    data = tmp_path / "data.npz"
+    write_data(data)
+    return model, data
+
+
+def test_fragile_layer_ranks_as_more_sensitive_and_budget_holds(setup, tmp_path):
+    model, data = setup
+    out = tmp_path / "auto.onnx"
+    result = auto(model, out, data=str(data), max_drop=0.05, max_trials=40, workers=1)
+    assert result.found and out.exists()
+    sens = result.sensitivity
+    harsh = "weights+90% sparse"
+    assert sens["robust"][harsh] < sens["fragile"][harsh]
+    chosen = result.chosen.config
+    assert chosen["robust"] > chosen.get("fragile", 0)
+    # the budget, re-measured independently on the returned model
+    report = check(model, out, data=str(data), runs=0)
+    assert 1.0 - report.outputs[0].top1_agreement <= 0.05 + 1e-9
+    # and it beats (or ties) the best uniform setting on the objective
+    assert result.chosen.deflate_bytes <= result.best_global.deflate_bytes
+
+
+def test_recipe_replay_gives_identical_bytes(setup, tmp_path):
+    model, data = setup
+    out = tmp_path / "auto.onnx"
+    result = auto(model, out, data=str(data), max_drop=0.05, max_trials=25, workers=1)
+    replay = tmp_path / "replay.onnx"
+    assert main(["compress", str(model), "--recipe", result.recipe, "-o", str(replay)]) == 0
+    assert replay.read_bytes() == out.read_bytes()
+
+
+def test_nothing_fits_exits_1_and_still_reports(setup, tmp_path, capsys):
+    model, data = setup
+    out = tmp_path / "auto.onnx"
+    # int8 weights alone already move some scores: a zero budget on cosine cannot be met
+    code = main(
+        [
+            "auto",
+            str(model),
+            "-o",
+            str(out),
+            "--data",
+            str(data),
+            "--max-drop",
+            "0",
+            "--metric",
+            "cosine",
+            "--max-trials",
+            "8",
+            "--workers",
+            "1",
+            "--json",
+        ]
+    )
+    assert code == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["found"] is False
+    assert not out.exists()
+    md = (tmp_path / "auto.onnx.report.md").read_text()
+    assert "nothing fits the budget" in md
+    assert json.loads((tmp_path / "auto.onnx.report.json").read_text())["found"] is False
+
+
+def test_trials_run_in_worker_processes(setup, tmp_path):
+    model, data = setup
+    out = tmp_path / "auto.onnx"
+    result = auto(model, out, data=str(data), max_drop=0.05, max_trials=12, workers=2)
+    assert os.getpid() not in {t.pid for t in result.trials}
+    assert all(t.ok for t in result.trials)
+
+
+def _meet(barrier):
+    barrier.wait(timeout=60)  # returns only when two tasks are inside at the same time
+    return os.getpid()
+
+
+def test_process_pool_runs_trials_concurrently():
+    with multiprocessing.Manager() as manager:
+        barrier = manager.Barrier(2)
+        pool = process_pool(2, _noop, ())
+        try:
+            pids = list(pool.map(_meet, [barrier, barrier]))
+        finally:
+            pool.shutdown()
+    assert len(set(pids)) == 2
+
+
+def _noop():
+    return None
+
+
+def test_custom_metric_callable(setup, tmp_path):
+    model, data = setup
+
+    def mean_score(session, source):
+        return float(np.mean([session.run(None, b.feed)[0].max(1).mean() for b in source]))
+
+    out = tmp_path / "auto.onnx"
+    result = auto(model, out, data=str(data), max_drop=0.5, metric=mean_score, max_trials=8)
+    assert result.metric == "mean_score" and result.found
