@@ -42,6 +42,7 @@ class CheckResult:
     latency_original: LatencyStats | None = None
     latency_compressed: LatencyStats | None = None
     threads: int = 1
+    latency_batch: int | None = None  # samples in the feed that latency was timed on
     max_drop: float | None = None
 
     @property
@@ -126,6 +127,8 @@ def check(
     if first_feed is None:
         raise OnnxcompError("the data source yielded no samples")
     if runs > 0:
+        first = next(iter(first_feed.values()))
+        result.latency_batch = int(first.shape[0]) if first.ndim else 1
         result.latency_original, result.latency_compressed = compare_latency(
             [ref_sess, new_sess], first_feed, runs=runs, warmup=warmup
         )

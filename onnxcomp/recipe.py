@@ -112,6 +112,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "activation_type": (str,),
     "exclude": (list,),
     "recover": (str,),
+    "measure": (bool,),
 }
 
 

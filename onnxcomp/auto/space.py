@@ -62,6 +62,7 @@ class Space:
             percentile=self.base.percentile,
             activation_type=self.base.activation_type,
             progress=False,
+            measure=False,  # auto measures what it needs itself; trials stay reproducible
         )
         opts.layers = layers
         return opts

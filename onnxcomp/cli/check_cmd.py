@@ -67,7 +67,8 @@ def render(r: CheckResult) -> str:
             f"max abs error {o.max_abs_error:.4g}"
         )
     kind = "SYNTHETIC inputs (no --data given)" if r.synthetic else "data"
-    lines.append(f"{kind}: {r.data}, {r.samples} samples; latency at {r.threads} thread(s)")
+    timing = f"; latency at {r.threads} thread(s), batch {r.latency_batch}" if lo else ""
+    lines.append(f"{kind}: {r.data}, {r.samples} samples{timing}")
     if r.max_drop is not None:
         verdict = "PASS" if r.passed else "FAIL"
         lines.append(f"{verdict}: drop {_pct(r.drop)} vs max {_pct(r.max_drop)}")

@@ -63,6 +63,13 @@ from onnxcomp.recipe import load_recipe
     help="Integer type of quantized activations.",
 )
 @click.option(
+    "--measure/--no-measure",
+    default=True,
+    show_default=True,
+    help="int8: time the result against float in onnxruntime and keep float the op families "
+    "that do not pay (decisions depend on timing; --no-measure is bit-for-bit reproducible).",
+)
+@click.option(
     "--exclude",
     multiple=True,
     metavar="NAME_OR_OPTYPE",
