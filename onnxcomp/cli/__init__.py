@@ -11,7 +11,14 @@ import sys
 
 import click
 
-from onnxcomp.cli import auto_cmd, check_cmd, compress_cmd, demo_cmd, inspect_cmd  # noqa: F401
+from onnxcomp.cli import (  # noqa: F401  (each module registers its command)
+    auto_cmd,
+    check_cmd,
+    compress_cmd,
+    debug_cmd,
+    demo_cmd,
+    inspect_cmd,
+)
 from onnxcomp.cli._app import app
 from onnxcomp.errors import OnnxcompError
 

@@ -8,6 +8,7 @@ from onnxcomp.cli._app import app, emit_json, say
 from onnxcomp.compress import CALIB_METHODS, QUANTIZE_MODES, CompressOptions, CompressResult
 from onnxcomp.compress import compress as run_compress
 from onnxcomp.recipe import load_recipe
+from onnxcomp.recover import METHODS as RECOVER_METHODS
 
 
 @app.command("compress")
@@ -40,7 +41,13 @@ from onnxcomp.recipe import load_recipe
     help="weights: int8 weights, float activations; int8: weights and activations.",
 )
 @click.option("--per-tensor", is_flag=True, help="One scale per weight tensor, not per channel.")
-@click.option("--calib", metavar="DATA", help="Calibration data for --quantize int8.")
+@click.option("--calib", metavar="DATA", help="Calibration data for --quantize int8 and --recover.")
+@click.option(
+    "--recover",
+    type=click.Choice(RECOVER_METHODS),
+    help="Teacher-guided repair from --calib data: bias correction, GPTQ weight "
+    "reconstruction, or SparseGPT pruning.",
+)
 @click.option(
     "--calib-method",
     type=click.Choice(CALIB_METHODS),
@@ -119,6 +126,11 @@ def render(r: CompressResult) -> str:
         lines.append(
             f"quantized {len(r.quantized)} weights to int8 ({per_channel} per channel): "
             f"{before:,} -> {after:,} bytes"
+        )
+    for rec in r.recovered:
+        lines.append(
+            f"recovered {rec.layer} ({rec.method}): output error {rec.baseline:.3g} plain -> "
+            f"{rec.error:.3g}" + (f" ({rec.note})" if getattr(rec, "note", "") else "")
         )
     for name, why in sorted(r.skipped.items()):
         lines.append(f"kept float: {name} ({why})")

@@ -1,0 +1,301 @@
+"""Where does the error come from? Per-layer SQNR of a compressed model against its original.
+
+Both models run on the same inputs; every float tensor a node of the original produces
+is compared with the compressed model's tensor of the same name (our passes keep node
+output names). When that tensor is re-quantized (QuantizeLinear -> DequantizeLinear),
+the DequantizeLinear output is compared: it is what the next layer actually reads.
+
+Error accumulates downstream, so ranking by output error alone would blame the last
+layers. Each layer is ranked by the relative error it *adds*: its output's relative
+error minus the worst relative error among its inputs. Signal and noise energies are
+summed batch by batch; no output is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp import capture
+from onnxcomp import model as model_io
+from onnxcomp.data import DataSource, input_specs, open_data
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.quant_math import quantize
+
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
+# A layer adding at least this relative error gets a hint.
+HINT_THRESHOLD = 0.01
+
+
+@dataclass
+class Energy:
+    signal: float = 0.0
+    noise: float = 0.0
+
+    def update(self, ref: np.ndarray, new: np.ndarray) -> None:
+        r = np.asarray(ref, np.float64)
+        d = np.asarray(new, np.float64) - r
+        self.signal += float(np.vdot(r, r))
+        self.noise += float(np.vdot(d, d))
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.noise == 0:
+            return math.inf
+        if self.signal == 0:
+            return -math.inf
+        return 10.0 * math.log10(self.signal / self.noise)
+
+    @property
+    def rel_error(self) -> float:
+        if self.noise == 0:
+            return 0.0
+        return math.sqrt(self.noise / self.signal) if self.signal > 0 else math.inf
+
+
+@dataclass
+class LayerError:
+    tensor: str  # the original model's tensor
+    node: str
+    op_type: str
+    compared: str  # the compressed model's tensor it was compared with
+    sqnr_db: float
+    rel_error: float
+    input_rel_error: float  # worst relative error among the node's inputs
+    added_error: float  # rel_error - input_rel_error: what this layer contributes
+    quantized_output: bool  # the compressed tensor passes through Q/DQ
+    weights: str = ""  # how its weight was compressed: quantized, pruned, both or ""
+    hint: str = ""
+
+
+@dataclass
+class DebugResult:
+    original: str
+    compressed: str
+    data: str
+    synthetic: bool
+    samples: int
+    layers: list[LayerError] = field(default_factory=list)
+    unmatched: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _requantized(value: ir.Value) -> ir.Value | None:
+    """The DequantizeLinear output when ``value`` feeds QuantizeLinear -> DequantizeLinear."""
+    for use in value.uses():
+        if use.node.op_type != "QuantizeLinear" or use.idx != 0:
+            continue
+        for inner in use.node.outputs[0].uses():
+            if inner.node.op_type == "DequantizeLinear" and inner.idx == 0:
+                return inner.node.outputs[0]
+    return None
+
+
+def _values_by_name(model: ir.Model) -> dict[str, ir.Value]:
+    found = {v.name: v for v in model.graph.inputs if v.name}
+    for node in model.graph:
+        for out in node.outputs:
+            if out.name:
+                found[out.name] = out
+    return found
+
+
+def _const(value: ir.Value | None) -> np.ndarray | None:
+    if value is None or value.const_value is None:
+        return None
+    return value.const_value.numpy()
+
+
+def weight_state(node: ir.Node | None, original: ir.Node | None) -> str:
+    """How a compressed layer's weight was changed: "quantized", "pruned", both, or "".
+
+    Pruned means more zeros than the original weight has (or, quantized, than rounding
+    it with the same scales would give): small weights rounding to 0 are not pruning.
+    """
+    if node is None or node.op_type not in WEIGHT_OPS or len(node.inputs) < 2:
+        return ""
+    index = 0 if node.op_type == "Gather" else 1
+    w = node.inputs[index]
+    ref = _const(original.inputs[index]) if original is not None else None
+    if w is None:
+        return ""
+    producer = w.producer()
+    states = []
+    values, expected = _const(w), None if ref is None else int(np.count_nonzero(ref == 0))
+    if producer is not None and producer.op_type == "DequantizeLinear":
+        states.append("quantized")
+        values, scale = _const(producer.inputs[0]), _const(producer.inputs[1])
+        if (
+            values is not None
+            and scale is not None
+            and ref is not None
+            and ref.shape == values.shape
+        ):
+            axis = producer.attributes.get_int("axis", 1) % values.ndim if scale.ndim else None
+            expected = int(np.count_nonzero(quantize(ref, scale, 0, axis=axis) == 0))
+    extra_zeros = (
+        np.count_nonzero(values == 0) - expected
+        if values is not None and expected is not None
+        else 0
+    )
+    if values is not None and extra_zeros > 0.01 * values.size:
+        states.append("pruned")
+    return "+".join(states)
+
+
+def match_tensors(
+    original: ir.Model, compressed: ir.Model
+) -> tuple[list[tuple[ir.Node, str, str, bool]], list[str]]:
+    """(original node, original tensor, compressed tensor, requantized) per node output."""
+    theirs = _values_by_name(compressed)
+    pairs, unmatched = [], []
+    for node in original.graph:
+        for out in node.outputs:
+            if not out.name:
+                continue
+            if out.dtype is not None and out.dtype not in (
+                ir.DataType.FLOAT,
+                ir.DataType.FLOAT16,
+                ir.DataType.DOUBLE,
+            ):
+                continue
+            value = theirs.get(out.name)
+            if value is None:
+                unmatched.append(out.name)
+                continue
+            dq = _requantized(value)
+            name = dq.name if dq is not None and dq.name else out.name
+            pairs.append((node, out.name, name, dq is not None))
+    return pairs, unmatched
+
+
+def debug(
+    original_path: str | os.PathLike,
+    compressed_path: str | os.PathLike,
+    data: Any,
+    *,
+    threads: int = 0,
+) -> DebugResult:
+    """Per-layer error of COMPRESSED against ORIGINAL on ``data``, worst contributor first."""
+    if data is None:
+        raise OnnxcompError("debug needs --data: the inputs both models run on")
+    ref = model_io.load(original_path)
+    new = model_io.load(compressed_path)
+    specs = input_specs(ref)
+    if [s.name for s in specs] != [s.name for s in input_specs(new)]:
+        raise OnnxcompError("the two models have different inputs")
+    source: DataSource = open_data(data, specs)
+    pairs, unmatched = match_tensors(ref, new)
+    theirs = _values_by_name(new)
+    energies: dict[str, Energy] = {orig: Energy() for _, orig, _, _ in pairs}
+    ref_sess = capture.session(ref, [p[1] for p in pairs], threads)
+    new_sess = capture.session(new, [p[2] for p in pairs], threads)
+    samples = 0
+    skipped: set[str] = set()  # shapes differ: reported as not compared
+    ignored: set[str] = set()  # not float (shapes, indices): nothing to measure
+    for batch in source:
+        a = capture.run(ref_sess, [p[1] for p in pairs], batch.feed)
+        b = capture.run(new_sess, [p[2] for p in pairs], batch.feed)
+        for _, orig, comp, _ in pairs:
+            x, y = np.asarray(a[orig]), np.asarray(b[comp])
+            if x.dtype.kind != "f":
+                ignored.add(orig)
+            elif x.shape != y.shape:
+                skipped.add(orig)
+            else:
+                energies[orig].update(x, y)
+        samples += batch.size
+        del a, b
+    if samples == 0:
+        raise OnnxcompError("the data source yielded no samples")
+    result = DebugResult(
+        str(original_path),
+        str(compressed_path),
+        source.description,
+        source.synthetic,
+        samples,
+        unmatched=unmatched + sorted(skipped),
+    )
+    gone = skipped | ignored
+    rel = {name: e.rel_error for name, e in energies.items() if name not in gone}
+    for node, orig, comp, requant in pairs:
+        if orig in gone:
+            continue
+        inputs = [rel[v.name] for v in node.inputs if v is not None and v.name in rel]
+        worst_in = max(inputs, default=0.0)
+        e = energies[orig]
+        layer = LayerError(
+            tensor=orig,
+            node=node.name or orig,
+            op_type=node.op_type,
+            compared=comp,
+            sqnr_db=e.sqnr_db,
+            rel_error=e.rel_error,
+            input_rel_error=worst_in,
+            added_error=e.rel_error - worst_in,
+            quantized_output=requant,
+            weights=weight_state(theirs[orig].producer() if orig in theirs else None, node),
+        )
+        layer.hint = _hint(layer)
+        result.layers.append(layer)
+    result.layers.sort(key=lambda layer: (-_finite(layer.added_error), -_finite(layer.rel_error)))
+    return result
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 1e300
+
+
+def _hint(layer: LayerError) -> str:
+    if layer.added_error < HINT_THRESHOLD:
+        return ""
+    name = layer.node
+    if layer.weights:
+        repair = "sparsegpt" if "pruned" in layer.weights else "gptq"
+        return (
+            f"{layer.weights} weights lose accuracy here: --recover {repair} (or bias), "
+            f"or keep it float with --exclude {name}"
+        )
+    if layer.quantized_output:
+        return f"activation rounding: try --calib-method percentile or mse, or --exclude {name}"
+    return f"error grows here: keep it float with --exclude {name}"
+
+
+def _fmt_db(x: float) -> str:
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.1f}"
+
+
+def render(result: DebugResult, top: int | None = 20) -> str:
+    """A text table, worst contributor first, hints below."""
+    rows = result.layers if top is None else result.layers[:top]
+    width = max([len(r.node) for r in rows] + [5])
+    lines = [
+        f"{'layer':<{width}}  {'op':<14}{'SQNR dB':>9}{'rel err':>10}{'added':>10}  weights",
+    ]
+    for r in rows:
+        tags = [r.weights] if r.weights else []
+        tags += ["int8 output"] if r.quantized_output else []
+        lines.append(
+            f"{r.node:<{width}}  {r.op_type:<14}{_fmt_db(r.sqnr_db):>9}"
+            f"{r.rel_error:>10.3g}{r.added_error:>10.3g}  {', '.join(tags)}"
+        )
+    hints = [f"  {r.node}: {r.hint}" for r in rows if r.hint]
+    if hints:
+        lines.append("hints:")
+        lines += hints
+    if top is not None and len(result.layers) > top:
+        lines.append(f"({len(result.layers) - top} more layers; --top 0 shows all)")
+    kind = "SYNTHETIC" if result.synthetic else "data"
+    lines.append(f"{kind}: {result.data}; {result.samples} samples compared")
+    if result.unmatched:
+        lines.append(f"not compared ({len(result.unmatched)}): {', '.join(result.unmatched[:8])}")
+    return "\n".join(lines)
