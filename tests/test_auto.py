@@ -119,3 +119,15 @@ def test_custom_metric_callable(setup, tmp_path):
     out = tmp_path / "auto.onnx"
     result = auto(model, out, data=str(data), max_drop=0.5, metric=mean_score, max_trials=8)
     assert result.metric == "mean_score" and result.found
+
+
+def test_recovery_inside_the_search_is_replayable(setup, tmp_path):
+    model, data = setup
+    out = tmp_path / "auto.onnx"
+    result = auto(
+        model, out, calib=str(data), max_drop=0.05, max_trials=15, workers=1, recover="sparsegpt"
+    )
+    assert result.found
+    replay = tmp_path / "replay.onnx"
+    assert main(["compress", str(model), "--recipe", result.recipe, "-o", str(replay)]) == 0
+    assert replay.read_bytes() == out.read_bytes()

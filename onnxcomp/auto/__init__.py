@@ -76,14 +76,17 @@ def auto(
     time_limit: float | None = None,
     workers: int = 2,
     executor: TrialExecutor | None = None,
+    recover: str | None = None,
     log=None,
 ) -> AutoResult:
     start = time.monotonic()
     src, out = Path(model), Path(output)
-    _validate(src, out, objective, max_drop, max_trials, calib, data, metric)
+    _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover)
     model_io.load(src)
     space = build_space(str(src), objective=objective, has_calib=calib is not None)
-    space.base = CompressOptions(calib=str(calib) if isinstance(calib, os.PathLike) else calib)
+    space.base = CompressOptions(
+        calib=str(calib) if isinstance(calib, os.PathLike) else calib, recover=recover
+    )
     eval_data = data if data is not None else calib
     init_args = (str(src), eval_data, labels, metric)
     init_worker(*init_args)  # the main process evaluates too; fails early on bad data
@@ -127,7 +130,7 @@ def auto(
     return result
 
 
-def _validate(src, out, objective, max_drop, max_trials, calib, data, metric) -> None:
+def _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover) -> None:
     if objective not in OBJECTIVES:
         raise OnnxcompError(f"--objective must be size or latency, got {objective!r}")
     if not 0 <= max_drop <= 1:
@@ -136,6 +139,8 @@ def _validate(src, out, objective, max_drop, max_trials, calib, data, metric) ->
         raise OnnxcompError(f"--max-trials must be >= 1, got {max_trials}")
     if objective == "latency" and calib is None:
         raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
+    if recover is not None and calib is None:
+        raise OnnxcompError(f"--recover {recover} needs calibration data: give --calib DATA")
     if calib is None and data is None:
         raise OnnxcompError("auto needs data to measure on: give --calib or --data")
     if out.resolve() == src.resolve():

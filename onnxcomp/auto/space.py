@@ -55,9 +55,15 @@ class Space:
             if quantize is None and not s.sparsity:
                 continue
             layers[name] = LayerOptions(prune_sparsity=s.sparsity or None, precision=s.precision)
+        recover = self.base.recover
+        if recover == "sparsegpt" and not any(s.sparsity for s in settings.values()):
+            recover = None
+        if recover == "gptq" and quantize is None:
+            recover = None
         opts = CompressOptions(
             quantize=quantize,
-            calib=self.base.calib if quantize == "int8" else None,
+            recover=recover,
+            calib=self.base.calib if quantize == "int8" or recover else None,
             calib_method=self.base.calib_method,
             percentile=self.base.percentile,
             activation_type=self.base.activation_type,

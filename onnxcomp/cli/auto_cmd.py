@@ -7,6 +7,7 @@ import click
 from onnxcomp.auto import OBJECTIVES, AutoResult, auto
 from onnxcomp.cli._app import app, emit_json, say
 from onnxcomp.evaluate import METRICS
+from onnxcomp.recover import METHODS as RECOVER_METHODS
 
 
 @app.command("auto")
@@ -42,6 +43,12 @@ from onnxcomp.evaluate import METRICS
     default=2,
     show_default=True,
     help="Trials run in parallel in this many processes.",
+)
+@click.option(
+    "--recover",
+    type=click.Choice(RECOVER_METHODS),
+    help="Repair every trial from --calib data (sparsegpt for pruned layers, gptq for "
+    "quantized weights, bias for both).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def auto_command(model: str, output: str, as_json: bool, **kwargs) -> int:

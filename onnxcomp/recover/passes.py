@@ -89,21 +89,24 @@ class SparseGPTPass(ir.passes.InPlacePass):
         sparsity: float | None = None,
         include: Callable[[Weight], bool] = _everything,
         threads: int = 0,
+        per_weight_sparsity: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.calib, self.threshold, self.sparsity = calib, threshold, sparsity
         self.include, self.threads = include, threads
+        self.per_weight_sparsity = per_weight_sparsity or {}
         self.records: list[PruneRecord] = []
         self.recovered: list[RecoverRecord] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         layers = find_layers(model, self.include)
         mine = {layer.weight.name for layer in layers}
-        counts = {layer.weight.name: self._count(layer.weight.array) for layer in layers}
+        counts = {w.name: self._count(w.name, w.array) for w in (la.weight for la in layers)}
         plain = MagnitudePrunePass(
             threshold=self.threshold,
             sparsity=self.sparsity,
             include=lambda w: self.include(w) and w.name not in mine,
+            per_weight_sparsity=self.per_weight_sparsity,
         )
         plain(model)
         self.recovered, rebuilt = rebuild(
@@ -113,10 +116,10 @@ class SparseGPTPass(ir.passes.InPlacePass):
         modified = any(r.zeros_after != r.zeros_before for r in self.records)
         return ir.passes.PassResult(model, modified=modified)
 
-    def _count(self, array: np.ndarray) -> int:
+    def _count(self, name: str, array: np.ndarray) -> int:
         if self.threshold is not None:
             return int(np.count_nonzero(np.abs(array) <= self.threshold))
-        return round((self.sparsity or 0.0) * array.size)
+        return round(self.per_weight_sparsity.get(name, self.sparsity or 0.0) * array.size)
 
 
 def validate_recover(options: Any) -> None:
@@ -129,6 +132,7 @@ def validate_recover(options: Any) -> None:
     if options.calib is None:
         raise OnnxcompError(f"--recover {method} needs calibration data: give --calib DATA")
     pruning = options.prune_threshold is not None or options.prune_sparsity is not None
+    pruning = pruning or any(la.prune_sparsity for la in getattr(options, "layers", {}).values())
     if method == "gptq" and options.quantize is None:
         raise OnnxcompError("--recover gptq rebuilds quantized weights: add --quantize")
     if method == "sparsegpt" and not pruning:
@@ -162,6 +166,7 @@ class Recovery:
             threshold=default.threshold,
             sparsity=default.sparsity,
             include=default.include,
+            per_weight_sparsity=default.per_weight_sparsity,
         )
         self._handed_out.append(p)
         return p
