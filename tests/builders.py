@@ -163,3 +163,31 @@ def big_matmul_model(rows: int, cols: int) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+def loop_model(seed: int = 0) -> onnx.ModelProto:
+    """A Loop whose body multiplies the carried state by a weight held in the body."""
+    rng = _rng(seed)
+    w = (rng.standard_normal((8, 8)) * 0.3).astype(np.float32)
+    body = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["w"], value=_init("wv", w)),
+            helper.make_node("MatMul", ["h_in", "w"], ["h_mm"], name="body_mm"),
+            helper.make_node("Tanh", ["h_mm"], ["h_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            vin("i", [], TensorProto.INT64),
+            vin("cond_in", [], TensorProto.BOOL),
+            vin("h_in", ["N", 8]),
+        ],
+        [vin("cond_out", [], TensorProto.BOOL), vin("h_out", ["N", 8])],
+    )
+    nodes = [helper.make_node("Loop", ["trips", "", "x"], ["y"], name="loop", body=body)]
+    return _model(
+        nodes,
+        [vin("x", ["N", 8]), vin("trips", [], TensorProto.INT64)],
+        [vin("y", ["N", 8])],
+        [],
+    )

@@ -10,6 +10,7 @@ from builders import (
     conv_net,
     embedding_model,
     if_model,
+    loop_model,
     ml_domain_model,
     mlp_with_constants,
     shared_weight_model,
@@ -24,6 +25,8 @@ def _feed(name: str):
         return {"ids": rng.integers(0, 50, (4, 6)).astype(np.int64)}
     if name == "if_then":
         return {"x": rng.standard_normal((4, 8)).astype(np.float32), "cond": np.array(True)}
+    if name == "loop":
+        return {"x": rng.standard_normal((4, 8)).astype(np.float32), "trips": np.array(3)}
     if name == "if_else":
         return {"x": rng.standard_normal((4, 8)).astype(np.float32), "cond": np.array(False)}
     shapes = {"conv": (4, 3, 8, 8), "constants": (4, 16), "shared": (4, 8), "ml": (4, 16)}
@@ -38,6 +41,7 @@ BUILDERS = {
     "embedding": embedding_model,
     "if_then": if_model,
     "if_else": if_model,
+    "loop": loop_model,
 }
 
 
