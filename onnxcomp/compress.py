@@ -166,7 +166,8 @@ def compress_model(model: ir.Model, options: CompressOptions) -> tuple[ir.Model,
         from onnxcomp.int8 import prepare_int8
 
         prepare_int8(model)
-        reference = ir.to_proto(model).SerializeToString()  # float model, to measure against
+        if options.measure:  # the float model, to measure int8 against
+            reference = ir.to_proto(model).SerializeToString()
     if options.quantize is not None or any_quantized(options.layers):
         wanted = quantize_filter(include, options.layers, options.quantize)
         quant = QuantizeWeightsPass(per_channel=not options.per_tensor, include=wanted)
@@ -241,8 +242,8 @@ def compress(
     start = time.perf_counter()
     src, out = Path(model_path), Path(output_path)
     _check_paths(src, out)
+    model_io.check_input(src)  # first: the checker's copy of the model is freed before load
     model = model_io.load(src)
-    model_io.check_input(src)
     model, result = compress_model(model, options)
     model_io.save(model, out, source=src)
     result.input_path, result.output_path = str(src), str(out)

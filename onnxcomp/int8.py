@@ -40,9 +40,11 @@ ACTIVATION_TYPES = ("auto", "uint8", "int8")
 DROP_ORDER = (
     "shape", "concat", "mul", "add", "pool", "activation", "matmul_act", "gemm", "matmul", "conv"
 )  # fmt: skip
-FIDELITY_TOLERANCE = 2e-3  # 1 - cosine above this triggers the search
-SPEEDUP_MARGIN = 0.97
-CALIB_BATCH = 8  # a drop must make the model at least 3% faster to count
+# 1 - cosine above this triggers the search: int8 transformers sit near 0.99, and
+# dropping op families rarely buys fidelity there, only time.
+FIDELITY_TOLERANCE = 1e-2
+SPEEDUP_MARGIN = 0.97  # a drop must make the model at least 3% faster to count
+CALIB_BATCH = 4  # samples per calibration run: peak memory vs onnxruntime call overhead
 
 
 @dataclass

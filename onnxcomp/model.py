@@ -28,13 +28,7 @@ _EXTERNAL_THRESHOLD = 1024
 
 def load(path: str | os.PathLike) -> ir.Model:
     """Read a model, turning every way a file can be wrong into one clear error."""
-    p = Path(path)
-    if not p.exists():
-        raise OnnxcompError(f"{p}: no such file")
-    if p.is_dir():
-        raise OnnxcompError(f"{p}: is a folder, not an ONNX file")
-    if p.stat().st_size == 0:
-        raise OnnxcompError(f"{p}: empty file, not an ONNX model")
+    p = _existing_file(path)
     try:
         model = ir.load(p)
     except Exception as exc:  # protobuf raises several unrelated types
@@ -46,6 +40,17 @@ def load(path: str | os.PathLike) -> ir.Model:
     except Exception as exc:
         raise OnnxcompError(f"{p}: external data cannot be read ({_first_line(exc)})") from None
     return model
+
+
+def _existing_file(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise OnnxcompError(f"{p}: no such file")
+    if p.is_dir():
+        raise OnnxcompError(f"{p}: is a folder, not an ONNX file")
+    if p.stat().st_size == 0:
+        raise OnnxcompError(f"{p}: empty file, not an ONNX model")
+    return p
 
 
 def _touch_external_data(model: ir.Model) -> None:
@@ -60,6 +65,7 @@ def _touch_external_data(model: ir.Model) -> None:
 
 def check_input(path: str | os.PathLike) -> None:
     """Reject a model that fails onnx.checker, reading it from disk (no 2 GB limit)."""
+    _existing_file(path)
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
