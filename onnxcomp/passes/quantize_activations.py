@@ -14,6 +14,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.qdq_placement import QdqPlan
 from onnxcomp.quant_math import activation_params, qrange, quantize, quantize_bias
@@ -70,8 +71,8 @@ class InsertQDQPass(ir.passes.InPlacePass):
         if name not in self._qparams:
             scale, zero = self.params[name]
             _, np_type = QTYPES[self.dtype]
-            s = _initializer(graph, self._names.new(f"{name}_scale"), np.array(scale, np.float32))
-            z = _initializer(graph, self._names.new(f"{name}_zero_point"), np.array(zero, np_type))
+            s = add_initializer(graph, self._names.new(f"{name}_scale"), np.array(scale, np.float32))
+            z = add_initializer(graph, self._names.new(f"{name}_zero_point"), np.array(zero, np_type))
             self._qparams[name] = (s, z)
         return self._qparams[name]
 
@@ -142,11 +143,11 @@ class InsertQDQPass(ir.passes.InPlacePass):
         """Replace one constant input of ``node`` by DequantizeLinear(q, scale, zero)."""
         base = node.inputs[index].name or "const"
         inputs = [
-            _initializer(graph, self._names.new(f"{base}_quantized"), q),
-            _initializer(graph, self._names.new(f"{base}_scale"), scale),
+            add_initializer(graph, self._names.new(f"{base}_quantized"), q),
+            add_initializer(graph, self._names.new(f"{base}_scale"), scale),
         ]
         if zero is not None:
-            inputs.append(_initializer(graph, self._names.new(f"{base}_zero_point"), zero))
+            inputs.append(add_initializer(graph, self._names.new(f"{base}_zero_point"), zero))
         attrs = {"axis": axis} if axis is not None else {}
         dq = ir.node(
             "DequantizeLinear", inputs, attributes=attrs, name=self._names.new(f"{base}_DQ")
@@ -156,14 +157,3 @@ class InsertQDQPass(ir.passes.InPlacePass):
         dq.outputs[0].shape = ir.Shape(q.shape)
         graph.insert_before(node, dq)
         node.replace_input_with(index, dq.outputs[0])
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=ir.tensor(array, name=name),
-    )
-    graph.register_initializer(value)
-    return value

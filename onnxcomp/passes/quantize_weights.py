@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.quant_math import dequantize, quantize_weight_symmetric
 from onnxcomp.weights import Weight, find_weights
@@ -90,9 +91,9 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         q, scale = quantize_weight_symmetric(array, axis)
         error = float(np.max(np.abs(dequantize(q, scale, axis=axis) - array))) if q.size else 0.0
         base = weight.name
-        q_value = _initializer(weight.graph, names.new(f"{base}_quantized"), q)
-        s_value = _initializer(weight.graph, names.new(f"{base}_scale"), scale)
-        z_value = _initializer(
+        q_value = add_initializer(weight.graph, names.new(f"{base}_quantized"), q)
+        s_value = add_initializer(weight.graph, names.new(f"{base}_scale"), scale)
+        z_value = add_initializer(
             weight.graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8)
         )
         attrs = {"axis": axis} if axis is not None else {}
@@ -121,17 +122,6 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             )
         )
         return dq
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=ir.tensor(array, name=name),
-    )
-    graph.register_initializer(value)
-    return value
 
 
 def _insert_at_front(graph: ir.Graph, node: ir.Node, cursors: dict[int, ir.Node | None]) -> None:

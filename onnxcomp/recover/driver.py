@@ -18,6 +18,7 @@ import onnx_ir as ir
 
 from onnxcomp import capture
 from onnxcomp.data import DataSource
+from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.prune import PruneRecord, sparsity_mask
 from onnxcomp.passes.quantize_weights import QuantRecord
@@ -224,9 +225,9 @@ def write_dequantize(
     graph = weight.graph
     base = weight.name
     original = weight.array
-    q_value = _initializer(graph, names.new(f"{base}_quantized"), q)
-    s_value = _initializer(graph, names.new(f"{base}_scale"), scale)
-    z_value = _initializer(graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8))
+    q_value = add_initializer(graph, names.new(f"{base}_quantized"), q)
+    s_value = add_initializer(graph, names.new(f"{base}_scale"), scale)
+    z_value = add_initializer(graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8))
     dq = ir.node(
         "DequantizeLinear",
         [q_value, s_value, z_value],
@@ -250,14 +251,3 @@ def write_dequantize(
         q.nbytes + scale.nbytes + scale.size,
         0.0,
     )
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    value = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-        const_value=ir.tensor(array, name=name),
-    )
-    graph.register_initializer(value)
-    return value
