@@ -71,8 +71,12 @@ class InsertQDQPass(ir.passes.InPlacePass):
         if name not in self._qparams:
             scale, zero = self.params[name]
             _, np_type = QTYPES[self.dtype]
-            s = add_initializer(graph, self._names.new(f"{name}_scale"), np.array(scale, np.float32))
-            z = add_initializer(graph, self._names.new(f"{name}_zero_point"), np.array(zero, np_type))
+            s = add_initializer(
+                graph, self._names.new(f"{name}_scale"), np.array(scale, np.float32)
+            )
+            z = add_initializer(
+                graph, self._names.new(f"{name}_zero_point"), np.array(zero, np_type)
+            )
             self._qparams[name] = (s, z)
         return self._qparams[name]
 

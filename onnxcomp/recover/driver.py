@@ -227,7 +227,9 @@ def write_dequantize(
     original = weight.array
     q_value = add_initializer(graph, names.new(f"{base}_quantized"), q)
     s_value = add_initializer(graph, names.new(f"{base}_scale"), scale)
-    z_value = add_initializer(graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8))
+    z_value = add_initializer(
+        graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8)
+    )
     dq = ir.node(
         "DequantizeLinear",
         [q_value, s_value, z_value],
