@@ -25,6 +25,7 @@ from onnxcomp.layers import (
     sparsity_overrides,
     validate_layers,
 )
+from onnxcomp.passes.gather_dequantize import GatherBeforeDequantizePass
 from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord, validate_options
 from onnxcomp.passes.quantize_weights import (
@@ -174,6 +175,7 @@ def compress_model(model: ir.Model, options: CompressOptions) -> tuple[ir.Model,
         if recovery is not None:
             quant = recovery.quantize_pass(quant)
         quant(model)
+        GatherBeforeDequantizePass()(model)
         result.quantized = quant.records
         result.skipped.update(quant.skipped)
     if options.quantize == "int8":

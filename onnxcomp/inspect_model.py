@@ -20,6 +20,7 @@ QUANT_DATA_INPUTS = {
     "QLinearMatMul": (0, 3),
     "MatMulInteger": (0, 1),
     "ConvInteger": (0, 1),
+    "Gather": (0,),  # an int8 embedding table read row by row (gather_dequantize.py)
 }
 
 
@@ -117,6 +118,9 @@ def _quantized(graphs: list[ir.Graph]) -> list[str]:
             for index in QUANT_DATA_INPUTS.get(node.op_type, ()):
                 value = node.inputs[index] if index < len(node.inputs) else None
                 tensor = value.const_value if value is not None else None
+                int8 = tensor is not None and tensor.dtype in (ir.DataType.INT8, ir.DataType.UINT8)
+                if node.op_type == "Gather" and not int8:
+                    continue
                 if tensor is not None and tensor.dtype.is_integer() and tensor.size > 1:
                     names.append(value.name or "")
     return sorted(set(names))

@@ -55,6 +55,8 @@ def _dq_weights(model: onnx.ModelProto) -> list[str]:
     while graphs:
         g = graphs.pop()
         names += [n.input[0] for n in g.node if n.op_type == "DequantizeLinear"]
+        int8 = {t.name for t in g.initializer if t.data_type == onnx.TensorProto.INT8}
+        names += [n.input[0] for n in g.node if n.op_type == "Gather" and n.input[0] in int8]
         for n in g.node:
             graphs += [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
     return names
@@ -166,3 +168,24 @@ def test_matmul_error_within_derived_bound(save_model, tmp_path):
     full_new = _run(out, {"x": x})[0]
     np.testing.assert_allclose(full_new, np.maximum(x @ wq, 0) @ wq, rtol=1e-4, atol=1e-4)
     assert np.abs(full_new - full_ref).max() > 0  # it really did change
+
+
+def test_embedding_rows_are_gathered_before_dequantizing(save_model, tmp_path):
+    src = save_model(embedding_model())
+    out = tmp_path / "out.onnx"
+    compress(src, out, quantize="weights")
+    model = onnx.load(out)
+    gathers = [n for n in model.graph.node if n.op_type == "Gather"]
+    assert "table_quantized" in [g.input[0] for g in gathers]
+    assert not any(
+        n.op_type == "DequantizeLinear" and n.input[0] == "table_quantized"
+        for n in model.graph.node
+    )
+    feed = _feed("embedding")
+    table = onnx.numpy_helper.to_array(embedding_model().graph.initializer[0])
+    scale = np.abs(table).max(axis=1) / 127
+    ref_rows = np.rint(table / scale[:, None]) * scale[:, None]
+    w = onnx.numpy_helper.to_array(embedding_model().graph.initializer[1])
+    w_scale = np.abs(w).max(axis=0) / 127
+    expected = np.maximum(ref_rows[feed["ids"]] @ (np.rint(w / w_scale) * w_scale), 0)
+    np.testing.assert_allclose(_run(out, feed)[0], expected, rtol=1e-5, atol=1e-5)

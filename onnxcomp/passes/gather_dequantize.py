@@ -1,0 +1,117 @@
+"""Embedding tables: gather the int8 rows first, dequantize only what was gathered.
+
+``Gather(DequantizeLinear(table), ids)`` dequantizes the whole table on every run (a
+30k-token vocabulary is tens of MB of float work per inference). Gathering the int8
+rows and their per-row scales first gives the same values for the cost of the rows
+actually read.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp.naming import NameAllocator
+
+logger = logging.getLogger(__name__)
+
+
+def _row_dequantize(value: ir.Value | None) -> ir.Node | None:
+    """The DequantizeLinear producing ``value`` when it is a symmetric per-row/tensor table."""
+    node = value.producer() if value is not None else None
+    if node is None or node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        return None
+    if not all(v is not None and v.const_value is not None for v in node.inputs):
+        return None
+    q, scale = node.inputs[0], node.inputs[1]
+    if q.const_value.dtype != ir.DataType.INT8 or len(q.const_value.shape) < 2:
+        return None
+    if len(node.inputs) > 2 and np.any(node.inputs[2].const_value.numpy()):
+        return None
+    per_tensor = scale.const_value.size == 1
+    axis = node.attributes.get_int("axis", 1)
+    return node if per_tensor or axis == 0 else None
+
+
+def _gathers_only(value: ir.Value) -> bool:
+    uses = list(value.uses())
+    return (
+        bool(uses)
+        and all(
+            node.op_type == "Gather" and index == 0 and node.attributes.get_int("axis", 0) == 0
+            for node, index in uses
+        )
+        and not value.is_graph_output()
+    )
+
+
+class GatherBeforeDequantizePass(ir.passes.InPlacePass):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rewritten: list[str] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.rewritten = []
+        names = NameAllocator(model)
+        for graph in [model.graph, *model.graph.subgraphs()]:
+            for dq in list(graph):
+                if dq.op_type != "DequantizeLinear" or _row_dequantize(dq.outputs[0]) is None:
+                    continue
+                if not _gathers_only(dq.outputs[0]):
+                    continue
+                self.rewritten.append(dq.inputs[0].name or "")
+                for gather, _ in list(dq.outputs[0].uses()):
+                    _rewrite(gather, dq, names)
+        if self.rewritten:
+            logger.info("embedding tables gathered before dequantizing: %s", self.rewritten)
+        return ir.passes.PassResult(model, modified=bool(self.rewritten))
+
+
+def _rewrite(gather: ir.Node, dq: ir.Node, names: NameAllocator) -> None:
+    graph = gather.graph
+    assert graph is not None
+    q, scale = dq.inputs[0], dq.inputs[1]
+    ids = gather.inputs[1]
+    out = gather.outputs[0]
+    base = gather.name or (q.name or "table")
+    rows = ir.node("Gather", [q, ids], attributes={"axis": 0}, name=names.new(f"{base}_int8"))
+    rows.outputs[0].name = names.new(f"{base}_int8_rows")
+    rows.outputs[0].dtype = ir.DataType.INT8
+    new_nodes = [rows]
+    if scale.const_value.size == 1:
+        deq = ir.node("DequantizeLinear", [rows.outputs[0], *dq.inputs[1:]],
+                      name=names.new(f"{base}_dequantize"))  # fmt: skip
+        new_nodes.append(deq)
+        result = deq.outputs[0]
+    else:
+        row_scale = ir.node("Gather", [scale, ids], attributes={"axis": 0},
+                            name=names.new(f"{base}_row_scale"))  # fmt: skip
+        axes = ir.Value(
+            name=names.new(f"{base}_last_axis"),
+            shape=ir.Shape([1]),
+            type=ir.TensorType(ir.DataType.INT64),
+            const_value=ir.tensor(np.array([-1], np.int64)),
+        )
+        graph.register_initializer(axes)
+        column = ir.node("Unsqueeze", [row_scale.outputs[0], axes],
+                         name=names.new(f"{base}_scale_column"))  # fmt: skip
+        cast = ir.node("Cast", [rows.outputs[0]], attributes={"to": ir.DataType.FLOAT},
+                       name=names.new(f"{base}_to_float"))  # fmt: skip
+        mul = ir.node("Mul", [cast.outputs[0], column.outputs[0]],
+                      name=names.new(f"{base}_rescale"))  # fmt: skip
+        for node in (row_scale, column, cast):
+            node.outputs[0].name = names.new(f"{node.name}_out")
+        new_nodes += [row_scale, column, cast, mul]
+        result = mul.outputs[0]
+    result.dtype = ir.DataType.FLOAT
+    result.shape = out.shape
+    graph.insert_before(gather, new_nodes)
+    out.replace_all_uses_with(result, replace_graph_outputs=True)
+    kept = out.name
+    out.name = names.new(f"{base}_replaced")
+    result.name = kept  # downstream (and debug's name matching) keeps the tensor's name
+    graph.remove(gather, safe=True)
+    if not dq.outputs[0].uses():
+        graph.remove(dq, safe=True)
