@@ -1,0 +1,120 @@
+"""Command line: ``python -m benchmarks [--quick] [--models a,b] [--contenders x,y]``.
+
+Writes benchmarks/results.json (raw numbers) and benchmarks/RESULTS.md by default;
+``--report-only`` rebuilds the Markdown from an existing JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import report, runner, zoo
+from benchmarks.contenders import CONTENDERS
+
+HERE = Path(__file__).resolve().parent
+
+
+def _names(value: str | None, known: dict, default: list[str], what: str) -> list[str]:
+    if not value:
+        return default
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what}: {', '.join(unknown)} (choose from {', '.join(known)})")
+    return names
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Measure onnxcomp against onnxruntime.quantization and other peers.",
+    )
+    p.add_argument("--quick", action="store_true", help="small model set, fewer samples/runs")
+    p.add_argument("--models", help=f"comma-separated; known: {','.join(zoo.MODELS)}")
+    p.add_argument("--contenders", help=f"comma-separated; known: {','.join(CONTENDERS)}")
+    p.add_argument("--threads", default="1,2", help="thread counts for latency ('' = none)")
+    p.add_argument("--runs", type=int, help="max latency rounds per thread count")
+    p.add_argument("--budget", type=float, help="latency seconds per model and thread count")
+    p.add_argument("--eval-samples", type=int, help="override evaluation sample counts")
+    p.add_argument("--calib-samples", type=int, help="override calibration sample counts")
+    p.add_argument("--timeout", type=float, help="seconds allowed per compression")
+    p.add_argument("--cache", type=Path, default=HERE / ".cache", help="built zoo models")
+    p.add_argument("--out", type=Path, default=HERE / "out", help="compressed models, logs")
+    p.add_argument("--json", type=Path, default=HERE / "results.json", help="raw results")
+    p.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md", help="the report")
+    p.add_argument("--report-only", action="store_true", help="re-render --markdown from --json")
+    p.add_argument("--note", action="append", default=[], help="a line for RESULTS.md")
+    p.add_argument("--list", action="store_true", help="list models and contenders, then exit")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    if args.list:
+        for name, spec in zoo.MODELS.items():
+            quick = "(quick) " if name in zoo.QUICK_MODELS else ""
+            print(f"model      {name:14} {quick}{spec.source}")
+        for name, c in CONTENDERS.items():
+            why = c.unavailable()
+            print(f"contender  {name:22} {c.summary}" + (f" [{why}]" if why else ""))
+        return 0
+    if args.report_only:
+        payload = json.loads(args.json.read_text())
+        args.markdown.write_text(report.markdown(payload))
+        return 0
+    default_models = list(zoo.QUICK_MODELS) if args.quick else list(zoo.MODELS)
+    cfg = runner.RunConfig(
+        models=_names(args.models, zoo.MODELS, default_models, "models"),
+        contenders=_names(args.contenders, CONTENDERS, list(CONTENDERS), "contenders"),
+        quick=args.quick,
+        cache=args.cache,
+        out=args.out,
+        threads=tuple(int(t) for t in args.threads.split(",") if t.strip()),
+        max_runs=args.runs or (30 if args.quick else 100),
+        budget_s=args.budget or (6.0 if args.quick else 20.0),
+        timeout_s=args.timeout or (600.0 if args.quick else 3600.0),
+        eval_limit=args.eval_samples,
+        calib_limit=args.calib_samples,
+    )
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    argv_text = sys.argv[1:] if argv is None else argv
+    payload = {
+        "command": shlex.join(["python", "-m", "benchmarks", *argv_text]),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": report.machine(),
+        "quick": args.quick,
+        "notes": args.note,
+        "contenders": cfg.contenders,
+        "descriptions": {n: CONTENDERS[n].summary for n in cfg.contenders},
+        "config": {
+            "threads": list(cfg.threads),
+            "max_runs": cfg.max_runs,
+            "budget_s": cfg.budget_s,
+            "timeout_s": cfg.timeout_s,
+        },
+        "results": [],
+    }
+    start = time.perf_counter()
+
+    def save(entry: dict) -> None:
+        payload["results"].append(entry)
+        payload["wall_s"] = round(time.perf_counter() - start, 1)
+        runner.dump(args.json, payload)
+        args.markdown.write_text(report.markdown(payload))
+
+    runner.run(cfg, on_model=save)
+    payload["wall_s"] = round(time.perf_counter() - start, 1)
+    runner.dump(args.json, payload)
+    args.markdown.write_text(report.markdown(payload))
+    print(f"wrote {args.markdown} and {args.json} in {payload['wall_s'] / 60:.1f} min")
+    return 0

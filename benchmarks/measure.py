@@ -1,0 +1,145 @@
+"""Fidelity and latency of every contender's model against the fp32 original.
+
+All sessions of one model live in this one process: fidelity compares each output with
+the original's on the same evaluation batches, and latency runs the sessions
+alternately (order reversed every round) so machine noise hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from benchmarks.worker import one_line
+from onnxcomp.metrics import Accuracy, OutputComparison, cosine_rows
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def eval_batches(
+    path: Path, sess: ort.InferenceSession, limit: int, labels: str | None
+) -> list[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+    """Evaluation feeds: batches of 16 where the batch axis is dynamic, else single samples."""
+    names = [i.name for i in sess.get_inputs()]
+    fixed = any(isinstance(i.shape[0], int) for i in sess.get_inputs() if i.shape)
+    step = 1 if fixed else 16
+    with np.load(path) as data:
+        arrays = {n: data[n][:limit] for n in names}
+        label_array = data[labels][:limit] if labels else None
+    count = next(iter(arrays.values())).shape[0]
+    out = []
+    for start in range(0, count, step):
+        feed = {n: a[start : start + step] for n, a in arrays.items()}
+        lab = label_array[start : start + step] if label_array is not None else None
+        out.append((feed, lab))
+    return out
+
+
+def _rows(array: np.ndarray) -> np.ndarray:
+    return array.reshape(array.shape[0], -1) if array.ndim > 2 else array
+
+
+def _neighbours(embeddings: np.ndarray) -> np.ndarray:
+    """Index of each row's nearest other row by cosine: a semantic-search answer."""
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.argmax(sim, axis=1)
+
+
+def fidelity(
+    reference: Path,
+    candidates: dict[str, Path],
+    eval_npz: Path,
+    *,
+    output: str,
+    labels: str | None,
+    kind: str,
+    limit: int,
+) -> dict[str, dict]:
+    """Per candidate: top-1 agreement, cosine, max abs error, accuracy; '' key = fp32."""
+    ref = session(reference, 2)
+    batches = eval_batches(eval_npz, ref, limit, labels)
+    ref_out = [ref.run([output], feed)[0] for feed, _ in batches]
+    results: dict[str, dict] = {}
+    ref_acc = Accuracy()
+    for (_, lab), out in zip(batches, ref_out, strict=True):
+        if lab is not None:
+            ref_acc.update(_rows(out), lab)
+    results[""] = {"accuracy": ref_acc.value}
+    for name, path in candidates.items():
+        try:
+            sess = session(path, 2)
+            comp, acc, new_out = OutputComparison(output), Accuracy(), []
+            for (feed, lab), expected in zip(batches, ref_out, strict=True):
+                got = sess.run([output], feed)[0]
+                if kind == "classifier":  # [N, C, 1, 1] scores (GAP heads) count as [N, C]
+                    expected, got = _rows(expected), _rows(got)
+                comp.update(expected, got)
+                new_out.append(got)
+                if lab is not None:
+                    acc.update(_rows(got), lab)
+        except Exception as exc:
+            results[name] = {"error": "inference: " + one_line(exc)}
+            continue
+        row = {
+            "top1_agreement": comp.top1_agreement if kind == "classifier" else None,
+            "cosine": comp.cosine,
+            "max_abs_error": comp.max_abs_error,
+            "accuracy": acc.value,
+            "samples": comp.samples,
+        }
+        if kind == "embedding":
+            a, b = np.concatenate(ref_out), np.concatenate(new_out)
+            row["neighbour_agreement"] = float(np.mean(_neighbours(a) == _neighbours(b)))
+            row["cosine_min"] = float(cosine_rows(a, b).min())
+        results[name] = row
+    return results
+
+
+def latency(
+    paths: dict[str, Path],
+    feed: dict[str, np.ndarray],
+    *,
+    threads: int,
+    max_runs: int,
+    budget_s: float,
+    warmup: int = 3,
+) -> dict[str, dict]:
+    """Median and p90 ms per model, sessions alternated; stops at max_runs or budget."""
+    sessions, results = {}, {}
+    for name, path in paths.items():
+        try:
+            sessions[name] = session(path, threads)
+            for _ in range(warmup):
+                sessions[name].run(None, feed)
+        except Exception as exc:
+            results[name] = {"error": "latency: " + one_line(exc)}
+    names = list(sessions)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    start = time.perf_counter()
+    for i in range(max_runs):
+        for name in names if i % 2 == 0 else reversed(names):
+            t0 = time.perf_counter()
+            sessions[name].run(None, feed)
+            times[name].append((time.perf_counter() - t0) * 1000)
+        if i >= 4 and time.perf_counter() - start > budget_s:
+            break
+    for name in names:
+        ms = np.array(times[name])
+        results[name] = {
+            "median_ms": float(np.median(ms)),
+            "p90_ms": float(np.percentile(ms, 90)),
+            "runs": len(ms),
+        }
+    return results

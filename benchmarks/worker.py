@@ -1,0 +1,110 @@
+"""Run one contender on one model in this (fresh) process and report time and memory.
+
+Invoked by the runner as ``python -m benchmarks.worker CONTENDER SRC OUT CALIB RESULT``.
+Libraries every contender needs are imported before the clock starts, so the time is
+the compression itself; peak RSS is this process's own high-water mark (ru_maxrss),
+which includes the interpreter and imports (reported separately as the baseline).
+It is read from /proc's VmHWM, not ru_maxrss: Linux carries the parent's RSS at
+fork over into a child's ru_maxrss, which would charge the runner's memory to it.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _status_mb(key: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (Linux), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_mb() -> float:
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # elsewhere: best effort
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of an error, with its type, short enough for a table."""
+    text = str(exc).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first}"[:240] if first else type(exc).__name__
+
+
+def main(argv: list[str]) -> int:
+    name, src, out, calib, result_path = argv
+    import numpy  # noqa: F401
+    import onnx  # noqa: F401
+    import onnxruntime  # noqa: F401
+
+    from benchmarks.contenders import CONTENDERS
+
+    contender = CONTENDERS[name]
+    baseline = _status_mb("VmRSS") or 0.0
+    result: dict = {"contender": name, "baseline_rss_mb": round(baseline, 1)}
+    start = time.perf_counter()
+    try:
+        contender.run(Path(src), Path(out), Path(calib))
+        result["ok"] = Path(out).exists()
+        if not result["ok"]:
+            result["error"] = "no output model written"
+    except BaseException as exc:  # a contender may raise anything, even SystemExit
+        result["ok"] = False
+        result["error"] = one_line(exc)
+        result["traceback"] = traceback.format_exc()[-4000:]
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    Path(result_path).write_text(json.dumps(result))
+    return 0
+
+
+def run_child(name: str, src: Path, out: Path, calib: Path, *, timeout: float, log: Path) -> dict:
+    """Start a worker for one compression and return its result (or why it died)."""
+    result_path = out.with_suffix(".result.json")
+    result_path.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.worker", name, str(src), str(out), str(calib)]
+    cmd.append(str(result_path))
+    start = time.perf_counter()
+    with log.open("w") as log_file:
+        try:
+            proc = subprocess.run(
+                cmd,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+                cwd=REPO,
+            )
+        except subprocess.TimeoutExpired:
+            return {"contender": name, "ok": False, "error": f"timed out after {timeout:.0f} s"}
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    last = tail[-1][:200] if tail else "no output"
+    return {
+        "contender": name,
+        "ok": False,
+        "error": f"worker died (exit {proc.returncode}): {last}",
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
