@@ -93,7 +93,11 @@ def test_2gb_model_round_trips(tmp_path):
     )
     node = ir.node("MatMul", [x, w], name="mm")
     node.outputs[0].name = "y"
-    g = ir.Graph([x], node.outputs, nodes=[node], initializers=[w], opset_imports={"": 17})
+    node.outputs[0].dtype = ir.DataType.FLOAT
+    node.outputs[0].shape = ir.Shape([1, cols])
+    g = ir.Graph(
+        [x], node.outputs, nodes=[node], initializers=[w], opset_imports={"": 17}, name="big"
+    )
     big = tmp_path / "big.onnx"
     save(ir.Model(g, ir_version=8), big, check_runtime=False)
     assert (tmp_path / "big.onnx.data").stat().st_size > 2 * 10**9
