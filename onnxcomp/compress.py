@@ -196,6 +196,11 @@ def _int8(model: ir.Model, options: CompressOptions, reference, result) -> ir.Mo
     dropped = report.families_dropped
     for fam, why in dropped.items():
         result.notes.append(f"kept {fam} ops float: {why}")
+    if report.float_weights:
+        result.notes.append(
+            f"stored {report.float_weights} weights float again: their ops stay float and "
+            "onnxruntime ran them slower behind DequantizeLinear"
+        )
     if report.latency_ratio is not None:
         result.notes.append(
             f"int8 runs at {report.latency_ratio:.2f}x the float latency (onnxruntime, 1 thread), "

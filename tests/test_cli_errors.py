@@ -40,9 +40,7 @@ def test_not_onnx(capsys, tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_text("this is not a model")
     before = _listing(tmp_path)
-    code, _, err = _run(
-        capsys, "compress", bad, "-o", tmp_path / "o.onnx", "--quantize", "weights"
-    )
+    code, _, err = _run(capsys, "compress", bad, "-o", tmp_path / "o.onnx", "--quantize", "weights")
     assert code == 2
     _assert_one_line_error(err, "bad.onnx")
     assert _listing(tmp_path) == before
