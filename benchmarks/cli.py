@@ -45,6 +45,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-samples", type=int, help="override evaluation sample counts")
     p.add_argument("--calib-samples", type=int, help="override calibration sample counts")
     p.add_argument("--timeout", type=float, help="seconds allowed per compression")
+    p.add_argument("--auto-trials", type=int, help="max_trials of the auto contenders")
+    p.add_argument("--auto-time", type=float, help="time_limit (s) of the auto contenders")
     p.add_argument("--cache", type=Path, default=HERE / ".cache", help="built zoo models")
     p.add_argument("--out", type=Path, default=HERE / "out", help="compressed models, logs")
     p.add_argument("--json", type=Path, default=HERE / "results.json", help="raw results")
@@ -85,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout or (600.0 if args.quick else 3600.0),
         eval_limit=args.eval_samples,
         calib_limit=args.calib_samples,
+        # contenders named explicitly run on every selected model
+        extended_models=None if args.contenders else zoo.EXTENDED_MODELS[args.quick],
+        auto_trials=args.auto_trials,
+        auto_time_s=args.auto_time,
     )
     cfg.out.mkdir(parents=True, exist_ok=True)
     argv_text = sys.argv[1:] if argv is None else argv
@@ -101,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_runs": cfg.max_runs,
             "budget_s": cfg.budget_s,
             "timeout_s": cfg.timeout_s,
+            "extended_models": cfg.extended_models,
         },
         "results": [],
     }

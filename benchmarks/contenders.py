@@ -1,8 +1,10 @@
-"""Every compressor under test, behind one signature: compress(src, out, calib_npz).
+"""Every compressor under test, behind one signature: run(src, out, calib_npz, **options).
 
 A contender runs in a fresh child process (see worker.py) so its wall time and peak
 memory are its own. Adding one means adding a function and a CONTENDERS entry; an
 optional peer reports why it is unavailable instead of failing the whole run.
+``options`` are per-model settings from the runner (only ``auto`` takes any: its
+budget); a contender may return a dict of extra figures, kept in results.json.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-Compress = Callable[[Path, Path, Path], None]
+if TYPE_CHECKING:
+    from onnxcomp.auto.trials import TrialResult
+
+Compress = Callable[..., "dict | None"]  # (src, out, calib_npz, **options) -> extras
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,8 @@ class Contender:
     summary: str
     run: Compress
     needs: str | None = None  # import name of an optional package
+    extended: bool = False  # recovery / auto: slow, run on zoo.EXTENDED_MODELS by default
+    objective: str | None = None  # auto only: size | latency; needs the model's budget
 
     def unavailable(self) -> str | None:
         """Why this contender cannot run here, or None."""
@@ -56,12 +64,75 @@ def _onnxcomp(**options) -> Compress:
     def run(src: Path, out: Path, calib: Path) -> None:
         import onnxcomp
 
-        if options.get("quantize") == "int8":
+        if options.get("quantize") == "int8" or options.get("recover"):
             onnxcomp.compress(src, out, calib=str(calib), **options)
         else:
             onnxcomp.compress(src, out, **options)
 
     return run
+
+
+def _auto(objective: str) -> Compress:
+    """``onnxcomp.auto`` within the model's budget, searched on the calibration split.
+
+    The evaluation split stays unseen: the harness checks the result on it afterwards.
+    The best single global setting auto found is written next to OUT (``.global.onnx``)
+    so the harness measures both side by side.
+    """
+
+    def run(
+        src: Path,
+        out: Path,
+        calib: Path,
+        *,
+        metric: str,
+        max_drop: float,
+        labels: str | None = None,
+        max_trials: int = 40,
+        time_limit: float = 60.0,
+    ) -> dict:
+        from onnxcomp.auto import auto
+        from onnxcomp.auto.space import build_space
+        from onnxcomp.compress import CompressOptions, compress
+
+        res = auto(
+            src, out, calib=str(calib), data=str(calib), labels=labels, max_drop=max_drop,
+            objective=objective, metric=metric, max_trials=max_trials,
+            time_limit=time_limit, workers=1,
+        )  # fmt: skip
+        extra = {
+            "found": res.found,
+            "objective": objective,
+            "metric": res.metric,
+            "max_drop": max_drop,
+            "baseline": res.baseline,
+            "trials": len(res.trials),
+            "max_trials": max_trials,
+            "time_limit": time_limit,
+            "seconds": round(res.seconds, 2),
+            "original_deflate_bytes": res.original_deflate_bytes,
+            "chosen": _trial(res.chosen),
+            "best_global": _trial(res.best_global),
+            "latency_ms": res.latency_ms,
+        }
+        if res.best_global is not None:
+            space = build_space(str(src), objective=objective, has_calib=True)
+            space.base = CompressOptions(calib=str(calib))
+            glob = out.with_name(out.stem + ".global.onnx")
+            compress(src, glob, space.to_options(res.best_global.config))
+            extra["global_model"] = str(glob)
+            extra["global_setting"] = space.ladder[max(res.best_global.config.values())].label
+        return extra
+
+    return run
+
+
+def _trial(t: TrialResult | None) -> dict | None:
+    """The figures of one auto trial that results.json keeps."""
+    if t is None:
+        return None
+    keys = ("id", "stage", "drop", "value", "bytes", "deflate_bytes")
+    return {k: getattr(t, k) for k in keys} | {"layers": sum(1 for v in t.config.values() if v)}
 
 
 # --- onnxruntime.quantization -----------------------------------------------------------
@@ -150,6 +221,43 @@ CONTENDERS: dict[str, Contender] = {
             "onnxcomp",
             "onnxcomp, 50% magnitude pruning then full int8",
             _onnxcomp(prune_sparsity=0.5, quantize="int8"),
+        ),
+        Contender(
+            "onnxcomp-gptq-int8",
+            "onnxcomp",
+            "onnxcomp, full int8 with GPTQ weight rounding from calibration data (--recover gptq)",
+            _onnxcomp(quantize="int8", recover="gptq"),
+            extended=True,
+        ),
+        Contender(
+            "onnxcomp-prune50-weights",
+            "onnxcomp",
+            "onnxcomp, 50% magnitude pruning then int8 weights (float activations)",
+            _onnxcomp(prune_sparsity=0.5, quantize="weights"),
+            extended=True,
+        ),
+        Contender(
+            "onnxcomp-prune50-sparsegpt",
+            "onnxcomp",
+            "onnxcomp, 50% pruning and int8 weights chosen by SparseGPT (--recover sparsegpt)",
+            _onnxcomp(prune_sparsity=0.5, quantize="weights", recover="sparsegpt"),
+            extended=True,
+        ),
+        Contender(
+            "onnxcomp-auto-size",
+            "onnxcomp",
+            "onnxcomp auto, objective size (deflated bytes), within the model's budget",
+            _auto("size"),
+            extended=True,
+            objective="size",
+        ),
+        Contender(
+            "onnxcomp-auto-latency",
+            "onnxcomp",
+            "onnxcomp auto, objective latency, within the model's budget",
+            _auto("latency"),
+            extended=True,
+            objective="latency",
         ),
         Contender(
             "ort-static-u8",

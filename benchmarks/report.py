@@ -9,6 +9,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from benchmarks.report_sections import auto_section, recovery_section
+
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx")
 
 
@@ -137,7 +139,10 @@ def markdown(payload: dict) -> str:
             f", agreement {_f(s['worst_agreement'], '{:.3f}')}, accuracy drop "
             f"{_f(s['worst_accuracy_drop'], '{:+.3f}')}"
         )
-    lines += ["", "## Models", ""]
+    lines.append("")
+    lines += auto_section(results)
+    lines += recovery_section(results)
+    lines += ["## Models", ""]
     for entry in results:
         lines += _model_section(entry)
     lines += ["## Contenders", ""]
@@ -168,6 +173,11 @@ def _model_section(entry: dict) -> list[str]:
         + (f"; fp32 accuracy {fp32['accuracy']:.4f}" if fp32.get("accuracy") is not None else "")
         + "."
     )
+    if entry.get("auto_budget"):
+        lines += ["", f"auto budget: {entry['auto_budget']}, searched on the calibration split."]
+    if entry.get("not_run"):
+        lines += ["", f"Not run on this model (slow; see benchmarks/README.md): "
+                  f"{', '.join(entry['not_run'])}."]  # fmt: skip
     lines += ["", HEADER, "|" + "---|" * 14]
     lat = fp32.get("latency", {})
     l1, _ = _lat(lat.get("1"))

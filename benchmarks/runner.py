@@ -38,6 +38,9 @@ class RunConfig:
     timeout_s: float = 1800.0  # per compression
     eval_limit: int | None = None  # overrides the zoo's evaluation sample count
     calib_limit: int | None = None
+    extended_models: tuple[str, ...] | None = None  # where extended contenders run; None: all
+    auto_trials: int | None = None  # overrides the budget's max_trials
+    auto_time_s: float | None = None  # overrides the budget's time limit
     extra: dict = field(default_factory=dict)
 
 
@@ -75,24 +78,45 @@ def run_model(name: str, cfg: RunConfig) -> dict:
     produced: dict[str, Path] = {}
     for cname in cfg.contenders:
         contender = CONTENDERS[cname]
+        limited = contender.extended and cfg.extended_models is not None
+        if limited and name not in cfg.extended_models:
+            entry.setdefault("not_run", []).append(cname)
+            continue
         why = contender.unavailable()
+        if contender.objective and spec.budget is None:
+            why = "no auto budget set for this model"
         if why:
             rows[cname] = {"status": "skipped", "error": why}
             continue
+        options = _auto_options(spec.budget, built, cfg) if contender.objective else None
+        if options:
+            entry["auto_budget"] = spec.budget.describe()
         out = folder / f"{cname}.onnx"
         logger.info("%s: compressing with %s", name, cname)
         result = run_child(
-            cname, built.model, out, calib, timeout=cfg.timeout_s, log=folder / f"{cname}.log"
-        )
+            cname, built.model, out, calib, timeout=cfg.timeout_s,
+            log=folder / f"{cname}.log", options=options,
+        )  # fmt: skip
         row = {k: result.get(k) for k in ("seconds", "peak_rss_mb", "baseline_rss_mb")}
+        extra = result.get("extra") or {}
+        if extra:
+            row["extra"] = extra
         if result.get("ok"):
             size = _file_bytes(out)
             row.update(status="ok", bytes=size, size_ratio=size / fp32_bytes)
             produced[cname] = out
         else:
-            row.update(status="failed", error=result.get("error", "unknown error"))
-            logger.warning("%s: %s failed: %s", name, cname, row["error"])
+            status = "no fit" if extra.get("found") is False else "failed"
+            row.update(status=status, error=result.get("error", "unknown error"))
+            logger.warning("%s: %s %s: %s", name, cname, status, row["error"])
         rows[cname] = row
+        glob = Path(extra["global_model"]) if extra.get("global_model") else None
+        if glob is not None and glob.exists():  # auto's best global setting, measured too
+            size = _file_bytes(glob)
+            gname = f"{cname} (best global)"
+            rows[gname] = {"status": "ok", "bytes": size, "size_ratio": size / fp32_bytes}
+            rows[gname]["global_of"] = cname
+            produced[gname] = glob
     logger.info("%s: fidelity of %d models on %d samples", name, len(produced), eval_n)
     fid = measure.fidelity(
         built.model,
@@ -115,6 +139,18 @@ def run_model(name: str, cfg: RunConfig) -> dict:
     entry["contenders"] = rows
     entry["total_s"] = round(time.perf_counter() - start, 1)
     return entry
+
+
+def _auto_options(budget: zoo.AutoBudget, built: zoo.Built, cfg: RunConfig) -> dict:
+    """The auto contenders' keywords: the model's budget, searched on calibration data."""
+    which = 1 if cfg.quick else 0
+    return {
+        "metric": budget.metric,
+        "max_drop": budget.max_drop,
+        "labels": built.labels if budget.metric == "accuracy" else None,
+        "max_trials": cfg.auto_trials or budget.trials[which],
+        "time_limit": cfg.auto_time_s or budget.time_limit[which],
+    }
 
 
 def _latencies(entry: dict, rows: dict, built: zoo.Built, produced: dict, cfg: RunConfig) -> None:

@@ -1,6 +1,7 @@
 """Run one contender on one model in this (fresh) process and report time and memory.
 
-Invoked by the runner as ``python -m benchmarks.worker CONTENDER SRC OUT CALIB RESULT``.
+Invoked by the runner as ``python -m benchmarks.worker CONTENDER SRC OUT CALIB RESULT
+[OPTIONS_JSON]`` (options: per-model keywords for the contender, e.g. auto's budget).
 Libraries every contender needs are imported before the clock starts, so the time is
 the compression itself; peak RSS is this process's own high-water mark (ru_maxrss),
 which includes the interpreter and imports (reported separately as the baseline).
@@ -40,6 +41,16 @@ def _peak_rss_mb() -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
+def _no_output(extra: dict | None) -> str:
+    """Why no model was written: auto says when nothing fits its budget."""
+    if not extra or extra.get("found") is not False:
+        return "no output model written"
+    spent = f"{extra['trials']} trials, {extra['seconds']:.0f} s"
+    if extra["objective"] == "latency" and extra.get("best_global"):
+        return f"within budget but not faster than fp32 in auto's own timing ({spent})"
+    return f"nothing within budget ({extra['metric']} drop <= {extra['max_drop']}; {spent})"
+
+
 def one_line(exc: BaseException) -> str:
     """The first non-empty line of an error, with its type, short enough for a table."""
     text = str(exc).strip()
@@ -48,7 +59,8 @@ def one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str]) -> int:
-    name, src, out, calib, result_path = argv
+    name, src, out, calib, result_path, *rest = argv
+    options = json.loads(rest[0]) if rest else {}
     import numpy  # noqa: F401
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
@@ -60,10 +72,12 @@ def main(argv: list[str]) -> int:
     result: dict = {"contender": name, "baseline_rss_mb": round(baseline, 1)}
     start = time.perf_counter()
     try:
-        contender.run(Path(src), Path(out), Path(calib))
+        extra = contender.run(Path(src), Path(out), Path(calib), **options)
+        if extra:
+            result["extra"] = extra
         result["ok"] = Path(out).exists()
         if not result["ok"]:
-            result["error"] = "no output model written"
+            result["error"] = _no_output(extra)
     except BaseException as exc:  # a contender may raise anything, even SystemExit
         result["ok"] = False
         result["error"] = one_line(exc)
@@ -74,13 +88,24 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_child(name: str, src: Path, out: Path, calib: Path, *, timeout: float, log: Path) -> dict:
+def run_child(
+    name: str,
+    src: Path,
+    out: Path,
+    calib: Path,
+    *,
+    timeout: float,
+    log: Path,
+    options: dict | None = None,
+) -> dict:
     """Start a worker for one compression and return its result (or why it died)."""
     result_path = out.with_suffix(".result.json")
     result_path.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "benchmarks.worker", name, str(src), str(out), str(calib)]
     cmd.append(str(result_path))
+    if options:
+        cmd.append(json.dumps(options))
     start = time.perf_counter()
     with log.open("w") as log_file:
         try:

@@ -34,6 +34,27 @@ class Built:
 
 
 @dataclass(frozen=True)
+class AutoBudget:
+    """What ``auto`` may spend on a model, measured on the calibration split."""
+
+    metric: str  # accuracy (needs labels) | agreement | cosine
+    max_drop: float
+    # (full, quick) max_trials: auto's sensitivity stage alone wants 2 trials per layer
+    trials: tuple[int, int] = (100, 30)
+    # (full, quick) seconds; auto checks it between stages, so a stage may run past it
+    time_limit: tuple[float, float] = (900.0, 120.0)
+    why: str = ""
+
+    def describe(self) -> str:
+        return f"{self.metric} drop <= {self.max_drop:g}" + (f" ({self.why})" if self.why else "")
+
+
+# Embeddings and random-weight logits: top-1 agreement on a few dozen samples moves in
+# steps of 3-12% (and random nets have no class margin), so budgets are on cosine.
+COSINE_1PC = AutoBudget("cosine", 0.01, why="mean output cosine to fp32 >= 0.99")
+
+
+@dataclass(frozen=True)
 class ZooModel:
     name: str
     kind: str
@@ -42,6 +63,7 @@ class ZooModel:
     build: Callable[[Path], Built]
     calib_n: tuple[int, int] = (32, 8)  # (full, quick) calibration samples
     eval_n: tuple[int, int] = (64, 16)  # (full, quick) evaluation samples
+    budget: AutoBudget | None = COSINE_1PC  # for the auto contenders
 
 
 def _light(name: str) -> Callable[[Path], Built]:
@@ -105,6 +127,7 @@ MODELS: dict[str, ZooModel] = {
             _digits,
             calib_n=(360, 120),
             eval_n=(360, 360),
+            budget=AutoBudget("accuracy", 0.01, (100, 40), why="labelled calibration split"),
         ),
         ZooModel(
             "bert4",
@@ -122,6 +145,7 @@ MODELS: dict[str, ZooModel] = {
             "sentences from Python standard-library docstrings, WordPiece-tokenised offline; "
             "disjoint calibration and evaluation sentences",
             _minilm,
+            budget=AutoBudget("cosine", 0.01, (100, 16), why=COSINE_1PC.why),
         ),
     ]
     + [
@@ -130,6 +154,9 @@ MODELS: dict[str, ZooModel] = {
     ]
 }
 QUICK_MODELS = ("digits", "bert4", "minilm", "squeezenet", "resnet50")
+# Recovery and auto contenders (contenders.Contender.extended) are slow: by default they
+# run on these models only. Quick: the two with real trained weights.
+EXTENDED_MODELS = {True: ("digits", "minilm"), False: QUICK_MODELS}  # keyed by quick
 
 
 def build(name: str, cache: Path) -> Built:

@@ -14,7 +14,7 @@ import pytest
 # benchmarks/ is a top-level folder of the repo, not part of the installed package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import cli, zoo, zoo_light
+from benchmarks import cli, runner, zoo, zoo_light
 from benchmarks import zoo_transformer as zt
 from benchmarks.worker import run_child
 from benchmarks.zoo_minilm import WordPiece, read_safetensors
@@ -66,6 +66,54 @@ def test_harness_runs_end_to_end(tmp_path, tiny_zoo):
     out_md.unlink()
     assert cli.main(["--report-only", "--json", str(out_json), "--markdown", str(out_md)]) == 0
     assert "### tiny" in out_md.read_text()
+
+
+EXTENDED = [
+    "onnxcomp-int8",
+    "onnxcomp-gptq-int8",
+    "onnxcomp-prune50-weights",
+    "onnxcomp-prune50-sparsegpt",
+    "onnxcomp-auto-size",
+    "onnxcomp-auto-latency",
+]
+
+
+def test_recovery_and_auto_contenders(tmp_path, tiny_zoo):
+    out_json, out_md = tmp_path / "results.json", tmp_path / "RESULTS.md"
+    args = ["--models", "tiny", "--contenders", ",".join(EXTENDED), "--threads", "1"]
+    args += ["--runs", "3", "--auto-trials", "6", "--auto-time", "60"]
+    args += ["--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    args += ["--json", str(out_json), "--markdown", str(out_md)]
+    assert cli.main(args) == 0
+    (entry,) = json.loads(out_json.read_text())["results"]
+    rows = entry["contenders"]
+    for name in EXTENDED[:4]:
+        assert rows[name]["status"] == "ok", rows[name]
+        assert rows[name]["peak_rss_mb"] > 0
+    assert entry["auto_budget"].startswith("cosine drop <= 0.01")
+    for name in EXTENDED[4:]:
+        row = rows[name]
+        # nothing within budget (or nothing faster) is a row saying so, not a crash
+        assert row["status"] in ("ok", "no fit"), row
+        extra = row["extra"]
+        assert 1 <= extra["trials"] <= 6 and extra["seconds"] > 0
+        if extra.get("global_model"):  # auto's best global setting is measured alongside
+            assert rows[f"{name} (best global)"]["fidelity"]["cosine"] > 0.9
+    text = out_md.read_text()
+    assert "## auto vs the best single global setting" in text
+    assert "| tiny | size (deflated) | cosine drop <= 0.01 |" in text
+    assert "## Recovery: plain vs teacher-guided" in text
+    assert "| tiny | int8 | cosine |" in text and "| tiny | 50% sparse + int8 weights |" in text
+
+
+def test_extended_contenders_stay_on_their_models(tmp_path, tiny_zoo):
+    cfg = runner.RunConfig(
+        models=["tiny"], contenders=["onnxcomp-auto-size", "onnxcomp-gptq-int8"],
+        cache=tmp_path / "cache", out=tmp_path / "out", threads=(), extended_models=("digits",),
+    )  # fmt: skip
+    (entry,) = runner.run(cfg)
+    assert entry["contenders"] == {}
+    assert entry["not_run"] == ["onnxcomp-auto-size", "onnxcomp-gptq-int8"]
 
 
 def test_a_crashing_contender_becomes_a_failure_row(tmp_path):

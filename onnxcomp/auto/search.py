@@ -36,6 +36,7 @@ class SearchState:
     deadline: float = float("inf")
     results: list[TrialResult] = field(default_factory=list)
     sensitivity: dict[str, dict[int, float]] = field(default_factory=dict)
+    floor: dict[str, int] = field(default_factory=dict)  # the best global setting's rungs
     seen: dict[tuple, TrialResult] = field(default_factory=dict)
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
 
@@ -72,11 +73,15 @@ class SearchState:
             if _key(c) not in self.seen and _key(c) not in {_key(f) for f in fresh}:
                 fresh.append(c)
         fresh = fresh[: max(self.trials_left, 0)]
-        if fresh and time.monotonic() < self.deadline:
+        # One round per worker count, so the deadline is checked between rounds.
+        for start in range(0, len(fresh), max(self.workers, 1)):
+            if time.monotonic() >= self.deadline:
+                break
+            chunk = fresh[start : start + max(self.workers, 1)]
             tasks = [
                 TrialTask(len(self.results) + i + 1, stage, c, self.space.to_options(c),
                           self.workdir)
-                for i, c in enumerate(fresh)
+                for i, c in enumerate(chunk)
             ]  # fmt: skip
             for result in self.executor.map(run_trial, tasks):
                 self.results.append(result)
@@ -110,20 +115,27 @@ def global_sweep(state: SearchState) -> None:
     state.run("global", [uniform(state.space, r) for r in rungs])
 
 
-def probe_rungs(state: SearchState) -> list[int]:
-    """All rungs when the trial budget allows, else the mildest and the harshest."""
+def sensitivity_plan(state: SearchState) -> tuple[list[str], list[int]]:
+    """Which layers and rungs to probe with at most half of the trials left.
+
+    Fewer rungs first, then only the largest layers: they hold the bytes worth saving.
+    Layers not probed stay on the best global setting's rung until greedy tries them.
+    """
+    allowed = max(state.trials_left // 2, 1)
     top = len(state.space.ladder) - 1
-    every = list(range(1, top + 1))
-    if len(state.space.layers) * len(every) <= state.trials_left * 0.6 or top <= 2:
-        return every
-    return sorted({1, top})
+    layers = [la.name for la in sorted(state.space.layers, key=lambda la: (-la.params, la.name))]
+    choices = [list(range(1, top + 1)), sorted({1, (1 + top) // 2, top}), sorted({1, top}), [top]]
+    for rungs in choices:
+        if len(layers) * len(rungs) <= allowed:
+            return layers, rungs
+    return layers[: max(allowed, 1)], [top]
 
 
 def measure_sensitivity(state: SearchState) -> None:
-    configs = []
-    for rung in probe_rungs(state):
-        for layer in state.space.layers:
-            configs.append({layer.name: rung})
+    best = state.best()
+    state.floor = {k: v for k, v in best.config.items() if v} if best is not None else {}
+    layers, rungs = sensitivity_plan(state)
+    configs = [{name: rung} for rung in rungs for name in layers]
     for r in state.run("sensitivity", configs):
         ((name, rung),) = r.config.items()
         drop = r.drop if r.ok and r.drop is not None else float("inf")
@@ -131,11 +143,12 @@ def measure_sensitivity(state: SearchState) -> None:
 
 
 def assign(state: SearchState, t: float) -> dict[str, int]:
-    """Each layer's most compressed rung whose lone drop is at most t."""
+    """Each layer's most compressed rung whose lone drop is at most t (never below the
+    best global setting, which fits as a whole)."""
     config = {}
     for layer in state.space.layers:
         ok = [rung for rung, d in state.sensitivity.get(layer.name, {}).items() if d <= t + EPS]
-        config[layer.name] = max(ok, default=0)
+        config[layer.name] = max([*ok, state.floor.get(layer.name, 0)])
     return config
 
 
