@@ -122,7 +122,7 @@ MODELS: dict[str, ZooModel] = {
         ZooModel(
             "digits",
             "classifier",
-            "MLP 64-256-128-10 trained on scikit-learn's digits (onnxcomp.demo, BSD-3 data)",
+            "MLP 64-512-256-10 trained on scikit-learn's digits (onnxcomp.demo, BSD-3 data)",
             "held-out digits splits: calibration and labelled test are disjoint",
             _digits,
             calib_n=(360, 120),
