@@ -1,9 +1,10 @@
 """Activation ranges from one streamed pass of onnxruntime over the calibration data.
 
-The wanted tensors become extra outputs of a copy of the model; each batch's values
-update running min/max (and, for percentile/entropy/mse, a mergeable histogram) and
-are dropped. Memory is one batch's activations plus a fixed size per tensor, whatever
-the number of samples; onnxruntime's calibrators keep every output of every sample.
+For minmax, a copy of the model reduces each wanted tensor to its min and max inside
+onnxruntime (ReduceMin/ReduceMax outputs): no activation is copied out, so a pass costs
+about one inference. Histogram methods fetch the tensors as extra outputs, update a
+mergeable histogram per tensor and drop them. Either way memory is one batch's
+activations plus a fixed size per tensor, whatever the number of samples.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class TensorStats:
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         if self.hist is not None:
             self.hist.update(finite)
+
+    def update_range(self, lo: float, hi: float) -> None:
+        """A batch's min and max computed elsewhere (in the graph); both finite."""
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
 
     def merge(self, other: TensorStats) -> None:
         self.min, self.max = min(self.min, other.min), max(self.max, other.max)
@@ -150,23 +155,57 @@ class Progress:
             self.stream.flush()
 
 
-def _session(model: ir.Model, names: list[str], threads: int | None):
-    """An onnxruntime session over a copy of the model exposing ``names`` as outputs."""
+# Types onnxruntime's ReduceMin/ReduceMax take on CPU.
+_REDUCIBLE = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16})
+
+
+def _session(model: ir.Model, fetched: list[str], reduced: list[str], threads: int | None):
+    """An onnxruntime session over a copy of the model that outputs the ``fetched``
+    tensors and the min and max of the ``reduced`` ones; returns it and its output names."""
     import onnxruntime as ort
 
     proto = ir.to_proto(model)
-    present = {o.name for o in proto.graph.output}
-    for name in names:
+    graph = proto.graph
+    present = {o.name for o in graph.output}
+    for name in fetched:
         if name not in present:
-            proto.graph.output.append(onnx.ValueInfoProto(name=name))
+            graph.output.append(onnx.ValueInfoProto(name=name))
+    outputs = list(fetched) + _add_reductions(proto, reduced)
     blob = proto.SerializeToString()
-    del proto
+    del proto, graph
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if threads:
         opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
-    return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"]), outputs
+
+
+def _add_reductions(proto: onnx.ModelProto, names: list[str]) -> list[str]:
+    """ReduceMin/ReduceMax over all axes of each tensor, as scalar graph outputs."""
+    graph = proto.graph
+    taken = {v for n in graph.node for v in (*n.input, *n.output)}
+    taken |= {v.name for v in (*graph.input, *graph.output)}
+    outputs = []
+    for i, name in enumerate(names):
+        for op in ("ReduceMin", "ReduceMax"):
+            out = f"{name}__onnxcomp_{op[6:].lower()}"
+            while out in taken:
+                out += "_"
+            taken.add(out)
+            node = onnx.helper.make_node(op, [name], [out], f"onnxcomp_calib_{op}_{i}", keepdims=0)
+            graph.node.append(node)
+            graph.output.append(onnx.ValueInfoProto(name=out))
+            outputs.append(out)
+    return outputs
+
+
+def _reducible(model: ir.Model, names: list[str]) -> set[str]:
+    """Tensors whose range can be reduced in the graph: known float types."""
+    values = {v.name: v for v in model.graph.inputs}
+    for node in model.graph:
+        values.update((v.name, v) for v in node.outputs)
+    return {n for n in names if n in values and values[n].dtype in _REDUCIBLE}
 
 
 def collect(
@@ -188,23 +227,53 @@ def collect(
     if not names:
         return stats
     start = time.perf_counter()
-    session = _session(model, names, threads)
-    wanted = {i.name for i in session.get_inputs()}
-    bar = Progress(data.num_samples if progress else None, stream=stream)
-    bar.enabled = bar.enabled and progress
-    try:
-        for batch in data:
-            feed = {k: v for k, v in batch.feed.items() if k in wanted}
-            try:
-                values = session.run(names, feed)
-            except Exception as exc:
-                raise OnnxcompError(f"calibration run failed: {str(exc).splitlines()[0]}") from None
-            stats.update(dict(zip(names, values, strict=True)), batch.size)
-            del values
-            bar.advance(batch.size)
-    finally:
-        bar.close()
+    reduced = _reducible(model, names) if method == "minmax" else set()
+    odd = _run(model, stats, [n for n in names if n not in reduced], sorted(reduced), data,
+               threads=threads, progress=progress, stream=stream)  # fmt: skip
+    if odd:  # an inf/NaN or empty tensor: its range comes from the filtered values
+        again = Statistics.empty(sorted(odd), histograms=False)
+        _run(model, again, sorted(odd), [], data, threads=threads, progress=False)
+        stats.tensors.update(again.tensors)
     if stats.batches == 0:
         raise OnnxcompError("calibration data is empty")
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def _run(
+    model: ir.Model,
+    stats: Statistics,
+    fetched: list[str],
+    reduced: list[str],
+    data: DataSource,
+    *,
+    threads: int | None,
+    progress: bool,
+    stream: IO | None = None,
+) -> set[str]:
+    """One pass over ``data``; returns the reduced tensors whose min or max was not finite."""
+    session, outputs = _session(model, fetched, reduced, threads)
+    wanted = {i.name for i in session.get_inputs()}
+    bar = Progress(data.num_samples if progress else None, stream=stream)
+    bar.enabled = bar.enabled and progress
+    odd: set[str] = set()
+    try:
+        for batch in data:
+            feed = {k: v for k, v in batch.feed.items() if k in wanted}
+            try:
+                values = session.run(outputs, feed)
+            except Exception as exc:
+                raise OnnxcompError(f"calibration run failed: {str(exc).splitlines()[0]}") from None
+            stats.update(dict(zip(fetched, values, strict=False)), batch.size)
+            for i, name in enumerate(reduced):
+                lo, hi = values[len(fetched) + 2 * i], values[len(fetched) + 2 * i + 1]
+                lo, hi = float(lo), float(hi)
+                if math.isfinite(lo) and math.isfinite(hi):
+                    stats.tensors[name].update_range(lo, hi)
+                else:
+                    odd.add(name)
+            del values
+            bar.advance(batch.size)
+    finally:
+        bar.close()
+    return odd

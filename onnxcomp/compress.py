@@ -137,8 +137,11 @@ def excluder(patterns: Iterable[str]):
     return include
 
 
-def compress_model(model: ir.Model, options: CompressOptions) -> tuple[ir.Model, CompressResult]:
-    """In-memory compression; the caller owns loading and saving."""
+def compress_model(
+    model: ir.Model, options: CompressOptions, *, source: str | os.PathLike | None = None
+) -> tuple[ir.Model, CompressResult]:
+    """In-memory compression; the caller owns loading and saving. ``source``: the file
+    ``model`` was loaded from, which int8's measure step then uses as the float model."""
     options.validate()
     result = CompressResult("", "", 0, 0, 0.0)
     include = excluder(options.exclude)
@@ -160,7 +163,8 @@ def compress_model(model: ir.Model, options: CompressOptions) -> tuple[ir.Model,
     int8_options = replace(
         options, exclude=(*options.exclude, *sorted(nodes_kept_out_of_int8(model, options.layers)))
     )
-    if options.prune_threshold is not None or options.prune_sparsity is not None or overrides:
+    pruned = options.prune_threshold is not None or options.prune_sparsity is not None
+    if pruned or overrides:
         _prune(model, options, include, result, recovery, overrides)
     reference = None
     if options.quantize == "int8":
@@ -168,7 +172,10 @@ def compress_model(model: ir.Model, options: CompressOptions) -> tuple[ir.Model,
 
         prepare_int8(model)
         if options.measure:  # the float model, to measure int8 against
-            reference = ir.to_proto(model).SerializeToString()
+            # Unpruned, the input file is that model (onnxruntime folds BatchNorm and
+            # constants itself): no 2x-model serialization held through calibration.
+            unchanged = source is not None and not (pruned or overrides)
+            reference = str(source) if unchanged else ir.to_proto(model).SerializeToString()
     if options.quantize is not None or any_quantized(options.layers):
         wanted = quantize_filter(include, options.layers, options.quantize)
         quant = QuantizeWeightsPass(per_channel=not options.per_tensor, include=wanted)
@@ -251,7 +258,7 @@ def compress(
     _check_paths(src, out)
     model_io.check_input(src)  # first: the checker's copy of the model is freed before load
     model = model_io.load(src)
-    model, result = compress_model(model, options)
+    model, result = compress_model(model, options, source=src)
     model_io.save(model, out, source=src)
     result.input_path, result.output_path = str(src), str(out)
     result.input_bytes = model_io.file_size(src)

@@ -106,12 +106,13 @@ def prepare_int8(model: ir.Model) -> None:
 def quantize_int8(
     model: ir.Model,
     options: Any,
-    reference: bytes,
+    reference: bytes | str | None,
     *,
     progress: bool = True,
     tune: bool = True,
 ) -> tuple[ir.Model, Int8Report]:
-    """Quantize activations of a weight-quantized ``model``; ``reference`` is the float model."""
+    """Quantize activations of a weight-quantized ``model``; ``reference`` is the float
+    model (serialized, or its path) that the measure step times and compares against."""
     dtype, why = resolve_activation_type(getattr(options, "activation_type", "auto"))
     report = Int8Report(dtype, why, options.calib_method)
     exclude = tuple(options.exclude)
@@ -144,7 +145,7 @@ def quantize_int8(
 
     families = frozenset(plan.families) & DEFAULT_FAMILIES
     best, best_plan = build(families)
-    if tune and families:
+    if tune and families and reference is not None:
         bench = Bench(reference, data)
         families, best, best_plan = _tune(families, best, best_plan, build, bench, report)
     report.tensors = len(best_plan.roots) + len(best_plan.shared)
@@ -181,12 +182,19 @@ def _tune(families, model, plan, build, bench: Bench, report: Int8Report):
             continue  # a fast model keeps its int8 GEMMs: fidelity never buys speed back
         trial = frozenset(families - {fam})
         m, p = build(trial)
-        r, c = bench.evaluate(m)
+        session = bench.session(m)
+        c = bench.cosine(session)
+        halves_error = loose and (1.0 - c) < 0.5 * (1.0 - cos)
+        if not (slow or halves_error):  # a fidelity trial that did not pay: no timing
+            report.trials.append({"families": sorted(trial), "latency_ratio": None, "cosine": c})
+            continue
+        r = bench.latency(session)
+        del session
         report.trials.append({"families": sorted(trial), "latency_ratio": r, "cosine": c})
         faster = r < ratio * SPEEDUP_MARGIN
         # Fidelity alone never buys a slower model: what loses accuracy *without a
         # speed gain* goes float (on vgg19 a float classifier cost 30% of the speed).
-        closer = loose and (1.0 - c) < 0.5 * (1.0 - cos) and r <= ratio * 1.03
+        closer = halves_error and r <= ratio * 1.03
         if faster or closer:
             what = "slower" if faster else "less accurate"
             report.families_dropped[fam] = (
@@ -253,9 +261,16 @@ def float_weights_for_float_ops(model: ir.Model, plan) -> int:
 class Bench:
     """Latency and output cosine of candidates against the float model, same process."""
 
-    def __init__(self, reference: bytes, data: DataSource, *, budget: float = 0.3) -> None:
+    def __init__(self, reference: bytes | str, data: DataSource, *, budget: float = 0.3) -> None:
         self.budget = budget
-        self.ref = _session(reference)
+        try:
+            self.ref = _session(reference)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OnnxcompError(
+                f"the float model does not run in onnxruntime, so int8 cannot be measured "
+                f"against it ({first}); use --no-measure"
+            ) from None
         first = next(iter(data), None)
         if first is None:
             raise OnnxcompError("calibration data is empty")
@@ -264,8 +279,15 @@ class Bench:
         self.timing_feed = _one_sample(self.feeds[0], self.ref)
         self.ref_out = [self.ref.run(None, f) for f in self.feeds]
 
+    def session(self, model: ir.Model):
+        return _session(ir.to_proto(model).SerializeToString())
+
     def evaluate(self, model: ir.Model) -> tuple[float, float]:
-        session = _session(ir.to_proto(model).SerializeToString())
+        session = self.session(model)
+        return self.latency(session), self.cosine(session)
+
+    def cosine(self, session) -> float:
+        """Mean row cosine of every float output on the first calibration batch."""
         cos = []
         for feed, ref in zip(self.feeds, self.ref_out, strict=True):
             for a, b in zip(ref, session.run(None, feed), strict=True):
@@ -273,18 +295,21 @@ class Bench:
                     n = a.shape[0] if a.ndim > 1 else 1
                     rows = cosine_rows(a.reshape(n, -1).astype(np.float64), b.reshape(n, -1))
                     cos.append(float(rows.mean()))
-        ratio = _latency_ratio(self.ref, session, self.timing_feed, self.budget)
-        return round(ratio, 3), (float(np.mean(cos)) if cos else 1.0)
+        return float(np.mean(cos)) if cos else 1.0
+
+    def latency(self, session) -> float:
+        """Candidate latency over float latency, 1 thread."""
+        return round(_latency_ratio(self.ref, session, self.timing_feed, self.budget), 3)
 
 
-def _session(blob: bytes):
+def _session(model: bytes | str):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def _one_sample(feed: dict[str, np.ndarray], session) -> dict[str, np.ndarray]:
@@ -298,14 +323,17 @@ def _one_sample(feed: dict[str, np.ndarray], session) -> dict[str, np.ndarray]:
 
 
 def _latency_ratio(ref, cand, feed, budget: float) -> float:
-    """Median run time of ``cand`` over ``ref``, runs interleaved so noise cancels."""
-    for _ in range(2):
-        ref.run(None, feed)
-        cand.run(None, feed)
+    """Median run time of ``cand`` over ``ref``, runs interleaved so noise cancels.
+
+    Runs fill ``budget`` seconds; a model slower than that gets 3 pairs, each long
+    enough to time well.
+    """
+    ref.run(None, feed)  # warm-up: first runs allocate
+    cand.run(None, feed)
     t_ref: list[float] = []
     t_cand: list[float] = []
     stop = time.perf_counter() + budget
-    while len(t_ref) < 5 or (time.perf_counter() < stop and len(t_ref) < 200):
+    while len(t_ref) < 3 or (time.perf_counter() < stop and len(t_ref) < 200):
         for sess, times in ((ref, t_ref), (cand, t_cand)):
             t = time.perf_counter()
             sess.run(None, feed)

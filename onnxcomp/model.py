@@ -39,7 +39,35 @@ def load(path: str | os.PathLike) -> ir.Model:
         _touch_external_data(model)
     except Exception as exc:
         raise OnnxcompError(f"{p}: external data cannot be read ({_first_line(exc)})") from None
+    detach_from_proto(model)
     return model
+
+
+def detach_from_proto(model: ir.Model) -> None:
+    """Give every embedded tensor its own array.
+
+    A tensor read from a file wraps its part of the parsed protobuf, and any one of
+    them keeps the whole message, every weight included, alive. Once detached, a
+    weight that a pass replaces (quantized to int8, folded into a Conv) frees its
+    float bytes: on ResNet-50 that is 100 MB less for the rest of the run.
+    """
+    for graph in _graphs(model):
+        for value in graph.initializers.values():
+            value.const_value = _own(value.const_value)
+        for node in graph:
+            for name, attr in node.attributes.items():
+                if attr.type == ir.AttributeType.TENSOR:
+                    node.attributes[name] = ir.AttrTensor(name, _own(attr.value))
+
+
+def _own(tensor):
+    if not isinstance(tensor, ir.TensorProtoTensor) or tensor.dtype == ir.DataType.STRING:
+        return tensor
+    try:
+        array = tensor.numpy()
+    except Exception:  # a type numpy cannot hold: keep the view
+        return tensor
+    return ir.Tensor(array, dtype=tensor.dtype, name=tensor.name, doc_string=tensor.doc_string)
 
 
 def _existing_file(path: str | os.PathLike) -> Path:

@@ -9,8 +9,10 @@ import onnx
 import onnx_ir as ir
 import pytest
 from int8_models import conv_net
+from onnx import TensorProto, helper
+from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcomp.calibrate import Progress, Statistics, TensorStats, collect
+from onnxcomp.calibrate import Progress, Statistics, TensorStats, _reducible, collect
 from onnxcomp.data import input_specs, open_data
 from onnxcomp.histogram import (
     Histogram,
@@ -120,6 +122,43 @@ def test_every_method_on_a_small_model(method: str) -> None:
     for name, (lo, hi) in ranges.items():
         t = stats.tensors[name]
         assert t.min <= lo <= hi <= t.max
+
+
+def test_minmax_reduced_in_the_graph_equals_the_fetched_extremes() -> None:
+    # minmax asks onnxruntime for ReduceMin/ReduceMax; the histogram methods fetch the
+    # tensors and keep exact min/max beside the bins: both must agree bit for bit.
+    model = ir.from_proto(conv_net())
+    ShapeInferencePass()(model)
+    data = np.random.default_rng(1).standard_normal((10, 3, 16, 16)).astype(np.float32)
+    feeds = [{"x": data[i : i + 4]} for i in range(0, 10, 4)]  # a short last batch
+    names = ["x", "c0", "r0", "s", "g", "logits"]
+    assert _reducible(model, names) == set(names)
+    reduced = collect(model, names, open_data(feeds, input_specs(model)), progress=False)
+    fetched = collect(
+        model, names, open_data(feeds, input_specs(model)), method="mse", progress=False
+    )
+    assert reduced.samples == fetched.samples == 10
+    for name in names:
+        a, b = reduced.tensors[name], fetched.tensors[name]
+        assert (a.min, a.max) == (b.min, b.max), name
+        assert a.hist is None
+    assert reduced.tensors["x"].min == float(data.min())
+
+
+def test_minmax_skips_infinities() -> None:
+    # Log of a Relu output is -inf at every zero: the range is that of the finite values.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Log", ["r"], ["y"])]
+    proto = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    model = ir.from_proto(proto)
+    ShapeInferencePass()(model)  # dtypes tell which tensors can be reduced in the graph
+    data = np.array([[-1.0, 1.0, 2.0, 4.0], [0.5, -3.0, 8.0, 1.0]], np.float32)
+    stats = collect(model, ["y"], open_data([{"x": data}], input_specs(model)), progress=False)
+    assert stats.tensors["y"].min == pytest.approx(np.log(0.5))
+    assert stats.tensors["y"].max == pytest.approx(np.log(8.0))
 
 
 def test_statistics_size_does_not_grow_with_samples() -> None:

@@ -107,3 +107,18 @@ def test_2gb_model_round_trips(tmp_path):
         None, {"x": np.ones((1, rows), np.float32)}
     )[0]
     np.testing.assert_allclose(y[0, :3], rows * 0.5, rtol=1e-3)
+
+
+def test_loaded_weights_own_their_data(tmp_path):
+    # A tensor that views the parsed protobuf keeps the whole message alive; a loaded
+    # model must not, or replacing a weight (int8, BatchNorm folding) frees nothing.
+    proto = conv_net()
+    path = tmp_path / "m.onnx"
+    onnx.save(proto, path)
+    loaded = load(path)
+    values = list(loaded.graph.initializers.values())
+    assert values and not any(isinstance(v.const_value, ir.TensorProtoTensor) for v in values)
+    for tensor in proto.graph.initializer:
+        got = loaded.graph.initializers[tensor.name].const_value
+        np.testing.assert_array_equal(got.numpy(), onnx.numpy_helper.to_array(tensor))
+        assert got.dtype == ir.DataType(tensor.data_type)

@@ -7,7 +7,8 @@ kernel, or lets an op run on int8 data. The rules follow onnxruntime's QDQ selec
   Conv needs its output quantized; MatMul/Gemm may keep a float output.
 * requant (Add, Mul, Concat, AveragePool, GlobalAveragePool, LeakyRelu, Sigmoid):
   only when every input is already int8 and an int8 op reads the result, otherwise a
-  float op is cheaper than quantizing its inputs.
+  float op is cheaper than quantizing its inputs; a pool that shrinks its input needs
+  no int8 reader (dequantizing its smaller output is the cheaper side).
 * shape (Reshape, Transpose, Flatten, Squeeze, Unsqueeze, Slice, Gather, Expand, Tile,
   Resize, MaxPool, Split): run on int8 with their input's scale, no requantization.
 * Relu/Clip right after a quantized op fold into its output range (zero point = lowest
@@ -153,6 +154,17 @@ def family_of(node: ir.Node) -> tuple[str | None, str]:
     return None, "no int8 kernel"
 
 
+def _shrinks(node: ir.Node) -> bool:
+    """A pooling op that writes fewer values than it reads pays in int8 even for a float
+    reader: the DequantizeLinear moves after it, onto the smaller tensor (SqueezeNet's
+    GlobalAveragePool head: 169x fewer values to dequantize)."""
+    if node.op_type == "GlobalAveragePool":
+        return True
+    if node.op_type == "AveragePool":
+        return any(s > 1 for s in node.attributes.get_ints("strides", ()))
+    return False
+
+
 def _excluded(node: ir.Node, exclude: set[str]) -> bool:
     return node.name in exclude or node.op_type in exclude
 
@@ -194,7 +206,7 @@ def plan_qdq(
             plan.kept_float[node.name or node.op_type] = "excluded by --exclude"
         elif fam not in wanted:
             plan.kept_float[node.name or node.op_type] = f"{fam} kept float"
-        elif node.outputs[0].is_graph_output() and fam not in FLOAT_OUTPUT_OK:
+        elif node.outputs[0].is_graph_output() and not (fam in FLOAT_OUTPUT_OK or _shrinks(node)):
             plan.kept_float[node.name or node.op_type] = "produces a graph output"
         else:
             kept[node] = fam
@@ -239,7 +251,7 @@ def plan_qdq(
                 else [v for v in node.inputs if v is not None and not _is_const(v)]
             )
             ok = all(int8_input(v) for v in acts)
-            ok = ok and any(r in kept for r in readers(node))
+            ok = ok and (any(r in kept for r in readers(node)) or _shrinks(node))
             if not ok:
                 del kept[node]
                 reason = (

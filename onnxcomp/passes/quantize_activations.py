@@ -40,13 +40,15 @@ class InsertQDQPass(ir.passes.InPlacePass):
         self._names = NameAllocator(model)
         self._qparams: dict[str, tuple[ir.Value, ir.Value]] = {}
         int8_made = self._int8_outputs()
+        pairs = []  # names first: a graph output's pair takes over its name
         for value in [*self.plan.roots, *self.plan.shared]:
             root = value
             while root in self.plan.shared:
                 root = self.plan.shared[root]
-            if root.name not in self.params:
-                continue
-            scale, zero = self._param_values(graph, root.name or "")
+            if root.name in self.params:
+                pairs.append((value, root.name or ""))
+        for value, root_name in pairs:
+            scale, zero = self._param_values(graph, root_name)
             self._insert_pair(graph, value, scale, zero, all_readers=value in int8_made)
         for node in list(self.plan.nodes):
             self._quantize_constants(graph, node)
@@ -104,6 +106,13 @@ class InsertQDQPass(ir.passes.InPlacePass):
             graph.extend([q, dq])
         for use in readers:
             use.node.replace_input_with(use.idx, out)
+        if all_readers and value.is_graph_output():  # an int8 op's output: DQ gives it
+            name = value.name
+            value.name = self._names.new(f"{base}_float")
+            out.name = name
+            for i, output in enumerate(graph.outputs):
+                if output is value:
+                    graph.outputs[i] = out
         self.inserted += 1
 
     def _quantize_constants(self, graph: ir.Graph, node: ir.Node) -> None:
