@@ -1,7 +1,7 @@
 """Command line: ``python -m benchmarks [--quick] [--models a,b] [--contenders x,y]``.
 
 Writes benchmarks/results.json (raw numbers) and benchmarks/RESULTS.md by default;
-``--report-only`` rebuilds the Markdown from an existing JSON.
+``--report-only`` rebuilds the Markdown from an existing JSON; ``--merge`` combines runs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmarks import report, runner, zoo
 from benchmarks.contenders import CONTENDERS
+from benchmarks.merge import merge_runs
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,6 +54,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--markdown", type=Path, default=HERE / "RESULTS.md", help="the report")
     p.add_argument("--report-only", action="store_true", help="re-render --markdown from --json")
     p.add_argument("--note", action="append", default=[], help="a line for RESULTS.md")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="combine these results JSONs (later runs win per model and contender) into "
+        "--json and --markdown",
+    )
     p.add_argument("--list", action="store_true", help="list models and contenders, then exit")
     return p.parse_args(argv)
 
@@ -69,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, c in CONTENDERS.items():
             why = c.unavailable()
             print(f"contender  {name:22} {c.summary}" + (f" [{why}]" if why else ""))
+        return 0
+    if args.merge:
+        payload = merge_runs(args.merge)
+        payload["notes"] += args.note
+        runner.dump(args.json, payload)
+        args.markdown.write_text(report.markdown(payload))
         return 0
     if args.report_only:
         payload = json.loads(args.json.read_text())

@@ -138,7 +138,7 @@ def _trial(t: TrialResult | None) -> dict | None:
 # --- onnxruntime.quantization -----------------------------------------------------------
 
 
-def _ort_static(activation: str) -> Compress:
+def _ort_static(activation: str, method: str = "MinMax") -> Compress:
     def run(src: Path, out: Path, calib: Path) -> None:
         from onnxruntime import quantization as q
 
@@ -157,6 +157,8 @@ def _ort_static(activation: str) -> Compress:
             per_channel=True,
             activation_type=getattr(q.QuantType, activation),
             weight_type=q.QuantType.QInt8,
+            calibrate_method=getattr(q.CalibrationMethod, method),
+            extra_options={"CalibPercentile": PERCENTILE} if method == "Percentile" else {},
         )
 
     return run
@@ -201,6 +203,8 @@ def _nncf(src: Path, out: Path, calib: Path) -> None:
     onnx.save(nncf.quantize(model, dataset), str(out))
 
 
+PERCENTILE = 99.99  # both percentile contenders clip at the same point
+
 CONTENDERS: dict[str, Contender] = {
     c.name: c
     for c in [
@@ -221,6 +225,13 @@ CONTENDERS: dict[str, Contender] = {
             "onnxcomp",
             "onnxcomp, 50% magnitude pruning then full int8",
             _onnxcomp(prune_sparsity=0.5, quantize="int8"),
+        ),
+        Contender(
+            "onnxcomp-int8-percentile",
+            "onnxcomp",
+            f"onnxcomp, full int8, percentile {PERCENTILE} calibration (streamed histograms)",
+            _onnxcomp(quantize="int8", calib_method="percentile", percentile=PERCENTILE),
+            extended=True,
         ),
         Contender(
             "onnxcomp-gptq-int8",
@@ -270,6 +281,14 @@ CONTENDERS: dict[str, Contender] = {
             "onnxruntime",
             "quantize_static QDQ, per-channel QInt8 weights, QInt8 activations, minmax",
             _ort_static("QInt8"),
+        ),
+        Contender(
+            "ort-static-u8-percentile",
+            "onnxruntime",
+            f"quantize_static QDQ, per-channel QInt8 weights, QUInt8 activations, percentile "
+            f"{PERCENTILE}",
+            _ort_static("QUInt8", "Percentile"),
+            extended=True,
         ),
         Contender(
             "ort-dynamic",

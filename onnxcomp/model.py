@@ -8,6 +8,7 @@ failed run never leaves a half-written or invalid model behind.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -213,6 +214,8 @@ def file_size(path: str | os.PathLike) -> int:
     """Bytes on disk of a model and the external data files it references."""
     p = Path(path)
     total = p.stat().st_size
+    if not _may_reference_external_data(p):
+        return total
     seen: set[str] = set()
     try:
         proto = onnx.load(str(p), load_external_data=False)
@@ -227,6 +230,19 @@ def file_size(path: str | os.PathLike) -> int:
                     if data.exists():
                         total += data.stat().st_size
     return total
+
+
+# How an external-data entry's key is serialized: field 1, length 8, "location".
+_LOCATION_KEY = b"\x0a\x08location"
+
+
+def _may_reference_external_data(path: Path) -> bool:
+    """False when the bytes cannot hold an external-data entry: a scan of the file is
+    far cheaper than parsing a model of hundreds of MB to find none."""
+    if path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return data.find(_LOCATION_KEY) >= 0
 
 
 def _all_initializers(graph: onnx.GraphProto):

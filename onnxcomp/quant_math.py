@@ -15,14 +15,37 @@ QMAX_SYMMETRIC = 127
 MIN_SCALE = np.float32(1e-12)
 
 
+# Big weights are worked through in blocks of leading-axis rows of about this many
+# elements: the float temporaries of VGG-19's 400 MB matrix stay at 64 MB, not 1.6 GB.
+BLOCK = 1 << 24
+
+
+def _row_blocks(array: np.ndarray) -> list[slice]:
+    rows = array.shape[0]
+    step = max(1, BLOCK // max(array.size // max(rows, 1), 1))
+    return [slice(i, i + step) for i in range(0, rows, step)]
+
+
+def _chunked(array: np.ndarray) -> bool:
+    return array.ndim > 0 and array.size > BLOCK
+
+
+def _abs_max(array: np.ndarray, axis: int | None) -> np.ndarray:
+    others = None if axis is None else tuple(i for i in range(array.ndim) if i != axis)
+    if not _chunked(array):
+        a = np.abs(array.astype(np.float32, copy=False))
+        if axis is None:
+            return np.asarray(a.max() if a.size else 0.0, dtype=np.float32)
+        return a.max(axis=others) if others else a
+    parts = [np.abs(array[b]).max(axis=others) for b in _row_blocks(array)]
+    if axis is None:
+        return np.asarray(max(parts), dtype=np.float32)
+    return np.concatenate(parts) if axis == 0 else np.maximum.reduce(parts)
+
+
 def symmetric_scale(array: np.ndarray, axis: int | None) -> np.ndarray:
     """max|w| / 127 per channel along ``axis`` (or one for the tensor); never zero."""
-    a = np.abs(array.astype(np.float32, copy=False))
-    if axis is None:
-        amax = np.asarray(a.max() if a.size else 0.0, dtype=np.float32)
-    else:
-        others = tuple(i for i in range(a.ndim) if i != axis)
-        amax = a.max(axis=others) if others else a
+    amax = _abs_max(array, axis)
     scale = amax.astype(np.float32) / np.float32(QMAX_SYMMETRIC)
     # An all-zero channel quantizes to zeros with any scale; 1.0 keeps it exact.
     return np.where(scale > MIN_SCALE, scale, np.float32(1.0)).astype(np.float32)
@@ -48,8 +71,21 @@ def quantize(
 ) -> np.ndarray:
     s = _broadcast(np.asarray(scale, np.float32), array.ndim, axis)
     z = _broadcast(np.asarray(zero_point, np.int32), array.ndim, axis)
-    # One float temporary, worked in place: weights can be gigabytes.
-    q = np.divide(array, s, dtype=np.float32)
+    if not _chunked(array):
+        return _quantize(array, s, z, qmin, qmax, dtype)
+    out = np.empty(array.shape, dtype)
+    for b in _row_blocks(array):
+        out[b] = _quantize(array[b], _rows(s, b), _rows(z, b), qmin, qmax, dtype)
+    return out
+
+
+def _rows(param: np.ndarray, block: slice) -> np.ndarray:
+    """The part of a broadcast parameter that goes with a block of leading-axis rows."""
+    return param[block] if param.ndim and param.shape[0] > 1 else param
+
+
+def _quantize(array, s, z, qmin: int, qmax: int, dtype: type) -> np.ndarray:
+    q = np.divide(array, s, dtype=np.float32)  # one float temporary, worked in place
     np.rint(q, out=q)
     if np.any(z):
         q += z
@@ -63,6 +99,20 @@ def dequantize(
     s = _broadcast(np.asarray(scale, np.float32), q.ndim, axis)
     z = _broadcast(np.asarray(zero_point, np.int32), q.ndim, axis)
     return ((q.astype(np.int32) - z) * s).astype(np.float32)
+
+
+def max_rounding_error(array: np.ndarray, q: np.ndarray, scale: np.ndarray, axis: int | None):
+    """max |dequantize(q) - array| of a symmetric weight, block by block."""
+    if not q.size:
+        return 0.0
+    if not _chunked(array):
+        return float(np.max(np.abs(dequantize(q, scale, axis=axis) - array)))
+    s = _broadcast(np.asarray(scale, np.float32), q.ndim, axis)
+    worst = 0.0
+    for b in _row_blocks(array):
+        back = (q[b].astype(np.int32) * _rows(s, b)).astype(np.float32)
+        worst = max(worst, float(np.max(np.abs(back - array[b]))))
+    return worst
 
 
 def quantize_weight_symmetric(array: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:

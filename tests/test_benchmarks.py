@@ -14,7 +14,7 @@ import pytest
 # benchmarks/ is a top-level folder of the repo, not part of the installed package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import cli, runner, zoo, zoo_light
+from benchmarks import cli, report, runner, zoo, zoo_light
 from benchmarks import zoo_transformer as zt
 from benchmarks.worker import run_child
 from benchmarks.zoo_minilm import WordPiece, read_safetensors
@@ -143,3 +143,53 @@ def test_safetensors_reader_and_wordpiece():
     enc = WordPiece(vocab).encode(["Hello, worlds! Café"], seq=10)
     assert enc["input_ids"][0].tolist() == [2, 4, 7, 5, 6, 1, 8, 3, 0, 0]
     assert enc["attention_mask"][0].tolist() == [1] * 8 + [0] * 2
+
+
+def _entry(seconds: float) -> dict:
+    return {
+        "status": "ok", "seconds": seconds, "peak_rss_mb": 100.0, "baseline_rss_mb": 50.0,
+        "bytes": 50, "size_ratio": 0.5,
+        "fidelity": {"cosine": 0.99, "top1_agreement": 1.0, "max_abs_error": 0.1, "samples": 4},
+        "latency": {"1": {"median_ms": 1.0, "p90_ms": 1.2, "runs": 10, "speedup": 2.0}},
+    }  # fmt: skip
+
+
+def _run_payload(command: str, commit: str, contenders: dict, fp32_ms: float) -> dict:
+    fp32 = {"bytes": 100, "latency": {"1": {"median_ms": fp32_ms, "p90_ms": fp32_ms, "runs": 10}}}
+    model = {
+        "model": "m", "kind": "classifier", "source": "s", "inputs": "i", "build_s": 0.0,
+        "calib_samples": 4, "output": "y", "fp32": fp32, "auto_budget": None,
+        "eval_samples": 4, "contenders": contenders, "total_s": 1.0,
+    }  # fmt: skip
+    return {
+        "command": command,
+        "date": f"date of {command}",
+        "machine": dict(report.machine(), onnxcomp_commit=commit),
+        "quick": False,
+        "notes": [f"note of {command}"],
+        "contenders": list(contenders),
+        "descriptions": {c: c for c in contenders},
+        "config": {"threads": [1]},
+        "results": [model],
+        "wall_s": 10.0,
+    }
+
+
+def test_merge_later_runs_win_per_model_and_contender(tmp_path) -> None:
+    x1, y1, y2 = _entry(1.0), _entry(2.0), _entry(3.0)
+    first = _run_payload("a", "c1", {"x": x1, "y": y1}, 5.0)
+    second = _run_payload("b", "c2", {"y": y2}, 4.0)
+    paths = []
+    for i, payload in enumerate((first, second)):
+        paths.append(tmp_path / f"{i}.json")
+        paths[-1].write_text(json.dumps(payload))
+    out, md = tmp_path / "merged.json", tmp_path / "merged.md"
+    assert cli.main(["--merge", *map(str, paths), "--json", str(out), "--markdown", str(md)]) == 0
+    merged = json.loads(out.read_text())
+    entry = merged["results"][0]
+    assert entry["contenders"] == {"x": x1, "y": y2}
+    assert entry["fp32"]["latency"]["1"]["median_ms"] == 4.0
+    assert merged["contenders"] == ["x", "y"] and merged["wall_s"] == 20.0
+    assert merged["machine"]["onnxcomp_commit"] == "c1, c2"
+    assert merged["command"] == "a ; then b" and "Merged from 2 runs" in merged["notes"][-1]
+    assert md.read_text().startswith("#")

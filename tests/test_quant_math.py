@@ -41,3 +41,22 @@ def test_scales_are_float32_and_never_zero():
     w = np.zeros((3, 3), np.float32)
     scale = symmetric_scale(w, None)
     assert scale.dtype == np.float32 and scale > 0
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_blockwise_weight_quantization_is_bit_identical(monkeypatch, axis) -> None:
+    # Big weights go through quant_math in row blocks to bound temporaries; the
+    # result must not depend on the block size.
+    from onnxcomp import quant_math
+
+    rng = np.random.default_rng(7)
+    w = (rng.standard_normal((37, 5, 3)) * rng.random((37, 1, 1)) * 3).astype(np.float32)
+    w[4] = 0.0  # an all-zero channel
+    whole_q, whole_s = quant_math.quantize_weight_symmetric(w, axis)
+    whole_err = quant_math.max_rounding_error(w, whole_q, whole_s, axis)
+    monkeypatch.setattr(quant_math, "BLOCK", 16)  # one 15-value row per block
+    q, s = quant_math.quantize_weight_symmetric(w, axis)
+    np.testing.assert_array_equal(s, whole_s)
+    np.testing.assert_array_equal(q, whole_q)
+    assert quant_math.max_rounding_error(w, q, s, axis) == whole_err
+    assert 0 < whole_err <= float(np.max(whole_s)) / 2 + 1e-7  # half a step at most

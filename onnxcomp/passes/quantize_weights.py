@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
-from onnxcomp.quant_math import dequantize, quantize_weight_symmetric
+from onnxcomp.quant_math import max_rounding_error, quantize_weight_symmetric
 from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         array = weight.array
         axis = weight.channel_axis if self.per_channel and array.ndim > 1 else None
         q, scale = quantize_weight_symmetric(array, axis)
-        error = float(np.max(np.abs(dequantize(q, scale, axis=axis) - array))) if q.size else 0.0
+        error = max_rounding_error(array, q, scale, axis)
         base = weight.name
         q_value = add_initializer(weight.graph, names.new(f"{base}_quantized"), q)
         s_value = add_initializer(weight.graph, names.new(f"{base}_scale"), scale)
