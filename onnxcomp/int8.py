@@ -130,10 +130,16 @@ def quantize_int8(
     report.calibration_samples = stats.samples
     report.statistics_bytes = stats.nbytes
     params = _params(stats, options.calib_method, options.percentile, dtype)
-    base = ir.to_proto(model).SerializeToString()
+    families = frozenset(plan.families) & DEFAULT_FAMILIES
+    measure = tune and bool(families) and reference is not None
+    # Trials rebuild from a serialized copy; the first candidate is the model itself.
+    base = ir.to_proto(model).SerializeToString() if measure else b""
 
-    def build(families: frozenset[str], float_weights: bool = False) -> tuple[ir.Model, Any]:
-        m = ir.from_proto(onnx.load_from_string(base))
+    def build(
+        families: frozenset[str], float_weights: bool = False, m: ir.Model | None = None
+    ) -> tuple[ir.Model, Any]:
+        if m is None:
+            m = ir.from_proto(onnx.load_from_string(base))
         p = plan_qdq(m, exclude=exclude, families=families)
         InsertQDQPass(p, params, dtype)(m)
         KeepLayerNormUnfusedPass()(m)
@@ -143,9 +149,8 @@ def quantize_int8(
         TopologicalSortPass()(m)
         return m, p
 
-    families = frozenset(plan.families) & DEFAULT_FAMILIES
-    best, best_plan = build(families)
-    if tune and families and reference is not None:
+    best, best_plan = build(families, m=model)
+    if measure:
         bench = Bench(reference, data)
         families, best, best_plan = _tune(families, best, best_plan, build, bench, report)
     report.tensors = len(best_plan.roots) + len(best_plan.shared)
