@@ -40,9 +40,15 @@ class Contender:
         return None
 
 
-def feeds(calib_npz: Path, input_names: list[str]) -> Iterator[dict[str, np.ndarray]]:
-    """One sample per feed: the same calibration set every contender sees."""
-    with np.load(calib_npz) as data:
+def feeds(calib: Path, input_names: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    """One sample per feed: the same calibration set every contender sees. ``calib`` is an
+    .npz (axis 0 = samples) or a folder of .npz files, one feed each (the real corpus)."""
+    if calib.is_dir():
+        for path in sorted(calib.glob("*.npz")):
+            with np.load(path) as data:
+                yield {name: data[name] for name in input_names}
+        return
+    with np.load(calib) as data:
         arrays = {name: data[name] for name in input_names}
     count = next(iter(arrays.values())).shape[0]
     for i in range(count):

@@ -15,18 +15,13 @@ import onnxruntime as ort
 
 from benchmarks.worker import one_line
 from onnxcomp.metrics import Accuracy, OutputComparison, cosine_rows
+from onnxcomp.runtime.session import make_session
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
     # Sessions are timed alternately: a spinning idle pool would steal the cores of the
     # one running (SqueezeNet fp32 at 2 threads: 16.7 ms spinning vs 8.1 ms not).
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return make_session(path, threads=threads, config={"session.intra_op.allow_spinning": "0"})
 
 
 def eval_batches(

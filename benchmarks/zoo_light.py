@@ -205,15 +205,13 @@ def standardize(model: onnx.ModelProto, samples: np.ndarray) -> None:
     Standardising every layer on sample inputs, shallowest first, gives a network whose
     activations are well scaled and whose outputs depend on the input.
     """
-    import onnxruntime as ort
+    from onnxcomp.runtime.session import make_session
 
     layers = _weight_layers(model)
     inits = {t.name: t for t in model.graph.initializer}
     for node, axis, _ in layers:
         _ensure_bias(model, node, axis, inits)
     input_name = model.graph.input[0].name
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
     for depth in range(1, max((d for *_, d in layers), default=0) + 1):
         todo = [(node, axis) for node, axis, d in layers if d == depth]
         probe = onnx.ModelProto()
@@ -224,9 +222,7 @@ def standardize(model: onnx.ModelProto, samples: np.ndarray) -> None:
             probe.graph.output.append(
                 helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
             )
-        session = ort.InferenceSession(
-            probe.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-        )
+        session = make_session(probe, threads=0)
         stats: dict[str, list] = {name: [] for name in names}
         for i in range(samples.shape[0]):
             outs = session.run(names, {input_name: samples[i : i + 1]})

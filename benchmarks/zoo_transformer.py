@@ -193,13 +193,13 @@ def build_synthetic(cfg: BertConfig, seed: int = 0) -> onnx.ModelProto:
     Mean-pooled random features share a large common direction, so an untouched random
     head gives every input the same class; centring and scaling each logit fixes that.
     """
-    import onnxruntime as ort
+    from onnxcomp.runtime.session import make_session
 
     weights = random_weights(cfg, seed)
     model = bert_graph(weights, cfg, "synthetic_bert")
     if not cfg.classes:
         return model
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = make_session(model, threads=0)
     logits = session.run(None, random_tokens(cfg, 32, seed=1000 + seed))[0].astype(np.float64)
     mean, std = logits.mean(0), np.maximum(logits.std(0), 1e-6)
     weights["classifier.weight"] = (weights["classifier.weight"] / std[:, None]).astype(np.float32)

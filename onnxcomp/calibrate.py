@@ -21,7 +21,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcomp.data import DataSource
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.histogram import (
     DEFAULT_BINS,
     Histogram,
@@ -162,23 +162,18 @@ _REDUCIBLE = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT
 def _session(model: ir.Model, fetched: list[str], reduced: list[str], threads: int | None):
     """An onnxruntime session over a copy of the model that outputs the ``fetched``
     tensors and the min and max of the ``reduced`` ones; returns it and its output names."""
-    import onnxruntime as ort
+    from onnxcomp.runtime.session import make_session
 
-    proto = ir.to_proto(model)
-    graph = proto.graph
-    present = {o.name for o in graph.output}
-    for name in fetched:
-        if name not in present:
-            graph.output.append(onnx.ValueInfoProto(name=name))
-    outputs = list(fetched) + _add_reductions(proto, reduced)
-    blob = proto.SerializeToString()
-    del proto, graph
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"]), outputs
+    outputs = list(fetched)
+
+    def add_outputs(proto: onnx.ModelProto) -> None:
+        present = {o.name for o in proto.graph.output}
+        for name in fetched:  # graph inputs too: their histograms come from here
+            if name not in present:
+                proto.graph.output.append(onnx.ValueInfoProto(name=name))
+        outputs.extend(_add_reductions(proto, reduced))
+
+    return make_session(model, threads=threads, optimize="basic", edit=add_outputs), outputs
 
 
 def _add_reductions(proto: onnx.ModelProto, names: list[str]) -> list[str]:
@@ -263,7 +258,7 @@ def _run(
             try:
                 values = session.run(outputs, feed)
             except Exception as exc:
-                raise OnnxcompError(f"calibration run failed: {str(exc).splitlines()[0]}") from None
+                raise OnnxcompError(f"calibration run failed: {one_line(exc)}") from None
             stats.update(dict(zip(fetched, values, strict=False)), batch.size)
             for i, name in enumerate(reduced):
                 lo, hi = values[len(fetched) + 2 * i], values[len(fetched) + 2 * i + 1]

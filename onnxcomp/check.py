@@ -10,9 +10,9 @@ import numpy as np
 
 from onnxcomp import model as model_io
 from onnxcomp.data import DataSource, input_specs, open_data, synthetic
-from onnxcomp.errors import OnnxcompError
-from onnxcomp.latency import LatencyStats, compare_latency, session
+from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.metrics import Accuracy, OutputComparison
+from onnxcomp.runtime.latency import LatencyStats, compare_latency, session
 
 
 @dataclass
@@ -159,8 +159,7 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
             ref_out = ref_sess.run(None, batch.feed)
             new_out = new_sess.run(None, batch.feed)
         except Exception as exc:
-            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise OnnxcompError(f"onnxruntime failed on the data: {line[:300]}") from None
+            raise OnnxcompError(f"onnxruntime failed on the data: {one_line(exc)}") from None
         for comp, r, n in zip(comparisons, ref_out, new_out, strict=True):
             comp.update(np.asarray(r), np.asarray(n))
         result.samples += batch.size

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxcomp import model as model_io
 from onnxcomp.errors import OnnxcompError
@@ -25,6 +26,7 @@ from onnxcomp.layers import (
     sparsity_overrides,
     validate_layers,
 )
+from onnxcomp.passes.decode_at_load import DecodeAtLoadPass, StoreConstantsInt8Pass
 from onnxcomp.passes.gather_dequantize import GatherBeforeDequantizePass
 from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord, validate_options
@@ -33,12 +35,20 @@ from onnxcomp.passes.quantize_weights import (
     QuantizeWeightsPass,
     QuantRecord,
 )
-from onnxcomp.passes.strip import BypassZeroAddPass, DropZeroBiasPass, strip_pass
+from onnxcomp.passes.strip import (
+    BypassZeroAddPass,
+    DropZeroBiasPass,
+    RemoveUnusedSubgraphInitializersPass,
+    strip_pass,
+)
 from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
 
 QUANTIZE_MODES = ("weights", "int8")
+# An output may outgrow its input by renamed tensors and Q/DQ bookkeeping on a tiny model
+# (said in the output); past this it is refused unless --allow-larger.
+GROWTH_SLACK = 4096
 CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
@@ -57,6 +67,7 @@ class CompressOptions:
     progress: bool = True  # calibration progress bar on stderr (when it is a TTY)
     measure: bool = True  # int8: time against float, keep float the op families that do not pay
     recover: str | None = None  # bias | gptq | sparsegpt: teacher-guided repair (recover/)
+    allow_larger: bool = False  # write the output even when it is larger than the input
     layers: dict[str, LayerOptions] = field(default_factory=dict)  # per layer, see layers.py
 
     def validate(self) -> None:
@@ -189,6 +200,8 @@ def compress_model(
         model = _int8(model, int8_options, reference, result)
     if recovery is not None:
         result.recovered = recovery.finish(model)
+    if options.quantize is not None or any_quantized(options.layers):
+        _store_small(model, options, include, result)
     return model, result
 
 
@@ -203,10 +216,10 @@ def _int8(model: ir.Model, options: CompressOptions, reference, result) -> ir.Mo
     dropped = report.families_dropped
     for fam, why in dropped.items():
         result.notes.append(f"kept {fam} ops float: {why}")
-    if report.float_weights:
+    if report.decoded_at_load:
         result.notes.append(
-            f"stored {report.float_weights} weights float again: their ops stay float and "
-            "onnxruntime ran them slower behind DequantizeLinear"
+            f"{report.decoded_at_load} weights of ops kept float stay int8 in the file, "
+            "decoded once by onnxruntime at load (float speed)"
         )
     if report.latency_ratio is not None:
         result.notes.append(
@@ -214,6 +227,33 @@ def _int8(model: ir.Model, options: CompressOptions, reference, result) -> ir.Mo
             f"output cosine {report.cosine:.5f} on calibration data"
         )
     return model
+
+
+def _store_small(
+    model: ir.Model, options: CompressOptions, include, result: CompressResult
+) -> None:
+    """What no int8 kernel will read is still stored int8, decoded by onnxruntime at load:
+    weights of ops that stay float, and big float constants that are no op's weight slot
+    (LSTM weights, tensors read by Slice/Add/Unsqueeze)."""
+    keep = ("MatMul", "Gemm") if options.quantize == "weights" else ()
+    decode = DecodeAtLoadPass(keep_ops=keep)
+    decode(model)
+    store = StoreConstantsInt8Pass(quantize_filter(include, options.layers, options.quantize))
+    store(model)
+    if store.records or decode.converted:
+        RemoveUnusedNodesPass()(model)
+        RemoveUnusedSubgraphInitializersPass()(model)
+        result.quantized += store.records
+        result.notes.append(
+            f"stored {len(store.records)} other float constants int8 "
+            "(decoded once by onnxruntime at load)"
+        )
+    result.skipped.update({k: v for k, v in store.skipped.items() if v != "excluded"})
+    if decode.converted and options.quantize == "weights":
+        result.notes.append(
+            f"{len(decode.converted)} weights of ops without an int8 kernel are decoded once "
+            "at load: they run at float speed"
+        )
 
 
 def _prune(
@@ -259,9 +299,11 @@ def compress(
     model_io.check_input(src)  # first: the checker's copy of the model is freed before load
     model = model_io.load(src)
     model, result = compress_model(model, options, source=src)
-    model_io.save(model, out, source=src)
+    in_bytes = model_io.file_size(src)
+    limit = None if options.allow_larger else in_bytes + max(GROWTH_SLACK, in_bytes // 100)
+    model_io.save(model, out, source=src, max_bytes=limit)
     result.input_path, result.output_path = str(src), str(out)
-    result.input_bytes = model_io.file_size(src)
+    result.input_bytes = in_bytes
     result.output_bytes = model_io.file_size(out)
     result.seconds = time.perf_counter() - start
     return result

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp import capture
 from onnxcomp import model as model_io
 from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.quant_math import quantize
+from onnxcomp.runtime import capture
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
 # A layer adding at least this relative error gets a hint.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ QUANT_DATA_INPUTS = {
     "MatMulInteger": (0, 1),
     "ConvInteger": (0, 1),
     "Gather": (0,),  # an int8 embedding table read row by row (gather_dequantize.py)
+    "Cast": (0,),  # int8 decoded once at load (passes/decode_at_load.py)
 }
 
 
@@ -76,20 +78,16 @@ def inspect(path: str | os.PathLike) -> InspectResult:
             nodes += 1
     params, by_dtype, zeros, numeric = 0, Counter(), 0, 0
     external: set[str] = set()
-    for graph in graphs:
-        for value in graph.initializers.values():
-            tensor = value.const_value
-            if tensor is None:
-                continue
-            params += tensor.size
-            by_dtype[tensor.dtype.name.lower()] += tensor.nbytes
-            if isinstance(tensor, ir.ExternalTensor):
-                external.add(str(tensor.location))
-            numeric_type = tensor.dtype.is_floating_point() or tensor.dtype.is_integer()
-            if numeric_type and tensor.size >= 16:
-                arr = tensor.numpy()
-                zeros += int(np.count_nonzero(arr == 0))
-                numeric += arr.size
+    for tensor in _constant_tensors(graphs):
+        params += tensor.size
+        by_dtype[tensor.dtype.name.lower()] += tensor.nbytes
+        if isinstance(tensor, ir.ExternalTensor):
+            external.add(str(tensor.location))
+        numeric_type = tensor.dtype.is_floating_point() or tensor.dtype.is_integer()
+        if numeric_type and tensor.size >= 16:
+            arr = tensor.numpy()
+            zeros += int(np.count_nonzero(arr == 0))
+            numeric += arr.size
     return InspectResult(
         path=str(path),
         file_bytes=model_io.file_size(path),
@@ -108,6 +106,20 @@ def inspect(path: str | os.PathLike) -> InspectResult:
         external_data=sorted(external),
         metadata_keys=sorted(model.metadata_props),
     )
+
+
+def _constant_tensors(graphs: list[ir.Graph]) -> Iterator[ir.TensorProtocol]:
+    """Every stored tensor: initializers and the values of Constant nodes (exporters put
+    weights there, often inside If/Loop bodies)."""
+    for graph in graphs:
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                yield value.const_value
+        for node in graph:
+            if node.op_type == "Constant" and node.domain == "":
+                attr = node.attributes.get("value")
+                if attr is not None and attr.type == ir.AttributeType.TENSOR:
+                    yield attr.as_tensor()
 
 
 def _quantized(graphs: list[ir.Graph]) -> list[str]:

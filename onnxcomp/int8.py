@@ -28,10 +28,11 @@ from onnxcomp.calibrate import Statistics, collect
 from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.metrics import cosine_rows
+from onnxcomp.passes.decode_at_load import DecodeAtLoadPass
 from onnxcomp.passes.layernorm_guard import KeepLayerNormUnfusedPass
 from onnxcomp.passes.qdq_placement import DEFAULT_FAMILIES, plan_qdq
 from onnxcomp.passes.quantize_activations import InsertQDQPass
-from onnxcomp.quant_math import activation_params, dequantize
+from onnxcomp.quant_math import activation_params
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Int8Report:
     quantized_ops: dict[str, int] = field(default_factory=dict)
     kept_float: dict[str, str] = field(default_factory=dict)
     families_dropped: dict[str, str] = field(default_factory=dict)
-    float_weights: int = 0  # weights stored float again: their ops stayed float and were slow
+    decoded_at_load: int = 0  # int8 weights of float ops, decoded once by onnxruntime at load
     latency_ratio: float | None = None  # int8 / float, onnxruntime, 1 thread
     cosine: float | None = None  # mean output cosine vs float on calibration data
     trials: list[dict[str, Any]] = field(default_factory=list)
@@ -85,21 +86,8 @@ def resolve_activation_type(requested: str) -> tuple[str, str]:
 
 
 def prepare_int8(model: ir.Model) -> None:
-    """Fold BatchNormalization into Conv/Gemm weights before they are quantized, and
-    infer tensor types (placement only quantizes what it knows is float32)."""
-    from onnxscript.rewriter import rewrite
-    from onnxscript.rewriter.rules.common import (
-        fuse_batchnorm_into_conv_rule,
-        fuse_batchnorm_into_conv_transpose_rule,
-        fuse_batchnorm_into_gemm_rule,
-    )
-
-    rules = [
-        fuse_batchnorm_into_conv_rule,
-        fuse_batchnorm_into_conv_transpose_rule,
-        fuse_batchnorm_into_gemm_rule,
-    ]
-    rewrite(model, pattern_rewrite_rules=rules)
+    """Infer tensor types: placement only quantizes what it knows is float32 (BatchNorm
+    was folded by the prepare pass already)."""
     ShapeInferencePass()(model)
 
 
@@ -135,16 +123,16 @@ def quantize_int8(
     # Trials rebuild from a serialized copy; the first candidate is the model itself.
     base = ir.to_proto(model).SerializeToString() if measure else b""
 
-    def build(
-        families: frozenset[str], float_weights: bool = False, m: ir.Model | None = None
-    ) -> tuple[ir.Model, Any]:
+    def build(families: frozenset[str], m: ir.Model | None = None) -> tuple[ir.Model, Any]:
         if m is None:
             m = ir.from_proto(onnx.load_from_string(base))
         p = plan_qdq(m, exclude=exclude, families=families)
         InsertQDQPass(p, params, dtype)(m)
         KeepLayerNormUnfusedPass()(m)
-        if float_weights:
-            p.float_weights = float_weights_for_float_ops(m, p)
+        # Weights of ops that stay float: int8 in the file, decoded once at load.
+        decode = DecodeAtLoadPass()
+        decode(m)
+        p.decoded_at_load = len(decode.converted)
         RemoveUnusedNodesPass()(m)
         TopologicalSortPass()(m)
         return m, p
@@ -156,7 +144,7 @@ def quantize_int8(
     report.tensors = len(best_plan.roots) + len(best_plan.shared)
     report.quantized_ops = _count_ops(best_plan)
     report.kept_float = dict(best_plan.kept_float)
-    report.float_weights = best_plan.float_weights
+    report.decoded_at_load = best_plan.decoded_at_load
     return best, report
 
 
@@ -207,60 +195,8 @@ def _tune(families, model, plan, build, bench: Bench, report: Int8Report):
                 f"{r:.2f}x, cosine {c:.5f} without"
             )
             families, model, plan, ratio, cos = trial, m, p, r, c
-    if ratio > 1.0:
-        # Still slower than float: a DequantizeLinear weight is no constant to onnxruntime,
-        # so its float Conv/MatMul loses prepacking and the NCHWc layout, and pays the
-        # dequantization on every run. Trade those weights' size back for float speed.
-        m, p = build(families, True)
-        if p.float_weights:
-            r, c = bench.evaluate(m)
-            report.trials.append(
-                {"families": sorted(families), "float_weights": p.float_weights,
-                 "latency_ratio": r, "cosine": c}
-            )  # fmt: skip
-            if r < ratio * SPEEDUP_MARGIN:
-                model, plan, ratio, cos = m, p, r, c
     report.latency_ratio, report.cosine = round(ratio, 3), round(cos, 6)
     return families, model, plan
-
-
-WEIGHT_READERS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-
-
-def float_weights_for_float_ops(model: ir.Model, plan) -> int:
-    """Replace int8 weight DequantizeLinear nodes read only by float Conv/Gemm/MatMul with
-    their dequantized float values; returns how many."""
-    graph, count = model.graph, 0
-    for node in list(graph):
-        if node.op_type != "DequantizeLinear" or not all(
-            v is not None and v.const_value is not None for v in node.inputs
-        ):
-            continue
-        q = node.inputs[0]
-        if q.dtype != ir.DataType.INT8:
-            continue
-        out = node.outputs[0]
-        uses = list(out.uses())
-        if not uses or out.is_graph_output():
-            continue
-        if any(u.node in plan.nodes or u.node.op_type not in WEIGHT_READERS for u in uses):
-            continue
-        scale = node.inputs[1].const_value.numpy()
-        zero = node.inputs[2].const_value.numpy() if len(node.inputs) > 2 else 0
-        axis = node.attributes.get_int("axis", 1) if scale.size > 1 else None
-        if axis is not None and axis < 0:
-            axis += len(q.shape)
-        array = dequantize(q.const_value.numpy(), scale, zero, axis=axis)
-        value = ir.Value(
-            name=out.name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.FLOAT),
-            const_value=ir.tensor(array, name=out.name),
-        )  # fmt: skip
-        for use in uses:
-            use.node.replace_input_with(use.idx, value)
-        graph.remove(node, safe=True)
-        graph.register_initializer(value)
-        count += 1
-    return count
 
 
 class Bench:
@@ -307,14 +243,10 @@ class Bench:
         return round(_latency_ratio(self.ref, session, self.timing_feed, self.budget), 3)
 
 
-def _session(model: bytes | str):
-    import onnxruntime as ort
+def _session(model: bytes | str | ir.Model):
+    from onnxcomp.runtime.session import make_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    return make_session(model, threads=1)
 
 
 def _one_sample(feed: dict[str, np.ndarray], session) -> dict[str, np.ndarray]:

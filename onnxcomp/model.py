@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.errors import BudgetExceeded, OnnxcompError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +33,13 @@ def load(path: str | os.PathLike) -> ir.Model:
     try:
         model = ir.load(p)
     except Exception as exc:  # protobuf raises several unrelated types
-        raise OnnxcompError(f"{p}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise OnnxcompError(f"{p}: not a readable ONNX model ({one_line(exc)})") from None
     if len(model.graph) == 0 and not model.graph.outputs:
         raise OnnxcompError(f"{p}: not an ONNX model (no graph)")
     try:
         _touch_external_data(model)
     except Exception as exc:
-        raise OnnxcompError(f"{p}: external data cannot be read ({_first_line(exc)})") from None
+        raise OnnxcompError(f"{p}: external data cannot be read ({one_line(exc)})") from None
     detach_from_proto(model)
     return model
 
@@ -98,9 +98,9 @@ def check_input(path: str | os.PathLike) -> None:
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
-        raise OnnxcompError(f"{path}: model fails onnx.checker: {_first_line(exc)}") from None
+        raise OnnxcompError(f"{path}: model fails onnx.checker: {one_line(exc)}") from None
     except Exception as exc:
-        raise OnnxcompError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise OnnxcompError(f"{path}: not a readable ONNX model ({one_line(exc)})") from None
 
 
 def tensor_bytes(model: ir.Model) -> int:
@@ -124,8 +124,10 @@ def save(
     *,
     source: str | os.PathLike | None = None,
     check_runtime: bool = True,
+    max_bytes: int | None = None,
 ) -> Path:
-    """Write atomically after validating; never overwrite ``source``.
+    """Write atomically after validating; never overwrite ``source``. With ``max_bytes``
+    (the input's size plus slack), a larger output is not written (exit 1).
 
     Large models (tensor data near the 2 GB protobuf limit) get their weights in
     ``<name>.data`` beside the model; onnx_ir writes it.
@@ -144,12 +146,23 @@ def save(
         tmp_model = tmpdir / out.name
         _write(model, tmp_model, data_name if external else None)
         _check_file(tmp_model, check_runtime)
+        if max_bytes is not None:
+            _refuse_larger(tmpdir, max_bytes)
         if external:
             os.replace(tmpdir / data_name, out.parent / data_name)
         os.replace(tmp_model, out)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return out
+
+
+def _refuse_larger(folder: Path, max_bytes: int) -> None:
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    if size > max_bytes:
+        raise BudgetExceeded(
+            f"the output would be {size:,} bytes, more than the {max_bytes:,} allowed for this "
+            "input: not written (--allow-larger writes it)"
+        )
 
 
 def _write(model: ir.Model, path: Path, data_name: str | None) -> None:
@@ -165,19 +178,16 @@ def _check_file(path: Path, check_runtime: bool) -> None:
     try:
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
-        raise OnnxcompError(f"refusing to write an invalid model: {_first_line(exc)}") from None
+        raise OnnxcompError(f"refusing to write an invalid model: {one_line(exc)}") from None
     if not check_runtime:
         return
-    import onnxruntime as ort
+    from onnxcomp.runtime.session import make_session
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.intra_op_num_threads = 1
     try:
-        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        make_session(path, threads=1, optimize=False)
     except Exception as exc:
         raise OnnxcompError(
-            f"refusing to write a model onnxruntime cannot load: {_first_line(exc)}"
+            f"refusing to write a model onnxruntime cannot load: {one_line(exc)}"
         ) from None
 
 
@@ -204,7 +214,7 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, int | None]:
         converted = onnx.version_converter.convert_version(proto, target)
     except Exception as exc:
         raise OnnxcompError(
-            f"cannot upgrade the model from opset {old} to {target}: {_first_line(exc)}"
+            f"cannot upgrade the model from opset {old} to {target}: {one_line(exc)}"
         ) from None
     logger.info("upgraded the model from opset %d to %d", old, target)
     return ir.from_proto(converted), old
@@ -253,12 +263,3 @@ def _all_initializers(graph: onnx.GraphProto):
                 yield from _all_initializers(attr.g)
             for g in attr.graphs:
                 yield from _all_initializers(g)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            return line[:300]
-    return type(exc).__name__

@@ -85,7 +85,8 @@ def _rows(param: np.ndarray, block: slice) -> np.ndarray:
 
 
 def _quantize(array, s, z, qmin: int, qmax: int, dtype: type) -> np.ndarray:
-    q = np.divide(array, s, dtype=np.float32)  # one float temporary, worked in place
+    # One float temporary, worked in place; asarray: a 0-d division yields a numpy scalar.
+    q = np.asarray(np.divide(array, s, dtype=np.float32))
     np.rint(q, out=q)
     if np.any(z):
         q += z

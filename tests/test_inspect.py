@@ -11,6 +11,37 @@ from onnxcomp.cli import main
 from onnxcomp.inspect_model import inspect
 
 
+def test_inspect_counts_weights_in_constant_nodes(tmp_path):
+    """Exporters keep weights in Constant nodes, often inside If branches."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((8, 4), np.float32))
+
+    def branch(tag: str) -> onnx.GraphProto:
+        const = helper.make_node("Constant", [], [f"{tag}_w"], value=w)
+        mm = helper.make_node("MatMul", ["x", f"{tag}_w"], [f"{tag}_y"])
+        out = helper.make_tensor_value_info(f"{tag}_y", TensorProto.FLOAT, [1, 4])
+        return helper.make_graph([const, mm], tag, [], [out])
+
+    node = helper.make_node("If", ["c"], ["y"], then_branch=branch("a"), else_branch=branch("b"))
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "if.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    r = inspect(path)
+    assert r.parameters == 2 * 32
+    assert r.parameter_bytes == {"float": 2 * 32 * 4}
+
+
 def test_inspect_plain_model(save_model):
     r = inspect(save_model(embedding_model()))
     assert r.opsets[""] == 12
@@ -28,7 +59,9 @@ def test_inspect_sees_sparsity_and_quantization(save_model, tmp_path, capsys):
     assert main(["inspect", str(out), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert sorted(r["quantized_tensors"]) == ["w1_quantized", "wg_quantized", "wt_quantized"]
-    assert r["op_types"]["DequantizeLinear"] == 3
+    # Conv weights are decoded at load (Cast * scale), the Gemm's stays DequantizeLinear
+    assert r["op_types"]["DequantizeLinear"] == 1
+    assert r["op_types"]["Cast"] == 2
     assert r["zero_fraction"] == 0.5  # tensors under 16 elements (biases, scales) not counted
     assert "int8" in r["parameter_bytes"]
     assert main(["inspect", str(out)]) == 0

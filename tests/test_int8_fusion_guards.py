@@ -13,7 +13,8 @@ from int8_models import _init, _model, conv_net, transformer
 from onnx import TensorProto, helper
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcomp.int8 import float_weights_for_float_ops, prepare_int8
+from onnxcomp.int8 import prepare_int8
+from onnxcomp.passes.decode_at_load import DecodeAtLoadPass
 from onnxcomp.passes.layernorm_guard import KeepLayerNormUnfusedPass
 from onnxcomp.passes.qdq_placement import plan_qdq
 from onnxcomp.passes.quantize_activations import InsertQDQPass
@@ -90,8 +91,9 @@ def test_decomposed_layernorm_after_int8_residual_is_guarded() -> None:
             assert node.inputs[0].producer().op_type == "Reshape"
 
 
-def test_float_ops_get_float_weights_back(tmp_path) -> None:
-    """Conv kept float: its weight is a constant again, so onnxruntime can prepack it;
+def test_float_ops_get_weights_decoded_at_load(tmp_path) -> None:
+    """Conv kept float: its int8 weight is decoded by Cast * scale, which onnxruntime
+    folds at load, so the Conv sees a constant (prepacked) while the file keeps int8;
     the Gemm still runs int8."""
     model = ir.from_proto(conv_net(softmax=False))
     prepare_int8(model)
@@ -99,8 +101,12 @@ def test_float_ops_get_float_weights_back(tmp_path) -> None:
     plan = plan_qdq(model, families=("gemm",))
     params = {v.name: activation_params(-4.0, 4.0, "uint8") for v in plan.roots}
     InsertQDQPass(plan, params, "uint8")(model)
-    assert float_weights_for_float_ops(model, plan) == 3
+    decode = DecodeAtLoadPass()
+    decode(model)
+    assert len(decode.converted) == 3
     proto = ir.to_proto(model)
+    stored = {t.name: t.data_type for t in proto.graph.initializer}
+    assert sum(1 for t in stored.values() if t == onnx.TensorProto.INT8) >= 4
     onnx.checker.check_model(proto)
     graph = _optimized(proto, tmp_path).graph
     ops = collections.Counter(n.op_type for n in graph.node)

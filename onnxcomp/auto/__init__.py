@@ -29,8 +29,8 @@ from onnxcomp.auto.trials import TrialResult, init_worker
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
-from onnxcomp.latency import compare_latency, session
 from onnxcomp.recipe import save_recipe
+from onnxcomp.runtime.latency import compare_latency, session
 
 OBJECTIVES = ("size", "latency")
 

@@ -1,13 +1,19 @@
 """Command line: one file per command, all thin wrappers over the Python API.
 
 Exit codes: 0 ok; 1 a check or budget failed; 2 bad input or usage, with one line on
-stderr and no traceback (set ONNXCOMP_TRACEBACK=1 to see one when debugging onnxcomp).
+stderr and no traceback; 3 an internal error (a bug in onnxcomp or a library it uses):
+one line on stderr naming a log file that holds the traceback ($ONNXCOMP_LOG_DIR, else
+the system temp folder). Set ONNXCOMP_TRACEBACK=1 to get the traceback raised instead.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
 import click
 
@@ -20,7 +26,9 @@ from onnxcomp.cli import (  # noqa: F401  (each module registers its command)
     inspect_cmd,
 )
 from onnxcomp.cli._app import app
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError, clean, one_line
+
+INTERNAL_ERROR = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,17 +47,47 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc.format_message(), 2)
     except (KeyboardInterrupt, BrokenPipeError):
         return _fail("interrupted", 2)
-    except Exception as exc:  # never a traceback for the user
+    except Exception as exc:  # a bug: never a traceback for the user, one in a log file
         if os.environ.get("ONNXCOMP_TRACEBACK"):
             raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return _fail(f"{type(exc).__name__}: {text[:300]}", 2)
+        return _internal_error(exc, args)
     return rv if isinstance(rv, int) else 0
 
 
 def _fail(message: str, code: int) -> int:
-    click.echo(f"onnxcomp: error: {message}", err=True)
+    click.echo(f"onnxcomp: error: {clean(message)}", err=True)
     return code
+
+
+def _internal_error(exc: Exception, args: list[str]) -> int:
+    text = one_line(str(exc))
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    log = _write_log(exc, args)
+    where = f"traceback in {log}" if log else "set ONNXCOMP_TRACEBACK=1 for the traceback"
+    click.echo(f"onnxcomp: internal error: {clean(what)} ({where})", err=True)
+    return INTERNAL_ERROR
+
+
+def _write_log(exc: Exception, args: list[str]) -> Path | None:
+    """The traceback in ``onnxcomp-<timestamp>-<pid>.log``; None when it cannot be written."""
+    folder = Path(os.environ.get("ONNXCOMP_LOG_DIR") or tempfile.gettempdir())
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = folder / f"onnxcomp-{stamp}-{os.getpid()}.log"
+    try:
+        from importlib.metadata import version
+
+        try:
+            release = version("onnxcomp")
+        except Exception:
+            release = "unknown"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"onnxcomp {release}, python {sys.version.split()[0]}\n")
+            f.write(f"command: onnxcomp {' '.join(args)}\n\n")
+            f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    except OSError:
+        return None
+    return path.resolve()
 
 
 def run() -> None:

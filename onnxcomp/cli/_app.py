@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from onnxcomp import runtime
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="onnxcomp")
@@ -19,6 +21,7 @@ def app(verbose: int) -> None:
     """Make ONNX models smaller and faster, and prove they still work."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s: %(message)s")
+    runtime.set_verbosity(verbose)  # onnxruntime's own log lines only from -vv
 
 
 def _clean(obj: Any) -> Any:

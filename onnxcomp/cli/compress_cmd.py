@@ -89,6 +89,11 @@ from onnxcomp.recover import METHODS as RECOVER_METHODS
     help="Settings from a TOML/JSON recipe (global and per layer); options given "
     "on the command line override it.",
 )
+@click.option(
+    "--allow-larger",
+    is_flag=True,
+    help="Write the output even when it is larger than the input (refused by default, exit 1).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.pass_context
 def compress_command(
@@ -140,4 +145,6 @@ def render(r: CompressResult) -> str:
         f"wrote {r.output_path}: {r.output_bytes:,} bytes ({r.size_ratio:.1%} of "
         f"{r.input_bytes:,}) in {r.seconds:.2f} s"
     )
+    if r.output_bytes > r.input_bytes:
+        lines.append("warning: the output is larger than the input (--allow-larger)")
     return "\n".join(lines)

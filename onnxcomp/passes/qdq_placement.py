@@ -68,7 +68,7 @@ class QdqPlan:
     roots: list[ir.Value] = field(default_factory=list)  # own calibrated scale
     shared: dict[ir.Value, ir.Value] = field(default_factory=dict)  # value -> root it reuses
     kept_float: dict[str, str] = field(default_factory=dict)  # node name -> why
-    float_weights: int = 0  # int8 weights of float ops turned back into float constants
+    decoded_at_load: int = 0  # int8 weights of float ops, decoded by onnxruntime at load
 
     @property
     def families(self) -> dict[str, int]:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp import capture
 from onnxcomp.data import DataSource
 from onnxcomp.naming import NameAllocator
 from onnxcomp.recover.bias_correction import (
@@ -26,6 +25,7 @@ from onnxcomp.recover.bias_correction import (
 )
 from onnxcomp.recover.driver import RecoverRecord
 from onnxcomp.recover.layers import assign_rounds
+from onnxcomp.runtime import capture
 
 logger = logging.getLogger(__name__)
 

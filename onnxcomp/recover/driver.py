@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp import capture
 from onnxcomp.data import DataSource
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
@@ -27,6 +26,7 @@ from onnxcomp.recover.hessian import HessianAccumulator
 from onnxcomp.recover.layers import Layer
 from onnxcomp.recover.obs import DEFAULT_DAMP
 from onnxcomp.recover.sparsegpt import sparsegpt_prune
+from onnxcomp.runtime import capture
 
 logger = logging.getLogger(__name__)
 

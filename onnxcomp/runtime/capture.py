@@ -15,36 +15,16 @@ import onnx
 import onnx_ir as ir
 
 from onnxcomp.data import Batch, DataSource
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.runtime.session import make_session
 
 
 def session(model: ir.Model | onnx.ModelProto, names: Iterable[str], threads: int = 1):
     """A CPU session over a copy of ``model`` that also returns the ``names`` tensors."""
-    import onnxruntime as ort
-
-    proto = ir.to_proto(model) if isinstance(model, ir.Model) else _copy(model)
-    present = {o.name for o in proto.graph.output}
-    inputs = {i.name for i in proto.graph.input}
-    for name in dict.fromkeys(names):
-        if name not in present and name not in inputs:
-            # onnxruntime takes the type from its own inference; a name is enough.
-            proto.graph.output.append(onnx.ValueInfoProto(name=name))
-    blob = proto.SerializeToString()
-    del proto
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+        return make_session(model, threads=threads, optimize="basic", extra_outputs=names)
     except Exception as exc:
-        raise OnnxcompError(f"onnxruntime cannot load the model: {_line(exc)}") from None
-
-
-def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(proto)
-    return out
+        raise OnnxcompError(f"onnxruntime cannot load the model: {one_line(exc)}") from None
 
 
 def run(sess, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -56,7 +36,7 @@ def run(sess, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.nda
         try:
             values = sess.run(fetch, {k: v for k, v in feed.items() if k in known})
         except Exception as exc:
-            raise OnnxcompError(f"onnxruntime failed on the data: {_line(exc)}") from None
+            raise OnnxcompError(f"onnxruntime failed on the data: {one_line(exc)}") from None
         out = dict(zip(fetch, values, strict=True))
     for name in names:
         if name in feed:
@@ -76,8 +56,3 @@ def stream(
         yield batch, run(sess, names, batch.feed)
     if not seen:
         raise OnnxcompError("the data source yielded no samples")
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

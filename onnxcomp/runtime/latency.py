@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.runtime.session import make_session
 
 
 @dataclass
@@ -28,16 +29,10 @@ class LatencyStats:
 
 def session(path: str | os.PathLike, threads: int = 1) -> ort.InferenceSession:
     """A CPU session with a fixed thread budget (what a deployment would configure)."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return make_session(os.fspath(path), threads=threads)
     except Exception as exc:
-        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OnnxcompError(f"{path}: onnxruntime cannot load the model: {line[:300]}") from None
+        raise OnnxcompError(f"{path}: onnxruntime cannot load the model: {one_line(exc)}") from None
 
 
 def compare_latency(

@@ -1,0 +1,7 @@
+"""The list of corpus models, one module per task family."""
+
+from __future__ import annotations
+
+from benchmarks.corpus import RealModel, files, ocr, speech, tabular, text
+
+ALL: list[RealModel] = [*ocr.MODELS, *speech.MODELS, *text.MODELS, *files.MODELS, *tabular.MODELS]

@@ -1,0 +1,220 @@
+"""int8 storage that onnxruntime decodes once, when the session is created.
+
+A weight behind DequantizeLinear is no constant to onnxruntime: unless an int8 kernel
+fuses it (a QDQ Conv/MatMul, MatMulNBits), it is dequantized on every run and its op
+loses weight prepacking (weight-only Conv nets ran at 0.77x fp32). ``Cast(int8) * scale``
+on initializers is constant-folded at session creation (onnxruntime 1.18-1.32, inside
+If/Loop bodies too), so the file keeps one byte per weight and inference runs at fp32
+speed and fp32 memory.
+
+Two passes: ``DecodeAtLoadPass`` turns weight DequantizeLinear nodes that no int8 kernel
+will fuse into that form; ``StoreConstantsInt8Pass`` stores every other big float
+constant (LSTM/GRU weights, tensors read by Slice/Add/Unsqueeze...) the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp.graph_edit import add_initializer
+from onnxcomp.naming import NameAllocator
+from onnxcomp.passes.quantize_weights import QuantRecord
+from onnxcomp.quant_math import max_rounding_error, quantize_weight_symmetric
+from onnxcomp.weights import Use, Weight
+
+logger = logging.getLogger(__name__)
+
+# Smaller float constants (scales, norms, scalars) are kept: their bytes do not matter
+# and some (masks, epsilons) must stay exact.
+MIN_ELEMENTS = 1024
+# Ops whose inputs are graph metadata: a float tensor there is no weight.
+SHAPE_READERS = {"Shape", "Size", "ConstantOfShape", "Range"}
+
+
+def decode_nodes(
+    graph: ir.Graph, q: ir.Value, scale: np.ndarray, axis: int | None, names: NameAllocator,
+    base: str, shape: tuple[int, ...],
+) -> tuple[list[ir.Node], ir.Value]:  # fmt: skip
+    """Cast(q) * scale, with the scale shaped to broadcast along ``axis``."""
+    if axis is not None and scale.size > 1:
+        bshape = [1] * len(shape)
+        bshape[axis] = scale.size
+        scale = scale.reshape(bshape)
+    s_value = add_initializer(graph, names.new(f"{base}_scale"), scale.astype(np.float32))
+    cast = ir.node(
+        "Cast", [q], attributes={"to": ir.DataType.FLOAT}, name=names.new(f"{base}_Cast")
+    )
+    cast.outputs[0].name = names.new(f"{base}_cast")
+    cast.outputs[0].dtype = ir.DataType.FLOAT
+    cast.outputs[0].shape = ir.Shape(shape)
+    mul = ir.node("Mul", [cast.outputs[0], s_value], name=names.new(f"{base}_Decode"))
+    out = mul.outputs[0]
+    out.name = names.new(f"{base}_decoded")
+    out.dtype = ir.DataType.FLOAT
+    out.shape = ir.Shape(shape)
+    return [cast, mul], out
+
+
+def _insert_front(graph: ir.Graph, nodes: list[ir.Node], cursors: dict[int, ir.Node]) -> None:
+    """New nodes at the top of their graph in creation order (deterministic)."""
+    for node in nodes:
+        last = cursors.get(id(graph))
+        if last is not None:
+            graph.insert_after(last, node)
+        elif len(graph) > 0:
+            graph.insert_before(next(iter(graph)), node)
+        else:
+            graph.append(node)
+        cursors[id(graph)] = node
+
+
+def _graphs(model: ir.Model) -> Iterator[ir.Graph]:
+    yield model.graph
+    yield from model.graph.subgraphs()
+
+
+def _const(value: ir.Value | None) -> np.ndarray | None:
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    return value.const_value.numpy()
+
+
+class DecodeAtLoadPass(ir.passes.InPlacePass):
+    """Weight DequantizeLinear -> Cast * scale where no int8 kernel will read it.
+
+    A reader keeps the DequantizeLinear when its activation input is itself dequantized
+    (onnxruntime fuses the QDQ group into an int8 kernel) or its op type is in
+    ``keep_ops`` (weight-only MatMul/Gemm: fused into MatMulNBits)."""
+
+    def __init__(self, keep_ops: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.keep_ops = keep_ops
+        self.converted: list[str] = []
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.converted = []
+        names = NameAllocator(model)
+        cursors: dict[int, ir.Node] = {}
+        for graph in list(_graphs(model)):
+            for node in list(graph):
+                if self._convertible(node):
+                    self._convert(graph, node, names, cursors)
+        if self.converted:
+            logger.info("%d int8 weights decoded at load instead of per run", len(self.converted))
+        return ir.passes.PassResult(model, modified=bool(self.converted))
+
+    def _convertible(self, node: ir.Node) -> bool:
+        if node.op_type != "DequantizeLinear" or node.domain != "":
+            return False
+        q, scale = _const(node.inputs[0]), _const(node.inputs[1])
+        if q is None or scale is None or q.dtype != np.int8:
+            return False
+        zero = _const(node.inputs[2]) if len(node.inputs) > 2 else None
+        if zero is not None and np.any(zero):
+            return False
+        if node.attributes.get_int("block_size", 0):
+            return False
+        out = node.outputs[0]
+        if out.is_graph_output() or not out.uses():
+            return False
+        return not any(self._fused(use.node) for use in out.uses())
+
+    def _fused(self, reader: ir.Node) -> bool:
+        if reader.op_type in self.keep_ops:
+            return True
+        data = reader.inputs[0] if reader.inputs else None
+        producer = data.producer() if data is not None else None
+        return producer is not None and producer.op_type == "DequantizeLinear"
+
+    def _convert(
+        self, graph: ir.Graph, dq: ir.Node, names: NameAllocator, cursors: dict[int, ir.Node]
+    ) -> None:
+        q_value = dq.inputs[0]
+        assert q_value is not None and q_value.const_value is not None
+        scale = dq.inputs[1].const_value.numpy()  # type: ignore[union-attr]
+        shape = tuple(q_value.const_value.shape.numpy())
+        axis = dq.attributes.get_int("axis", 1) if scale.size > 1 else None
+        if axis is not None and axis < 0:
+            axis += len(shape)
+        base = (q_value.name or "weight").removesuffix("_quantized")
+        nodes, out = decode_nodes(graph, q_value, scale, axis, names, base, shape)
+        _insert_front(graph, nodes, cursors)
+        dq.outputs[0].replace_all_uses_with(out)
+        graph.remove(dq, safe=True)
+        self.converted.append(base)
+
+
+class StoreConstantsInt8Pass(ir.passes.InPlacePass):
+    """Every remaining big float32 constant -> int8 rows + scales, decoded at load.
+
+    Rows are the first axis longer than one (an LSTM's [1, 4H, I] gets one scale per
+    gate row). Tensors with non-finite values, effectively one-dimensional vectors
+    (biases, norms), graph outputs and tensors read as shapes are kept float."""
+
+    def __init__(self, include: Callable[[Weight], bool] = lambda w: True) -> None:
+        super().__init__()
+        self.include = include
+        self.records: list[QuantRecord] = []
+        self.skipped: dict[str, str] = {}
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.records, self.skipped = [], {}
+        names = NameAllocator(model)
+        cursors: dict[int, ir.Node] = {}
+        for graph in list(_graphs(model)):
+            for value in list(graph.initializers.values()):
+                self._store(graph, value, names, cursors)
+        if self.records:
+            before = sum(r.bytes_before for r in self.records)
+            after = sum(r.bytes_after for r in self.records)
+            logger.info("stored %d constants int8: %d -> %d B", len(self.records), before, after)
+        return ir.passes.PassResult(model, modified=bool(self.records))
+
+    def _store(
+        self, graph: ir.Graph, value: ir.Value, names: NameAllocator, cursors: dict[int, ir.Node]
+    ) -> None:
+        tensor = value.const_value
+        if tensor is None or value.dtype != ir.DataType.FLOAT or tensor.size < MIN_ELEMENTS:
+            return
+        if value.is_graph_input() or value.is_graph_output() or not value.uses():
+            return
+        uses = list(value.uses())
+        if any(u.node.op_type in SHAPE_READERS for u in uses):
+            return
+        shape = tuple(tensor.shape.numpy())
+        long_axes = [i for i, d in enumerate(shape) if d > 1]
+        if len(long_axes) < 2:
+            return
+        weight = Weight(value, graph, [Use(u.node, u.idx, None) for u in uses])
+        if not self.include(weight):
+            self.skipped[value.name or ""] = "excluded"
+            return
+        array = tensor.numpy()
+        if not np.isfinite(array).all():
+            self.skipped[value.name or ""] = "holds inf or NaN; kept float"
+            return
+        axis = long_axes[0]
+        q, scale = quantize_weight_symmetric(array, axis)
+        error = max_rounding_error(array, q, scale, axis)
+        base = value.name or "constant"
+        q_value = add_initializer(graph, names.new(f"{base}_quantized"), q)
+        nodes, out = decode_nodes(graph, q_value, scale, axis, names, base, shape)
+        _insert_front(graph, nodes, cursors)
+        value.replace_all_uses_with(out)
+        if graph.initializers.get(base) is value:
+            del graph.initializers[base]
+        self.records.append(
+            QuantRecord(
+                base,
+                sorted({u.node.op_type for u in uses}),
+                shape,
+                axis,
+                array.nbytes,
+                q.nbytes + scale.nbytes,
+                error,
+            )
+        )
