@@ -189,13 +189,14 @@ def compress_model(
             reference = str(source) if unchanged else ir.to_proto(model).SerializeToString()
     if options.quantize is not None or any_quantized(options.layers):
         wanted = quantize_filter(include, options.layers, options.quantize)
-        quant = QuantizeWeightsPass(per_channel=not options.per_tensor, include=wanted)
+        plain = QuantizeWeightsPass(per_channel=not options.per_tensor, include=wanted)
+        quant: ir.passes.InPlacePass = plain
         if recovery is not None:
-            quant = recovery.quantize_pass(quant)
+            quant = recovery.quantize_pass(plain)
         quant(model)
         GatherBeforeDequantizePass()(model)
-        result.quantized = quant.records
-        result.skipped.update(quant.skipped)
+        result.quantized = quant.records  # type: ignore[attr-defined]
+        result.skipped.update(quant.skipped)  # type: ignore[attr-defined]
     if options.quantize == "int8":
         model = _int8(model, int8_options, reference, result)
     if recovery is not None:

@@ -81,6 +81,7 @@ class Evaluator:
             acc = Accuracy()
             for batch, ref_out in self._reference:
                 out = ref_out if reference else sess.run(None, batch.feed)
+                assert batch.labels is not None
                 acc.update(np.asarray(_label_output(out)), batch.labels)
             return float(acc.value or 0.0)
         if reference:

@@ -76,7 +76,8 @@ def inspect(path: str | os.PathLike) -> InspectResult:
             )
             ops[key] += 1
             nodes += 1
-    params, by_dtype, zeros, numeric = 0, Counter(), 0, 0
+    by_dtype: Counter[str] = Counter()
+    params, zeros, numeric = 0, 0, 0
     external: set[str] = set()
     for tensor in _constant_tensors(graphs):
         params += tensor.size
@@ -134,6 +135,7 @@ def _quantized(graphs: list[ir.Graph]) -> list[str]:
                 if node.op_type == "Gather" and not int8:
                     continue
                 if tensor is not None and tensor.dtype.is_integer() and tensor.size > 1:
+                    assert value is not None
                     names.append(value.name or "")
     return sorted(set(names))
 

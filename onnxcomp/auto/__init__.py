@@ -178,7 +178,7 @@ def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) ->
         out.unlink()
     result.chosen = min(
         (r for r in state.results if r.ok and r.drop is not None),
-        key=lambda r: r.drop,
+        key=lambda r: r.drop if r.drop is not None else float("inf"),
         default=None,
     )
     return result

@@ -65,6 +65,7 @@ def render(r: AutoResult) -> str:
     lines = []
     if r.found and r.chosen is not None:
         c = r.chosen
+        assert c.bytes is not None and c.deflate_bytes is not None
         lines.append(
             f"wrote {r.output}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
             f"{c.deflate_bytes:,} B deflated ({c.deflate_bytes / r.original_deflate_bytes:.1%}); "

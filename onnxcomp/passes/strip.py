@@ -61,7 +61,9 @@ class BypassZeroAddPass(ir.passes.InPlacePass):
             a, b = node.inputs
             candidates = [(a, b)] if node.op_type == "Sub" else [(a, b), (b, a)]
             for data, zero in candidates:
-                if data is None or not _zero_constant(zero) or not _broadcast_is_noop(data, zero):
+                if data is None or zero is None or not _zero_constant(zero):
+                    continue
+                if not _broadcast_is_noop(data, zero):
                     continue
                 if data.dtype != node.outputs[0].dtype and node.outputs[0].dtype is not None:
                     continue
@@ -93,7 +95,7 @@ class DropZeroBiasPass(ir.passes.InPlacePass):
             if node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
                 continue
             bias = node.inputs[2]
-            if not _zero_constant(bias):
+            if bias is None or not _zero_constant(bias):
                 continue
             if node.op_type == "Gemm" and not _gemm_bias_is_full_or_row(node, bias):
                 continue
@@ -118,7 +120,7 @@ class RemoveUnusedSubgraphInitializersPass(ir.passes.InPlacePass):
             outputs = set(graph.outputs)
             for init in list(graph.initializers.values()):
                 if not init.uses() and init not in outputs and not init.is_graph_input():
-                    del graph.initializers[init.name]
+                    del graph.initializers[init.name or ""]
                     count += 1
         return ir.passes.PassResult(model, modified=bool(count))
 

@@ -90,6 +90,7 @@ def rebuild(
         by_round[layer.round].append(layer)
     recs: list[RecoverRecord] = []
     out: list[QuantRecord | PruneRecord] = []
+    qrec: QuantRecord | PruneRecord
     for r in sorted(by_round):
         start = time.perf_counter()
         accs = collect_hessians(model, by_round[r], calib, threads)

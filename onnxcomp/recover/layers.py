@@ -40,7 +40,8 @@ class Layer:
 
     @property
     def input_name(self) -> str:
-        return self.node.inputs[0].name or ""
+        value = self.node.inputs[0]
+        return (value.name if value is not None else None) or ""
 
     @property
     def channel_axis(self) -> int:
@@ -95,7 +96,8 @@ def _describe(node: ir.Node, weight: Weight) -> Layer | None:
     array_shape = weight.value.shape
     rank = len(array_shape) if array_shape is not None else 0
     if node.op_type == "Conv" and 3 <= rank <= 5:
-        dims = tuple(int(d) for d in array_shape)
+        assert array_shape is not None
+        dims = tuple(int(d) for d in array_shape)  # type: ignore[arg-type]
         n_sp = rank - 2
         return Layer(
             node,

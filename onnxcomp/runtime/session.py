@@ -180,7 +180,7 @@ def external_folders(model: ir.Model) -> dict[str, str]:
             tensors += [a.value for a in attrs if a.type == ir.AttributeType.TENSOR]
         for tensor in tensors:
             if isinstance(tensor, ir.ExternalTensor):
-                out[tensor.name or ""] = _absolute(tensor.base_dir or ".")
+                out[tensor.name or ""] = str(Path(tensor.base_dir or ".").resolve())
     return out
 
 
