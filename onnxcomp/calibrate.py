@@ -29,8 +29,9 @@ from onnxcomp.histogram import (
     mse_range,
     percentile_range,
 )
+from onnxcomp.options import CALIB_METHODS
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
+METHODS = CALIB_METHODS
 
 
 @dataclass

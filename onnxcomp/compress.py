@@ -19,17 +19,16 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxcomp import model as model_io
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.layers import (
-    LayerOptions,
     any_quantized,
     nodes_kept_out_of_int8,
     quantize_filter,
     sparsity_overrides,
-    validate_layers,
 )
+from onnxcomp.options import CompressOptions
 from onnxcomp.passes.decode_at_load import DecodeAtLoadPass, StoreConstantsInt8Pass
 from onnxcomp.passes.gather_dequantize import GatherBeforeDequantizePass
 from onnxcomp.passes.prepare import prepare_pass
-from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord, validate_options
+from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord
 from onnxcomp.passes.quantize_weights import (
     PER_CHANNEL_MIN_OPSET,
     QuantizeWeightsPass,
@@ -45,66 +44,9 @@ from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
 
-QUANTIZE_MODES = ("weights", "int8")
 # An output may outgrow its input by renamed tensors and Q/DQ bookkeeping on a tiny model
 # (said in the output); past this it is refused unless --allow-larger.
 GROWTH_SLACK = 4096
-CALIB_METHODS = ("minmax", "percentile", "entropy", "mse")
-
-
-@dataclass
-class CompressOptions:
-    prune_threshold: float | None = None
-    prune_sparsity: float | None = None
-    global_prune: bool = False
-    quantize: str | None = None
-    per_tensor: bool = False
-    exclude: tuple[str, ...] = ()
-    calib: Any = None
-    calib_method: str = "minmax"
-    percentile: float = 99.99
-    activation_type: str = "auto"
-    progress: bool = True  # calibration progress bar on stderr (when it is a TTY)
-    measure: bool = True  # int8: time against float, keep float the op families that do not pay
-    recover: str | None = None  # bias | gptq | sparsegpt: teacher-guided repair (recover/)
-    allow_larger: bool = False  # write the output even when it is larger than the input
-    layers: dict[str, LayerOptions] = field(default_factory=dict)  # per layer, see layers.py
-
-    def validate(self) -> None:
-        validate_options(self.prune_threshold, self.prune_sparsity)
-        if self.global_prune and self.prune_sparsity is None:
-            raise OnnxcompError("--global ranks weights for --prune-sparsity; give a sparsity")
-        if self.quantize is not None and self.quantize not in QUANTIZE_MODES:
-            raise OnnxcompError(
-                f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {self.quantize!r}"
-            )
-        if self.calib_method not in CALIB_METHODS:
-            raise OnnxcompError(
-                f"--calib-method must be one of {', '.join(CALIB_METHODS)}, "
-                f"got {self.calib_method!r}"
-            )
-        if self.quantize == "int8" and self.calib is None:
-            raise OnnxcompError("--quantize int8 needs calibration data: give --calib DATA")
-        if self.calib is not None and self.quantize != "int8" and self.recover is None:
-            raise OnnxcompError("--calib is only used with --quantize int8")
-        if self.per_tensor and self.quantize is None:
-            raise OnnxcompError("--per-tensor needs --quantize")
-        if self.activation_type not in ("auto", "uint8", "int8"):
-            raise OnnxcompError(
-                f"--activation-type must be auto, uint8 or int8, got {self.activation_type!r}"
-            )
-        if not 0 < self.percentile <= 100:
-            raise OnnxcompError(f"--percentile must be in (0, 100], got {self.percentile}")
-        validate_layers(self.layers, self.quantize)
-        nothing = self.prune_threshold is None and self.prune_sparsity is None
-        if nothing and self.quantize is None and not self.layers:
-            raise OnnxcompError(
-                "nothing to do: give --prune-threshold, --prune-sparsity or --quantize"
-            )
-        if self.recover is not None:
-            from onnxcomp.recover import validate_recover
-
-            validate_recover(self)
 
 
 @dataclass

@@ -19,9 +19,9 @@ import onnxruntime as ort
 from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.metrics import Accuracy, OutputComparison, is_classifier_like
+from onnxcomp.options import METRICS
 from onnxcomp.runtime.latency import session
 
-METRICS = ("accuracy", "agreement", "cosine")
 MetricFn = Callable[[ort.InferenceSession, DataSource], float]
 
 

@@ -28,6 +28,7 @@ from onnxcomp.calibrate import Statistics, collect
 from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.metrics import cosine_rows
+from onnxcomp.options import ACTIVATION_TYPES, CompressOptions
 from onnxcomp.passes.decode_at_load import DecodeAtLoadPass
 from onnxcomp.passes.layernorm_guard import KeepLayerNormUnfusedPass
 from onnxcomp.passes.qdq_placement import DEFAULT_FAMILIES, plan_qdq
@@ -36,7 +37,6 @@ from onnxcomp.quant_math import activation_params
 
 logger = logging.getLogger(__name__)
 
-ACTIVATION_TYPES = ("auto", "uint8", "int8")
 # Order in which families are tried out of int8 when the model got slower or worse:
 # cheap data movement first, the big GEMMs last.
 DROP_ORDER = (
@@ -93,7 +93,7 @@ def prepare_int8(model: ir.Model) -> None:
 
 def quantize_int8(
     model: ir.Model,
-    options: Any,
+    options: CompressOptions,
     reference: bytes | str | None,
     *,
     progress: bool = True,

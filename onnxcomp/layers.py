@@ -8,20 +8,11 @@ except conv1 which stays float".
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.options import LayerOptions
 from onnxcomp.weights import Weight
-
-PRECISIONS = ("float", "weights", "int8")
-
-
-@dataclass
-class LayerOptions:
-    prune_sparsity: float | None = None
-    precision: str | None = None  # float | weights | int8; None: the global setting
 
 
 def resolve(weight: Weight, layers: dict[str, LayerOptions]) -> LayerOptions | None:
@@ -93,15 +84,3 @@ def sparsity_overrides(weights: list[Weight], layers: dict[str, LayerOptions]) -
 
 def any_quantized(layers: dict[str, LayerOptions]) -> bool:
     return any(layer.precision in ("weights", "int8") for layer in layers.values())
-
-
-def validate_layers(layers: dict[str, LayerOptions], global_quantize: str | None) -> None:
-    for name, layer in layers.items():
-        if layer.precision is not None and layer.precision not in PRECISIONS:
-            raise OnnxcompError(f"layer '{name}': precision must be one of {', '.join(PRECISIONS)}")
-        if layer.prune_sparsity is not None and not 0 <= layer.prune_sparsity < 1:
-            raise OnnxcompError(f"layer '{name}': prune sparsity must be in [0, 1)")
-        if layer.precision == "int8" and global_quantize != "int8":
-            raise OnnxcompError(
-                f"layer '{name}' asks for int8 activations: set quantize = \"int8\" and calib"
-            )

@@ -15,7 +15,7 @@ import onnx_ir as ir
 
 from onnxcomp import model as model_io
 from onnxcomp.compress import CompressOptions
-from onnxcomp.layers import LayerOptions
+from onnxcomp.options import LayerOptions, Precision
 from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.weights import find_weights
 
@@ -24,7 +24,7 @@ SPARSITIES = (0.25, 0.5, 0.75, 0.9)
 
 @dataclass(frozen=True)
 class Setting:
-    precision: str  # float | weights | int8
+    precision: Precision
     sparsity: float = 0.0
 
     @property

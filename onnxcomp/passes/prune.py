@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.options import validate_prune
 from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
@@ -33,15 +33,6 @@ class PruneRecord:
         return self.zeros_after / self.size if self.size else 0.0
 
 
-def validate_options(threshold: float | None, sparsity: float | None) -> None:
-    if threshold is not None and sparsity is not None:
-        raise OnnxcompError("give either a prune threshold or a prune sparsity, not both")
-    if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
-        raise OnnxcompError(f"prune threshold must be a finite number >= 0, got {threshold}")
-    if sparsity is not None and not (0.0 <= sparsity < 1.0):
-        raise OnnxcompError(f"prune sparsity must be in [0, 1), got {sparsity}")
-
-
 class MagnitudePrunePass(ir.passes.InPlacePass):
     """Zero the smallest-magnitude elements of every weight the filter accepts."""
 
@@ -55,7 +46,7 @@ class MagnitudePrunePass(ir.passes.InPlacePass):
         per_weight_sparsity: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
-        validate_options(threshold, sparsity)
+        validate_prune(threshold, sparsity)
         self.threshold = threshold
         self.sparsity = sparsity
         self.global_ = global_

@@ -15,15 +15,12 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.data import DataSource, input_specs, open_data
-from onnxcomp.errors import OnnxcompError
 from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass, QuantRecord
 from onnxcomp.recover.bias_fold import correct_biases
 from onnxcomp.recover.driver import RecoverRecord, rebuild
 from onnxcomp.recover.layers import find_layers
 from onnxcomp.weights import Weight
-
-METHODS = ("bias", "gptq", "sparsegpt")
 
 
 def _everything(weight: Weight) -> bool:
@@ -122,27 +119,6 @@ class SparseGPTPass(ir.passes.InPlacePass):
         return round(self.per_weight_sparsity.get(name, self.sparsity or 0.0) * array.size)
 
 
-def validate_recover(options: Any) -> None:
-    """The --recover rules, checked before any work."""
-    method = options.recover
-    if method is None:
-        return
-    if method not in METHODS:
-        raise OnnxcompError(f"--recover must be one of {', '.join(METHODS)}, got {method!r}")
-    if options.calib is None:
-        raise OnnxcompError(f"--recover {method} needs calibration data: give --calib DATA")
-    pruning = options.prune_threshold is not None or options.prune_sparsity is not None
-    pruning = pruning or any(la.prune_sparsity for la in getattr(options, "layers", {}).values())
-    if method == "gptq" and options.quantize is None:
-        raise OnnxcompError("--recover gptq rebuilds quantized weights: add --quantize")
-    if method == "sparsegpt" and not pruning:
-        raise OnnxcompError(
-            "--recover sparsegpt rebuilds pruned weights: add --prune-sparsity or --prune-threshold"
-        )
-    if method == "sparsegpt" and options.global_prune:
-        raise OnnxcompError("--recover sparsegpt works per tensor; drop --global")
-
-
 class Recovery:
     """compress_model's hook: swaps in the recovering passes and runs bias correction.
 
@@ -151,7 +127,6 @@ class Recovery:
     """
 
     def __init__(self, model: ir.Model, options: Any) -> None:
-        validate_recover(options)
         self.method: str = options.recover
         self.calib = open_data(options.calib, input_specs(model))
         self.teacher = model.clone() if self.method == "bias" else None
