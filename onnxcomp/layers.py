@@ -7,12 +7,27 @@ except conv1 which stays float".
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import onnx_ir as ir
 
 from onnxcomp.options import LayerOptions
 from onnxcomp.weights import Weight
+
+
+def excluder(patterns: Iterable[str]) -> Callable[[Weight], bool]:
+    """A weight is excluded when a pattern names it, a consumer node, or a consumer op type."""
+    wanted = set(patterns)
+
+    def include(weight: Weight) -> bool:
+        if weight.name in wanted:
+            return False
+        for use in weight.uses:
+            if use.node.name in wanted or use.node.op_type in wanted:
+                return False
+        return True
+
+    return include
 
 
 def resolve(weight: Weight, layers: dict[str, LayerOptions]) -> LayerOptions | None:

@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.options import validate_prune
 from onnxcomp.weights import Weight, find_weights
+
+if TYPE_CHECKING:
+    from onnxcomp.passes.report import CompressReport
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ class MagnitudePrunePass(ir.passes.InPlacePass):
         global_: bool = False,
         include: Callable[[Weight], bool] = lambda w: True,
         per_weight_sparsity: dict[str, float] | None = None,
+        report: CompressReport | None = None,
     ) -> None:
         super().__init__()
         validate_prune(threshold, sparsity)
@@ -51,8 +56,10 @@ class MagnitudePrunePass(ir.passes.InPlacePass):
         self.sparsity = sparsity
         self.global_ = global_
         self.include = include
-        self.per_weight_sparsity = per_weight_sparsity or {}
+        # Filled by the pipeline once the model is known (per-layer settings): kept by identity.
+        self.per_weight_sparsity = per_weight_sparsity if per_weight_sparsity is not None else {}
         self.records: list[PruneRecord] = []
+        self.report = report
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         weights = [w for w in find_weights(model) if self.include(w)]
@@ -74,6 +81,8 @@ class MagnitudePrunePass(ir.passes.InPlacePass):
                 PruneRecord(weight.name, weight.op_types, array.size, before, after)
             )
             logger.info("pruned %s: %d -> %d zeros of %d", weight.name, before, after, array.size)
+        if self.report is not None:
+            self.report.pruned += self.records
         return ir.passes.PassResult(model, modified=modified)
 
     def _masks(self, weights: list[Weight]) -> list[np.ndarray | None]:

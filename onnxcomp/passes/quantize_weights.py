@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
@@ -18,6 +19,9 @@ from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.quant_math import max_rounding_error, quantize_weight_symmetric
 from onnxcomp.weights import Weight, find_weights
+
+if TYPE_CHECKING:
+    from onnxcomp.passes.report import CompressReport
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +47,12 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         *,
         per_channel: bool = True,
         include: Callable[[Weight], bool] = lambda w: True,
+        report: CompressReport | None = None,
     ) -> None:
         super().__init__()
         self.per_channel = per_channel
         self.include = include
+        self.report = report
         self.records: list[QuantRecord] = []
         self.skipped: dict[str, str] = {}
 
@@ -74,6 +80,9 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             before = sum(r.bytes_before for r in self.records)
             after = sum(r.bytes_after for r in self.records)
             logger.info("quantized %d weights: %d -> %d bytes", len(self.records), before, after)
+        if self.report is not None:
+            self.report.quantized += self.records
+            self.report.skipped.update(self.skipped)
         return ir.passes.PassResult(model, modified=modified)
 
     def _skip_reason(self, weight: Weight) -> str | None:

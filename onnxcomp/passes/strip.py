@@ -8,10 +8,14 @@ now-unused nodes and initializers go with onnx_ir's own dead-code pass.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+
+if TYPE_CHECKING:
+    from onnxcomp.passes.report import CompressReport
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +51,10 @@ def _broadcast_is_noop(data: ir.Value, zero: ir.Value) -> bool:
 class BypassZeroAddPass(ir.passes.InPlacePass):
     """Add(x, 0), Add(0, x) and Sub(x, 0) become x."""
 
-    def __init__(self) -> None:
+    def __init__(self, report: CompressReport | None = None) -> None:
         super().__init__()
         self.bypassed: list[str] = []
+        self.report = report
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.bypassed = []
@@ -74,15 +79,18 @@ class BypassZeroAddPass(ir.passes.InPlacePass):
                 break
         if self.bypassed:
             logger.info("bypassed %d additions of zero", len(self.bypassed))
+        if self.report is not None:
+            self.report.stripped += [f"bypassed zero add {n}" for n in self.bypassed]
         return ir.passes.PassResult(model, modified=bool(self.bypassed))
 
 
 class DropZeroBiasPass(ir.passes.InPlacePass):
     """An all-zero bias of Conv, ConvTranspose or Gemm is the same as no bias."""
 
-    def __init__(self) -> None:
+    def __init__(self, report: CompressReport | None = None) -> None:
         super().__init__()
         self.dropped: list[str] = []
+        self.report = report
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.dropped = []
@@ -103,6 +111,8 @@ class DropZeroBiasPass(ir.passes.InPlacePass):
             node.resize_inputs(2)
         if self.dropped:
             logger.info("dropped %d all-zero biases", len(self.dropped))
+        if self.report is not None:
+            self.report.stripped += [f"dropped zero bias {n}" for n in self.dropped]
         return ir.passes.PassResult(model, modified=bool(self.dropped))
 
 
@@ -125,11 +135,11 @@ class RemoveUnusedSubgraphInitializersPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(count))
 
 
-def strip_pass() -> ir.passes.Sequential:
+def strip_pass(report: CompressReport | None = None) -> ir.passes.Sequential:
     return ir.passes.Sequential(
         ShapeInferencePass(),
-        BypassZeroAddPass(),
-        DropZeroBiasPass(),
+        BypassZeroAddPass(report),
+        DropZeroBiasPass(report),
         RemoveUnusedNodesPass(),
         RemoveUnusedSubgraphInitializersPass(),
     )

@@ -13,6 +13,6 @@ the layers it understands (layers.py), the sequential drivers over onnxruntime
 """
 
 from onnxcomp.recover.driver import RecoverRecord
-from onnxcomp.recover.passes import GPTQPass, Recovery, SparseGPTPass
+from onnxcomp.recover.passes import BiasCorrectionPass, GPTQPass, Recovery, SparseGPTPass
 
-__all__ = ["GPTQPass", "RecoverRecord", "Recovery", "SparseGPTPass"]
+__all__ = ["BiasCorrectionPass", "GPTQPass", "RecoverRecord", "Recovery", "SparseGPTPass"]
