@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
 from onnxcomp.data import DataSource, input_specs, open_data, synthetic
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.metrics import Accuracy, OutputComparison

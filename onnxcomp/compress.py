@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.options import CompressOptions
 from onnxcomp.passes.prune import PruneRecord

@@ -143,7 +143,7 @@ class Int8ReferencePass(ir.passes.InPlacePass):
         self.ctx = ctx
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        from onnxcomp.int8 import prepare_int8
+        from onnxcomp.quantization.flow import prepare_int8
 
         prepare_int8(model)
         ctx = self.ctx
@@ -156,7 +156,7 @@ class Int8ReferencePass(ir.passes.InPlacePass):
 
 
 class QuantizeActivationsPass(ir.passes.FunctionalPass):
-    """Activations: calibrate, place Q/DQ, measure against the float model (int8.py).
+    """Activations: calibrate, place Q/DQ, measure against the float model (quantization/flow.py).
 
     Functional: the measure step may pick a candidate rebuilt from a serialized copy."""
 
@@ -165,7 +165,7 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
         self.ctx = ctx
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        from onnxcomp.int8 import quantize_int8
+        from onnxcomp.quantization.flow import quantize_int8
 
         options = self.ctx.int8_options or self.ctx.options
         result = self.ctx.report

@@ -16,7 +16,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.jsonio import write_text_atomic
 from onnxcomp.options import CompressOptions, LayerOptions, choices_of, option_fields
 
 if sys.version_info >= (3, 11):
@@ -68,7 +69,7 @@ def load_recipe(path: str | os.PathLike) -> CompressOptions:
         text = p.read_text()
         raw = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise OnnxcompError(f"{p}: not a valid recipe: {str(exc).splitlines()[0]}") from None
+        raise OnnxcompError(f"{p}: not a valid recipe: {one_line(exc)}") from None
     return recipe_from_dict(raw, where=str(p))
 
 
@@ -190,7 +191,4 @@ def save_recipe(options: CompressOptions, path: str | os.PathLike) -> Path:
     text = (
         json.dumps(recipe_to_dict(options), indent=2) if p.suffix == ".json" else dump_toml(options)
     )
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
-    return p
+    return write_text_atomic(p, text)

@@ -16,10 +16,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcomp import model as model_io
-from onnxcomp.calibrate import collect
+from onnxcomp import model_io
 from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.quantization.calibrate import collect
 from onnxcomp.runtime import capture, latency
 from onnxcomp.runtime import session as rt
 
@@ -188,7 +188,7 @@ def test_latency_session_reads_the_models_own_data(external: Path) -> None:
 
 
 def test_int8_bench_session_reads_the_models_own_data(external: Path) -> None:
-    from onnxcomp.int8 import _session
+    from onnxcomp.quantization.flow import _session
 
     _same(_session(model_io.load(external)).run(None, {"x": X})[0], "y")
 

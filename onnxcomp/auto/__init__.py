@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -25,7 +25,7 @@ from onnxcomp.auto.search import (
     measure_sensitivity,
 )
 from onnxcomp.auto.space import build_space, deflate_size
-from onnxcomp.auto.trials import TrialResult, init_worker
+from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
@@ -85,10 +85,7 @@ def auto(
     eval_data = data if data is not None else calib
     init_args = (str(src), eval_data, labels, metric)
     init_worker(*init_args)  # the main process evaluates too; fails early on bad data
-    from onnxcomp.auto.trials import _State
-
-    evaluator = _State.evaluator
-    assert evaluator is not None
+    evaluator = worker_evaluator()
     owned = executor is None
     if executor is None:
         picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (

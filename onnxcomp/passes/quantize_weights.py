@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
-from onnxcomp.quant_math import max_rounding_error, quantize_weight_symmetric
+from onnxcomp.quantization.numeric import max_rounding_error, quantize_weight_symmetric
 from onnxcomp.weights import Weight, find_weights
 
 if TYPE_CHECKING:
@@ -100,25 +100,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         q, scale = quantize_weight_symmetric(array, axis)
         error = max_rounding_error(array, q, scale, axis)
         base = weight.name
-        q_value = add_initializer(weight.graph, names.new(f"{base}_quantized"), q)
-        s_value = add_initializer(weight.graph, names.new(f"{base}_scale"), scale)
-        z_value = add_initializer(
-            weight.graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8)
-        )
-        attrs = {"axis": axis} if axis is not None else {}
-        dq = ir.node(
-            "DequantizeLinear",
-            [q_value, s_value, z_value],
-            attributes=attrs,
-            name=names.new(f"{base}_DequantizeLinear"),
-        )
-        out = dq.outputs[0]
-        out.name = names.new(f"{base}_dequantized")
-        out.dtype = ir.DataType.FLOAT
-        out.shape = ir.Shape(array.shape)
-        weight.value.replace_all_uses_with(out)
-        if weight.graph.initializers.get(base) is weight.value:
-            del weight.graph.initializers[base]
+        dq = dequantize_weight(weight, q, scale, axis, names)
         self.records.append(
             QuantRecord(
                 base,
@@ -131,6 +113,35 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             )
         )
         return dq
+
+
+def dequantize_weight(
+    weight: Weight, q: np.ndarray, scale: np.ndarray, axis: int | None, names: NameAllocator
+) -> ir.Node:
+    """Swap a float weight for ``DequantizeLinear(q, scale, 0)``: the int8 tensor, scale and
+    zero point become initializers, every use reads the node's output, the float
+    initializer goes. Returns the node, for the caller to place in the graph."""
+    base = weight.name
+    q_value = add_initializer(weight.graph, names.new(f"{base}_quantized"), q)
+    s_value = add_initializer(weight.graph, names.new(f"{base}_scale"), scale)
+    z_value = add_initializer(
+        weight.graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8)
+    )
+    attrs = {"axis": axis} if axis is not None else {}
+    dq = ir.node(
+        "DequantizeLinear",
+        [q_value, s_value, z_value],
+        attributes=attrs,
+        name=names.new(f"{base}_DequantizeLinear"),
+    )
+    out = dq.outputs[0]
+    out.name = names.new(f"{base}_dequantized")
+    out.dtype = ir.DataType.FLOAT
+    out.shape = ir.Shape(q.shape)
+    weight.value.replace_all_uses_with(out)
+    if weight.graph.initializers.get(base) is weight.value:
+        del weight.graph.initializers[base]
+    return dq
 
 
 def _insert_at_front(graph: ir.Graph, node: ir.Node, cursors: dict[int, ir.Node | None]) -> None:

@@ -22,14 +22,14 @@ import onnx_ir as ir
 
 from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError, one_line
-from onnxcomp.histogram import (
+from onnxcomp.options import CALIB_METHODS
+from onnxcomp.quantization.histogram import (
     DEFAULT_BINS,
     Histogram,
     entropy_range,
     mse_range,
     percentile_range,
 )
-from onnxcomp.options import CALIB_METHODS
 
 METHODS = CALIB_METHODS
 

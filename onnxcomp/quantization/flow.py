@@ -24,16 +24,16 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
-from onnxcomp.calibrate import Statistics, collect
 from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.metrics import cosine_rows
 from onnxcomp.options import ACTIVATION_TYPES, CompressOptions
 from onnxcomp.passes.decode_at_load import DecodeAtLoadPass
 from onnxcomp.passes.layernorm_guard import KeepLayerNormUnfusedPass
-from onnxcomp.passes.qdq_placement import DEFAULT_FAMILIES, plan_qdq
 from onnxcomp.passes.quantize_activations import InsertQDQPass
-from onnxcomp.quant_math import activation_params
+from onnxcomp.quantization.calibrate import Statistics, collect
+from onnxcomp.quantization.numeric import activation_params
+from onnxcomp.quantization.placement import DEFAULT_FAMILIES, plan_qdq
 
 logger = logging.getLogger(__name__)
 
