@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from int8_models import conv_net
+from model_builders import int8_conv_net as conv_net
 from onnx import TensorProto, helper
 from onnx_ir.passes.common import ShapeInferencePass
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from builders import _init, _model, vin
+from model_builders import _init, _model, vin
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp.cli import main

@@ -9,7 +9,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
-from int8_models import _init, _model, conv_net, transformer
+from model_builders import _init, transformer
+from model_builders import _int8_model as _model
+from model_builders import int8_conv_net as conv_net
 from onnx import TensorProto, helper
 from onnx_ir.passes.common import ShapeInferencePass
 

@@ -9,7 +9,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from builders import big_matmul_model, conv_net
+from model_builders import big_matmul_model, conv_net
 
 from onnxcomp import OnnxcompError, compress, load, save
 from onnxcomp import model_io as model

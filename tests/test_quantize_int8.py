@@ -9,7 +9,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from int8_models import conv_net, transformer
+from model_builders import int8_conv_net as conv_net
+from model_builders import transformer
 from onnx import TensorProto, helper
 
 from onnxcomp import CompressOptions, compress, compress_model

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from builders import _init, _model, conv_net, vin
+from model_builders import _init, _model, conv_net, vin
 from onnx import helper
 
 from onnxcomp.compress import CompressOptions, compress

@@ -199,7 +199,7 @@ def test_int8_bench_session_reads_the_models_own_data(external: Path) -> None:
 @pytest.fixture
 def noisy(tmp_path: Path) -> tuple[Path, Path]:
     """A model with an unused initializer (onnxruntime warns that it removes it)."""
-    from int8_models import conv_net
+    from model_builders import int8_conv_net as conv_net
 
     model = conv_net()
     unused = numpy_helper.from_array(np.ones((8, 8), np.float32), "unused_weight")
