@@ -160,7 +160,7 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
         result.samples += batch.size
         if batch.labels is not None:
             if label_index is None:
-                label_index = _label_output(ref_out, batch.labels)
+                label_index = _label_output_index(ref_out, batch.labels)
             acc_ref.update(np.asarray(ref_out[label_index]), batch.labels)
             acc_new.update(np.asarray(new_out[label_index]), batch.labels)
     result.outputs = [
@@ -171,7 +171,7 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
     return first_feed
 
 
-def _label_output(outputs: list, labels: np.ndarray) -> int:
+def _label_output_index(outputs: list, labels: np.ndarray) -> int:
     """Prefer an output of predicted labels; else the first score matrix of the right size."""
     n = np.asarray(labels).reshape(-1).shape[0]
     arrays = [np.asarray(o) for o in outputs]
