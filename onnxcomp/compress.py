@@ -197,7 +197,8 @@ def compress_model(
         result.quantized = quant.records
         result.skipped.update(quant.skipped)
     if options.quantize == "int8":
-        model = _int8(model, int8_options, reference, result)
+        base_dir = str(Path(source).parent) if source is not None else None
+        model = _int8(model, int8_options, reference, result, base_dir)
     if recovery is not None:
         result.recovered = recovery.finish(model)
     if options.quantize is not None or any_quantized(options.layers):
@@ -205,12 +206,19 @@ def compress_model(
     return model, result
 
 
-def _int8(model: ir.Model, options: CompressOptions, reference, result) -> ir.Model:
+def _int8(
+    model: ir.Model, options: CompressOptions, reference, result, base_dir: str | None
+) -> ir.Model:
     """Activations: calibrate, place Q/DQ, measure against the float model."""
     from onnxcomp.int8 import quantize_int8
 
     model, report = quantize_int8(
-        model, options, reference, progress=options.progress, tune=options.measure
+        model,
+        options,
+        reference,
+        progress=options.progress,
+        tune=options.measure,
+        base_dir=base_dir,
     )
     result.activations = report.as_dict()
     dropped = report.families_dropped

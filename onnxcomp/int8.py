@@ -98,9 +98,11 @@ def quantize_int8(
     *,
     progress: bool = True,
     tune: bool = True,
+    base_dir: str | None = None,
 ) -> tuple[ir.Model, Int8Report]:
     """Quantize activations of a weight-quantized ``model``; ``reference`` is the float
-    model (serialized, or its path) that the measure step times and compares against."""
+    model (serialized, or its path) that the measure step times and compares against;
+    ``base_dir``: the folder external data is relative to (the input model's)."""
     dtype, why = resolve_activation_type(getattr(options, "activation_type", "auto"))
     report = Int8Report(dtype, why, options.calib_method)
     exclude = tuple(options.exclude)
@@ -126,6 +128,8 @@ def quantize_int8(
     def build(families: frozenset[str], m: ir.Model | None = None) -> tuple[ir.Model, Any]:
         if m is None:
             m = ir.from_proto(onnx.load_from_string(base))
+            if base_dir is not None:  # external data stays relative to the model's folder
+                ir.external_data.set_base_dir(m.graph, base_dir)
         p = plan_qdq(m, exclude=exclude, families=families)
         InsertQDQPass(p, params, dtype)(m)
         KeepLayerNormUnfusedPass()(m)
@@ -139,7 +143,7 @@ def quantize_int8(
 
     best, best_plan = build(families, m=model)
     if measure:
-        bench = Bench(reference, data)
+        bench = Bench(reference, data, base_dir=base_dir)
         families, best, best_plan = _tune(families, best, best_plan, build, bench, report)
     report.tensors = len(best_plan.roots) + len(best_plan.shared)
     report.quantized_ops = _count_ops(best_plan)
@@ -202,10 +206,17 @@ def _tune(families, model, plan, build, bench: Bench, report: Int8Report):
 class Bench:
     """Latency and output cosine of candidates against the float model, same process."""
 
-    def __init__(self, reference: bytes | str, data: DataSource, *, budget: float = 0.3) -> None:
+    def __init__(
+        self,
+        reference: bytes | str,
+        data: DataSource,
+        *,
+        budget: float = 0.3,
+        base_dir: str | None = None,
+    ) -> None:
         self.budget = budget
         try:
-            self.ref = _session(reference)
+            self.ref = _session(reference, base_dir)
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise OnnxcompError(
@@ -221,7 +232,7 @@ class Bench:
         self.ref_out = [self.ref.run(None, f) for f in self.feeds]
 
     def session(self, model: ir.Model):
-        return _session(ir.to_proto(model).SerializeToString())
+        return _session(model)
 
     def evaluate(self, model: ir.Model) -> tuple[float, float]:
         session = self.session(model)
@@ -243,10 +254,10 @@ class Bench:
         return round(_latency_ratio(self.ref, session, self.timing_feed, self.budget), 3)
 
 
-def _session(model: bytes | str | ir.Model):
+def _session(model: bytes | str | ir.Model, base_dir: str | None = None):
     from onnxcomp.runtime.session import make_session
 
-    return make_session(model, threads=1)
+    return make_session(model, threads=1, base_dir=base_dir)
 
 
 def _one_sample(feed: dict[str, np.ndarray], session) -> dict[str, np.ndarray]:
