@@ -17,6 +17,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxcomp import model as model_io
+from onnxcomp import opaque_types
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.layers import (
     LayerOptions,
@@ -186,7 +187,9 @@ def compress_model(
             # Unpruned, the input file is that model (onnxruntime folds BatchNorm and
             # constants itself): no 2x-model serialization held through calibration.
             unchanged = source is not None and not (pruned or overrides)
-            reference = str(source) if unchanged else ir.to_proto(model).SerializeToString()
+            reference = (
+                str(source) if unchanged else opaque_types.to_proto(model).SerializeToString()
+            )
     if options.quantize is not None or any_quantized(options.layers):
         wanted = quantize_filter(include, options.layers, options.quantize)
         quant = QuantizeWeightsPass(per_channel=not options.per_tensor, include=wanted)

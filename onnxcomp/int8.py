@@ -20,10 +20,10 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import (
     RemoveUnusedNodesPass,
-    ShapeInferencePass,
     TopologicalSortPass,
 )
 
+from onnxcomp import opaque_types
 from onnxcomp.calibrate import Statistics, collect
 from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
@@ -32,6 +32,7 @@ from onnxcomp.passes.decode_at_load import DecodeAtLoadPass
 from onnxcomp.passes.layernorm_guard import KeepLayerNormUnfusedPass
 from onnxcomp.passes.qdq_placement import DEFAULT_FAMILIES, plan_qdq
 from onnxcomp.passes.quantize_activations import InsertQDQPass
+from onnxcomp.passes.shape_inference import InferShapesPass
 from onnxcomp.quant_math import activation_params
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def resolve_activation_type(requested: str) -> tuple[str, str]:
 def prepare_int8(model: ir.Model) -> None:
     """Infer tensor types: placement only quantizes what it knows is float32 (BatchNorm
     was folded by the prepare pass already)."""
-    ShapeInferencePass()(model)
+    InferShapesPass()(model)
 
 
 def quantize_int8(
@@ -123,11 +124,11 @@ def quantize_int8(
     families = frozenset(plan.families) & DEFAULT_FAMILIES
     measure = tune and bool(families) and reference is not None
     # Trials rebuild from a serialized copy; the first candidate is the model itself.
-    base = ir.to_proto(model).SerializeToString() if measure else b""
+    base = opaque_types.to_proto(model).SerializeToString() if measure else b""
 
     def build(families: frozenset[str], m: ir.Model | None = None) -> tuple[ir.Model, Any]:
         if m is None:
-            m = ir.from_proto(onnx.load_from_string(base))
+            m = opaque_types.from_proto(onnx.load_from_string(base))
             if base_dir is not None:  # external data stays relative to the model's folder
                 ir.external_data.set_base_dir(m.graph, base_dir)
         p = plan_qdq(m, exclude=exclude, families=families)

@@ -11,7 +11,9 @@ import logging
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from onnxcomp.passes.shape_inference import InferShapesPass
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ class RemoveUnusedSubgraphInitializersPass(ir.passes.InPlacePass):
 
 def strip_pass() -> ir.passes.Sequential:
     return ir.passes.Sequential(
-        ShapeInferencePass(),
+        InferShapesPass(),
         BypassZeroAddPass(),
         DropZeroBiasPass(),
         RemoveUnusedNodesPass(),
