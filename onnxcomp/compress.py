@@ -42,6 +42,7 @@ from onnxcomp.passes.strip import (
     RemoveUnusedSubgraphInitializersPass,
     strip_pass,
 )
+from onnxcomp.passes.strip_debug_info import StripDebugInfoPass
 from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class CompressOptions:
     measure: bool = True  # int8: time against float, keep float the op families that do not pay
     recover: str | None = None  # bias | gptq | sparsegpt: teacher-guided repair (recover/)
     allow_larger: bool = False  # write the output even when it is larger than the input
+    keep_debug_info: bool = False  # keep exporters' per-node stack traces and doc strings
     layers: dict[str, LayerOptions] = field(default_factory=dict)  # per layer, see layers.py
 
     def validate(self) -> None:
@@ -163,6 +165,14 @@ def compress_model(
         if old is not None:
             result.notes.append(f"upgraded opset {old} -> {target} for per-channel quantization")
     prepare_pass()(model)
+    if not options.keep_debug_info:
+        debug_info = StripDebugInfoPass()
+        debug_info(model)
+        if debug_info.nodes:
+            result.notes.append(
+                f"dropped exporter debug info (stack traces) from {debug_info.nodes} nodes; "
+                "--keep-debug-info keeps it"
+            )
     # Teacher-guided recovery (onnxcomp/recover, --recover): snapshots the teacher here,
     # swaps GPTQ/SparseGPT in for the plain passes below, corrects biases at the end.
     recovery = None

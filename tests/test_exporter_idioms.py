@@ -298,3 +298,34 @@ def test_map_typed_outputs_load_and_survive(tmp_path, mode) -> None:
     assert outputs == {"label": "tensor_type", "probabilities": "sequence_type"}
     ref, got = _run(src, {"x": x})[0], _run(out, {"x": x})[0]
     assert np.mean(ref == got) >= 0.9
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_exporter_debug_info_dropped_model_metadata_kept(tmp_path, keep) -> None:
+    """torch.onnx's dynamo exporter puts a stack trace on every node; the user's model
+    metadata (a label dictionary) must survive."""
+    model = conv_bn_opset11()
+    model.opset_import[0].version = 13
+    for node in model.graph.node:
+        node.doc_string = "File model.py, line 12, in forward"
+        onnx.helper.set_metadata_props(
+            node,
+            {
+                "pkg.torch.onnx.stack_trace": "x" * 5000,
+                "namespace": "conv: aten.conv2d",
+                "mine": "keep me",
+            },
+        )
+    onnx.helper.set_model_props(model, {"labels": "cat,dog"})
+    src, out = tmp_path / "dbg.onnx", tmp_path / "dbg.w.onnx"
+    onnx.save(model, src)
+    result = compress(src, out, quantize="weights", keep_debug_info=keep)
+    saved = onnx.load(str(out))
+    assert {p.key: p.value for p in saved.metadata_props} == {"labels": "cat,dog"}
+    relu = next(n for n in saved.graph.node if n.op_type == "Relu")
+    keys = {p.key for p in relu.metadata_props}
+    if keep:
+        assert "pkg.torch.onnx.stack_trace" in keys and relu.doc_string
+    else:
+        assert keys == {"mine"} and not relu.doc_string
+        assert any("debug info" in n for n in result.notes)

@@ -94,6 +94,11 @@ from onnxcomp.recover import METHODS as RECOVER_METHODS
     is_flag=True,
     help="Write the output even when it is larger than the input (refused by default, exit 1).",
 )
+@click.option(
+    "--keep-debug-info",
+    is_flag=True,
+    help="Keep exporters' per-node stack traces and doc strings (dropped by default).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.pass_context
 def compress_command(
