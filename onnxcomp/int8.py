@@ -183,8 +183,6 @@ def _tune(families, model, plan, build, bench: Bench, report: Int8Report):
         if fam not in families or (not slow and not cheap):
             continue  # a fast model keeps its int8 GEMMs: fidelity never buys speed back
         trial = frozenset(families - {fam})
-        if not trial & COMPUTE_FAMILIES:
-            continue  # nothing would run int8 any more
         m, p = build(trial)
         session = bench.session(m)
         c = bench.cosine(session)
