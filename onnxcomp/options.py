@@ -165,6 +165,9 @@ class CompressOptions:
         False,
         "Write the output even when it is larger than the input (refused by default, exit 1).",
     )
+    keep_debug_info: bool = option(
+        False, "Keep exporters' per-node stack traces and doc strings (dropped by default)."
+    )
     # Per layer (a weight name, a node name or an op type), see layers.py.
     layers: dict[str, LayerOptions] = option(factory=dict, cli=False, recipe=False)
 

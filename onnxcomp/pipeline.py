@@ -1,6 +1,7 @@
 """The compress pipeline: one onnx_ir PassManager, built from the options.
 
-    prepare -> (recovery: open data, snapshot teacher) -> plan per-layer settings
+    prepare -> drop exporter debug info -> (recovery: open data, snapshot teacher)
+      -> plan per-layer settings
       -> prune + strip -> (int8: shape inference, float reference)
       -> quantize weights -> gather before dequantize -> activations (int8)
       -> bias correction (recovery) -> cleanup (store what no kernel reads int8)
@@ -16,10 +17,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
+from onnxcomp import opaque_types
 from onnxcomp.layers import (
     excluder,
     nodes_kept_out_of_int8,
@@ -34,6 +37,7 @@ from onnxcomp.passes.prune import MagnitudePrunePass
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
 from onnxcomp.passes.report import CompressReport
 from onnxcomp.passes.strip import RemoveUnusedSubgraphInitializersPass, strip_pass
+from onnxcomp.passes.strip_debug_info import StripDebugInfoPass
 from onnxcomp.weights import Weight, find_weights
 
 
@@ -69,6 +73,8 @@ def build_pipeline(
         recovery = Recovery(options, report)
 
     passes: list[ir.passes.PassBase] = [prepare_pass()]
+    if not options.keep_debug_info:
+        passes.append(StripDebugInfoPass(report))
     if recovery is not None:
         passes.append(recovery.start_pass())
     passes.append(PlanLayersPass(ctx))
@@ -151,7 +157,9 @@ class Int8ReferencePass(ir.passes.InPlacePass):
             # Unpruned, the input file is that model (onnxruntime folds BatchNorm and
             # constants itself): no 2x-model serialization held through calibration.
             unchanged = ctx.source is not None and not ctx.prunes
-            ctx.reference = str(ctx.source) if unchanged else ir.to_proto(model).SerializeToString()
+            ctx.reference = (
+                str(ctx.source) if unchanged else opaque_types.to_proto(model).SerializeToString()
+            )
         return ir.passes.PassResult(model, modified=True)
 
 
@@ -169,8 +177,14 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
 
         options = self.ctx.int8_options or self.ctx.options
         result = self.ctx.report
+        source = self.ctx.source
         new, report = quantize_int8(
-            model, options, self.ctx.reference, progress=options.progress, tune=options.measure
+            model,
+            options,
+            self.ctx.reference,
+            progress=options.progress,
+            tune=options.measure,
+            base_dir=str(Path(source).parent) if source is not None else None,
         )
         result.activations = report.as_dict()
         dropped = report.families_dropped
@@ -186,8 +200,10 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
                 f"int8 runs at {report.latency_ratio:.2f}x the float latency (onnxruntime, "
                 f"1 thread), output cosine {report.cosine:.5f} on calibration data"
             )
-        # A functional pass returns a new model; a clone shares the tensors.
-        return ir.passes.PassResult(new.clone() if new is model else new, modified=True)
+        # A functional pass returns a new model; a clone shares the tensors (not the meta).
+        out = new.clone() if new is model else new
+        opaque_types.carry(model, out)
+        return ir.passes.PassResult(out, modified=True)
 
 
 class StoreInt8AtLoadPass(ir.passes.InPlacePass):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unittest.mock as mock
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +192,29 @@ def test_int8_bench_session_reads_the_models_own_data(external: Path) -> None:
     from onnxcomp.quantization.flow import _session
 
     _same(_session(model_io.load(external)).run(None, {"x": X})[0], "y")
+
+
+def test_int8_measure_step_of_a_pruned_model_reads_its_own_data(external: Path) -> None:
+    """Pruned, the float reference is serialized from memory: its external data must
+    still come from the model's folder, not the decoy in the working directory."""
+    from onnxcomp.compress import CompressOptions, compress_model
+    from onnxcomp.runtime import session as factory
+
+    seen: list[str | None] = []
+    real = factory.make_session
+
+    def spy(model, **kw):
+        if isinstance(model, bytes):
+            seen.append(kw.get("base_dir"))
+        return real(model, **kw)
+
+    calib = external.parent / "calib.npz"
+    np.savez(calib, x=X)
+    options = CompressOptions(prune_sparsity=0.3, quantize="int8", calib=str(calib))
+    model = model_io.load(external)
+    with mock.patch.object(factory, "make_session", spy):
+        compress_model(model, options, source=external)
+    assert seen and all(b is not None and Path(b) == external.parent for b in seen)
 
 
 # -- onnxruntime's log lines -----------------------------------------------------------------

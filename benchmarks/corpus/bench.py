@@ -32,11 +32,15 @@ REAL_CONTENDERS = (
 
 
 def _first_feed(prep: Prepared) -> dict:
+    """The first evaluation feed, restricted to the model's inputs (feeds may carry labels)."""
     import numpy as np
+    import onnx
 
+    graph = onnx.load(str(prep.model), load_external_data=False).graph
+    inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
     path = sorted(prep.eval.glob("*.npz"))[0]
     with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+        return {k: data[k] for k in data.files if k in inputs}
 
 
 def run_real_model(

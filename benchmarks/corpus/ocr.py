@@ -26,6 +26,7 @@ from benchmarks.corpus import Prepared, RealModel, Score, Wheel
 from benchmarks.corpus.ocr_words import WORDS
 
 if TYPE_CHECKING:
+    import onnxruntime
     from PIL import Image as PILImage
     from PIL import ImageFont
 
@@ -90,7 +91,7 @@ def _font(rng: np.random.Generator, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(paths[int(rng.integers(len(paths)))]), size)
 
 
-def _session(model_file: Path, threads: int):  # -> onnxruntime.InferenceSession
+def _session(model_file: Path, threads: int) -> onnxruntime.InferenceSession:
     """CPU session, quiet, ``threads`` intra-op threads, sequential execution."""
     import onnxruntime as ort
 
@@ -209,7 +210,9 @@ def _unique_texts(
 # ---------------------------------------------------------------- rendering
 
 
-def _degrade(img: PILImage.Image, rng: np.random.Generator, strength: float = 1.0):
+def _degrade(
+    img: PILImage.Image, rng: np.random.Generator, strength: float = 1.0
+) -> PILImage.Image:
     """Seeded blur, contrast loss and Gaussian noise (what a scanned / photographed crop has)."""
     from PIL import Image, ImageFilter
 

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from onnxcomp.passes.shape_inference import InferShapesPass
 
 if TYPE_CHECKING:
     from onnxcomp.passes.report import CompressReport
@@ -137,7 +139,7 @@ class RemoveUnusedSubgraphInitializersPass(ir.passes.InPlacePass):
 
 def strip_pass(report: CompressReport | None = None) -> ir.passes.Sequential:
     return ir.passes.Sequential(
-        ShapeInferencePass(),
+        InferShapesPass(),
         BypassZeroAddPass(report),
         DropZeroBiasPass(report),
         RemoveUnusedNodesPass(),

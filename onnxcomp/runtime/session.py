@@ -22,7 +22,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxcomp import runtime
+from onnxcomp import opaque_types, runtime
 
 ModelLike = str | os.PathLike | bytes | ir.Model | onnx.ModelProto
 
@@ -141,7 +141,7 @@ def _source(model: ModelLike, extra: _Edit, base_dir) -> str | _Blob:
         return _blob(proto, extra, _absolute(base_dir))
     if isinstance(model, ir.Model):
         folders = external_folders(model)
-        proto = ir.to_proto(model)
+        proto = opaque_types.to_proto(model)
         if len(set(folders.values())) > 1:  # data files in several folders: read them in
             _load_external(proto, folders)
             return _blob(proto, extra, None)
