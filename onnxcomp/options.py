@@ -99,12 +99,15 @@ class LayerOptions:
 
     prune_sparsity: float | None = None
     precision: Precision | None = None
+    prune_channels: float | None = None  # fraction of this layer's output channels removed
 
     def validate(self, name: str, global_quantize: str | None) -> None:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise OnnxcompError(f"layer '{name}': precision must be one of {', '.join(PRECISIONS)}")
         if self.prune_sparsity is not None and not 0 <= self.prune_sparsity < 1:
             raise OnnxcompError(f"layer '{name}': prune sparsity must be in [0, 1)")
+        if self.prune_channels is not None and not 0 <= self.prune_channels < 1:
+            raise OnnxcompError(f"layer '{name}': prune_channels must be in [0, 1)")
         if self.precision == "int8" and global_quantize != "int8":
             raise OnnxcompError(
                 f"layer '{name}' asks for int8 activations: set quantize = \"int8\" and calib"
@@ -130,6 +133,11 @@ class CompressOptions:
     )
     global_prune: bool = option(
         False, "Rank all weights together for --prune-sparsity.", flag="--global"
+    )
+    prune_channels: float | None = option(
+        help="Remove this fraction (0 <= R < 1) of the output channels of every layer whose "
+        "channels can be removed safely (needs --calib: importance and least-squares repair).",
+        metavar="R",
     )
     quantize: Quantize | None = option(
         help="weights: int8 weights, float activations; int8: weights and activations."
@@ -186,7 +194,16 @@ class CompressOptions:
             )
         if self.quantize == "int8" and self.calib is None:
             raise OnnxcompError("--quantize int8 needs calibration data: give --calib DATA")
-        if self.calib is not None and self.quantize != "int8" and self.recover is None:
+        if self.channel_pruning and self.calib is None:
+            raise OnnxcompError("--prune-channels needs calibration data: give --calib DATA")
+        if self.prune_channels is not None and not 0 <= self.prune_channels < 1:
+            raise OnnxcompError(f"--prune-channels must be in [0, 1), got {self.prune_channels}")
+        if (
+            self.calib is not None
+            and self.quantize != "int8"
+            and self.recover is None
+            and not self.channel_pruning
+        ):
             raise OnnxcompError("--calib is only used with --quantize int8")
         if self.per_tensor and self.quantize is None:
             raise OnnxcompError("--per-tensor needs --quantize")
@@ -199,9 +216,11 @@ class CompressOptions:
         for name, layer in self.layers.items():
             layer.validate(name, self.quantize)
         nothing = self.prune_threshold is None and self.prune_sparsity is None
+        nothing = nothing and self.prune_channels is None
         if nothing and self.quantize is None and not self.layers:
             raise OnnxcompError(
-                "nothing to do: give --prune-threshold, --prune-sparsity or --quantize"
+                "nothing to do: give --prune-threshold, --prune-sparsity, --prune-channels "
+                "or --quantize"
             )
         if self.recover is not None:
             self._validate_recover()
@@ -230,6 +249,13 @@ class CompressOptions:
     @property
     def prunes(self) -> bool:
         return self.prune_threshold is not None or self.prune_sparsity is not None
+
+    @property
+    def channel_pruning(self) -> bool:
+        """Channels are removed: globally, or a layer asks for it."""
+        return self.prune_channels is not None or any(
+            layer.prune_channels for layer in self.layers.values()
+        )
 
     @property
     def quantizes(self) -> bool:

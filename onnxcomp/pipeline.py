@@ -78,6 +78,10 @@ def build_pipeline(
     if recovery is not None:
         passes.append(recovery.start_pass())
     passes.append(PlanLayersPass(ctx))
+    if options.channel_pruning:
+        from onnxcomp.passes.prune_channels import channel_pass
+
+        passes.append(channel_pass(options, report))
 
     prune: ir.passes.InPlacePass = MagnitudePrunePass(
         threshold=options.prune_threshold,
@@ -156,7 +160,8 @@ class Int8ReferencePass(ir.passes.InPlacePass):
         if ctx.options.measure:  # the float model, to measure int8 against
             # Unpruned, the input file is that model (onnxruntime folds BatchNorm and
             # constants itself): no 2x-model serialization held through calibration.
-            unchanged = ctx.source is not None and not ctx.prunes
+            pruned = ctx.prunes or ctx.options.channel_pruning
+            unchanged = ctx.source is not None and not pruned
             ctx.reference = (
                 str(ctx.source) if unchanged else opaque_types.to_proto(model).SerializeToString()
             )

@@ -1,0 +1,350 @@
+"""Structured pruning: dependency groups, the rewrite, the least-squares repair, the CLI.
+
+Each channel-tying pattern is built small; when the channels it removes were exactly zero
+in the original, the pruned model must give the same outputs (float rounding only), be
+valid (checker, full shape inference) and run in onnxruntime.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from model_builders import _init, _model, vin
+from onnx import helper
+
+from onnxcomp.cli import main
+from onnxcomp.data import input_specs, open_data
+from onnxcomp.passes.prune_channels import PruneChannelsPass, kept_count
+from onnxcomp.passes.report import CompressReport
+from onnxcomp.structured.groups import find_groups
+
+N = 64  # calibration samples
+# Outputs of the kept channels are computed the same way: only float re-association
+# (a smaller dot product, a solve returning the same weights) separates the two.
+ATOL = 1e-4
+
+
+def _run(model: onnx.ModelProto | bytes, feed: dict) -> list[np.ndarray]:
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)
+
+
+def _prune(proto: onnx.ModelProto, ratio: float, feed: dict) -> tuple[onnx.ModelProto, list]:
+    model = ir.from_proto(proto)
+    report = CompressReport()
+    batches = [{k: v[i : i + 16] for k, v in feed.items()} for i in range(0, N, 16)]
+    PruneChannelsPass(ratio, lambda m: open_data(batches, input_specs(m)), report=report)(model)
+    out = ir.to_proto(model)
+    onnx.checker.check_model(out, full_check=True)  # includes strict shape inference
+    return out, report.notes
+
+
+def _x(*shape: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((N, *shape)).astype(np.float32)
+
+
+def _weight_size(proto: onnx.ModelProto, name: str) -> tuple[int, ...]:
+    for init in proto.graph.initializer:
+        if init.name == name:
+            return tuple(init.dims)
+    raise KeyError(name)
+
+
+def mlp(dead: int = 0, seed: int = 0) -> onnx.ModelProto:
+    """Gemm -> Relu -> Gemm(transB) -> Relu -> MatMul + Add; ``dead`` hidden units of the
+    first layer are exactly zero (weights and bias)."""
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((10, 32)).astype(np.float32) * 0.5
+    b1 = rng.standard_normal(32).astype(np.float32) * 0.1
+    w1[:, :dead] = 0
+    b1[:dead] = 0
+    w2 = rng.standard_normal((16, 32)).astype(np.float32) * 0.3  # transB: [out, in]
+    w3 = rng.standard_normal((16, 4)).astype(np.float32) * 0.3
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"], name="fc1"),
+        helper.make_node("Relu", ["h1"], ["r1"], name="relu1"),
+        helper.make_node("Gemm", ["r1", "w2", "b2"], ["h2"], name="fc2", transB=1),
+        helper.make_node("Relu", ["h2"], ["r2"], name="relu2"),
+        helper.make_node("MatMul", ["r2", "w3"], ["m3"], name="fc3"),
+        helper.make_node("Add", ["m3", "b3"], ["y"], name="fc3_bias"),
+    ]
+    inits = [
+        _init("w1", w1),
+        _init("b1", b1),
+        _init("w2", w2),
+        _init("b2", np.zeros(16, np.float32)),
+        _init("w3", w3),
+        _init("b3", np.ones(4, np.float32)),
+    ]
+    return _model(nodes, [vin("x", ["n", 10])], [vin("y", ["n", 4])], inits)
+
+
+def test_mlp_dead_units_removed_outputs_unchanged():
+    proto = mlp(dead=16)
+    feed = {"x": _x(10)}
+    pruned, notes = _prune(proto, 0.5, feed)
+    # fc1's 32 units -> 16 (the dead ones), fc2's 16 -> 8; fc3 feeds the graph output.
+    assert _weight_size(pruned, "w1") == (10, 16)
+    assert _weight_size(pruned, "w2") == (8, 16)
+    assert _weight_size(pruned, "w3") == (8, 4)
+    assert any("fc3" in n and "graph output" in n for n in notes)
+    assert any("parameters" in n and "MACs" in n for n in notes)
+    # Only fc1 lost exactly-zero units; compare on a model pruned at fc1 alone.
+    only_fc1 = mlp(dead=16)
+    model = ir.from_proto(only_fc1)
+    batches = [feed]
+    PruneChannelsPass(
+        0.0,
+        lambda m: open_data(batches, input_specs(m)),
+        ratio_for=lambda g: 0.5 if g.name == "fc1" else None,
+    )(model)
+    out = ir.to_proto(model)
+    onnx.checker.check_model(out, full_check=True)
+    test = {"x": _x(10, seed=7)}
+    np.testing.assert_allclose(_run(out, test)[0], _run(only_fc1, test)[0], atol=ATOL)
+
+
+def test_repair_beats_plain_removal():
+    """Least squares on the calibration data: closer to the teacher on unseen inputs than
+    the same channels dropped with the original weights."""
+    proto = mlp(dead=0, seed=3)
+    feed = {"x": _x(10)}
+    test = {"x": _x(10, seed=9)}
+    ref = _run(proto, test)[0]
+    errors = []
+    for repair in (False, True):
+        model = ir.from_proto(proto)
+        PruneChannelsPass(0.5, lambda m: open_data([feed], input_specs(m)), repair=repair)(model)
+        errors.append(float(np.mean((_run(ir.to_proto(model), test)[0] - ref) ** 2)))
+    assert errors[1] < 0.7 * errors[0]
+
+
+def conv_bn_net(dead: int = 0) -> onnx.ModelProto:
+    """Conv -> BatchNorm -> Relu -> MaxPool -> Pad -> Conv -> GlobalAveragePool -> Flatten
+    -> Gemm. The second Conv's channels reach Flatten: left whole, with the reason."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((16, 3, 3, 3)).astype(np.float32) * 0.3
+    w1[:dead] = 0
+    scale = rng.uniform(0.5, 1.5, 16).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32) * 0.1
+    mean = rng.standard_normal(16).astype(np.float32) * 0.1
+    var = rng.uniform(0.5, 1.5, 16).astype(np.float32)
+    bias[:dead] = 0
+    mean[:dead] = 0
+    w2 = rng.standard_normal((8, 16, 3, 3)).astype(np.float32) * 0.2
+    w3 = rng.standard_normal((8, 5)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"], ["bn"], name="bn1"),
+        helper.make_node("Relu", ["bn"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Pad", ["p1", "pads"], ["pd"], name="pad1"),
+        helper.make_node("Conv", ["pd", "w2", "cb2"], ["c2"], name="conv2"),
+        helper.make_node("GlobalAveragePool", ["c2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "w3"], ["y"], name="fc"),
+    ]  # fmt: skip
+    inits = [
+        _init("w1", w1), _init("s", scale), _init("b", bias), _init("m", mean), _init("v", var),
+        _init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
+        _init("w2", w2), _init("cb2", np.zeros(8, np.float32)), _init("w3", w3),
+    ]  # fmt: skip
+    return _model(nodes, [vin("x", ["n", 3, 8, 8])], [vin("y", ["n", 5])], inits)
+
+
+def test_conv_bn_pool_pad_chain_and_flatten_left_whole():
+    proto = conv_bn_net(dead=8)
+    feed = {"x": _x(3, 8, 8)}
+    pruned, notes = _prune(proto, 0.5, feed)
+    assert _weight_size(pruned, "w1") == (8, 3, 3, 3)
+    assert _weight_size(pruned, "s") == (8,)
+    assert _weight_size(pruned, "w2") == (8, 8, 3, 3)
+    assert any("conv2 kept" in n and "Flatten" in n for n in notes)
+    test = {"x": _x(3, 8, 8, seed=5)}
+    np.testing.assert_allclose(_run(pruned, test)[0], _run(proto, test)[0], atol=ATOL)
+
+
+def residual_net(dead: int = 0, from_input: bool = False) -> onnx.ModelProto:
+    """Two branches joined by Add (one group), then Relu -> Conv. ``from_input``: the second
+    branch is the graph input itself, which no layer produces (the group stays whole)."""
+    rng = np.random.default_rng(1)
+    wa = rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2
+    wb = rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3
+    wc = rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3
+    wd = rng.standard_normal((4, 8, 1, 1)).astype(np.float32) * 0.3
+    wb[:dead] = 0
+    wc[:dead] = 0
+    nodes = [
+        helper.make_node("Conv", ["x", "wa"], ["a"], name="conva", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["ra"], name="relua"),
+        helper.make_node("Conv", ["ra", "wb"], ["b"], name="convb"),
+        helper.make_node("Conv", ["x", "wc"], ["c"], name="convc"),
+        helper.make_node("Add", ["b", "x" if from_input else "c"], ["s"], name="residual"),
+        helper.make_node("Relu", ["s"], ["rs"], name="relus"),
+        helper.make_node("Conv", ["rs", "wd"], ["y"], name="convd"),
+    ]
+    inits = [_init("wa", wa), _init("wb", wb), _init("wc", wc), _init("wd", wd)]
+    return _model(nodes, [vin("x", ["n", 8, 6, 6])], [vin("y", ["n", 4, 6, 6])], inits)
+
+
+def test_residual_add_is_one_group_pruned_together():
+    groups = {g.name: g for g in find_groups(ir.from_proto(residual_net()))}
+    joined = groups["convb"]
+    assert {n.name for n in joined.producers} == {"convb", "convc"}
+    assert [n.name for n in joined.consumers] == ["convd"] and joined.blocked is None
+    proto = residual_net(dead=4)
+    model = ir.from_proto(proto)
+    PruneChannelsPass(
+        0.0,
+        lambda m: open_data([{"x": _x(8, 6, 6)}], input_specs(m)),
+        ratio_for=lambda g: 0.5 if g.name == "convb" else None,
+    )(model)
+    pruned = ir.to_proto(model)
+    onnx.checker.check_model(pruned, full_check=True)
+    assert _weight_size(pruned, "wb")[0] == _weight_size(pruned, "wc")[0] == 4
+    assert _weight_size(pruned, "wd") == (4, 4, 1, 1)
+    test = {"x": _x(8, 6, 6, seed=4)}
+    np.testing.assert_allclose(_run(pruned, test)[0], _run(proto, test)[0], atol=ATOL)
+
+
+def test_residual_with_graph_input_left_whole_with_reason():
+    proto = residual_net(from_input=True)
+    pruned, notes = _prune(proto, 0.5, {"x": _x(8, 6, 6)})
+    assert _weight_size(pruned, "wb") == (8, 4, 1, 1)  # output channels kept, inputs cut
+    assert any("convb kept" in n and "no prunable layer produces" in n for n in notes)
+    assert _weight_size(pruned, "wa")[0] == 4  # conva's own group is still pruned
+
+
+def depthwise_net(dead: int = 0) -> onnx.ModelProto:
+    rng = np.random.default_rng(2)
+    w1 = rng.standard_normal((8, 3, 1, 1)).astype(np.float32) * 0.3
+    w1[:dead] = 0
+    dw = rng.standard_normal((8, 1, 3, 3)).astype(np.float32) * 0.3
+    w2 = rng.standard_normal((4, 8, 1, 1)).astype(np.float32) * 0.3
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="pw1"),
+        helper.make_node("Clip", ["a", "lo", "hi"], ["r"], name="relu6"),
+        helper.make_node("Conv", ["r", "dw", "dwb"], ["d"], name="dw", group=8, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["d"], ["rd"], name="relud"),
+        helper.make_node("Conv", ["rd", "w2"], ["y"], name="pw2"),
+    ]
+    inits = [
+        _init("w1", w1), _init("lo", np.array(0, np.float32)), _init("hi", np.array(6, np.float32)),
+        _init("dw", dw), _init("dwb", np.zeros(8, np.float32)), _init("w2", w2),
+    ]  # fmt: skip
+    return _model(nodes, [vin("x", ["n", 3, 5, 5])], [vin("y", ["n", 4, 5, 5])], inits)
+
+
+def test_depthwise_conv_carries_the_channels():
+    proto = depthwise_net(dead=4)
+    pruned, _ = _prune(proto, 0.5, {"x": _x(3, 5, 5)})
+    assert _weight_size(pruned, "dw") == (4, 1, 3, 3)
+    dw = next(n for n in pruned.graph.node if n.name == "dw")
+    assert helper.get_attribute_value(next(a for a in dw.attribute if a.name == "group")) == 4
+    test = {"x": _x(3, 5, 5, seed=2)}
+    np.testing.assert_allclose(_run(pruned, test)[0], _run(proto, test)[0], atol=ATOL)
+
+
+def ffn(dead: int = 0) -> onnx.ModelProto:
+    """The Hugging Face BERT FFN as exported: MatMul + bias, GELU spelled with Div/Erf/Add/
+    Mul/Mul (x appears twice: one group with itself), MatMul + bias, residual Add with the
+    block's input, LayerNormalization."""
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((16, 64)).astype(np.float32) * 0.3
+    b1 = rng.standard_normal(64).astype(np.float32) * 0.1
+    w1[:, :dead] = 0
+    b1[:dead] = 0
+    w2 = rng.standard_normal((64, 16)).astype(np.float32) * 0.2
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["m1"], name="intermediate"),
+        helper.make_node("Add", ["b1", "m1"], ["h"], name="intermediate_bias"),
+        helper.make_node("Div", ["h", "sqrt2"], ["hd"], name="gelu_div"),
+        helper.make_node("Erf", ["hd"], ["e"], name="gelu_erf"),
+        helper.make_node("Add", ["e", "one"], ["e1"], name="gelu_add"),
+        helper.make_node("Mul", ["h", "e1"], ["g"], name="gelu_mul"),
+        helper.make_node("Mul", ["g", "half"], ["g2"], name="gelu_half"),
+        helper.make_node("MatMul", ["g2", "w2"], ["m2"], name="output"),
+        helper.make_node("Add", ["b2", "m2"], ["o"], name="output_bias"),
+        helper.make_node("Add", ["o", "x"], ["s"], name="residual"),
+        helper.make_node("LayerNormalization", ["s", "gamma", "beta"], ["y"], name="ln", axis=-1),
+    ]
+    inits = [
+        _init("w1", w1), _init("b1", b1), _init("w2", w2),
+        _init("b2", np.zeros(16, np.float32)), _init("sqrt2", np.array(1.4142135, np.float32)),
+        _init("one", np.array(1.0, np.float32)), _init("half", np.array(0.5, np.float32)),
+        _init("gamma", np.ones(16, np.float32)), _init("beta", np.zeros(16, np.float32)),
+    ]  # fmt: skip
+    return _model(nodes, [vin("x", ["b", "s", 16])], [vin("y", ["b", "s", 16])], inits)
+
+
+def test_transformer_ffn_neurons_through_exported_gelu():
+    proto = ffn(dead=32)
+    pruned, notes = _prune(proto, 0.5, {"x": _x(5, 16)})
+    assert _weight_size(pruned, "w1") == (16, 32) and _weight_size(pruned, "w2") == (32, 16)
+    assert any("output kept" in n for n in notes)  # residual with the block input
+    test = {"x": _x(5, 16, seed=3)}
+    np.testing.assert_allclose(_run(pruned, test)[0], _run(proto, test)[0], atol=ATOL)
+
+
+def test_kept_counts_are_aligned_and_never_empty():
+    assert kept_count(10, 0.99) == 1
+    assert kept_count(1536, 0.5) == 768
+    assert kept_count(100, 0.3) == 72  # 70 kept, rounded up to a multiple of 8
+    assert kept_count(512, 0.0) == 512
+
+
+def test_digits_mlp_half_the_parameters_within_one_point(tmp_path):
+    pytest.importorskip("sklearn")
+    from onnxcomp.demo import build_digits
+
+    model, test, calib = build_digits(tmp_path)
+    out = tmp_path / "small.onnx"
+    assert main([
+        "compress", str(model), "-o", str(out), "--prune-channels", "0.5", "--calib", str(calib)
+    ]) == 0  # fmt: skip
+    onnx.checker.check_model(str(out), full_check=True)
+    params = [
+        sum(int(np.prod(i.dims)) for i in onnx.load(str(p)).graph.initializer) for p in (model, out)
+    ]
+    assert params[0] >= 2 * params[1]
+    data = np.load(test)
+    feed = {"pixels": data["pixels"]}
+    acc = [
+        float(np.mean(_run(onnx.load(str(p)), feed)[0].argmax(1) == data["label"]))
+        for p in (model, out)
+    ]
+    assert acc[0] - acc[1] <= 0.01
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--prune-channels", "0.5"], "--prune-channels needs calibration data"),
+        (["--prune-channels", "1.5", "--calib", "x.npz"], "--prune-channels must be in [0, 1)"),
+    ],
+)
+def test_bad_options_exit_2(tmp_path, capsys, args, message):
+    model = tmp_path / "m.onnx"
+    onnx.save(mlp(), model)
+    assert main(["compress", str(model), "-o", str(tmp_path / "o.onnx"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_recipe_prunes_one_layer(tmp_path):
+    model, calib = tmp_path / "m.onnx", tmp_path / "calib.npz"
+    onnx.save(mlp(), model)
+    np.savez(calib, x=_x(10))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'version = 1\n[compress]\ncalib = "{calib}"\n[layers.fc2]\nprune_channels = 0.5\n'
+    )
+    out = tmp_path / "o.onnx"
+    assert main(["compress", str(model), "-o", str(out), "--recipe", str(recipe)]) == 0
+    pruned = onnx.load(str(out))
+    assert _weight_size(pruned, "w1") == (10, 32)  # fc1 untouched
+    assert _weight_size(pruned, "w2") == (8, 32) and _weight_size(pruned, "w3") == (8, 4)
