@@ -82,6 +82,8 @@ class DebugResult:
     samples: int
     layers: list[LayerError] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)
+    # Tensors whose channel count changed (structured pruning): name -> "before -> after".
+    channels: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,6 +202,7 @@ def debug(
     samples = 0
     skipped: set[str] = set()  # shapes differ: reported as not compared
     ignored: set[str] = set()  # not float (shapes, indices): nothing to measure
+    channels: dict[str, str] = {}
     for batch in source:
         a = capture.run(ref_sess, [p[1] for p in pairs], batch.feed)
         b = capture.run(new_sess, [p[2] for p in pairs], batch.feed)
@@ -209,6 +212,9 @@ def debug(
                 ignored.add(orig)
             elif x.shape != y.shape:
                 skipped.add(orig)
+                axes = [i for i in range(x.ndim) if x.ndim == y.ndim and x.shape[i] != y.shape[i]]
+                if len(axes) == 1:  # one axis shrank: channels removed
+                    channels[orig] = f"{x.shape[axes[0]]} -> {y.shape[axes[0]]}"
             else:
                 energies[orig].update(x, y)
         samples += batch.size
@@ -222,6 +228,7 @@ def debug(
         source.synthetic,
         samples,
         unmatched=unmatched + sorted(skipped),
+        channels=channels,
     )
     gone = skipped | ignored
     rel = {name: e.rel_error for name, e in energies.items() if name not in gone}

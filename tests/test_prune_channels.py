@@ -138,6 +138,8 @@ def conv_bn_net(dead: int = 0) -> onnx.ModelProto:
     w2 = rng.standard_normal((8, 16, 3, 3)).astype(np.float32) * 0.2
     w3 = rng.standard_normal((8, 5)).astype(np.float32)
     nodes = [
+        # A Constant node, as some exporters (Paddle) write BN parameters.
+        helper.make_node("Constant", [], ["s"], name="scale", value=_init("s", scale)),
         helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"], ["bn"], name="bn1"),
         helper.make_node("Relu", ["bn"], ["r1"], name="relu1"),
@@ -150,7 +152,7 @@ def conv_bn_net(dead: int = 0) -> onnx.ModelProto:
         helper.make_node("Gemm", ["f", "w3"], ["y"], name="fc"),
     ]  # fmt: skip
     inits = [
-        _init("w1", w1), _init("s", scale), _init("b", bias), _init("m", mean), _init("v", var),
+        _init("w1", w1), _init("b", bias), _init("m", mean), _init("v", var),
         _init("pads", np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)),
         _init("w2", w2), _init("cb2", np.zeros(8, np.float32)), _init("w3", w3),
     ]  # fmt: skip
@@ -162,7 +164,8 @@ def test_conv_bn_pool_pad_chain_and_flatten_left_whole():
     feed = {"x": _x(3, 8, 8)}
     pruned, notes = _prune(proto, 0.5, feed)
     assert _weight_size(pruned, "w1") == (8, 3, 3, 3)
-    assert _weight_size(pruned, "s") == (8,)
+    scale = next(n for n in pruned.graph.node if n.output[0] == "s")
+    assert tuple(scale.attribute[0].t.dims) == (8,)
     assert _weight_size(pruned, "w2") == (8, 8, 3, 3)
     assert any("conv2 kept" in n and "Flatten" in n for n in notes)
     test = {"x": _x(3, 8, 8, seed=5)}
@@ -348,3 +351,38 @@ def test_recipe_prunes_one_layer(tmp_path):
     pruned = onnx.load(str(out))
     assert _weight_size(pruned, "w1") == (10, 32)  # fc1 untouched
     assert _weight_size(pruned, "w2") == (8, 32) and _weight_size(pruned, "w3") == (8, 4)
+
+
+def test_debug_lists_removed_channels(tmp_path, capsys):
+    model, calib, out = tmp_path / "m.onnx", tmp_path / "calib.npz", tmp_path / "o.onnx"
+    onnx.save(mlp(), model)
+    np.savez(calib, x=_x(10))
+    base = ["compress", str(model), "-o", str(out), "--prune-channels", "0.5"]
+    assert main([*base, "--calib", str(calib)]) == 0
+    capsys.readouterr()
+    assert main(["debug", str(model), str(out), "--data", str(calib)]) == 0
+    text = capsys.readouterr().out
+    assert "channels removed" in text and "h1 32 -> 16" in text and "h2 16 -> 8" in text
+
+
+def test_bias_added_by_repair_is_cut_with_the_layer():
+    """A bias-less Conv reading pruned channels gets a bias from the repair (the mean of
+    what was removed); when its own outputs are pruned too, that bias is cut with them."""
+    rng = np.random.default_rng(4)
+    ws = [rng.standard_normal(s).astype(np.float32) * 0.3 for s in
+          [(16, 3, 3, 3), (16, 16, 3, 3), (4, 16, 1, 1)]]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"], name="c0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["ra"], name="r0"),
+        helper.make_node("Conv", ["ra", "w1"], ["b"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["rb"], name="r1"),
+        helper.make_node("Conv", ["rb", "w2"], ["y"], name="c2"),
+    ]
+    inits = [_init(f"w{i}", w) for i, w in enumerate(ws)]
+    proto = _model(nodes, [vin("x", ["n", 3, 6, 6])], [vin("y", ["n", 4, 6, 6])], inits)
+    pruned, _ = _prune(proto, 0.5, {"x": _x(3, 6, 6)})
+    c1 = next(n for n in pruned.graph.node if n.name == "c1")
+    assert len(c1.input) == 3 and _weight_size(pruned, c1.input[2]) == (8,)
+    test = {"x": _x(3, 6, 6, seed=8)}
+    ref = _run(proto, test)[0]
+    assert np.mean((_run(pruned, test)[0] - ref) ** 2) < np.mean(ref**2)

@@ -65,6 +65,9 @@ def render(result: DebugResult, top: int | None = 20) -> str:
         lines.append(f"({len(result.layers) - top} more layers; --top 0 shows all)")
     kind = "SYNTHETIC" if result.synthetic else "data"
     lines.append(f"{kind}: {result.data}; {result.samples} samples compared")
+    if result.channels:
+        removed = ", ".join(f"{k} {v}" for k, v in list(result.channels.items())[:8])
+        lines.append(f"channels removed ({len(result.channels)} tensors): {removed}")
     if result.unmatched:
         lines.append(f"not compared ({len(result.unmatched)}): {', '.join(result.unmatched[:8])}")
     return "\n".join(lines)

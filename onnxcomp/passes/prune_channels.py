@@ -22,13 +22,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.shape_inference import InferShapesPass
 from onnxcomp.recover.hessian import HessianAccumulator
-from onnxcomp.recover.layers import RebuildLayer, _describe
+from onnxcomp.recover.layers import RebuildLayer, _describe, assign_rounds
 from onnxcomp.runtime import capture
 from onnxcomp.structured.groups import Group, find_groups
 from onnxcomp.weights import Use, Weight
@@ -89,7 +90,8 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             self._notes(before, before)
             return ir.passes.PassResult(model, modified=False)
         consumers = {id(n): _layer(n) for g, _ in plan for n in g.consumers}
-        grams = collect_grams(model, list(consumers.values()), self.calib(model))
+        data = self.calib(model)
+        grams = collect_grams(model, list(consumers.values()), data)
         names = NameAllocator(model)
         keeps: list[tuple[Group, np.ndarray]] = []
         for g, keep in plan:
@@ -102,9 +104,8 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             kept = np.sort(order[:keep])
             keeps.append((g, kept))
             self.removed[g.name] = (g.size, keep)
-        for g, kept in keeps if self.repair else ():
-            for node in g.consumers:
-                repair(consumers[id(node)], grams[id(node)], kept, g.size, names)
+        if self.repair:
+            repair_in_rounds(model, consumers, keeps, data, names)
         apply_slices(model, keeps, names)
         clear_shapes(model)
         InferShapesPass()(model)
@@ -128,6 +129,8 @@ class PruneChannelsPass(ir.passes.InPlacePass):
 def _layer(node: ir.Node) -> RebuildLayer:
     value = node.inputs[1]
     assert value is not None
+    if value.const_value is None:  # a Constant node's output
+        value.const_value = ir.convenience.get_const_tensor(value)
     weight = Weight(value, node.graph, [Use(node, 1, None)])  # type: ignore[arg-type]
     layer = _describe(node, weight)
     assert layer is not None
@@ -165,10 +168,69 @@ def channel_energy(layer: RebuildLayer, gram: np.ndarray, size: int) -> np.ndarr
     return energy.reshape(size, per).sum(axis=1) / max(total, 1e-30)
 
 
-def repair(
-    layer: RebuildLayer, gram: np.ndarray, kept: np.ndarray, size: int, names: NameAllocator
+def repair_in_rounds(
+    model: ir.Model,
+    consumers: dict[int, RebuildLayer],
+    keeps: list[tuple[Group, np.ndarray]],
+    data: DataSource,
+    names: NameAllocator,
 ) -> None:
-    """Least-squares consumer weights over the kept channels; the bias takes the mean."""
+    """Consumers in topological rounds (``recover/layers.assign_rounds``): each round fits
+    the student as rebuilt so far, whose inputs carry the earlier rounds' error, to the
+    teacher's outputs. Removed inputs get zero weights, so the full-size student computes
+    what the pruned graph will; the cut happens once at the end."""
+    teacher = ir.to_proto(model)
+    kept_of = {id(n): (kept, g.size) for g, kept in keeps for n in g.consumers}
+    layers = assign_rounds(model.graph, {k: consumers[k] for k in kept_of})
+    by_round: dict[int, list[RebuildLayer]] = defaultdict(list)
+    for layer in layers:
+        by_round[layer.round].append(layer)
+    for r in sorted(by_round):
+        stats = cross_grams(teacher, model, by_round[r], data)
+        for layer in by_round[r]:
+            kept, size = kept_of[id(layer.node)]
+            repair(layer, *stats[id(layer.node)], kept, size, names)
+
+
+def cross_grams(
+    teacher: onnx.ModelProto, student: ir.Model, layers: list[RebuildLayer], data: DataSource
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per consumer, the means of [Xs 1]^T [Xs 1] and [Xs 1]^T Xt on the same batches
+    (Xs: the student's input rows, Xt: the teacher's)."""
+    acc: dict[int, list] = {}
+    for layer in layers:
+        k = layer.features()
+        acc[id(layer.node)] = [np.zeros((k + 1, k + 1)), np.zeros((k + 1, k)), 0]
+    names = [layer.input_name for layer in layers]
+    runs = zip(
+        capture.stream(teacher, names, data), capture.stream(student, names, data), strict=True
+    )
+    for (_, t), (_, s) in runs:
+        for layer in layers:
+            a = acc[id(layer.node)]
+            xt_chunks = layer.rows(np.asarray(t[layer.input_name], np.float32))
+            xs_chunks = layer.rows(np.asarray(s[layer.input_name], np.float32))
+            for xt, xs in zip(xt_chunks, xs_chunks, strict=True):
+                xs1 = np.hstack([xs[0], np.ones((xs[0].shape[0], 1), np.float32)])
+                xs1 = xs1.astype(np.float64)
+                a[0] += xs1.T @ xs1
+                a[1] += xs1.T @ xt[0].astype(np.float64)
+                a[2] += xs1.shape[0]
+        del t, s
+    return {k: (a[0] / max(a[2], 1), a[1] / max(a[2], 1)) for k, a in acc.items()}
+
+
+def repair(
+    layer: RebuildLayer,
+    gram: np.ndarray,
+    cross: np.ndarray,
+    kept: np.ndarray,
+    size: int,
+    names: NameAllocator,
+) -> None:
+    """Least-squares consumer weights over the kept channels; the bias takes the mean.
+
+    ``gram``: mean [Xs 1]^T [Xs 1] of the student's input; ``cross``: mean [Xs 1]^T Xt."""
     array = layer.weight.array.astype(np.float64)
     w = layer.matrices(array)[0]  # [O, K]
     per = _features_per_channel(layer, size)
@@ -181,13 +243,13 @@ def repair(
     # exactly zero the original weights are the exact solution and come back unchanged.
     lam = DAMP * float(np.mean(np.diag(h)[:n])) + 1e-12
     h[np.arange(n), np.arange(n)] += lam
-    target = gram[np.ix_(cols, np.arange(gram.shape[0] - 1))] @ w.T  # [cols, O]
+    target = cross[cols] @ w.T  # [cols, O]
     target[:n] += lam * w[:, feats].T
     z = np.linalg.solve(h, target)
     new_w = np.zeros_like(w)
     new_w[:, feats] = z[:n].T
     full = layer.from_matrices([new_w.astype(np.float32)], array.shape)
-    layer.weight.value.const_value = ir.tensor(full.astype(np.float32), name=layer.weight.name)
+    set_constant(layer.weight.value, full.astype(np.float32))
     if bias is not None:
         _add_bias(layer, bias, z[n].astype(np.float32), names)
 
@@ -203,9 +265,9 @@ def _bias_slot(layer: RebuildLayer) -> tuple[ir.Node, int] | None:
         return None
     add, idx = uses[0].node, uses[0].idx
     other = add.inputs[1 - idx] if add.op_type == "Add" and len(add.inputs) == 2 else None
-    if other is None or other.const_value is None or len(other.uses()) != 1:
+    if other is None or ir.convenience.get_const_tensor(other) is None:
         return None
-    if other.const_value.numpy().shape != (layer.weight.array.shape[1],):
+    if len(other.uses()) != 1 or _array(other).shape != (layer.weight.array.shape[1],):
         return None
     return add, 1 - idx
 
@@ -215,9 +277,9 @@ def _add_bias(
 ) -> None:
     node, index = slot
     value = node.inputs[index] if index < len(node.inputs) else None
-    if value is not None and value.const_value is not None:
-        old = value.const_value.numpy().astype(np.float32)
-        value.const_value = ir.tensor((old + delta).astype(np.float32), name=value.name)
+    if value is not None and ir.convenience.get_const_tensor(value) is not None:
+        old = _array(value).astype(np.float32)
+        set_constant(value, (old + delta).astype(np.float32))
         return
     name = names.new(f"{layer.name}.bias")
     new = ir.Value(name=name, shape=ir.Shape(delta.shape), type=ir.TensorType(ir.DataType.FLOAT))
@@ -243,16 +305,19 @@ def apply_slices(
             readers[value].add((id(slot.node), slot.index))
         for node in g.depthwise:
             node.attributes["group"] = ir.AttrInt64("group", len(kept))
+        for node in g.producers:  # a bias the repair of this layer as a consumer added
+            bias = node.inputs[2] if len(node.inputs) > 2 else None
+            if bias is not None and (id(node), 2) not in readers[bias]:
+                cuts[bias][0] = kept
+                readers[bias].add((id(node), 2))
     graph = model.graph
     for value, axes in cuts.items():
-        arr = value.const_value.numpy()  # type: ignore[union-attr]
+        arr = _array(value)
         for axis, kept in axes.items():
             arr = np.take(arr, kept, axis=axis)
-        tensor = ir.tensor(np.ascontiguousarray(arr), name=value.name)
         uses = value.uses()
         if len(uses) == len(readers[value]) and not value.is_graph_output():
-            value.const_value = tensor
-            value.shape = ir.Shape(arr.shape)
+            set_constant(value, arr)
             continue
         # Also read elsewhere: the group's readers get their own cut copy.
         name = names.new(f"{value.name}.pruned")
@@ -262,6 +327,25 @@ def apply_slices(
         for use in uses:
             if (id(use.node), use.idx) in readers[value]:
                 use.node.replace_input_with(use.idx, new)
+
+
+def _array(value: ir.Value) -> np.ndarray:
+    tensor = ir.convenience.get_const_tensor(value)
+    assert tensor is not None, value.name
+    return tensor.numpy()
+
+
+def set_constant(value: ir.Value, array: np.ndarray) -> None:
+    """New contents for an initializer or a Constant node's output (what is saved)."""
+    tensor = ir.tensor(np.ascontiguousarray(array), name=value.name)
+    node = value.producer()
+    if node is not None:
+        assert node.op_type == "Constant", node.op_type
+        for key in [k for k in node.attributes if k.startswith("value")]:
+            del node.attributes[key]
+        node.attributes["value"] = ir.AttrTensor("value", tensor)
+    value.const_value = tensor
+    value.shape = ir.Shape(array.shape)
 
 
 def clear_shapes(model: ir.Model) -> None:
@@ -278,22 +362,25 @@ def cost(model: ir.Model) -> tuple[int, int]:
     """(float parameters, multiply-accumulates per sample of Conv/Gemm/MatMul weights).
 
     Symbolic dimensions (batch, sequence length) count as 1: MACs per sample or token."""
-    params = sum(
-        v.const_value.size
-        for v in model.graph.initializers.values()
-        if v.const_value is not None and v.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16)
-    )
+    consts = [*model.graph.initializers.values()]
+    consts += [n.outputs[0] for n in model.graph if n.op_type == "Constant"]
+    params = 0
+    for value in consts:
+        tensor = ir.convenience.get_const_tensor(value)
+        if tensor is not None and tensor.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
+            params += tensor.size
     macs = 0
     for node in model.graph:
         if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
             continue
         w = node.inputs[1]
-        if w is None or w.const_value is None:
+        tensor = ir.convenience.get_const_tensor(w) if w is not None else None
+        if tensor is None:
             continue
         shape = node.outputs[0].shape
         dims = [d if isinstance(d, int) else 1 for d in (shape or [])]
         positions = int(np.prod(dims[2:] if node.op_type == "Conv" else dims[1:-1]))
-        macs += int(w.const_value.size) * positions
+        macs += int(tensor.size) * positions
     return int(params), macs
 
 

@@ -61,9 +61,10 @@ class Group:
 
 
 def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None or value.is_graph_input():
+    if value is None or value.is_graph_input():
         return None
-    return value.const_value.numpy()
+    tensor = ir.convenience.get_const_tensor(value)  # initializer or Constant node
+    return tensor.numpy() if tensor is not None else None
 
 
 def _single_use(value: ir.Value) -> bool:
@@ -194,6 +195,8 @@ class _Analysis:
         if op == "BatchNormalization" and i0 == 0 and len(hit) == 1:
             if not self._axis_is(node, axis, 1):
                 return g.block(f"BatchNormalization {node.name}: channels not on axis 1")
+            if any(_const(v) is None for v in node.inputs[1:5]):
+                return g.block(f"BatchNormalization {node.name}: parameters not constant")
             for k in range(1, 5):
                 g.slots.append(Slot(node, k, 0))
             return self._pass(node, g, axis)
