@@ -37,7 +37,8 @@ def _prune(proto: onnx.ModelProto, ratio: float, feed: dict) -> tuple[onnx.Model
     model = ir.from_proto(proto)
     report = CompressReport()
     batches = [{k: v[i : i + 16] for k, v in feed.items()} for i in range(0, N, 16)]
-    PruneChannelsPass(ratio, lambda m: open_data(batches, input_specs(m)), report=report)(model)
+    data = lambda m: open_data(batches, input_specs(m))  # noqa: E731
+    PruneChannelsPass(ratio, data, report=report, min_channels=1)(model)
     out = ir.to_proto(model)
     onnx.checker.check_model(out, full_check=True)  # includes strict shape inference
     return out, report.notes
@@ -118,7 +119,9 @@ def test_repair_beats_plain_removal():
     errors = []
     for repair in (False, True):
         model = ir.from_proto(proto)
-        PruneChannelsPass(0.5, lambda m: open_data([feed], input_specs(m)), repair=repair)(model)
+        PruneChannelsPass(
+            0.5, lambda m: open_data([feed], input_specs(m)), repair=repair, min_channels=1
+        )(model)
         errors.append(float(np.mean((_run(ir.to_proto(model), test)[0] - ref) ** 2)))
     assert errors[1] < 0.7 * errors[0]
 
@@ -357,8 +360,10 @@ def test_debug_lists_removed_channels(tmp_path, capsys):
     model, calib, out = tmp_path / "m.onnx", tmp_path / "calib.npz", tmp_path / "o.onnx"
     onnx.save(mlp(), model)
     np.savez(calib, x=_x(10))
-    base = ["compress", str(model), "-o", str(out), "--prune-channels", "0.5"]
-    assert main([*base, "--calib", str(calib)]) == 0
+    recipe = tmp_path / "r.toml"  # per layer: applies below the global ratio's min width
+    recipe.write_text(f'version = 1\n[compress]\ncalib = "{calib}"\n[layers.Gemm]\n'
+                      "prune_channels = 0.5\n")  # fmt: skip
+    assert main(["compress", str(model), "-o", str(out), "--recipe", str(recipe)]) == 0
     capsys.readouterr()
     assert main(["debug", str(model), str(out), "--data", str(calib)]) == 0
     text = capsys.readouterr().out
@@ -386,3 +391,9 @@ def test_bias_added_by_repair_is_cut_with_the_layer():
     test = {"x": _x(3, 6, 6, seed=8)}
     ref = _run(proto, test)[0]
     assert np.mean((_run(pruned, test)[0] - ref) ** 2) < np.mean(ref**2)
+
+
+def test_global_ratio_leaves_narrow_groups_whole():
+    model = ir.from_proto(mlp())  # 32 and 16 hidden units: below MIN_CHANNELS
+    PruneChannelsPass(0.5, lambda m: open_data([{"x": _x(10)}], input_specs(m)))(model)
+    assert model.graph.initializers["w1"].const_value.shape == (10, 32)

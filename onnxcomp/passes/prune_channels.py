@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 DAMP = 0.01  # ridge on the kept features' Gram matrix, relative to its mean diagonal
 ALIGN = 8  # kept channel counts of groups this large or larger are a multiple of 8
 ALIGN_FROM = 64
+# The global ratio leaves narrower groups whole: they hold little of the compute, and on
+# conv nets they are where accuracy goes (paddle-ocr-cls at 0.5: 61.5% accuracy with every
+# group cut, 93.5% with groups of >= 64 channels only, 95.5% unpruned). A per-layer
+# ratio (recipes) applies at any width.
+MIN_CHANNELS = 64
 
 
 def kept_count(size: int, ratio: float) -> int:
@@ -64,9 +69,11 @@ class PruneChannelsPass(ir.passes.InPlacePass):
         ratio_for: Callable[[Group], float | None] = lambda g: None,
         report: CompressReport | None = None,
         repair: bool = True,
+        min_channels: int = MIN_CHANNELS,
     ) -> None:
         super().__init__()
         self.repair = repair  # False: drop channels, keep the original weights (ablation)
+        self.min_channels = min_channels
         self.ratio, self.calib, self.ratio_for, self.report = ratio, calib, ratio_for, report
         self.removed: dict[str, tuple[int, int]] = {}  # producer -> (before, after)
         self.blocked: dict[str, str] = {}
@@ -78,7 +85,8 @@ class PruneChannelsPass(ir.passes.InPlacePass):
         plan: list[tuple[Group, int]] = []
         for g in find_groups(model):
             ratio = self.ratio_for(g)
-            ratio = self.ratio if ratio is None else ratio
+            if ratio is None:
+                ratio = self.ratio if g.size >= self.min_channels else 0.0
             if g.blocked:
                 self.blocked[g.name] = g.blocked
                 logger.info("group %s left whole: %s", g.name, g.blocked)
