@@ -30,6 +30,7 @@ from onnxcomp.passes.decode_at_load import DecodeAtLoadPass, StoreConstantsInt8P
 from onnxcomp.passes.gather_dequantize import GatherBeforeDequantizePass
 from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord, validate_options
+from onnxcomp.passes.quantize_int4 import INT4_MIN_OPSET
 from onnxcomp.passes.quantize_weights import (
     PER_CHANNEL_MIN_OPSET,
     QuantizeWeightsPass,
@@ -41,11 +42,12 @@ from onnxcomp.passes.strip import (
     RemoveUnusedSubgraphInitializersPass,
     strip_pass,
 )
+from onnxcomp.quant_int4 import BLOCK_SIZES
 from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
 
-QUANTIZE_MODES = ("weights", "int8")
+QUANTIZE_MODES = ("weights", "int8", "int4")
 # An output may outgrow its input by renamed tensors and Q/DQ bookkeeping on a tiny model
 # (said in the output); past this it is refused unless --allow-larger.
 GROWTH_SLACK = 4096
@@ -69,6 +71,8 @@ class CompressOptions:
     recover: str | None = None  # bias | gptq | sparsegpt: teacher-guided repair (recover/)
     allow_larger: bool = False  # write the output even when it is larger than the input
     layers: dict[str, LayerOptions] = field(default_factory=dict)  # per layer, see layers.py
+    block_size: int = 32  # int4: rows of a MatMul weight sharing one scale
+    symmetric: bool = True  # int4: int4 codes without zero point; False: uint4 + zero point
 
     def validate(self) -> None:
         validate_options(self.prune_threshold, self.prune_sparsity)
@@ -85,8 +89,11 @@ class CompressOptions:
             )
         if self.quantize == "int8" and self.calib is None:
             raise OnnxcompError("--quantize int8 needs calibration data: give --calib DATA")
-        if self.calib is not None and self.quantize != "int8" and self.recover is None:
-            raise OnnxcompError("--calib is only used with --quantize int8")
+        if self.calib is not None and self.quantize not in ("int8", "int4") and not self.recover:
+            raise OnnxcompError("--calib is only used with --quantize int8 or int4")
+        if self.block_size not in BLOCK_SIZES:
+            sizes = ", ".join(map(str, BLOCK_SIZES))
+            raise OnnxcompError(f"--block-size must be one of {sizes}, got {self.block_size}")
         if self.per_tensor and self.quantize is None:
             raise OnnxcompError("--per-tensor needs --quantize")
         if self.activation_type not in ("auto", "uint8", "int8"):
@@ -157,10 +164,11 @@ def compress_model(
     result = CompressResult("", "", 0, 0, 0.0)
     include = excluder(options.exclude)
     if options.quantize is not None or any_quantized(options.layers):
-        target = PER_CHANNEL_MIN_OPSET
+        target = INT4_MIN_OPSET if options.quantize == "int4" else PER_CHANNEL_MIN_OPSET
         model, old = model_io.upgrade_opset(model, target)
         if old is not None:
-            result.notes.append(f"upgraded opset {old} -> {target} for per-channel quantization")
+            why = "int4 blocks" if target == INT4_MIN_OPSET else "per-channel quantization"
+            result.notes.append(f"upgraded opset {old} -> {target} for {why}")
     prepare_pass()(model)
     # Teacher-guided recovery (onnxcomp/recover, --recover): snapshots the teacher here,
     # swaps GPTQ/SparseGPT in for the plain passes below, corrects biases at the end.
@@ -187,6 +195,8 @@ def compress_model(
             # constants itself): no 2x-model serialization held through calibration.
             unchanged = source is not None and not (pruned or overrides)
             reference = str(source) if unchanged else ir.to_proto(model).SerializeToString()
+    if options.quantize == "int4":
+        _int4(model, options, include, result)
     if options.quantize is not None or any_quantized(options.layers):
         wanted = quantize_filter(include, options.layers, options.quantize)
         quant = QuantizeWeightsPass(per_channel=not options.per_tensor, include=wanted)
@@ -194,7 +204,7 @@ def compress_model(
             quant = recovery.quantize_pass(quant)
         quant(model)
         GatherBeforeDequantizePass()(model)
-        result.quantized = quant.records
+        result.quantized += quant.records
         result.skipped.update(quant.skipped)
     if options.quantize == "int8":
         base_dir = str(Path(source).parent) if source is not None else None
@@ -237,13 +247,33 @@ def _int8(
     return model
 
 
+def _int4(model: ir.Model, options: CompressOptions, include, result: CompressResult) -> None:
+    from onnxcomp.int4 import quantize_int4
+
+    wanted = quantize_filter(include, options.layers, options.quantize)
+    records, skipped, notes = quantize_int4(
+        model,
+        block_size=options.block_size,
+        symmetric=options.symmetric,
+        include=wanted,
+        calib=options.calib,
+    )
+    result.quantized += records
+    result.skipped.update({f"{k} (int4)": v for k, v in skipped.items()})
+    result.notes += notes
+
+
 def _store_small(
     model: ir.Model, options: CompressOptions, include, result: CompressResult
 ) -> None:
     """What no int8 kernel will read is still stored int8, decoded by onnxruntime at load:
     weights of ops that stay float, and big float constants that are no op's weight slot
     (LSTM weights, tensors read by Slice/Add/Unsqueeze)."""
-    keep = ("MatMul", "Gemm") if options.quantize == "weights" else ()
+    keep = ("MatMul", "Gemm") if options.quantize in ("weights", "int4") else ()
+    if keep:
+        from onnxcomp.passes.gemm_nbits_layout import GemmWeightLayoutPass
+
+        GemmWeightLayoutPass()(model)  # [K, N] int8 Gemm weights: MatMulNBits fuses them
     decode = DecodeAtLoadPass(keep_ops=keep)
     decode(model)
     store = StoreConstantsInt8Pass(quantize_filter(include, options.layers, options.quantize))
@@ -257,7 +287,17 @@ def _store_small(
             "(decoded once by onnxruntime at load)"
         )
     result.skipped.update({k: v for k, v in store.skipped.items() if v != "excluded"})
-    if decode.converted and options.quantize == "weights":
+    if options.quantize in ("weights", "int4"):
+        from onnxcomp.passes.batchnorm_vectors import BatchNormTwoVectorsPass
+
+        bn = BatchNormTwoVectorsPass()
+        if bn(model).modified:
+            RemoveUnusedSubgraphInitializersPass()(model)
+            result.notes.append(
+                f"{len(bn.rewritten)} BatchNorms stored as two vectors (same op): "
+                f"{bn.bytes_saved:,} bytes saved"
+            )
+    if decode.converted and options.quantize in ("weights", "int4"):
         result.notes.append(
             f"{len(decode.converted)} weights of ops without an int8 kernel are decoded once "
             "at load: they run at float speed"

@@ -113,6 +113,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "exclude": (list,),
     "recover": (str,),
     "measure": (bool,),
+    "block_size": (int,),
+    "symmetric": (bool,),
 }
 
 

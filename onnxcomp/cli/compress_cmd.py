@@ -7,6 +7,7 @@ import click
 from onnxcomp.cli._app import app, emit_json, say
 from onnxcomp.compress import CALIB_METHODS, QUANTIZE_MODES, CompressOptions, CompressResult
 from onnxcomp.compress import compress as run_compress
+from onnxcomp.quant_int4 import BLOCK_SIZES
 from onnxcomp.recipe import load_recipe
 from onnxcomp.recover import METHODS as RECOVER_METHODS
 
@@ -38,7 +39,22 @@ from onnxcomp.recover import METHODS as RECOVER_METHODS
 @click.option(
     "--quantize",
     type=click.Choice(QUANTIZE_MODES),
-    help="weights: int8 weights, float activations; int8: weights and activations.",
+    help="weights: int8 weights, float activations; int8: weights and activations; "
+    "int4: 4-bit MatMul/Gemm weight blocks (MatMulNBits), other weights int8.",
+)
+@click.option(
+    "--block-size",
+    type=click.Choice([str(b) for b in BLOCK_SIZES]),
+    default="32",
+    show_default=True,
+    callback=lambda _c, _p, v: int(v),
+    help="int4: rows of a weight sharing one scale.",
+)
+@click.option(
+    "--symmetric/--asymmetric",
+    default=True,
+    show_default=True,
+    help="int4: signed codes, no zero point; or unsigned codes with a zero point per block.",
 )
 @click.option("--per-tensor", is_flag=True, help="One scale per weight tensor, not per channel.")
 @click.option("--calib", metavar="DATA", help="Calibration data for --quantize int8 and --recover.")
@@ -128,8 +144,10 @@ def render(r: CompressResult) -> str:
         before = sum(q.bytes_before for q in r.quantized)
         after = sum(q.bytes_after for q in r.quantized)
         per_channel = sum(q.axis is not None for q in r.quantized)
+        int4 = sum(q.bits == 4 for q in r.quantized)
+        kinds = f"int4 ({int4}) and int8" if int4 else "int8"
         lines.append(
-            f"quantized {len(r.quantized)} weights to int8 ({per_channel} per channel): "
+            f"quantized {len(r.quantized)} weights to {kinds} ({per_channel} per channel): "
             f"{before:,} -> {after:,} bytes"
         )
     for rec in r.recovered:
@@ -138,7 +156,10 @@ def render(r: CompressResult) -> str:
             f"{rec.error:.3g}" + (f" ({rec.note})" if getattr(rec, "note", "") else "")
         )
     for name, why in sorted(r.skipped.items()):
-        lines.append(f"kept float: {name} ({why})")
+        if name.endswith(" (int4)"):
+            lines.append(f"not int4: {name.removesuffix(' (int4)')} ({why})")
+        else:
+            lines.append(f"kept float: {name} ({why})")
     for line in r.activations.get("summary", []) if isinstance(r.activations, dict) else []:
         lines.append(line)
     lines.append(
