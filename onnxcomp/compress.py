@@ -45,7 +45,7 @@ from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
 
-QUANTIZE_MODES = ("weights", "int8")
+QUANTIZE_MODES = ("weights", "int8", "codebook")
 # An output may outgrow its input by renamed tensors and Q/DQ bookkeeping on a tiny model
 # (said in the output); past this it is refused unless --allow-larger.
 GROWTH_SLACK = 4096
@@ -69,6 +69,8 @@ class CompressOptions:
     recover: str | None = None  # bias | gptq | sparsegpt: teacher-guided repair (recover/)
     allow_larger: bool = False  # write the output even when it is larger than the input
     layers: dict[str, LayerOptions] = field(default_factory=dict)  # per layer, see layers.py
+    bits: int = 4  # --quantize codebook: 2**bits codebook entries per tensor
+    pack: bool = False  # codebook codes stored below 8 bits or sparse (passes/pack.py)
 
     def validate(self) -> None:
         validate_options(self.prune_threshold, self.prune_sparsity)
@@ -85,8 +87,17 @@ class CompressOptions:
             )
         if self.quantize == "int8" and self.calib is None:
             raise OnnxcompError("--quantize int8 needs calibration data: give --calib DATA")
-        if self.calib is not None and self.quantize != "int8" and self.recover is None:
-            raise OnnxcompError("--calib is only used with --quantize int8")
+        codebook = self.quantize == "codebook"
+        if (
+            self.calib is not None
+            and self.quantize not in ("int8", "codebook")
+            and not self.recover
+        ):
+            raise OnnxcompError("--calib is only used with --quantize int8 or codebook")
+        if not 2 <= self.bits <= 8:
+            raise OnnxcompError(f"--bits must be in 2..8, got {self.bits}")
+        if self.pack and not codebook:
+            raise OnnxcompError("--pack stores codebook codes: add --quantize codebook")
         if self.per_tensor and self.quantize is None:
             raise OnnxcompError("--per-tensor needs --quantize")
         if self.activation_type not in ("auto", "uint8", "int8"):
@@ -121,6 +132,7 @@ class CompressResult:
     notes: list[str] = field(default_factory=list)
     activations: dict[str, Any] = field(default_factory=dict)
     recovered: list[Any] = field(default_factory=list)  # RecoverRecord per rebuilt layer
+    quantized_to: str = "int8"
 
     @property
     def size_ratio(self) -> float:
@@ -187,7 +199,12 @@ def compress_model(
             # constants itself): no 2x-model serialization held through calibration.
             unchanged = source is not None and not (pruned or overrides)
             reference = str(source) if unchanged else ir.to_proto(model).SerializeToString()
-    if options.quantize is not None or any_quantized(options.layers):
+    if options.quantize == "codebook":
+        from onnxcomp.passes.codebook_step import run_codebook
+
+        wanted = quantize_filter(include, options.layers, "codebook")
+        run_codebook(model, options, wanted, result, recovery)
+    elif options.quantize is not None or any_quantized(options.layers):
         wanted = quantize_filter(include, options.layers, options.quantize)
         quant = QuantizeWeightsPass(per_channel=not options.per_tensor, include=wanted)
         if recovery is not None:
@@ -200,7 +217,7 @@ def compress_model(
         base_dir = str(Path(source).parent) if source is not None else None
         model = _int8(model, int8_options, reference, result, base_dir)
     if recovery is not None:
-        result.recovered = recovery.finish(model)
+        result.recovered += recovery.finish(model)
     if options.quantize is not None or any_quantized(options.layers):
         _store_small(model, options, include, result)
     return model, result

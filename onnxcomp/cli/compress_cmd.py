@@ -38,7 +38,20 @@ from onnxcomp.recover import METHODS as RECOVER_METHODS
 @click.option(
     "--quantize",
     type=click.Choice(QUANTIZE_MODES),
-    help="weights: int8 weights, float activations; int8: weights and activations.",
+    help="weights: int8 weights, float activations; int8: weights and activations; "
+    "codebook: k-means shared weights (a download/disk-size mode, fp32 speed).",
+)
+@click.option(
+    "--bits",
+    type=click.IntRange(2, 8),
+    default=4,
+    show_default=True,
+    help="--quantize codebook: 2**N shared values per weight tensor.",
+)
+@click.option(
+    "--pack",
+    is_flag=True,
+    help="Store codebook codes below 8 bits a code, or sparse; decoded by onnxruntime at load.",
 )
 @click.option("--per-tensor", is_flag=True, help="One scale per weight tensor, not per channel.")
 @click.option("--calib", metavar="DATA", help="Calibration data for --quantize int8 and --recover.")
@@ -129,7 +142,8 @@ def render(r: CompressResult) -> str:
         after = sum(q.bytes_after for q in r.quantized)
         per_channel = sum(q.axis is not None for q in r.quantized)
         lines.append(
-            f"quantized {len(r.quantized)} weights to int8 ({per_channel} per channel): "
+            f"quantized {len(r.quantized)} weights to {r.quantized_to} "
+            f"({per_channel} per channel): "
             f"{before:,} -> {after:,} bytes"
         )
     for rec in r.recovered:

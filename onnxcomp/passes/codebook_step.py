@@ -1,0 +1,39 @@
+"""compress_model's codebook step: run the pass, report it (kept out of compress.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import onnx_ir as ir
+
+from onnxcomp.passes.quantize_codebook import CodebookQuantizePass
+from onnxcomp.weights import Weight
+
+
+def run_codebook(
+    model: ir.Model, options: Any, include: Callable[[Weight], bool], result: Any, recovery: Any
+) -> None:
+    """Codebook-quantize every included weight; with --calib, importance + GPTQ codes."""
+    calib = None
+    if recovery is not None:
+        calib = recovery.calib
+    elif options.calib is not None:
+        from onnxcomp.data import input_specs, open_data
+
+        calib = open_data(options.calib, input_specs(model))
+    step = CodebookQuantizePass(options.bits, include=include, calib=calib, pack=options.pack)
+    step(model)
+    result.quantized += step.records
+    result.recovered += step.recovered
+    result.quantized_to = f"codebook ({options.bits}-bit)"
+    forms: dict[str, int] = {}
+    for r in step.records:
+        kind = r.storage.split(", ")[-1].split(" (")[0]
+        forms[kind] = forms.get(kind, 0) + 1
+    if step.records:
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(forms.items()))
+        result.notes.append(
+            f"codebook weights are decoded once by onnxruntime at load ({summary}): the model "
+            "runs at fp32 speed and fp32 memory; this mode shrinks downloads and disk"
+        )
