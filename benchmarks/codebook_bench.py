@@ -35,7 +35,8 @@ times = []
 for _ in range(int(sys.argv[3])):
     t = time.perf_counter(); s.run(None, feed); times.append(time.perf_counter() - t)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"load_s": load, "rss_mb": rss / 1024, "latency_ms": 1e3 * float(np.median(times))}))
+ms = 1e3 * float(np.median(times))
+print(json.dumps({"load_s": load, "rss_mb": rss / 1024, "latency_ms": ms}))
 """
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp import model as model_io
+from onnxcomp.storage_forms import render_forms, storage_forms
 
 # Which inputs of each integer op hold quantized data (not scales or zero points).
 QUANT_DATA_INPUTS = {
@@ -51,6 +52,7 @@ class InspectResult:
     quantized_tensors: list[str] = field(default_factory=list)
     external_data: list[str] = field(default_factory=list)
     metadata_keys: list[str] = field(default_factory=list)
+    storage: list[Any] = field(default_factory=list)  # StoredWeight per weight
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +107,7 @@ def inspect(path: str | os.PathLike) -> InspectResult:
         quantized_tensors=_quantized(graphs),
         external_data=sorted(external),
         metadata_keys=sorted(model.metadata_props),
+        storage=storage_forms(model),
     )
 
 
@@ -164,4 +167,6 @@ def render(result: InspectResult) -> str:
         lines.append("external data: " + ", ".join(result.external_data))
     if result.metadata_keys:
         lines.append("metadata: " + ", ".join(result.metadata_keys))
+    if result.storage:
+        lines += render_forms(result.storage)
     return "\n".join(lines)

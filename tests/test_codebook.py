@@ -223,3 +223,17 @@ def test_cli_reports_storage_and_fp32_speed(save_model, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0
     assert "codebook (4-bit)" in text and "fp32 speed" in text
+
+
+def test_inspect_names_each_weights_storage_form(save_model, tmp_path):
+    from onnxcomp.inspect_model import inspect, render
+
+    src = save_model(conv_net())
+    out = tmp_path / "o.onnx"
+    compress(src, out, quantize="codebook", bits=2, pack=True, allow_larger=True)
+    forms = {f.name: f for f in inspect(out).storage}
+    assert any("codebook k=4" in f.form for f in forms.values())
+    assert all(f.bytes > 0 and f.elements > 0 for f in forms.values())
+    assert "storage:" in render(inspect(out))
+    plain = {f.name: f.form for f in inspect(src).storage}
+    assert plain and all(form.startswith("dense float") for form in plain.values())
