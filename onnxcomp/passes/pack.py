@@ -29,7 +29,7 @@ WORDS = (np.uint8, np.uint32, np.uint64)
 # Bytes an extra decode node costs in the file (its names, attributes, constants such as
 # shift tables; measured 60-200 B): tiny tensors stay plain: counted so a
 # form that saves a handful of bytes is not chosen for its decode ops.
-OVERHEAD = 128
+OVERHEAD = 80
 
 
 @dataclass
@@ -59,7 +59,8 @@ def word_for(bits: int, count: int) -> tuple[type, int, int]:
     best = None
     for dt in WORDS:
         per = (np.dtype(dt).itemsize * 8) // bits
-        nbytes = -(-count // per) * np.dtype(dt).itemsize
+        # the words, and the shift table that unpacks them (shared, but count it once)
+        nbytes = (-(-count // per) + per) * np.dtype(dt).itemsize
         if best is None or nbytes < best[2]:
             best = (dt, per, nbytes)
     assert best is not None
@@ -113,7 +114,7 @@ def choose(codes: np.ndarray, zero: int | None, pack: bool) -> Form:
     bits = code_bits(codes)
     best = plain
     if bits < 8:
-        nbytes = word_for(bits, n)[2] + 4 * OVERHEAD
+        nbytes = word_for(bits, n)[2] + 5 * OVERHEAD
         if nbytes < best.nbytes:
             best = Form("bits", nbytes, bits)
     if zero is not None:
@@ -121,11 +122,11 @@ def choose(codes: np.ndarray, zero: int | None, pack: bool) -> Form:
         if stored * 8 < n * 7:
             for db in range(2, 9):
                 d, c = gaps(codes, zero, db)
-                nbytes = word_for(bits, c.size)[2] + word_for(db, d.size)[2] + 12 * OVERHEAD
+                nbytes = word_for(bits, c.size)[2] + word_for(db, d.size)[2] + 14 * OVERHEAD
                 if nbytes < best.nbytes:
                     best = Form("sparse", nbytes, bits, db, zero, 1 - stored / n)
         if stored < n:
-            nbytes = word_for(1, n)[2] + word_for(bits, stored + 1)[2] + 9 * OVERHEAD
+            nbytes = word_for(1, n)[2] + word_for(bits, stored + 1)[2] + 10 * OVERHEAD
             if nbytes < best.nbytes:
                 best = Form("mask", nbytes, bits, 0, zero, 1 - stored / n)
     return best
@@ -160,10 +161,12 @@ class Emitter:
     def op(
         self, op: str, inputs: list[ir.Value], dtype: ir.DataType, shape, tag: str, **attrs
     ) -> ir.Value:
-        # Terse names: a chain is folded away at load and its names only cost file bytes.
-        node = ir.node(op, inputs, attributes=attrs, name=self.names.new(f"{self.base}/{op}"))
+        # Terse names (the node unnamed, values numbered): a chain is folded away at load
+        # and its names only cost file bytes (a third of a small conv net's file otherwise).
+        node = ir.node(op, inputs, attributes=attrs)
         out = node.outputs[0]
-        out.name = self.names.new(f"{self.base}/{len(self.nodes)}")
+        self.pool["count"] = self.pool.get("count", 0) + 1
+        out.name = self.names.new(f"~{self.pool['count']:x}")
         self.nodes.append(node)
         return out
 

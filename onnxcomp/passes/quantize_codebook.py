@@ -42,6 +42,8 @@ BITS = range(1, 9)
 CHANNEL_GAIN = 0.9
 # ... and cost at most this fraction of the codes' bytes.
 CHANNEL_COST = 0.1
+# ... unless it cuts the error at least this much.
+CHANNEL_MUST = 0.5
 MIN_ELEMENTS = 64
 VECTOR_BITS = 8
 # Assign codes, refit the values to the data, assign again: rounds of refitting.
@@ -139,15 +141,14 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
         axis = w.channel_axis
         if axis is None or array.ndim < 2:
             return book
-        channels = array.shape[axis]
-        if 4 * channels > CHANNEL_COST * array.size * bits / 8:
-            return book
+        cheap = 4 * array.shape[axis] <= CHANNEL_COST * array.size * bits / 8
         scaled = fit_codebook(array, bits, importance, axis)
-        if weighted_error(array, scaled, importance) < CHANNEL_GAIN * weighted_error(
-            array, book, importance
-        ):
-            return scaled
-        return book
+        gain = weighted_error(array, scaled, importance) / max(
+            weighted_error(array, book, importance), 1e-30
+        )
+        # Depthwise kernels (9 weights a channel) pay for their scales only when the
+        # channels differ so much that one codebook fails them.
+        return scaled if gain < (CHANNEL_GAIN if cheap else CHANNEL_MUST) else book
 
     def _fit_with_data(self, model: ir.Model, weights: list[Weight]) -> dict[str, Codebook]:
         """Importance-weighted codebooks and GPTQ codes, round by round on the student."""
@@ -230,6 +231,7 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
             extra = book.scale.nbytes
         _insert_front(graph, em.nodes, cursors)
         out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(shape)
+        out.name = names.new(f"{base}_decoded")  # what inspect and debug show
         w.value.replace_all_uses_with(out)
         if graph.initializers.get(base) is w.value:
             del graph.initializers[base]
