@@ -44,6 +44,7 @@ class CheckResult:
     threads: int = 1
     latency_batch: int | None = None  # samples in the feed that latency was timed on
     max_drop: float | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def size_ratio(self) -> float:
@@ -123,6 +124,13 @@ def check(
         threads=threads,
         max_drop=max_drop,
     )
+    from onnxcomp.storage_forms import storage_forms
+
+    if any(f.form.startswith("codebook") for f in storage_forms(new_model)):
+        result.notes.append(
+            "codebook weights are decoded by onnxruntime at session creation: the model runs "
+            "at fp32 speed with fp32 memory (a download/disk-size mode)"
+        )
     first_feed = _compare_outputs(ref_sess, new_sess, source, result)
     if first_feed is None:
         raise OnnxcompError("the data source yielded no samples")

@@ -237,3 +237,11 @@ def test_inspect_names_each_weights_storage_form(save_model, tmp_path):
     assert "storage:" in render(inspect(out))
     plain = {f.name: f.form for f in inspect(src).storage}
     assert plain and all(form.startswith("dense float") for form in plain.values())
+
+
+def test_check_says_a_codebook_model_runs_at_fp32_speed(save_model, tmp_path, capsys):
+    src = save_model(conv_net())
+    out = tmp_path / "o.onnx"
+    compress(src, out, quantize="codebook", bits=4, allow_larger=True)
+    assert main(["check", str(src), str(out), "--runs", "3"]) == 0
+    assert "fp32 speed with fp32 memory" in capsys.readouterr().out

@@ -46,6 +46,7 @@ def render(r: CheckResult) -> str:
         f"{r.compressed_param_bytes / max(r.original_param_bytes, 1):>9.3f}",
     ]
     lo, lc = r.latency_original, r.latency_compressed
+    lines += [f"note: {n}" for n in r.notes]
     if lo and lc:
         lines.append(
             f"{'latency median ms':24}{lo.median_ms:>14.3f}{lc.median_ms:>14.3f}"
