@@ -78,7 +78,8 @@ def storage_forms(model: ir.Model) -> list[StoredWeight]:
                 value = node.inputs[index] if index < len(node.inputs) else None
                 if value is None or value.is_graph_input() or (value.name or "") in out:
                     continue
-                if node.op_type == "Gather" and _leaves(node.inputs[1], [], []):
+                indices = node.inputs[1] if node.op_type == "Gather" else None
+                if indices is not None and _leaves(indices, [], []):
                     continue  # a decode chain's own codebook lookup
                 nodes: list[ir.Node] = []
                 leaves: list[ir.Value] = []
@@ -108,13 +109,3 @@ def storage_forms(model: ir.Model) -> list[StoredWeight]:
                 )
                 out[value.name or ""] = StoredWeight(name, _form(nodes, leaves), elements, nbytes)
     return list(out.values())
-
-
-def render_forms(forms: list[StoredWeight]) -> list[str]:
-    lines = ["storage:"]
-    for f in forms:
-        lines.append(
-            f"  {f.name}: {f.form}, {f.elements:,} elements in {f.bytes:,} B "
-            f"({f.bits_per_element:.2f} bits each)"
-        )
-    return lines

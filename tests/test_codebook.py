@@ -8,7 +8,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from builders import (
+from model_builders import (
     conv_net,
     embedding_model,
     if_model,
@@ -191,7 +191,7 @@ def test_same_options_same_bytes(save_model, tmp_path):
 
 
 def test_calibrated_codebook_uses_gptq_and_beats_plain(save_model, tmp_path):
-    from auto_models import robust_fragile_model, write_data
+    from model_builders import robust_fragile_model, write_data
 
     src = save_model(robust_fragile_model())
     data = tmp_path / "calib.npz"
@@ -226,7 +226,8 @@ def test_cli_reports_storage_and_fp32_speed(save_model, tmp_path, capsys):
 
 
 def test_inspect_names_each_weights_storage_form(save_model, tmp_path):
-    from onnxcomp.inspect_model import inspect, render
+    from onnxcomp.cli.inspect_cmd import render
+    from onnxcomp.inspect_model import inspect
 
     src = save_model(conv_net())
     out = tmp_path / "o.onnx"

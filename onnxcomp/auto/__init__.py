@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -25,14 +25,13 @@ from onnxcomp.auto.search import (
     measure_sensitivity,
 )
 from onnxcomp.auto.space import build_space, deflate_size
-from onnxcomp.auto.trials import TrialResult, init_worker
+from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
+from onnxcomp.options import AutoOptions
 from onnxcomp.recipe import save_recipe
 from onnxcomp.runtime.latency import compare_latency, session
-
-OBJECTIVES = ("size", "latency")
 
 
 @dataclass
@@ -65,23 +64,19 @@ class AutoResult:
 def auto(
     model: str | os.PathLike,
     output: str | os.PathLike,
-    *,
-    calib: Any = None,
-    data: Any = None,
-    labels: str | None = None,
-    max_drop: float,
-    objective: str = "size",
-    metric: Any = None,
-    max_trials: int = 60,
-    time_limit: float | None = None,
-    workers: int = 2,
-    executor: TrialExecutor | None = None,
-    recover: str | None = None,
-    log=None,
+    options: AutoOptions | None = None,
+    **kwargs: Any,
 ) -> AutoResult:
+    """Search; options as an AutoOptions or keywords (``max_drop`` is required)."""
     start = time.monotonic()
+    options = options or AutoOptions(**kwargs)
     src, out = Path(model), Path(output)
-    _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover)
+    _validate(src, out, options)
+    calib, data, labels, metric = options.calib, options.data, options.labels, options.metric
+    objective, max_drop, recover = options.objective, options.max_drop, options.recover
+    max_trials, time_limit, workers = options.max_trials, options.time_limit, options.workers
+    executor: TrialExecutor | None = options.executor
+    log = options.log
     model_io.load(src)
     space = build_space(str(src), objective=objective, has_calib=calib is not None)
     space.base = CompressOptions(
@@ -90,10 +85,7 @@ def auto(
     eval_data = data if data is not None else calib
     init_args = (str(src), eval_data, labels, metric)
     init_worker(*init_args)  # the main process evaluates too; fails early on bad data
-    from onnxcomp.auto.trials import _State
-
-    evaluator = _State.evaluator
-    assert evaluator is not None
+    evaluator = worker_evaluator()
     owned = executor is None
     if executor is None:
         picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (
@@ -130,19 +122,8 @@ def auto(
     return result
 
 
-def _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover) -> None:
-    if objective not in OBJECTIVES:
-        raise OnnxcompError(f"--objective must be size or latency, got {objective!r}")
-    if not 0 <= max_drop <= 1:
-        raise OnnxcompError(f"--max-drop must be in [0, 1], got {max_drop}")
-    if max_trials < 1:
-        raise OnnxcompError(f"--max-trials must be >= 1, got {max_trials}")
-    if objective == "latency" and calib is None:
-        raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
-    if recover is not None and calib is None:
-        raise OnnxcompError(f"--recover {recover} needs calibration data: give --calib DATA")
-    if calib is None and data is None:
-        raise OnnxcompError("auto needs data to measure on: give --calib or --data")
+def _validate(src: Path, out: Path, options: AutoOptions) -> None:
+    options.validate()
     if out.resolve() == src.resolve():
         raise OnnxcompError(f"{out}: output would overwrite the input model")
     if not out.parent.exists():
@@ -178,7 +159,7 @@ def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) ->
         out.unlink()
     result.chosen = min(
         (r for r in state.results if r.ok and r.drop is not None),
-        key=lambda r: r.drop,
+        key=lambda r: r.drop if r.drop is not None else float("inf"),
         default=None,
     )
     return result

@@ -110,7 +110,8 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
         seen = {id(w.value) for w in weights}
         vectors = [v for v in _vectors(model) if id(v.value) not in seen and self.include(v)]
         for v in vectors:  # at most one codebook value per 8 elements: the table must pay
-            bits = min(VECTOR_BITS, max(self.bits, int(np.log2(v.value.const_value.size / 8))))
+            size = v.value.const_value.size if v.value.const_value is not None else 0
+            bits = min(VECTOR_BITS, max(self.bits, int(np.log2(max(size, 1) / 8))))
             self.bits_per_weight.setdefault(v.name, bits)
         weights += vectors
         originals = {w.name: w.array.astype(np.float32) for w in weights}
@@ -152,7 +153,7 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
 
     def _fit_with_data(self, model: ir.Model, weights: list[Weight]) -> dict[str, Codebook]:
         """Importance-weighted codebooks and GPTQ codes, round by round on the student."""
-        from onnxcomp.recover.driver import RecoverRecord, _energy, collect_hessians
+        from onnxcomp.recover.driver import RecoverRecord, collect_hessians, output_energy
         from onnxcomp.recover.layers import find_layers
 
         wanted = {w.name for w in weights}
@@ -162,6 +163,7 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
             by_round[layer.round].append(layer)
         books: dict[str, Codebook] = {}
         for r in sorted(by_round):
+            assert self.calib is not None
             accs = collect_hessians(model, by_round[r], self.calib, self.threads)
             for layer in by_round[r]:
                 hs = [a.matrix for a in accs[layer.hessian_key]]
@@ -188,9 +190,9 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
                 parts = zip(mats, layer.matrices(plain), hs, codes, scales, strict=True)
                 for mat, pm, h, c, rs in parts:
                     dec = book.values[c] * (1.0 if rs is None else rs[:, None])
-                    num += _energy(mat - dec, h)
-                    base += _energy(mat - pm, h)
-                    den += _energy(mat, h)
+                    num += output_energy(mat - dec, h)
+                    base += output_energy(mat - pm, h)
+                    den += output_energy(mat, h)
                 book.codes = layer.from_matrices(codes, array.shape).astype(np.uint8)
                 books[layer.weight.name] = book
                 layer.weight.value.const_value = ir.tensor(book.decode(), name=layer.weight.name)
