@@ -97,6 +97,8 @@ def check(
     max_drop: float | None = None,
 ) -> CheckResult:
     """Compare two models on the same inputs; ``data`` is any source data.py reads."""
+    if runs < 0:
+        raise OnnxcompError(f"--runs must be >= 0, got {runs}")
     if threads < 1:
         raise OnnxcompError(f"--threads must be >= 1, got {threads}")
     if max_drop is not None and not 0.0 <= max_drop <= 1.0:

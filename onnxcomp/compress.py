@@ -21,6 +21,8 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.layers import (
     LayerOptions,
     any_quantized,
+    check_layer_names,
+    model_names,
     nodes_kept_out_of_int8,
     quantize_filter,
     sparsity_overrides,
@@ -161,7 +163,10 @@ def compress_model(
         model, old = model_io.upgrade_opset(model, target)
         if old is not None:
             result.notes.append(f"upgraded opset {old} -> {target} for per-channel quantization")
+    known = model_names(model) if options.layers else set()
     prepare_pass()(model)
+    if options.layers:
+        check_layer_names(options.layers, known | model_names(model))
     # Teacher-guided recovery (onnxcomp/recover, --recover): snapshots the teacher here,
     # swaps GPTQ/SparseGPT in for the plain passes below, corrects biases at the end.
     recovery = None
@@ -319,9 +324,6 @@ def compress(
 
 def _check_paths(src: Path, out: Path) -> None:
     """Fail before any work when the output cannot be written."""
-    if out.exists() and src.exists() and out.samefile(src):
-        raise OnnxcompError(f"{out}: output would overwrite the input model")
-    if out.resolve() == src.resolve():
-        raise OnnxcompError(f"{out}: output would overwrite the input model")
-    if not out.parent.exists():
-        raise OnnxcompError(f"{out.parent}: output folder does not exist")
+    from onnxcomp.safe_io import check_destination
+
+    check_destination(out, src)

@@ -21,6 +21,7 @@ import onnx_ir as ir
 from onnx import numpy_helper
 
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.safe_io import regular_data, regular_file
 
 Feed = dict[str, np.ndarray]
 DEFAULT_BATCH = 32
@@ -105,6 +106,7 @@ def open_data(
     if isinstance(source, DataSource):
         return source
     if isinstance(source, (str, os.PathLike)):
+        regular_data(source)  # a FIFO would block forever
         path = Path(source)
         if not path.exists():
             raise OnnxcompError(f"{path}: no such data file or folder")
@@ -178,6 +180,7 @@ def _npz_folder(path: Path, specs: list[InputSpec], labels: str | None) -> DataS
 
     def make() -> Iterator[Batch]:
         for file in files:
+            regular_file(file, ".npz file")
             try:
                 arrays = np.load(file, allow_pickle=False)
             except Exception:
@@ -197,6 +200,7 @@ def _onnx_test_data(path: Path, specs: list[InputSpec]) -> DataSource:
 
     def read(file: Path) -> tuple[str, np.ndarray]:
         tensor = onnx.TensorProto()
+        regular_file(file, "TensorProto file")
         try:
             tensor.ParseFromString(file.read_bytes())
             return tensor.name, numpy_helper.to_array(tensor)

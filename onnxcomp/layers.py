@@ -99,9 +99,37 @@ def validate_layers(layers: dict[str, LayerOptions], global_quantize: str | None
     for name, layer in layers.items():
         if layer.precision is not None and layer.precision not in PRECISIONS:
             raise OnnxcompError(f"layer '{name}': precision must be one of {', '.join(PRECISIONS)}")
-        if layer.prune_sparsity is not None and not 0 <= layer.prune_sparsity < 1:
+        sparsity = layer.prune_sparsity
+        if sparsity is not None and (
+            isinstance(sparsity, bool)
+            or not isinstance(sparsity, (int, float))
+            or not 0 <= sparsity < 1
+        ):
             raise OnnxcompError(f"layer '{name}': prune sparsity must be in [0, 1)")
         if layer.precision == "int8" and global_quantize != "int8":
             raise OnnxcompError(
                 f"layer '{name}' asks for int8 activations: set quantize = \"int8\" and calib"
             )
+
+
+def model_names(model: ir.Model) -> set[str]:
+    """Every name a layer key may match: node names, op types, value and weight names."""
+    names: set[str] = set()
+    for graph in (model.graph, *model.graph.subgraphs()):
+        names.update(graph.initializers)
+        for node in graph:
+            names.add(node.op_type)
+            if node.name:
+                names.add(node.name)
+            names.update(v.name for v in node.outputs if v.name)
+    return names
+
+
+def check_layer_names(layers: dict[str, LayerOptions], known: set[str]) -> None:
+    """A layer key the model lacks is a typo or the wrong model: say so, never ignore it."""
+    missing = sorted(set(layers) - known)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise OnnxcompError(
+            f"layer '{missing[0]}'{more} names no node, weight or op type of this model"
+        )

@@ -35,11 +35,11 @@ from onnxcomp.recover import METHODS as RECOVER_METHODS
     type=click.Choice(METRICS),
     help="Default: accuracy with --labels, else agreement, else cosine.",
 )
-@click.option("--max-trials", type=int, default=60, show_default=True)
+@click.option("--max-trials", type=click.IntRange(min=1), default=60, show_default=True)
 @click.option("--time-limit", type=float, metavar="S", help="Stop searching after S seconds.")
 @click.option(
     "--workers",
-    type=int,
+    type=click.IntRange(min=1),
     default=2,
     show_default=True,
     help="Trials run in parallel in this many processes.",

@@ -13,9 +13,19 @@ from onnxcomp.cli._app import app, emit_json, say
 @click.argument("compressed", type=click.Path(dir_okay=False))
 @click.option("--data", metavar="DATA", help=".npz, folder of .npz, or ONNX test-data folder.")
 @click.option("--labels", metavar="NAME", help="Array in DATA holding the true labels.")
-@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per model.")
 @click.option(
-    "--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads."
+    "--runs",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Timed runs per model.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="onnxruntime intra-op threads.",
 )
 @click.option(
     "--max-drop",
