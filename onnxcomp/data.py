@@ -50,6 +50,8 @@ class Batch:
 
     @property
     def size(self) -> int:
+        if not self.feed:  # a model without inputs: one run is one sample
+            return 1
         first = next(iter(self.feed.values()))
         return int(first.shape[0]) if first.ndim else 1
 
@@ -154,7 +156,12 @@ def _npz_file(
     _check_names(names, specs, str(path))
     if labels is not None and labels not in names:
         raise OnnxcompError(f"{path}: no labels array named '{labels}'")
-    counts = {arrays[s.name].shape[0] if arrays[s.name].ndim else 1 for s in specs}
+    scalars = [s.name for s in specs if arrays[s.name].ndim == 0]
+    if scalars:
+        raise OnnxcompError(
+            f"{path}: array '{scalars[0]}' is a scalar; axis 0 of each array counts the samples"
+        )
+    counts = {arrays[s.name].shape[0] for s in specs}
     if len(counts) != 1:
         raise OnnxcompError(f"{path}: inputs disagree on the number of samples: {sorted(counts)}")
     n = counts.pop()

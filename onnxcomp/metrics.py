@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxcomp.errors import OnnxcompError
+
 
 def is_classifier_like(array: np.ndarray) -> bool:
     """[N, C] float scores with C > 1: top-1 agreement means something."""
@@ -94,7 +96,10 @@ class Accuracy:
         pred = predictions(output)
         labels = np.asarray(labels).reshape(-1)
         if pred.shape[0] != labels.shape[0]:
-            raise ValueError(f"{pred.shape[0]} predictions for {labels.shape[0]} labels")
+            raise OnnxcompError(
+                f"labels: {pred.shape[0]} predictions for {labels.shape[0]} labels "
+                "(the labels array needs one label per sample)"
+            )
         self.correct += int((pred.astype(labels.dtype) == labels).sum())
         self.samples += int(labels.shape[0])
 

@@ -36,10 +36,10 @@ def load(path: str | os.PathLike) -> ir.Model:
         raise OnnxcompError(f"{p}: not a readable ONNX model ({one_line(exc)})") from None
     if len(model.graph) == 0 and not model.graph.outputs:
         raise OnnxcompError(f"{p}: not an ONNX model (no graph)")
-    try:
-        _touch_external_data(model)
-    except Exception as exc:
-        raise OnnxcompError(f"{p}: external data cannot be read ({one_line(exc)})") from None
+    for graph in _graphs(model):  # before any tensor is read: never a file outside its folder
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                safe_io.check_external_tensor(value.const_value, p)
     detach_from_proto(model)
     return model
 
@@ -77,16 +77,6 @@ def _existing_file(path: str | os.PathLike) -> Path:
         raise OnnxcompError(f"{p}: empty file, not an ONNX model")
     safe_io.sniff_model(p)  # before anything reads the whole file
     return p
-
-
-def _touch_external_data(model: ir.Model) -> None:
-    """Fail at load time, not mid-pass, when an external data file is missing."""
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if isinstance(tensor, ir.ExternalTensor):
-            path = Path(tensor.base_dir) / tensor.location
-            if not path.exists():
-                raise FileNotFoundError(f"missing {tensor.location}")
 
 
 def check_input(path: str | os.PathLike) -> None:

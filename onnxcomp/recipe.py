@@ -55,6 +55,8 @@ def load_recipe(path: str | os.PathLike) -> CompressOptions:
 
 
 def recipe_from_dict(raw: dict[str, Any], where: str = "recipe") -> CompressOptions:
+    if not isinstance(raw, dict):
+        raise OnnxcompError(f"{where}: a recipe is a table of settings, not a {type(raw).__name__}")
     unknown = set(raw) - {"version", "compress", "layers"}
     if unknown:
         raise OnnxcompError(f"{where}: unknown key '{sorted(unknown)[0]}'")

@@ -151,6 +151,37 @@ def external_data_files(model_path: Path) -> set[Path]:
     return out
 
 
+def check_external_tensor(tensor, model_path: Path) -> None:
+    """An external tensor must name a regular file inside the model's folder that holds
+    all its bytes: a location like ``/etc/shadow`` or ``../../x`` would otherwise be read
+    (and written into the output), and a short file fails deep inside numpy."""
+    name, location = tensor.name, str(tensor.location)
+    where = f"{model_path}: tensor '{name}'"
+    folder = Path(tensor.base_dir or model_path.parent)
+    if os.path.isabs(location) or ".." in Path(location).parts:
+        raise OnnxcompError(f"{where}: external data location '{location}' is outside the folder")
+    path = folder / location
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        inside = False
+    if not inside:
+        raise OnnxcompError(f"{where}: external data '{location}' links outside the model folder")
+    try:
+        st = path.stat()
+    except OSError:
+        raise OnnxcompError(f"{where}: external data file '{location}' is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise OnnxcompError(f"{where}: external data '{location}' is {_kind(st.st_mode)}")
+    offset = tensor.offset or 0
+    needed = tensor.length if tensor.length is not None else tensor.nbytes
+    if offset < 0 or needed < tensor.nbytes or offset + needed > st.st_size:
+        raise OnnxcompError(
+            f"{where}: external data '{location}' holds {st.st_size:,} bytes, the tensor needs "
+            f"{tensor.nbytes:,} at offset {offset:,} (truncated or wrong file)"
+        )
+
+
 def _same(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():

@@ -281,3 +281,104 @@ def test_check_with_absurd_thread_count_is_capped(capsys, tmp_path, model_path):
     import threading
 
     assert threading.active_count() < 100
+
+
+# --- raw Python errors become the user's terms -------------------------------------------
+
+
+def _relocate(path: Path, location: str | None = None, offset: str | None = None) -> None:
+    model = onnx.load(path, load_external_data=False)
+    for init in model.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location" and location is not None:
+                entry.value = location
+            if entry.key == "offset" and offset is not None:
+                entry.value = offset
+        if offset is not None and not any(e.key == "offset" for e in init.external_data):
+            init.external_data.add(key="offset", value=offset)
+    onnx.save(model, path)
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"location": "/etc/hostname"}, "etc/hostname"),
+        ({"location": "../../../../etc/hostname"}, "etc/hostname"),
+        ({"offset": "999999"}, "truncated or wrong file"),
+        ({}, "truncated or wrong file"),  # the .bin cut short
+    ],
+)
+@pytest.mark.parametrize("command", ["inspect", "compress", "auto"])
+def test_bad_external_data_is_refused_before_reading(capsys, tmp_path, change, needle, command):
+    path, _ = _external_model(tmp_path)
+    if change:
+        _relocate(path, **change)
+    else:
+        with open(tmp_path / "w.bin", "r+b") as f:
+            f.truncate(100)
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 16), np.float32))
+    out = tmp_path / "o.onnx"
+    argv = {
+        "inspect": ["inspect", path],
+        "compress": ["compress", path, "-o", out, "--quantize", "weights"],
+        "auto": ["auto", path, "-o", out, "--data", tmp_path / "d.npz", "--max-drop", "0.1"],
+    }[command]
+    code, _, err = _run(capsys, *argv)
+    assert code == 2, err
+    _one_line(err, needle)
+    assert not out.exists() and _litter(tmp_path) == []
+
+
+def test_external_data_symlinked_outside_is_refused(capsys, tmp_path):
+    home = tmp_path / "m"
+    home.mkdir()
+    path, _ = _external_model(home)
+    (home / "w.bin").rename(tmp_path / "secret.bin")
+    (home / "w.bin").symlink_to(tmp_path / "secret.bin")
+    code, _, err = _run(capsys, "inspect", path)
+    assert code == 2
+    _one_line(err, "links outside")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["check", "{m}", "{m}", "--data", "{scalar}"], "scalar"),
+        (["check", "{noin}", "{noin}", "--runs", "1"], None),
+        (["auto", "{m}", "-o", "{o}", "--data", "{shape}", "--max-drop", "0.1", "--workers", "1"],
+         "onnxruntime failed on the data"),
+        (["auto", "{m}", "-o", "{o}", "--data", "{labels}", "--labels", "y", "--max-drop", "0.1",
+          "--workers", "1"], "one label per sample"),
+        (["compress", "{m}", "-o", "{o}", "--recipe", "{listrecipe}"], "not a list"),
+    ],
+)  # fmt: skip
+def test_formerly_raw_python_errors(capsys, tmp_path, model_path, argv, needle):
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["y"], value=numpy_helper.from_array(np.ones(2, "f4")))],
+        "g",
+        [],
+        [vin("y", [2])],
+    )
+    noin = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    noin.ir_version = 8
+    paths = {
+        "m": model_path,
+        "o": tmp_path / "o.onnx",
+        "noin": tmp_path / "noin.onnx",
+        "scalar": tmp_path / "scalar.npz",
+        "shape": tmp_path / "shape.npz",
+        "labels": tmp_path / "labels.npz",
+        "listrecipe": tmp_path / "r.json",
+    }
+    onnx.save(noin, paths["noin"])
+    np.savez(paths["scalar"], x=np.float32(1))
+    np.savez(paths["shape"], x=np.ones((4, 3, 5, 5), np.float32))
+    np.savez(paths["labels"], x=np.ones((4, 3, 8, 8), np.float32), y=np.zeros(3, np.int64))
+    paths["listrecipe"].write_text("[[1], 2]")
+    code, _, err = _run(capsys, *[a.format(**paths) for a in argv])
+    if needle is None:  # a model without inputs is fine to check
+        assert code == 0, err
+        return
+    assert code == 2, err
+    _one_line(err, needle)
+    assert not paths["o"].exists()
