@@ -40,7 +40,9 @@ class OutputComparison:
 
     def update(self, ref: np.ndarray, new: np.ndarray) -> None:
         if ref.shape != new.shape:
-            raise ValueError(f"output '{self.name}': shapes differ {ref.shape} vs {new.shape}")
+            raise OnnxcompError(
+                f"output '{self.name}': the models give different shapes {ref.shape} vs {new.shape}"
+            )
         n = ref.shape[0] if ref.ndim else 1
         self.samples += n
         if ref.dtype.kind not in "fiub":
