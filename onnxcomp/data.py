@@ -165,7 +165,7 @@ def _npz_file(
     if len(counts) != 1:
         raise OnnxcompError(f"{path}: inputs disagree on the number of samples: {sorted(counts)}")
     n = counts.pop()
-    fixed = {s.fixed_batch for s in specs} - {None}
+    fixed = {s.fixed_batch for s in specs if s.fixed_batch is not None}
     step = batch_size or (fixed.pop() if fixed else DEFAULT_BATCH)
     loaded = {s.name: _cast(s.name, arrays[s.name], s) for s in specs}
     label_array = np.asarray(arrays[labels]) if labels is not None else None

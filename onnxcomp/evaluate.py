@@ -19,9 +19,9 @@ import onnxruntime as ort
 from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.metrics import Accuracy, OutputComparison, is_classifier_like
+from onnxcomp.options import METRICS
 from onnxcomp.runtime.latency import session
 
-METRICS = ("accuracy", "agreement", "cosine")
 MetricFn = Callable[[ort.InferenceSession, DataSource], float]
 
 
@@ -81,7 +81,8 @@ class Evaluator:
             acc = Accuracy()
             for batch, ref_out in self._reference:
                 out = ref_out if reference else _run(sess, batch.feed)
-                acc.update(np.asarray(_label_output(out)), batch.labels)
+                assert batch.labels is not None
+                acc.update(np.asarray(_label_scores(out)), batch.labels)
             return float(acc.value or 0.0)
         if reference:
             return 1.0
@@ -108,7 +109,7 @@ def _run(sess: ort.InferenceSession, feed: dict) -> list[Any]:
         raise OnnxcompError(f"onnxruntime failed on the data: {one_line(exc)}") from None
 
 
-def _label_output(outputs: list[Any]) -> Any:
+def _label_scores(outputs: list[Any]) -> Any:
     """The output holding labels or class scores (the first that looks like it)."""
     for o in outputs:
         a = np.asarray(o)

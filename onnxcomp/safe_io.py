@@ -128,7 +128,7 @@ def sniff_model(path: Path) -> None:
 
 def external_data_files(model_path: Path) -> set[Path]:
     """The files a model reads its external tensors from (resolved), without tensors."""
-    from onnxcomp.model import _all_initializers, _may_reference_external_data
+    from onnxcomp.model_io import _all_initializers, _may_reference_external_data
 
     try:
         regular_file(model_path)
@@ -299,7 +299,7 @@ def _finish_publish(folder: Path) -> None:
 def sweep_stale(parent: Path) -> list[Path]:
     """Remove temp folders in ``parent`` whose owning process is gone (finishing an
     interrupted publish first). Folders without our owner file are never touched."""
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = [p for p in parent.iterdir() if p.name.startswith(PREFIX) and p.is_dir()]
     except OSError:

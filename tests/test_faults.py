@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from auto_models import robust_fragile_model, write_data
+from model_builders import robust_fragile_model, write_data
 
 from onnxcomp import safe_io
 from onnxcomp.cli import main
@@ -151,7 +151,7 @@ def _auto_setup(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_full_disk_stops_auto_with_the_cause(capsys, tmp_path, monkeypatch):
-    from onnxcomp import model as model_io
+    from onnxcomp import model_io
 
     src, data = _auto_setup(tmp_path)
 
@@ -170,7 +170,7 @@ def test_full_disk_stops_auto_with_the_cause(capsys, tmp_path, monkeypatch):
 
 
 def test_full_disk_in_compress_is_exit_2(capsys, tmp_path, monkeypatch):
-    from onnxcomp import model as model_io
+    from onnxcomp import model_io
 
     src, _ = _auto_setup(tmp_path)
     monkeypatch.setattr(

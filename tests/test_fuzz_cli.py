@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from builders import conv_net, vin
+from model_builders import conv_net, vin
 from onnx import helper, numpy_helper
 
 from onnxcomp.cli import main

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from auto_models import robust_fragile_model, write_data
-from builders import conv_net, vin
+from model_builders import conv_net, robust_fragile_model, vin, write_data
 from onnx import helper, numpy_helper
 
 from onnxcomp.cli import main

@@ -7,7 +7,6 @@ reports still are, and the result says so (the CLI exits 1).
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
@@ -15,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxcomp import model as model_io
-from onnxcomp import safe_io
+from onnxcomp import model_io, safe_io
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -26,14 +24,13 @@ from onnxcomp.auto.search import (
     measure_sensitivity,
 )
 from onnxcomp.auto.space import build_space, deflate_size
-from onnxcomp.auto.trials import TrialResult, init_worker
+from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
+from onnxcomp.options import AutoOptions
 from onnxcomp.recipe import save_recipe
 from onnxcomp.runtime.latency import compare_latency, session
-
-OBJECTIVES = ("size", "latency")
 
 
 @dataclass
@@ -66,24 +63,19 @@ class AutoResult:
 def auto(
     model: str | os.PathLike,
     output: str | os.PathLike,
-    *,
-    calib: Any = None,
-    data: Any = None,
-    labels: str | None = None,
-    max_drop: float,
-    objective: str = "size",
-    metric: Any = None,
-    max_trials: int = 60,
-    time_limit: float | None = None,
-    workers: int = 2,
-    executor: TrialExecutor | None = None,
-    recover: str | None = None,
-    log=None,
+    options: AutoOptions | None = None,
+    **kwargs: Any,
 ) -> AutoResult:
+    """Search; options as an AutoOptions or keywords (``max_drop`` is required)."""
     start = time.monotonic()
+    options = options or AutoOptions(**kwargs)
     src, out = Path(model), Path(output)
-    _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover)
-    check_search_limits(time_limit, workers)
+    _validate(src, out, options)
+    calib, data, labels, metric = options.calib, options.data, options.labels, options.metric
+    objective, max_drop, recover = options.objective, options.max_drop, options.recover
+    max_trials, time_limit, workers = options.max_trials, options.time_limit, options.workers
+    executor: TrialExecutor | None = options.executor
+    log = options.log
     safe_io.check_destination(out, src)  # hardlinks, devices, the input's data: before the search
     for source in (calib, data):
         safe_io.regular_data(source)
@@ -97,10 +89,7 @@ def auto(
     eval_data = data if data is not None else calib
     init_args = (str(src), eval_data, labels, metric)
     init_worker(*init_args)  # the main process evaluates too; fails early on bad data
-    from onnxcomp.auto.trials import _State
-
-    evaluator = _State.evaluator
-    assert evaluator is not None
+    evaluator = worker_evaluator()
     owned = executor is None
     if executor is None:
         picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (
@@ -147,30 +136,12 @@ def auto(
     return result
 
 
-def _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover) -> None:
-    if objective not in OBJECTIVES:
-        raise OnnxcompError(f"--objective must be size or latency, got {objective!r}")
-    if not 0 <= max_drop <= 1:
-        raise OnnxcompError(f"--max-drop must be in [0, 1], got {max_drop}")
-    if max_trials < 1:
-        raise OnnxcompError(f"--max-trials must be >= 1, got {max_trials}")
-    if objective == "latency" and calib is None:
-        raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
-    if recover is not None and calib is None:
-        raise OnnxcompError(f"--recover {recover} needs calibration data: give --calib DATA")
-    if calib is None and data is None:
-        raise OnnxcompError("auto needs data to measure on: give --calib or --data")
+def _validate(src: Path, out: Path, options: AutoOptions) -> None:
+    options.validate()
     if out.resolve() == src.resolve():
         raise OnnxcompError(f"{out}: output would overwrite the input model")
     if not out.parent.exists():
         raise OnnxcompError(f"{out.parent}: output folder does not exist")
-
-
-def check_search_limits(time_limit: float | None, workers: int) -> None:
-    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
-        raise OnnxcompError(f"--time-limit must be a number of seconds > 0, got {time_limit}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise OnnxcompError(f"--workers must be an integer >= 1, got {workers!r}")
 
 
 def _finish(
@@ -208,7 +179,7 @@ def _finish(
             leftover.unlink()
     result.chosen = min(
         (r for r in state.results if r.ok and r.drop is not None),
-        key=lambda r: r.drop,
+        key=lambda r: r.drop if r.drop is not None else float("inf"),
         default=None,
     )
     return result

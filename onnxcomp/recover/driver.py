@@ -17,13 +17,12 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.data import DataSource
-from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.prune import PruneRecord, sparsity_mask
-from onnxcomp.passes.quantize_weights import QuantRecord
+from onnxcomp.passes.quantize_weights import QuantRecord, dequantize_weight
 from onnxcomp.recover.gptq import gptq_quantize, rtn_quantize, weight_scale
 from onnxcomp.recover.hessian import HessianAccumulator
-from onnxcomp.recover.layers import Layer
+from onnxcomp.recover.layers import RebuildLayer
 from onnxcomp.recover.obs import DEFAULT_DAMP
 from onnxcomp.recover.sparsegpt import sparsegpt_prune
 from onnxcomp.runtime import capture
@@ -50,11 +49,11 @@ class RecoverRecord:
 
 
 def collect_hessians(
-    model: ir.Model, layers: list[Layer], calib: DataSource, threads: int = 0
+    model: ir.Model, layers: list[RebuildLayer], calib: DataSource, threads: int = 0
 ) -> dict[tuple, list[HessianAccumulator]]:
     """One streamed run: X^T X per distinct (input, geometry), one per Conv group."""
     accs: dict[tuple, list[HessianAccumulator]] = {}
-    readers: dict[tuple, Layer] = {}
+    readers: dict[tuple, RebuildLayer] = {}
     for layer in layers:
         if layer.hessian_key not in accs:
             features = layer.features()
@@ -73,7 +72,7 @@ def collect_hessians(
 
 def rebuild(
     model: ir.Model,
-    layers: list[Layer],
+    layers: list[RebuildLayer],
     calib: DataSource,
     method: str,
     *,
@@ -85,11 +84,12 @@ def rebuild(
 ) -> tuple[list[RecoverRecord], list[QuantRecord | PruneRecord]]:
     """Rebuild ``layers`` in place with "gptq" or "sparsegpt" (``counts``: zeros per weight)."""
     names = NameAllocator(model)
-    by_round: dict[int, list[Layer]] = defaultdict(list)
+    by_round: dict[int, list[RebuildLayer]] = defaultdict(list)
     for layer in layers:
         by_round[layer.round].append(layer)
     recs: list[RecoverRecord] = []
     out: list[QuantRecord | PruneRecord] = []
+    qrec: QuantRecord | PruneRecord
     for r in sorted(by_round):
         start = time.perf_counter()
         accs = collect_hessians(model, by_round[r], calib, threads)
@@ -125,7 +125,7 @@ def _energy(w: np.ndarray, h: np.ndarray) -> float:
 
 
 def _quantize_layer(
-    layer: Layer,
+    layer: RebuildLayer,
     hs: list[np.ndarray],
     names: NameAllocator,
     bits: int,
@@ -184,7 +184,7 @@ def _dequant(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
 
 
 def _prune_layer(
-    layer: Layer, hs: list[np.ndarray], count: int, damp: float
+    layer: RebuildLayer, hs: list[np.ndarray], count: int, damp: float
 ) -> tuple[RecoverRecord, PruneRecord]:
     array = layer.weight.array.astype(np.float32)
     before = int(np.count_nonzero(array == 0))
@@ -218,32 +218,14 @@ def _prune_layer(
 
 
 def write_dequantize(
-    layer: Layer, q: np.ndarray, scale: np.ndarray, axis: int | None, names: NameAllocator
+    layer: RebuildLayer, q: np.ndarray, scale: np.ndarray, axis: int | None, names: NameAllocator
 ) -> QuantRecord:
     """Swap the layer's float weight for DequantizeLinear(q, scale, 0), as QuantizeWeightsPass."""
     weight = layer.weight
-    graph = weight.graph
     base = weight.name
     original = weight.array
-    q_value = add_initializer(graph, names.new(f"{base}_quantized"), q)
-    s_value = add_initializer(graph, names.new(f"{base}_scale"), scale)
-    z_value = add_initializer(
-        graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8)
-    )
-    dq = ir.node(
-        "DequantizeLinear",
-        [q_value, s_value, z_value],
-        attributes={"axis": axis} if axis is not None else {},
-        name=names.new(f"{base}_DequantizeLinear"),
-    )
-    out = dq.outputs[0]
-    out.name = names.new(f"{base}_dequantized")
-    out.dtype = ir.DataType.FLOAT
-    out.shape = ir.Shape(original.shape)
-    graph.insert_before(layer.node, dq)
-    weight.value.replace_all_uses_with(out)
-    if graph.initializers.get(base) is weight.value:
-        del graph.initializers[base]
+    dq = dequantize_weight(weight, q, scale, axis, names)
+    weight.graph.insert_before(layer.node, dq)
     return QuantRecord(
         base,
         weight.op_types,

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from onnxcomp import safe_io
+from onnxcomp import opaque_types, safe_io
 from onnxcomp.errors import BudgetExceeded, OnnxcompError, one_line
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def load(path: str | os.PathLike) -> ir.Model:
     try:
         model = ir.load(p)
     except Exception as exc:  # protobuf raises several unrelated types
-        raise OnnxcompError(f"{p}: not a readable ONNX model ({one_line(exc)})") from None
+        model = _load_with_opaque_types(p, exc)
     if len(model.graph) == 0 and not model.graph.outputs:
         raise OnnxcompError(f"{p}: not an ONNX model (no graph)")
     for graph in _graphs(model):  # before any tensor is read: never a file outside its folder
@@ -42,6 +42,18 @@ def load(path: str | os.PathLike) -> ir.Model:
                 safe_io.check_external_tensor(value.const_value, p)
     detach_from_proto(model)
     return model
+
+
+def _load_with_opaque_types(p: Path, first: Exception) -> ir.Model:
+    """A second try for models whose inputs/outputs are maps (scikit-learn's ZipMap)."""
+    try:
+        model = opaque_types.from_proto(onnx.load(str(p), load_external_data=False))
+        if not opaque_types.has_opaque(model):
+            raise first
+        ir.external_data.set_base_dir(model.graph, p.parent)
+        return model
+    except Exception:
+        raise OnnxcompError(f"{p}: not a readable ONNX model ({one_line(first)})") from None
 
 
 def detach_from_proto(model: ir.Model) -> None:
@@ -154,7 +166,10 @@ def _write(model: ir.Model, path: Path, data_name: str | None) -> None:
     if data_name is None:
         # The output must not point back into the input's data file: read it in.
         ir.external_data.load_to_model(model)
-        ir.save(model, path)
+        if opaque_types.has_opaque(model):
+            onnx.save(opaque_types.to_proto(model), str(path))
+        else:
+            ir.save(model, path)
     else:
         ir.save(model, path, external_data=data_name, size_threshold_bytes=_EXTERNAL_THRESHOLD)
 
@@ -188,7 +203,7 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, int | None]:
     old = opset(model)
     if old >= target:
         return model, None
-    proto = ir.to_proto(model)
+    proto = opaque_types.to_proto(model)
     try:
         converted = onnx.version_converter.convert_version(proto, target)
     except Exception as exc:
@@ -196,7 +211,7 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, int | None]:
             f"cannot upgrade the model from opset {old} to {target}: {one_line(exc)}"
         ) from None
     logger.info("upgraded the model from opset %d to %d", old, target)
-    return ir.from_proto(converted), old
+    return opaque_types.from_proto(converted), old
 
 
 def file_size(path: str | os.PathLike) -> int:
