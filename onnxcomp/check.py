@@ -130,8 +130,8 @@ def check(
     if first_feed is None:
         raise OnnxcompError("the data source yielded no samples")
     if runs > 0:
-        first = next(iter(first_feed.values()))
-        result.latency_batch = int(first.shape[0]) if first.ndim else 1
+        first = next(iter(first_feed.values()), None)  # None: a model without inputs
+        result.latency_batch = int(first.shape[0]) if first is not None and first.ndim else 1
         result.latency_original, result.latency_compressed = compare_latency(
             [ref_sess, new_sess], first_feed, runs=runs, warmup=warmup
         )

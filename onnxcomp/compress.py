@@ -15,12 +15,12 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxcomp import model_io
-from onnxcomp.errors import OnnxcompError
 from onnxcomp.options import CompressOptions
 from onnxcomp.passes.prune import PruneRecord
 from onnxcomp.passes.quantize_weights import PER_CHANNEL_MIN_OPSET, QuantRecord
 from onnxcomp.passes.report import CompressReport
-from onnxcomp.pipeline import build_pipeline
+from onnxcomp.pipeline import build_pipeline, run_pipeline
+from onnxcomp.safe_io import check_destination
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def compress_model(
         model, old = model_io.upgrade_opset(model, target)
         if old is not None:
             report.notes.append(f"upgraded opset {old} -> {target} for per-channel quantization")
-    model = build_pipeline(options, report, source=source)(model).model
+    model = run_pipeline(build_pipeline(options, report, source=source), model)
     result = CompressResult("", "", 0, 0, 0.0, **vars(report))
     return model, result
 
@@ -100,9 +100,4 @@ def compress(
 
 def _check_paths(src: Path, out: Path) -> None:
     """Fail before any work when the output cannot be written."""
-    if out.exists() and src.exists() and out.samefile(src):
-        raise OnnxcompError(f"{out}: output would overwrite the input model")
-    if out.resolve() == src.resolve():
-        raise OnnxcompError(f"{out}: output would overwrite the input model")
-    if not out.parent.exists():
-        raise OnnxcompError(f"{out.parent}: output folder does not exist")
+    check_destination(out, src)

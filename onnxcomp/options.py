@@ -45,11 +45,13 @@ def option(
     recipe: bool = True,
     show_default: bool = False,
     factory: Callable[[], Any] | None = None,
+    min: int | None = None,
 ) -> Any:
     """A dataclass field with what the command line and recipes need to know about it.
 
     ``flag``: the command-line spelling when it is not ``--field-name``; ``cli=False``: API
-    only; ``recipe=False``: describes a run, not a compression, so no recipe carries it.
+    only; ``recipe=False``: describes a run, not a compression, so no recipe carries it;
+    ``min``: the smallest integer the command line accepts (a usage error below it).
     """
     meta = {
         "help": help,
@@ -58,6 +60,7 @@ def option(
         "cli": cli,
         "recipe": recipe,
         "show_default": show_default,
+        "min": min,
     }
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -103,7 +106,12 @@ class LayerOptions:
     def validate(self, name: str, global_quantize: str | None) -> None:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise OnnxcompError(f"layer '{name}': precision must be one of {', '.join(PRECISIONS)}")
-        if self.prune_sparsity is not None and not 0 <= self.prune_sparsity < 1:
+        sparsity = self.prune_sparsity
+        if sparsity is not None and (
+            isinstance(sparsity, bool)
+            or not isinstance(sparsity, (int, float))
+            or not 0 <= sparsity < 1
+        ):
             raise OnnxcompError(f"layer '{name}': prune sparsity must be in [0, 1)")
         if self.precision == "int8" and global_quantize != "int8":
             raise OnnxcompError(
@@ -265,14 +273,16 @@ class CompressOptions:
 class CheckOptions:
     data: Any = option(help=".npz, folder of .npz, or ONNX test-data folder.", metavar="DATA")
     labels: str | None = option(help="Array in DATA holding the true labels.", metavar="NAME")
-    runs: int = option(50, "Timed runs per model.", show_default=True)
-    threads: int = option(1, "onnxruntime intra-op threads.", show_default=True)
+    runs: int = option(50, "Timed runs per model.", show_default=True, min=0)
+    threads: int = option(1, "onnxruntime intra-op threads.", show_default=True, min=1)
     warmup: int = option(5, cli=False)
     max_drop: float | None = option(
         help="Exit 1 when the accuracy drop (or 1 - top-1 agreement) exceeds X.", metavar="X"
     )
 
     def validate(self) -> None:
+        if self.runs < 0:
+            raise OnnxcompError(f"--runs must be >= 0, got {self.runs}")
         if self.threads < 1:
             raise OnnxcompError(f"--threads must be >= 1, got {self.threads}")
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 1.0:
@@ -299,9 +309,11 @@ class AutoOptions:
     metric: Metric | Callable[..., float] | None = option(
         help="Default: accuracy with --labels, else agreement, else cosine."
     )
-    max_trials: int = option(60, show_default=True)
+    max_trials: int = option(60, show_default=True, min=1)
     time_limit: float | None = option(help="Stop searching after S seconds.", metavar="S")
-    workers: int = option(2, "Trials run in parallel in this many processes.", show_default=True)
+    workers: int = option(
+        2, "Trials run in parallel in this many processes.", show_default=True, min=1
+    )
     recover: RecoverMethod | None = option(
         help="Repair every trial from --calib data (sparsegpt for pruned layers, gptq for "
         "quantized weights, bias for both)."
@@ -316,6 +328,12 @@ class AutoOptions:
             raise OnnxcompError(f"--max-drop must be in [0, 1], got {self.max_drop}")
         if self.max_trials < 1:
             raise OnnxcompError(f"--max-trials must be >= 1, got {self.max_trials}")
+        limit = self.time_limit
+        if limit is not None and not (math.isfinite(limit) and limit > 0):
+            raise OnnxcompError(f"--time-limit must be a number of seconds > 0, got {limit}")
+        workers = self.workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise OnnxcompError(f"--workers must be an integer >= 1, got {workers!r}")
         if self.objective == "latency" and self.calib is None:
             raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
         if self.recover is not None and self.calib is None:

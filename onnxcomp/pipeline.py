@@ -1,6 +1,7 @@
 """The compress pipeline: one onnx_ir PassManager, built from the options.
 
-    prepare -> drop exporter debug info -> (recovery: open data, snapshot teacher)
+    prepare (with layer keys: each must name something before or after it)
+      -> drop exporter debug info -> (recovery: open data, snapshot teacher)
       -> plan per-layer settings
       -> prune + strip -> (int8: shape inference, float reference)
       -> quantize weights -> gather before dequantize -> activations (int8)
@@ -24,8 +25,11 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxcomp import opaque_types
+from onnxcomp.errors import OnnxcompError
 from onnxcomp.layers import (
+    check_layer_names,
     excluder,
+    model_names,
     nodes_kept_out_of_int8,
     quantize_filter,
     sparsity_overrides,
@@ -53,6 +57,7 @@ class Context:
     overrides: dict[str, float] = field(default_factory=dict)  # per-weight sparsity
     int8_options: CompressOptions | None = None  # options + nodes kept out of int8
     reference: bytes | str | None = None  # the float model int8 is measured against
+    names: set[str] = field(default_factory=set)  # what a layer key may name (LayerNamesPass)
 
     @property
     def prunes(self) -> bool:
@@ -75,6 +80,8 @@ def build_pipeline(
         recovery = Recovery(options, report)
 
     passes: list[ir.passes.PassBase] = [prepare_pass()]
+    if options.layers:  # names from before prepare (it folds and renames) and after
+        passes = [LayerNamesPass(ctx), prepare_pass(), LayerNamesPass(ctx, check=True)]
     if not options.keep_debug_info:
         passes.append(StripDebugInfoPass(report))
     if recovery is not None:
@@ -121,6 +128,20 @@ def build_pipeline(
     return ir.passes.PassManager(passes, steps=1)
 
 
+def run_pipeline(passes: ir.passes.PassManager, model: ir.Model) -> ir.Model:
+    """Run ``passes`` on ``model``. A user error (or an OSError such as a full disk) raised
+    inside a pass comes out as itself: onnx_ir wraps it in PassError, which reads as a bug."""
+    try:
+        return passes(model).model
+    except ir.passes.PassError as exc:
+        cause: BaseException = exc
+        while isinstance(cause, ir.passes.PassError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if not isinstance(cause, (OnnxcompError, OSError)):
+            raise
+    raise cause  # outside the except block: no PassError context around it
+
+
 class When(ir.passes.InPlacePass):
     """Run ``passes`` only when ``condition()`` holds at run time."""
 
@@ -133,6 +154,21 @@ class When(ir.passes.InPlacePass):
         if not self.condition():
             return ir.passes.PassResult(model, modified=False)
         return self.passes(model)
+
+
+class LayerNamesPass(ir.passes.InPlacePass):
+    """Collect the names a layer key may match; with ``check``, refuse a key that matches
+    none (a typo or the wrong model), before any work."""
+
+    def __init__(self, ctx: Context, *, check: bool = False) -> None:
+        super().__init__()
+        self.ctx, self.check = ctx, check
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.ctx.names |= model_names(model)
+        if self.check:
+            check_layer_names(self.ctx.options.layers, self.ctx.names)
+        return ir.passes.PassResult(model, modified=False)
 
 
 class PlanLayersPass(ir.passes.InPlacePass):

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxcomp import model_io
+from onnxcomp import model_io, safe_io
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -77,8 +76,13 @@ def auto(
     max_trials, time_limit, workers = options.max_trials, options.time_limit, options.workers
     executor: TrialExecutor | None = options.executor
     log = options.log
+    safe_io.check_destination(out, src)  # hardlinks, devices, the input's data: before the search
+    for source in (calib, data):
+        safe_io.regular_data(source)
     model_io.load(src)
     space = build_space(str(src), objective=objective, has_calib=calib is not None)
+    if not space.layers or len(space.ladder) < 2:
+        raise OnnxcompError(f"{src}: nothing to compress: no float weights to prune or quantize")
     space.base = CompressOptions(
         calib=str(calib) if isinstance(calib, os.PathLike) else calib, recover=recover
     )
@@ -96,7 +100,10 @@ def auto(
             if picklable and workers > 1
             else SerialExecutor()
         )
-    workdir = tempfile.mkdtemp(prefix=".onnxcomp-auto-", dir=out.parent)
+    safe_io.sweep_stale(out.parent)  # what a killed run left behind
+    workdir = str(safe_io.make_temp_dir(out.parent, ".onnxcomp-auto-"))
+    # OUT, its recipe and reports are written here, then renamed into place as one unit.
+    stage = safe_io.make_temp_dir(out.parent)
     deadline = start + time_limit if time_limit else float("inf")
     state = SearchState(
         space, max_drop, objective, executor, workdir, workers=workers,
@@ -110,15 +117,22 @@ def auto(
         measure_sensitivity(state)
         bisect_threshold(state)
         greedy_push(state)
-        result = _finish(state, src, out, evaluator, best_global)
+        result = _finish(state, src, out, stage, evaluator, best_global)
+        if owned:
+            executor.shutdown(wait=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        result.metric = evaluator.metric_name
+        result.baseline = evaluator.baseline
+        result.seconds = time.monotonic() - start
+        reports = write_reports(result, stage / out.name)
+        result.reports = [str(out.with_name(p.name)) for p in reports]
+        names = sorted(p.name for p in stage.iterdir() if p.name != safe_io.OWNER)
+        safe_io.publish(stage, out.parent, names)
     finally:
         if owned:
             executor.shutdown(wait=True)
         shutil.rmtree(workdir, ignore_errors=True)
-    result.metric = evaluator.metric_name
-    result.baseline = evaluator.baseline
-    result.seconds = time.monotonic() - start
-    result.reports = [str(p) for p in write_reports(result, out)]
+        shutil.rmtree(stage, ignore_errors=True)
     return result
 
 
@@ -130,7 +144,10 @@ def _validate(src: Path, out: Path, options: AutoOptions) -> None:
         raise OnnxcompError(f"{out.parent}: output folder does not exist")
 
 
-def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) -> AutoResult:
+def _finish(
+    state: SearchState, src: Path, out: Path, stage: Path, evaluator, best_global
+) -> AutoResult:
+    """Verify the best candidates; the winner and its recipe are written into ``stage``."""
     result = AutoResult(
         model=str(src), output=None, objective=state.objective, max_drop=state.max_drop,
         metric="", baseline=0.0, found=False, chosen=None, best_global=best_global,
@@ -146,17 +163,20 @@ def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) ->
     )
     if state.objective == "latency":
         candidates = _by_latency(state, src, candidates[:3], result)
+    staged = stage / out.name
     for cand in candidates:
         options = state.space.to_options(cand.config)
-        compress(src, out, options)
-        score = evaluator.score(out)
+        compress(src, staged, options)
+        score = evaluator.score(staged)
         if score.drop <= state.max_drop + 1e-9:  # verified on the evaluation data
             cand.value, cand.drop = score.value, score.drop
             result.found, result.chosen, result.output = True, cand, str(out)
-            recipe = out.with_name(out.name + ".recipe.toml")
-            result.recipe = str(save_recipe(options, recipe))
+            recipe = out.name + ".recipe.toml"
+            save_recipe(options, stage / recipe, base_dir=out.parent)
+            result.recipe = str(out.with_name(recipe))
             return result
-        out.unlink()
+        for leftover in stage.glob(out.name + "*"):
+            leftover.unlink()
     result.chosen = min(
         (r for r in state.results if r.ok and r.drop is not None),
         key=lambda r: r.drop if r.drop is not None else float("inf"),

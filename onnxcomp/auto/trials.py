@@ -16,7 +16,7 @@ from onnxcomp import model_io
 from onnxcomp.auto.space import deflate_size
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.data import input_specs, open_data
-from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.errors import OnnxcompError, environment_error, one_line
 from onnxcomp.evaluate import Evaluator
 
 
@@ -84,6 +84,11 @@ def run_trial(task: TrialTask) -> TrialResult:
             result.path = str(out)
     except OnnxcompError as exc:
         result.error = str(exc)
+    except OSError as exc:
+        fault = environment_error(exc)  # a full disk is no budget miss: stop the search
+        if fault is not None:
+            raise fault from None
+        result.error = f"{type(exc).__name__}: {one_line(exc, 200)}"
     except Exception as exc:  # a trial must never take the search down
         result.error = f"{type(exc).__name__}: {one_line(str(exc), 200)}"
     finally:

@@ -54,6 +54,8 @@ def click_options(cls: type) -> Callable[[F], F]:
                 kwargs["type"] = click.Choice(choices)
             elif get_origin(base) is tuple:
                 kwargs["multiple"] = True
+            elif base is int and meta.get("min") is not None:
+                kwargs["type"] = click.IntRange(min=meta["min"])
             elif base in (int, float):
                 kwargs["type"] = base
             if base is not bool and default is not MISSING and default not in (None, ()):

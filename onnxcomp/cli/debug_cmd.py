@@ -21,7 +21,7 @@ from onnxcomp.debug import DebugResult, debug
 )
 @click.option(
     "--top",
-    type=int,
+    type=click.IntRange(min=0),
     default=20,
     show_default=True,
     help="Rows in the table (0: all); --json always has every layer.",
