@@ -7,12 +7,12 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnxruntime as ort
-from builders import _init, _model, vin
+from model_builders import _init, _model, vin
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp.cli import main
 from onnxcomp.compress import compress
-from onnxcomp.quant_int4 import CLIP_RATIOS, expand, quantize_blocks
+from onnxcomp.quantization.blocks import CLIP_RATIOS, expand, quantize_blocks
 from onnxcomp.recover.gptq_blocks import gptq_blocks, output_error
 
 K, N, V = 256, 128, 300

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-from builders import _init, _model, vin
+from model_builders import _init, _model, vin
 from onnx import helper
 
 from onnxcomp.compress import compress

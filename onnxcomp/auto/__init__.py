@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io, safe_io
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -25,14 +24,13 @@ from onnxcomp.auto.search import (
     measure_sensitivity,
 )
 from onnxcomp.auto.space import build_space, deflate_size
-from onnxcomp.auto.trials import TrialResult, init_worker
+from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
+from onnxcomp.options import AutoOptions
 from onnxcomp.recipe import save_recipe
 from onnxcomp.runtime.latency import compare_latency, session
-
-OBJECTIVES = ("size", "latency")
 
 
 @dataclass
@@ -65,35 +63,33 @@ class AutoResult:
 def auto(
     model: str | os.PathLike,
     output: str | os.PathLike,
-    *,
-    calib: Any = None,
-    data: Any = None,
-    labels: str | None = None,
-    max_drop: float,
-    objective: str = "size",
-    metric: Any = None,
-    max_trials: int = 60,
-    time_limit: float | None = None,
-    workers: int = 2,
-    executor: TrialExecutor | None = None,
-    recover: str | None = None,
-    log=None,
+    options: AutoOptions | None = None,
+    **kwargs: Any,
 ) -> AutoResult:
+    """Search; options as an AutoOptions or keywords (``max_drop`` is required)."""
     start = time.monotonic()
+    options = options or AutoOptions(**kwargs)
     src, out = Path(model), Path(output)
-    _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover)
+    _validate(src, out, options)
+    calib, data, labels, metric = options.calib, options.data, options.labels, options.metric
+    objective, max_drop, recover = options.objective, options.max_drop, options.recover
+    max_trials, time_limit, workers = options.max_trials, options.time_limit, options.workers
+    executor: TrialExecutor | None = options.executor
+    log = options.log
+    safe_io.check_destination(out, src)  # hardlinks, devices, the input's data: before the search
+    for source in (calib, data):
+        safe_io.regular_data(source)
     model_io.load(src)
     space = build_space(str(src), objective=objective, has_calib=calib is not None)
+    if not space.layers or len(space.ladder) < 2:
+        raise OnnxcompError(f"{src}: nothing to compress: no float weights to prune or quantize")
     space.base = CompressOptions(
         calib=str(calib) if isinstance(calib, os.PathLike) else calib, recover=recover
     )
     eval_data = data if data is not None else calib
     init_args = (str(src), eval_data, labels, metric)
     init_worker(*init_args)  # the main process evaluates too; fails early on bad data
-    from onnxcomp.auto.trials import _State
-
-    evaluator = _State.evaluator
-    assert evaluator is not None
+    evaluator = worker_evaluator()
     owned = executor is None
     if executor is None:
         picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (
@@ -104,7 +100,10 @@ def auto(
             if picklable and workers > 1
             else SerialExecutor()
         )
-    workdir = tempfile.mkdtemp(prefix=".onnxcomp-auto-", dir=out.parent)
+    safe_io.sweep_stale(out.parent)  # what a killed run left behind
+    workdir = str(safe_io.make_temp_dir(out.parent, ".onnxcomp-auto-"))
+    # OUT, its recipe and reports are written here, then renamed into place as one unit.
+    stage = safe_io.make_temp_dir(out.parent)
     deadline = start + time_limit if time_limit else float("inf")
     state = SearchState(
         space, max_drop, objective, executor, workdir, workers=workers,
@@ -118,38 +117,37 @@ def auto(
         measure_sensitivity(state)
         bisect_threshold(state)
         greedy_push(state)
-        result = _finish(state, src, out, evaluator, best_global)
+        result = _finish(state, src, out, stage, evaluator, best_global)
+        if owned:
+            executor.shutdown(wait=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        result.metric = evaluator.metric_name
+        result.baseline = evaluator.baseline
+        result.seconds = time.monotonic() - start
+        reports = write_reports(result, stage / out.name)
+        result.reports = [str(out.with_name(p.name)) for p in reports]
+        names = sorted(p.name for p in stage.iterdir() if p.name != safe_io.OWNER)
+        safe_io.publish(stage, out.parent, names)
     finally:
         if owned:
             executor.shutdown(wait=True)
         shutil.rmtree(workdir, ignore_errors=True)
-    result.metric = evaluator.metric_name
-    result.baseline = evaluator.baseline
-    result.seconds = time.monotonic() - start
-    result.reports = [str(p) for p in write_reports(result, out)]
+        shutil.rmtree(stage, ignore_errors=True)
     return result
 
 
-def _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover) -> None:
-    if objective not in OBJECTIVES:
-        raise OnnxcompError(f"--objective must be size or latency, got {objective!r}")
-    if not 0 <= max_drop <= 1:
-        raise OnnxcompError(f"--max-drop must be in [0, 1], got {max_drop}")
-    if max_trials < 1:
-        raise OnnxcompError(f"--max-trials must be >= 1, got {max_trials}")
-    if objective == "latency" and calib is None:
-        raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
-    if recover is not None and calib is None:
-        raise OnnxcompError(f"--recover {recover} needs calibration data: give --calib DATA")
-    if calib is None and data is None:
-        raise OnnxcompError("auto needs data to measure on: give --calib or --data")
+def _validate(src: Path, out: Path, options: AutoOptions) -> None:
+    options.validate()
     if out.resolve() == src.resolve():
         raise OnnxcompError(f"{out}: output would overwrite the input model")
     if not out.parent.exists():
         raise OnnxcompError(f"{out.parent}: output folder does not exist")
 
 
-def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) -> AutoResult:
+def _finish(
+    state: SearchState, src: Path, out: Path, stage: Path, evaluator, best_global
+) -> AutoResult:
+    """Verify the best candidates; the winner and its recipe are written into ``stage``."""
     result = AutoResult(
         model=str(src), output=None, objective=state.objective, max_drop=state.max_drop,
         metric="", baseline=0.0, found=False, chosen=None, best_global=best_global,
@@ -165,20 +163,23 @@ def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) ->
     )
     if state.objective == "latency":
         candidates = _by_latency(state, src, candidates[:3], result)
+    staged = stage / out.name
     for cand in candidates:
         options = state.space.to_options(cand.config)
-        compress(src, out, options)
-        score = evaluator.score(out)
+        compress(src, staged, options)
+        score = evaluator.score(staged)
         if score.drop <= state.max_drop + 1e-9:  # verified on the evaluation data
             cand.value, cand.drop = score.value, score.drop
             result.found, result.chosen, result.output = True, cand, str(out)
-            recipe = out.with_name(out.name + ".recipe.toml")
-            result.recipe = str(save_recipe(options, recipe))
+            recipe = out.name + ".recipe.toml"
+            save_recipe(options, stage / recipe, base_dir=out.parent)
+            result.recipe = str(out.with_name(recipe))
             return result
-        out.unlink()
+        for leftover in stage.glob(out.name + "*"):
+            leftover.unlink()
     result.chosen = min(
         (r for r in state.results if r.ok and r.drop is not None),
-        key=lambda r: r.drop,
+        key=lambda r: r.drop if r.drop is not None else float("inf"),
         default=None,
     )
     return result

@@ -71,11 +71,12 @@ class BatchNormTwoVectorsPass(ir.passes.InPlacePass):
                 node.replace_input_with(3, zeros[key])
                 node.replace_input_with(4, zeros[key])
                 for value in old:
-                    if value is None or value.uses() or value.name not in graph.initializers:
+                    if value is None or value.uses() or value.name is None:
                         continue
-                    if graph.initializers[value.name] is value:
+                    if graph.initializers.get(value.name) is value:
                         del graph.initializers[value.name]
-                        self.bytes_saved += value.const_value.nbytes
+                        if value.const_value is not None:
+                            self.bytes_saved += value.const_value.nbytes
                 self.bytes_saved -= 2 * gamma.size * 4
                 self.rewritten.append(base)
         if self.rewritten:

@@ -23,7 +23,7 @@ import onnx_ir as ir
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.quantize_weights import QuantRecord
-from onnxcomp.quant_math import max_rounding_error, quantize_weight_symmetric
+from onnxcomp.quantization.numeric import max_rounding_error, quantize_weight_symmetric
 from onnxcomp.weights import Use, Weight
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
     def _fused(self, reader: ir.Node, q: np.ndarray) -> bool:
         if reader.op_type in self.keep_ops:
             k = q.shape[0] if q.ndim == 2 else 0
-            if reader.op_type == "Gemm" and reader.attributes.get_int("transB", 0):
+            if reader.op_type == "Gemm" and bool(reader.attributes.get_int("transB", 0)):
                 return False  # not fused by onnxruntime: decoded here (or see gemm_nbits_layout)
             if nbits_blocked(reader):
                 return False

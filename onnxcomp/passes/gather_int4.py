@@ -20,7 +20,7 @@ import onnx_ir as ir
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.quantize_weights import QuantRecord
-from onnxcomp.quant_int4 import max_block_error, quantize_blocks
+from onnxcomp.quantization.blocks import max_block_error, quantize_blocks
 from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,10 @@ def table_slot(weight: Weight, block_size: int) -> str | None:
     shape = weight.value.shape
     if shape is None or len(shape) != 2:
         return "embedding table that is not 2-D: int8 rows"
-    if weight.value.const_value.size < MIN_ELEMENTS:
-        return f"tiny table ({weight.value.const_value.size} values): int8 rows"
+    const = weight.value.const_value
+    size = const.size if const is not None else 0
+    if size < MIN_ELEMENTS:
+        return f"tiny table ({size} values): int8 rows"
     if shape[1] % block_size:
         return f"row width {shape[1]} not a multiple of the block {block_size}: int8 rows"
     return None

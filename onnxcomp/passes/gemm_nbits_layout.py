@@ -32,7 +32,7 @@ def _transposable(dq: ir.Node) -> ir.Node | None:
         return None
     if len(list(q.uses())) != 1 or q.const_value.dtype != ir.DataType.INT8:
         return None
-    n, k = q.const_value.shape
+    n, k = (int(d) for d in q.const_value.shape.numpy())
     if n * k < NBITS_MIN_ELEMENTS or k < NBITS_MIN_K:
         return None  # decoded at load anyway: the layout does not matter
     scale = dq.inputs[1]
@@ -63,14 +63,16 @@ class GemmWeightLayoutPass(ir.passes.InPlacePass):
                 gemm = _transposable(dq)
                 if gemm is None:
                     continue
-                q = dq.inputs[0]
-                codes = np.ascontiguousarray(q.const_value.numpy().T)  # type: ignore[union-attr]
+                q, scale = dq.inputs[0], dq.inputs[1]
+                assert q is not None and q.const_value is not None  # checked by _transposable
+                assert scale is not None and scale.const_value is not None
+                codes = np.ascontiguousarray(q.const_value.numpy().T)
                 base = q.name or "weight"
                 new = add_initializer(graph, names.new(f"{base}_kn"), codes)
                 dq.replace_input_with(0, new)
                 if graph.initializers.get(base) is q and not q.uses():
                     del graph.initializers[base]
-                if dq.inputs[1].const_value.size > 1:  # type: ignore[union-attr]
+                if scale.const_value.size > 1:
                     dq.attributes["axis"] = ir.AttrInt64("axis", 1)
                 dq.outputs[0].shape = ir.Shape(codes.shape)
                 gemm.attributes["transB"] = ir.AttrInt64("transB", 0)

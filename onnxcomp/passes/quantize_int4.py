@@ -21,7 +21,7 @@ import onnx_ir as ir
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.quantize_weights import QuantRecord
-from onnxcomp.quant_int4 import BlockQuant, max_block_error, quantize_blocks
+from onnxcomp.quantization.blocks import BlockQuant, max_block_error, quantize_blocks
 from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,10 @@ def int4_slot(weight: Weight) -> str | None:
         return f"{len(shape) if shape is not None else '?'}-D MatMul weight: int8"
     if node.op_type == "Gemm" and node.attributes.get_float("alpha", 1.0) != 1.0:
         return "Gemm with alpha != 1: int8"
-    if weight.value.const_value.size < MIN_ELEMENTS:
-        return f"tiny layer ({weight.value.const_value.size} weights): int8"
+    const = weight.value.const_value
+    size = const.size if const is not None else 0
+    if size < MIN_ELEMENTS:
+        return f"tiny layer ({size} weights): int8"
     return None
 
 
@@ -66,7 +68,7 @@ def as_kn(weight: Weight) -> np.ndarray:
     """The weight as MatMul's B [K, N] (a Gemm with transB stores [N, K])."""
     array = weight.array.astype(np.float32)
     node = weight.uses[0].node
-    if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+    if node.op_type == "Gemm" and bool(node.attributes.get_int("transB", 0)):
         return np.ascontiguousarray(array.T)
     return array
 
@@ -142,7 +144,7 @@ class QuantizeInt4Pass(ir.passes.InPlacePass):
         q_value = add_initializer(graph, names.new(f"{base}_int4"), quant.q.astype(dtype))
         s_value = add_initializer(graph, names.new(f"{base}_scale"), quant.scale)
         inputs = [q_value, s_value]
-        if not signed:
+        if quant.zero is not None:
             zero = quant.zero.astype(ml_dtypes.uint4)
             inputs.append(add_initializer(graph, names.new(f"{base}_zero_point"), zero))
         dq = ir.node(
@@ -156,7 +158,7 @@ class QuantizeInt4Pass(ir.passes.InPlacePass):
         out.dtype = ir.DataType.FLOAT
         out.shape = ir.Shape(w.shape)
         graph.insert_before(node, dq)
-        if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        if node.op_type == "Gemm" and bool(node.attributes.get_int("transB", 0)):
             node.attributes["transB"] = ir.AttrInt64("transB", 0)
         node.replace_input_with(1, out)
         if graph.initializers.get(base) is weight.value and not weight.value.uses():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxcomp.quant_int4 import BlockQuant, quantize_blocks
+from onnxcomp.quantization.blocks import BlockQuant, quantize_blocks
 from onnxcomp.recover.obs import DEFAULT_DAMP, inverse_cholesky
 
 

@@ -22,7 +22,7 @@ from onnxcomp.passes.quantize_int4 import (
     runtime_fuses_int4,
 )
 from onnxcomp.passes.quantize_weights import QuantRecord
-from onnxcomp.quant_int4 import BlockQuant
+from onnxcomp.quantization.blocks import BlockQuant
 from onnxcomp.weights import Weight, find_weights
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def layer_hessians(model: ir.Model, weights: list[Weight], calib: Any) -> dict[s
     for weight in weights:
         node = weight.uses[0].node
         x = node.inputs[0]
-        if x is None or not x.name or node.attributes.get_int("transA", 0):
+        if x is None or not x.name or bool(node.attributes.get_int("transA", 0)):
             continue
         readers[weight.name] = x.name
     if not readers:
@@ -46,7 +46,7 @@ def layer_hessians(model: ir.Model, weights: list[Weight], calib: Any) -> dict[s
     features = {w.name: w.array.shape[0] for w in weights if w.name in readers}
     for w in weights:
         node = w.uses[0].node
-        if node.op_type == "Gemm" and node.attributes.get_int("transB", 0):
+        if node.op_type == "Gemm" and bool(node.attributes.get_int("transB", 0)):
             features[w.name] = w.array.shape[1]
     accs = {name: HessianAccumulator(features[name]) for name in readers}
     data = open_data(calib, input_specs(model))
@@ -70,7 +70,10 @@ def unfused_int4(model: ir.Model) -> list[str]:
     import onnxruntime as ort
 
     int4 = (ir.DataType.INT4, ir.DataType.UINT4)
-    if not any(n.op_type == "DequantizeLinear" and n.inputs[0].dtype in int4 for n in model.graph):
+    if not any(
+        n.op_type == "DequantizeLinear" and n.inputs[0] is not None and n.inputs[0].dtype in int4
+        for n in model.graph
+    ):
         return []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "optimized.onnx")

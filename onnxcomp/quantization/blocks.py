@@ -5,7 +5,7 @@ column) pair gets its own scale, the layout onnxruntime's MatMulNBits reads
 (DequantizeLinear axis 0, scales [ceil(K/bs), N]). Sixteen levels are too few for a
 plain max|w| scale to be the best one: each block's scale is searched over a few
 shrink factors (clipping the largest weights) for the least squared error, the
-"clip search" of RTN quantizers. Rounding is half-to-even, as in quant_math.
+"clip search" of RTN quantizers. Rounding is half-to-even, as in numeric.py.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxcomp.quant_math import MIN_SCALE
+from onnxcomp.quantization.numeric import MIN_SCALE
 
-BLOCK_SIZES = (16, 32, 64, 128, 256)
 # Shrink factors tried for every block's range; 1.0 first so ties keep the plain scale.
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)
 SIGNED = (-8, 7)
