@@ -9,6 +9,7 @@ JSON list with a record per scenario.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ def _state(folder: Path, names: list[str]) -> dict:
 
 
 def _child(work: Path, args: list[str], scenario: dict) -> None:
+    os.setpgid(0, 0)  # its own group: a kill -9 of the job takes its workers with it
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
@@ -68,6 +70,20 @@ def _child(work: Path, args: list[str], scenario: dict) -> None:
         os._exit(code)
 
 
+def _end_group(pgid: int) -> None:
+    """What a killed job leaves (an auto worker process) dies with it, as when a shell or
+    container kills the job; wait until the group is gone, at most a few seconds."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+
+
 def _run(work: Path, args: list[str], scenario: dict) -> tuple[int, float]:
     start = time.monotonic()
     pid = os.fork()
@@ -76,6 +92,7 @@ def _run(work: Path, args: list[str], scenario: dict) -> tuple[int, float]:
     _, status = os.waitpid(pid, 0)
     seconds = time.monotonic() - start
     if os.WIFSIGNALED(status):
+        _end_group(pid)
         return -os.WTERMSIG(status), seconds
     return os.WEXITSTATUS(status), seconds
 
