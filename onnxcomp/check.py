@@ -12,7 +12,9 @@ from onnxcomp import model as model_io
 from onnxcomp.data import DataSource, input_specs, open_data, synthetic
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.metrics import Accuracy, OutputComparison
+from onnxcomp.persample import DropRows
 from onnxcomp.runtime.latency import LatencyStats, compare_latency, session
+from onnxcomp.stats import DropBound, drop_bound
 
 
 @dataclass
@@ -44,6 +46,8 @@ class CheckResult:
     threads: int = 1
     latency_batch: int | None = None  # samples in the feed that latency was timed on
     max_drop: float | None = None
+    confidence: float | None = None  # gate on the drop's upper bound at this confidence
+    drop_bound: DropBound | None = None
 
     @property
     def size_ratio(self) -> float:
@@ -76,6 +80,8 @@ class CheckResult:
     def passed(self) -> bool:
         if self.max_drop is None:
             return True
+        if self.confidence is not None:
+            return self.drop_bound is not None and self.drop_bound.within(self.max_drop)
         return self.drop is not None and self.drop <= self.max_drop + 1e-12
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,12 +101,15 @@ def check(
     threads: int = 1,
     warmup: int = 5,
     max_drop: float | None = None,
+    confidence: float | None = None,
 ) -> CheckResult:
     """Compare two models on the same inputs; ``data`` is any source data.py reads."""
     if threads < 1:
         raise OnnxcompError(f"--threads must be >= 1, got {threads}")
     if max_drop is not None and not 0.0 <= max_drop <= 1.0:
         raise OnnxcompError(f"--max-drop must be in [0, 1], got {max_drop}")
+    if confidence is not None and not 0.0 < confidence < 1.0:
+        raise OnnxcompError(f"--confidence must be in (0, 1), got {confidence}")
     if labels is not None and data is None:
         raise OnnxcompError("--labels needs --data")
     ref_model = model_io.load(original)
@@ -122,6 +131,7 @@ def check(
         labels=labels,
         threads=threads,
         max_drop=max_drop,
+        confidence=confidence,
     )
     first_feed = _compare_outputs(ref_sess, new_sess, source, result)
     if first_feed is None:
@@ -150,6 +160,7 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
     names = [o.name for o in ref_sess.get_outputs()]
     comparisons = [OutputComparison(n) for n in names]
     acc_ref, acc_new = Accuracy(), Accuracy()
+    rows = DropRows()
     label_index: int | None = None
     first_feed = None
     for batch in source:
@@ -162,17 +173,24 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
             raise OnnxcompError(f"onnxruntime failed on the data: {one_line(exc)}") from None
         for comp, r, n in zip(comparisons, ref_out, new_out, strict=True):
             comp.update(np.asarray(r), np.asarray(n))
+        rows.update(ref_out, new_out)
         result.samples += batch.size
         if batch.labels is not None:
             if label_index is None:
                 label_index = _label_output(ref_out, batch.labels)
             acc_ref.update(np.asarray(ref_out[label_index]), batch.labels)
             acc_new.update(np.asarray(new_out[label_index]), batch.labels)
+            rows.update_accuracy(ref_out[label_index], new_out[label_index], batch.labels)
     result.outputs = [
         OutputFidelity(c.name, c.top1_agreement, c.cosine, c.max_abs_error, c.exact)
         for c in comparisons
     ]
     result.accuracy_original, result.accuracy_compressed = acc_ref.value, acc_new.value
+    if result.confidence is not None:
+        metric = "accuracy" if acc_ref.value is not None else "agreement"
+        if rows.drops(metric) is None:
+            metric = "cosine"
+        result.drop_bound = drop_bound(rows.drops(metric), metric, result.confidence)
     return first_feed
 
 

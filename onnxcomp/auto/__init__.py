@@ -3,12 +3,18 @@
 Writes OUT, OUT.recipe.toml (replayable with ``compress --recipe``), OUT.report.json
 and OUT.report.md. When no compressed configuration fits, OUT is not written, the
 reports still are, and the result says so (the CLI exits 1).
+
+The search measures on one part of the data and the finalists are judged on a held-back
+part (``--verify DATA``, else a seeded split of the search data): see auto/verify.py.
+Activation ranges are calibrated on all of ``--calib`` (so the recipe replays byte for
+byte); to keep the verification samples out of calibration too, give ``--verify``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -16,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxcomp import model as model_io
+from onnxcomp.auto import verify as verify_mod
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -26,11 +33,15 @@ from onnxcomp.auto.search import (
 )
 from onnxcomp.auto.space import build_space, deflate_size
 from onnxcomp.auto.trials import TrialResult, init_worker
+from onnxcomp.auto.verify import Verification
 from onnxcomp.compress import CompressOptions, compress
+from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.evaluate import Evaluator
 from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
 from onnxcomp.recipe import save_recipe
 from onnxcomp.runtime.latency import compare_latency, session
+from onnxcomp.split import split_data
 
 OBJECTIVES = ("size", "latency")
 
@@ -55,6 +66,7 @@ class AutoResult:
     seconds: float = 0.0
     recipe: str | None = None
     reports: list[str] = field(default_factory=list)
+    verification: Verification | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -77,19 +89,35 @@ def auto(
     workers: int = 2,
     executor: TrialExecutor | None = None,
     recover: str | None = None,
+    verify: Any = None,
+    verify_fraction: float = 1 / 3,
+    confidence: float = 0.95,
+    allow_small_data: bool = False,
+    seed: int = 0,
     log=None,
 ) -> AutoResult:
     start = time.monotonic()
     src, out = Path(model), Path(output)
     _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover)
+    say = log or (lambda line: print(line, file=sys.stderr))
     model_io.load(src)
     space = build_space(str(src), objective=objective, has_calib=calib is not None)
     space.base = CompressOptions(
         calib=str(calib) if isinstance(calib, os.PathLike) else calib, recover=recover
     )
-    eval_data = data if data is not None else calib
-    init_args = (str(src), eval_data, labels, metric)
-    init_worker(*init_args)  # the main process evaluates too; fails early on bad data
+    workdir = tempfile.mkdtemp(prefix=".onnxcomp-auto-", dir=out.parent)
+    try:
+        eval_data, verifier, plan = _holdout(
+            src, data if data is not None else calib, verify, labels, metric, verify_fraction,
+            seed, workdir, max_drop, confidence, allow_small_data,
+        )  # fmt: skip
+        if plan.note:
+            say(plan.note)
+        init_args = (str(src), eval_data, labels, metric)
+        init_worker(*init_args)  # the main process evaluates too; fails early on bad data
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     from onnxcomp.auto.trials import _State
 
     evaluator = _State.evaluator
@@ -104,21 +132,19 @@ def auto(
             if picklable and workers > 1
             else SerialExecutor()
         )
-    workdir = tempfile.mkdtemp(prefix=".onnxcomp-auto-", dir=out.parent)
     deadline = start + time_limit if time_limit else float("inf")
     state = SearchState(
         space, max_drop, objective, executor, workdir, workers=workers,
         max_trials=max_trials, deadline=deadline,
     )  # fmt: skip
-    if log is not None:
-        state.log = log
+    state.log = say
     try:
         global_sweep(state)
         best_global = state.best()
         measure_sensitivity(state)
         bisect_threshold(state)
         greedy_push(state)
-        result = _finish(state, src, out, evaluator, best_global)
+        result = _finish(state, src, out, verifier, plan, best_global, seed)
     finally:
         if owned:
             executor.shutdown(wait=True)
@@ -149,7 +175,29 @@ def _validate(src, out, objective, max_drop, max_trials, calib, data, metric, re
         raise OnnxcompError(f"{out.parent}: output folder does not exist")
 
 
-def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) -> AutoResult:
+def _holdout(src, search_data, verify, labels, metric, fraction, seed, workdir, max_drop,
+             confidence, allow_small_data):  # fmt: skip
+    """The search part, an evaluator on the verification part, and its plan."""
+    specs = input_specs(model_io.load(src))
+    if verify is None:
+        split = split_data(
+            search_data, specs, Path(workdir) / "holdout", labels=labels, fraction=fraction,
+            seed=seed,
+        )  # fmt: skip
+        search_data, verify = split.search, split.verify
+        where = f"held back {split.verify_samples} of {split.search_samples + split.verify_samples}"
+        where += " samples" + (" (stratified by label)" if split.stratified else "")
+    else:
+        where = str(verify)
+    source = open_data(verify, specs, labels=labels)
+    verifier = Evaluator(str(src), source, metric=metric)
+    plan = verify_mod.plan(verifier, max_drop, confidence, allow_small_data, where)
+    return search_data, verifier, plan
+
+
+def _finish(
+    state: SearchState, src: Path, out: Path, verifier, plan, best_global, seed: int
+) -> AutoResult:
     result = AutoResult(
         model=str(src), output=None, objective=state.objective, max_drop=state.max_drop,
         metric="", baseline=0.0, found=False, chosen=None, best_global=best_global,
@@ -164,18 +212,21 @@ def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) ->
         (r for r in state.results if state.fits(r)), key=lambda r: (state.cost(r), r.drop, r.id)
     )
     if state.objective == "latency":
-        candidates = _by_latency(state, src, candidates[:3], result)
-    for cand in candidates:
-        options = state.space.to_options(cand.config)
-        compress(src, out, options)
-        score = evaluator.score(out)
-        if score.drop <= state.max_drop + 1e-9:  # verified on the evaluation data
-            cand.value, cand.drop = score.value, score.drop
-            result.found, result.chosen, result.output = True, cand, str(out)
-            recipe = out.with_name(out.name + ".recipe.toml")
-            result.recipe = str(save_recipe(options, recipe))
-            return result
-        out.unlink()
+        finalists = _by_latency(state, src, candidates[:3], result)
+    else:
+        finalists = verify_mod.pick_finalists(candidates, state.max_drop)
+    result.verification = plan
+
+    def build(cand: TrialResult, path: Path) -> None:
+        compress(src, path, state.space.to_options(cand.config))
+
+    scratch = Path(state.workdir)
+    cand = verify_mod.judge(plan, verifier, finalists, build, out, scratch, seed=seed)
+    if cand is not None:
+        result.found, result.chosen, result.output = True, cand, str(out)
+        recipe = out.with_name(out.name + ".recipe.toml")
+        result.recipe = str(save_recipe(state.space.to_options(cand.config), recipe))
+        return result
     result.chosen = min(
         (r for r in state.results if r.ok and r.drop is not None),
         key=lambda r: r.drop,

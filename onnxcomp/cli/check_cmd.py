@@ -23,6 +23,15 @@ from onnxcomp.cli._app import app, emit_json, say
     metavar="X",
     help="Exit 1 when the accuracy drop (or 1 - top-1 agreement) exceeds X.",
 )
+@click.option(
+    "--confidence",
+    type=float,
+    metavar="C",
+    help="With --max-drop: pass only when the one-sided upper bound of the drop at this "
+    "confidence (e.g. 0.95) is within X, so noise on a small set cannot pass a model. "
+    "Exact binomial for accuracy/agreement, bootstrap for cosine. Default: off (the "
+    "measured drop is compared).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def check_command(original: str, compressed: str, as_json: bool, **kwargs) -> int:
     """Compare ORIGINAL and COMPRESSED: size, fidelity or accuracy, latency."""
@@ -71,5 +80,9 @@ def render(r: CheckResult) -> str:
     lines.append(f"{kind}: {r.data}, {r.samples} samples{timing}")
     if r.max_drop is not None:
         verdict = "PASS" if r.passed else "FAIL"
-        lines.append(f"{verdict}: drop {_pct(r.drop)} vs max {_pct(r.max_drop)}")
+        b = r.drop_bound
+        bound = (
+            "" if b is None else f", upper bound {b.upper:.2%} at {b.confidence:.0%} ({b.method})"
+        )
+        lines.append(f"{verdict}: drop {_pct(r.drop)}{bound} vs max {_pct(r.max_drop)}")
     return "\n".join(lines)
