@@ -85,8 +85,7 @@ def _write(units: list[Batch], folder: Path, labels: str | None) -> None:
         else:
             groups.append([u])
     for i, g in enumerate(groups):
-        arrays = {k: np.concatenate([u.feed[k] for u in g]) if len(g) > 1 else g[0].feed[k]
-                  for k in g[0].feed}  # fmt: skip
+        arrays: dict[str, Any] = {k: np.concatenate([u.feed[k] for u in g]) for k in g[0].feed}
         if labels is not None and g[0].labels is not None:
             arrays[labels] = np.concatenate([np.asarray(u.labels).reshape(-1) for u in g])
         np.savez(folder / f"part_{i:05d}.npz", **arrays)
