@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
 from onnxcomp.auto import auto
 from onnxcomp.auto.space import build_space, deflate_size
 from onnxcomp.compress import CompressOptions, compress

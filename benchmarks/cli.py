@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmarks import report, runner, zoo
 from benchmarks.contenders import CONTENDERS
+from benchmarks.corpus.bench import REAL_CONTENDERS, run_real_model
 from benchmarks.merge import merge_runs
 
 HERE = Path(__file__).resolve().parent
@@ -30,6 +31,13 @@ def _names(value: str | None, known: dict, default: list[str], what: str) -> lis
     if unknown:
         raise SystemExit(f"unknown {what}: {', '.join(unknown)} (choose from {', '.join(known)})")
     return names
+
+
+def _real_names(value: str | None) -> list[str]:
+    from benchmarks.corpus import registry
+
+    known = registry()
+    return _names(value, known, sorted(known), "corpus models")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -61,6 +69,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="combine these results JSONs (later runs win per model and contender) into "
         "--json and --markdown",
     )
+    p.add_argument(
+        "--real",
+        action="store_true",
+        help="the real-model corpus only (benchmarks/corpus; the default full run does the "
+        "corpus first, then the zoo; --quick and --models leave it out)",
+    )
+    p.add_argument("--no-real", action="store_true", help="skip the real-model corpus")
+    p.add_argument("--real-models", help="comma-separated corpus models (default: all cached)")
     p.add_argument("--list", action="store_true", help="list models and contenders, then exit")
     return p.parse_args(argv)
 
@@ -133,7 +149,25 @@ def main(argv: list[str] | None = None) -> int:
         runner.dump(args.json, payload)
         args.markdown.write_text(report.markdown(payload))
 
-    runner.run(cfg, on_model=save)
+    # The corpus runs in the default full run (before the zoo) and with --real; a run of
+    # chosen --models or --quick leaves it out.
+    if args.real or not (args.no_real or args.models or args.quick):
+        payload["real"] = []
+        for name in _real_names(args.real_models):
+            entry = run_real_model(
+                name,
+                [c for c in REAL_CONTENDERS if c in cfg.contenders or not args.contenders],
+                cfg.out,
+                threads=cfg.threads,
+                max_runs=cfg.max_runs,
+                budget_s=cfg.budget_s,
+                timeout_s=cfg.timeout_s,
+            )
+            payload["real"].append(entry)
+            runner.dump(args.json, payload)
+            args.markdown.write_text(report.markdown(payload))
+    if not args.real:
+        runner.run(cfg, on_model=save)
     payload["wall_s"] = round(time.perf_counter() - start, 1)
     runner.dump(args.json, payload)
     args.markdown.write_text(report.markdown(payload))

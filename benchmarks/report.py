@@ -9,6 +9,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from benchmarks.corpus.report import section as real_section
 from benchmarks.report_sections import auto_section, recovery_section
 
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx")
@@ -118,9 +119,10 @@ def markdown(payload: dict) -> str:
         "- Method, zoo and caveats (random-weight CNNs: compare contenders, read absolute "
         "fidelity from digits and MiniLM): benchmarks/README.md"
     )
+    lines += ["", *real_section(payload.get("real") or [])]
     lines += [
         "",
-        "## Summary per contender",
+        "## Summary per contender (zoo)",
         "",
         "Geometric means over the models a contender succeeded on; speedup = fp32 median "
         "latency / contender median latency in the same run (higher is better); size = "

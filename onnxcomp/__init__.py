@@ -4,7 +4,7 @@ from onnxcomp.check import CheckResult, check
 from onnxcomp.compress import CompressOptions, CompressResult, compress, compress_model
 from onnxcomp.errors import BudgetExceeded, OnnxcompError
 from onnxcomp.inspect_model import InspectResult, inspect
-from onnxcomp.model import load, save
+from onnxcomp.model_io import load, save
 
 __all__ = [
     "BudgetExceeded",

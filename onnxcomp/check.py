@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
 from onnxcomp.data import DataSource, input_specs, open_data, synthetic
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.metrics import Accuracy, OutputComparison
+from onnxcomp.options import CheckOptions
 from onnxcomp.persample import DropRows
 from onnxcomp.runtime.latency import LatencyStats, compare_latency, session
 from onnxcomp.stats import DropBound, drop_bound
@@ -48,6 +49,7 @@ class CheckResult:
     max_drop: float | None = None
     confidence: float | None = None  # gate on the drop's upper bound at this confidence
     drop_bound: DropBound | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def size_ratio(self) -> float:
@@ -94,24 +96,16 @@ class CheckResult:
 def check(
     original: str | os.PathLike,
     compressed: str | os.PathLike,
-    *,
-    data: Any = None,
-    labels: str | None = None,
-    runs: int = 50,
-    threads: int = 1,
-    warmup: int = 5,
-    max_drop: float | None = None,
-    confidence: float | None = None,
+    options: CheckOptions | None = None,
+    **kwargs: Any,
 ) -> CheckResult:
-    """Compare two models on the same inputs; ``data`` is any source data.py reads."""
-    if threads < 1:
-        raise OnnxcompError(f"--threads must be >= 1, got {threads}")
-    if max_drop is not None and not 0.0 <= max_drop <= 1.0:
-        raise OnnxcompError(f"--max-drop must be in [0, 1], got {max_drop}")
-    if confidence is not None and not 0.0 < confidence < 1.0:
-        raise OnnxcompError(f"--confidence must be in (0, 1), got {confidence}")
-    if labels is not None and data is None:
-        raise OnnxcompError("--labels needs --data")
+    """Compare two models on the same inputs; options as a CheckOptions or keywords
+    (``data`` is any source data.py reads)."""
+    options = options or CheckOptions(**kwargs)
+    options.validate()
+    data, labels, max_drop = options.data, options.labels, options.max_drop
+    runs, threads, warmup = options.runs, options.threads, options.warmup
+    confidence = options.confidence
     ref_model = model_io.load(original)
     new_model = model_io.load(compressed)
     specs = input_specs(ref_model)
@@ -133,12 +127,19 @@ def check(
         max_drop=max_drop,
         confidence=confidence,
     )
+    from onnxcomp.storage_forms import storage_forms
+
+    if any(f.form.startswith("codebook") for f in storage_forms(new_model)):
+        result.notes.append(
+            "codebook weights are decoded by onnxruntime at session creation: the model runs "
+            "at fp32 speed with fp32 memory (a download/disk-size mode)"
+        )
     first_feed = _compare_outputs(ref_sess, new_sess, source, result)
     if first_feed is None:
         raise OnnxcompError("the data source yielded no samples")
     if runs > 0:
-        first = next(iter(first_feed.values()))
-        result.latency_batch = int(first.shape[0]) if first.ndim else 1
+        first = next(iter(first_feed.values()), None)  # None: a model without inputs
+        result.latency_batch = int(first.shape[0]) if first is not None and first.ndim else 1
         result.latency_original, result.latency_compressed = compare_latency(
             [ref_sess, new_sess], first_feed, runs=runs, warmup=warmup
         )
@@ -177,7 +178,7 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
         result.samples += batch.size
         if batch.labels is not None:
             if label_index is None:
-                label_index = _label_output(ref_out, batch.labels)
+                label_index = _label_output_index(ref_out, batch.labels)
             acc_ref.update(np.asarray(ref_out[label_index]), batch.labels)
             acc_new.update(np.asarray(new_out[label_index]), batch.labels)
             rows.update_accuracy(ref_out[label_index], new_out[label_index], batch.labels)
@@ -194,7 +195,7 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
     return first_feed
 
 
-def _label_output(outputs: list, labels: np.ndarray) -> int:
+def _label_output_index(outputs: list, labels: np.ndarray) -> int:
     """Prefer an output of predicted labels; else the first score matrix of the right size."""
     n = np.asarray(labels).reshape(-1).shape[0]
     arrays = [np.asarray(o) for o in outputs]

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
 from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.quant_math import quantize
+from onnxcomp.quantization.numeric import quantize
 from onnxcomp.runtime import capture
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
@@ -266,36 +266,3 @@ def _hint(layer: LayerError) -> str:
     if layer.quantized_output:
         return f"activation rounding: try --calib-method percentile or mse, or --exclude {name}"
     return f"error grows here: keep it float with --exclude {name}"
-
-
-def _fmt_db(x: float) -> str:
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.1f}"
-
-
-def render(result: DebugResult, top: int | None = 20) -> str:
-    """A text table, worst contributor first, hints below."""
-    rows = result.layers if top is None else result.layers[:top]
-    width = max([len(r.node) for r in rows] + [5])
-    lines = [
-        f"{'layer':<{width}}  {'op':<14}{'SQNR dB':>9}{'rel err':>10}{'added':>10}  weights",
-    ]
-    for r in rows:
-        tags = [r.weights] if r.weights else []
-        tags += ["int8 output"] if r.quantized_output else []
-        lines.append(
-            f"{r.node:<{width}}  {r.op_type:<14}{_fmt_db(r.sqnr_db):>9}"
-            f"{r.rel_error:>10.3g}{r.added_error:>10.3g}  {', '.join(tags)}"
-        )
-    hints = [f"  {r.node}: {r.hint}" for r in rows if r.hint]
-    if hints:
-        lines.append("hints:")
-        lines += hints
-    if top is not None and len(result.layers) > top:
-        lines.append(f"({len(result.layers) - top} more layers; --top 0 shows all)")
-    kind = "SYNTHETIC" if result.synthetic else "data"
-    lines.append(f"{kind}: {result.data}; {result.samples} samples compared")
-    if result.unmatched:
-        lines.append(f"not compared ({len(result.unmatched)}): {', '.join(result.unmatched[:8])}")
-    return "\n".join(lines)

@@ -17,12 +17,12 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxcomp.data import DataSource
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.metrics import Accuracy, is_classifier_like
+from onnxcomp.options import METRICS
 from onnxcomp.persample import DropRows
 from onnxcomp.runtime.latency import session
 
-METRICS = ("accuracy", "agreement", "cosine")
 MetricFn = Callable[[ort.InferenceSession, DataSource], float]
 
 
@@ -45,7 +45,7 @@ class Evaluator:
         self.data = data
         self.threads = threads
         ref = session(original, threads)
-        self._reference = [(b, ref.run(None, b.feed)) for b in data]
+        self._reference = [(b, _run(ref, b.feed)) for b in data]
         if not self._reference:
             raise OnnxcompError("the evaluation data yielded no samples")
         has_labels = all(b.labels is not None for b, _ in self._reference)
@@ -89,23 +89,32 @@ class Evaluator:
         if self.metric == "accuracy":
             acc = Accuracy()
             for batch, ref_out in self._reference:
-                out = ref_out if reference else sess.run(None, batch.feed)
-                acc.update(np.asarray(_label_output(out)), batch.labels)
-                rows.update_accuracy(_label_output(ref_out), _label_output(out), batch.labels)
+                out = ref_out if reference else _run(sess, batch.feed)
+                assert batch.labels is not None
+                acc.update(np.asarray(_label_scores(out)), batch.labels)
+                rows.update_accuracy(_label_scores(ref_out), _label_scores(out), batch.labels)
             return float(acc.value or 0.0), rows.drops("accuracy")
         if reference:
             return 1.0, None
         for batch, ref_out in self._reference:
-            rows.update(ref_out, sess.run(None, batch.feed))
+            rows.update(ref_out, _run(sess, batch.feed))
         drops = rows.drops(self.metric)
         if drops is None:
             if self.metric == "agreement":
                 raise OnnxcompError("metric 'agreement' needs a classifier-like output")
-            raise OnnxcompError("metric 'cosine' needs a numeric output")
+            raise OnnxcompError("metric 'cosine' needs a float output to compare")
         return 1.0 - float(drops.mean()), drops
 
 
-def _label_output(outputs: list[Any]) -> Any:
+def _run(sess: ort.InferenceSession, feed: dict) -> list[Any]:
+    """Bad data (wrong shape, rank or type) is the user's to fix: one line, exit 2."""
+    try:
+        return sess.run(None, feed)
+    except Exception as exc:
+        raise OnnxcompError(f"onnxruntime failed on the data: {one_line(exc)}") from None
+
+
+def _label_scores(outputs: list[Any]) -> Any:
     """The output holding labels or class scores (the first that looks like it)."""
     for o in outputs:
         a = np.asarray(o)

@@ -6,13 +6,13 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
+from onnxcomp.storage_forms import StoredWeight, storage_forms
 
 # Which inputs of each integer op hold quantized data (not scales or zero points).
 QUANT_DATA_INPUTS = {
@@ -51,6 +51,7 @@ class InspectResult:
     quantized_tensors: list[str] = field(default_factory=list)
     external_data: list[str] = field(default_factory=list)
     metadata_keys: list[str] = field(default_factory=list)
+    storage: list[StoredWeight] = field(default_factory=list)  # each weight's stored form
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +77,8 @@ def inspect(path: str | os.PathLike) -> InspectResult:
             )
             ops[key] += 1
             nodes += 1
-    params, by_dtype, zeros, numeric = 0, Counter(), 0, 0
+    by_dtype: Counter[str] = Counter()
+    params, zeros, numeric = 0, 0, 0
     external: set[str] = set()
     for tensor in _constant_tensors(graphs):
         params += tensor.size
@@ -105,6 +107,7 @@ def inspect(path: str | os.PathLike) -> InspectResult:
         quantized_tensors=_quantized(graphs),
         external_data=sorted(external),
         metadata_keys=sorted(model.metadata_props),
+        storage=storage_forms(model),
     )
 
 
@@ -134,34 +137,6 @@ def _quantized(graphs: list[ir.Graph]) -> list[str]:
                 if node.op_type == "Gather" and not int8:
                     continue
                 if tensor is not None and tensor.dtype.is_integer() and tensor.size > 1:
+                    assert value is not None
                     names.append(value.name or "")
     return sorted(set(names))
-
-
-def render(result: InspectResult) -> str:
-    """A human summary; ``--json`` prints to_dict() instead."""
-
-    def fmt(t: TensorInfo) -> str:
-        dims = ", ".join("?" if d is None else str(d) for d in t.shape)
-        return f"  {t.name}: {t.dtype}[{dims}]"
-
-    lines = [
-        f"{Path(result.path).name}: {result.file_bytes:,} bytes, IR v{result.ir_version}"
-        + (f", from {result.producer}" if result.producer else ""),
-        "opsets: " + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in result.opsets.items()),
-        "inputs:",
-        *map(fmt, result.inputs),
-        "outputs:",
-        *map(fmt, result.outputs),
-        f"nodes: {result.nodes} ({result.subgraphs} subgraphs); ops: "
-        + ", ".join(f"{k} {v}" for k, v in result.op_types.items()),
-        f"parameters: {result.parameters:,} elements; bytes by dtype: "
-        + ", ".join(f"{k} {v:,}" for k, v in result.parameter_bytes.items()),
-        f"zero weights: {result.zero_fraction:.1%}",
-        f"quantized tensors: {len(result.quantized_tensors)}",
-    ]
-    if result.external_data:
-        lines.append("external data: " + ", ".join(result.external_data))
-    if result.metadata_keys:
-        lines.append("metadata: " + ", ".join(result.metadata_keys))
-    return "\n".join(lines)

@@ -7,21 +7,28 @@ except conv1 which stays float".
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
 import onnx_ir as ir
 
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.options import LayerOptions
 from onnxcomp.weights import Weight
 
-PRECISIONS = ("float", "weights", "int8")
 
+def excluder(patterns: Iterable[str]) -> Callable[[Weight], bool]:
+    """A weight is excluded when a pattern names it, a consumer node, or a consumer op type."""
+    wanted = set(patterns)
 
-@dataclass
-class LayerOptions:
-    prune_sparsity: float | None = None
-    precision: str | None = None  # float | weights | int8; None: the global setting
+    def include(weight: Weight) -> bool:
+        if weight.name in wanted:
+            return False
+        for use in weight.uses:
+            if use.node.name in wanted or use.node.op_type in wanted:
+                return False
+        return True
+
+    return include
 
 
 def resolve(weight: Weight, layers: dict[str, LayerOptions]) -> LayerOptions | None:
@@ -95,13 +102,24 @@ def any_quantized(layers: dict[str, LayerOptions]) -> bool:
     return any(layer.precision in ("weights", "int8") for layer in layers.values())
 
 
-def validate_layers(layers: dict[str, LayerOptions], global_quantize: str | None) -> None:
-    for name, layer in layers.items():
-        if layer.precision is not None and layer.precision not in PRECISIONS:
-            raise OnnxcompError(f"layer '{name}': precision must be one of {', '.join(PRECISIONS)}")
-        if layer.prune_sparsity is not None and not 0 <= layer.prune_sparsity < 1:
-            raise OnnxcompError(f"layer '{name}': prune sparsity must be in [0, 1)")
-        if layer.precision == "int8" and global_quantize != "int8":
-            raise OnnxcompError(
-                f"layer '{name}' asks for int8 activations: set quantize = \"int8\" and calib"
-            )
+def model_names(model: ir.Model) -> set[str]:
+    """Every name a layer key may match: node names, op types, value and weight names."""
+    names: set[str] = set()
+    for graph in (model.graph, *model.graph.subgraphs()):
+        names.update(graph.initializers)
+        for node in graph:
+            names.add(node.op_type)
+            if node.name:
+                names.add(node.name)
+            names.update(v.name for v in node.outputs if v.name)
+    return names
+
+
+def check_layer_names(layers: dict[str, LayerOptions], known: set[str]) -> None:
+    """A layer key the model lacks is a typo or the wrong model: say so, never ignore it."""
+    missing = sorted(set(layers) - known)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise OnnxcompError(
+            f"layer '{missing[0]}'{more} names no node, weight or op type of this model"
+        )

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxcomp.errors import OnnxcompError
 from onnxcomp.metrics import cosine_rows, is_classifier_like, predictions
 
 
@@ -37,7 +38,10 @@ def correct_rows(output: Any, labels: np.ndarray) -> np.ndarray:
     pred = predictions(np.asarray(output))
     labels = np.asarray(labels).reshape(-1)
     if pred.shape[0] != labels.shape[0]:
-        raise ValueError(f"{pred.shape[0]} predictions for {labels.shape[0]} labels")
+        raise OnnxcompError(
+            f"labels: {pred.shape[0]} predictions for {labels.shape[0]} labels "
+            "(the labels array needs one label per sample)"
+        )
     return pred.astype(labels.dtype) == labels
 
 
@@ -52,6 +56,10 @@ class DropRows:
     def update(self, ref_out: list[Any], new_out: list[Any]) -> None:
         for i, (r, n) in enumerate(zip(ref_out, new_out, strict=True)):
             r, n = np.asarray(r), np.asarray(n)
+            if r.shape != n.shape:
+                raise OnnxcompError(
+                    f"output {i}: the models give different shapes {r.shape} vs {n.shape}"
+                )
             agree = agree_rows(r, n)
             if agree is not None:
                 self._agree.setdefault(i, []).append(1.0 - agree.astype(np.float64))

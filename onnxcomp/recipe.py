@@ -12,13 +12,14 @@ import json
 import math
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from onnxcomp.compress import CompressOptions
-from onnxcomp.errors import OnnxcompError
-from onnxcomp.layers import PRECISIONS, LayerOptions
+from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.jsonio import write_text_atomic
+from onnxcomp.options import CompressOptions, LayerOptions, choices_of, option_fields
+from onnxcomp.safe_io import regular_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,10 +27,34 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 FORMAT_VERSION = 1
-# Options a recipe may not carry: they describe a run, not a compression.
-_NOT_IN_RECIPES = {"progress", "layers"}
-_GLOBAL_KEYS = {f.name for f in fields(CompressOptions)} - _NOT_IN_RECIPES
-_LAYER_KEYS = {f.name for f in fields(LayerOptions)}
+
+
+def _types(hint: Any) -> tuple[type, ...] | None:
+    """The TOML/JSON value types a field of this annotation accepts (None: any)."""
+    if choices_of(hint) is not None:
+        return (str,)
+    text = str(hint)
+    if hint is bool:
+        return (bool,)
+    if hint is int:
+        return (int,)
+    if "float" in text:
+        return (int, float)
+    if "tuple" in text:
+        return (list,)
+    if hint is Any:  # data (calib): a path in a recipe
+        return (str,)
+    return None
+
+
+# Options a recipe may not carry (recipe=False in options.py) describe a run, not a compression.
+_TYPES: dict[str, tuple[type, ...] | None] = {
+    f.name: _types(hint) for f, hint in option_fields(CompressOptions) if f.metadata.get("recipe")
+}
+_GLOBAL_KEYS = set(_TYPES)
+_LAYER_TYPES = {f.name: _types(hint) for f, hint in option_fields(LayerOptions)}
+_LAYER_CHOICES = {f.name: choices_of(hint) for f, hint in option_fields(LayerOptions)}
+_LAYER_KEYS = set(_LAYER_TYPES)
 
 
 def _norm(key: str) -> str:
@@ -39,17 +64,23 @@ def _norm(key: str) -> str:
 def load_recipe(path: str | os.PathLike) -> CompressOptions:
     """Read and validate a recipe; every error names the file and the key."""
     p = Path(path)
-    if not p.is_file():
-        raise OnnxcompError(f"{p}: no such recipe file")
+    regular_file(p, "recipe file")
     try:
         text = p.read_text()
         raw = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise OnnxcompError(f"{p}: not a valid recipe: {str(exc).splitlines()[0]}") from None
-    return recipe_from_dict(raw, where=str(p))
+        raise OnnxcompError(f"{p}: not a valid recipe: {one_line(exc)}") from None
+    options = recipe_from_dict(raw, where=str(p))
+    if isinstance(options.calib, str) and not os.path.isabs(options.calib):
+        beside = p.parent / options.calib  # recipes store calib relative to themselves
+        if beside.exists() or not Path(options.calib).exists():
+            options.calib = str(beside)
+    return options
 
 
 def recipe_from_dict(raw: dict[str, Any], where: str = "recipe") -> CompressOptions:
+    if not isinstance(raw, dict):
+        raise OnnxcompError(f"{where}: a recipe is a table of settings, not a {type(raw).__name__}")
     unknown = set(raw) - {"version", "compress", "layers"}
     if unknown:
         raise OnnxcompError(f"{where}: unknown key '{sorted(unknown)[0]}'")
@@ -90,34 +121,22 @@ def _layer(layer: str, table: dict, where: str) -> LayerOptions:
         full = f"layers.{layer}.{key}"
         if name not in _LAYER_KEYS:
             raise OnnxcompError(f"{where}: unknown key '{full}'")
-        if name == "precision" and value not in PRECISIONS:
+        choices = _LAYER_CHOICES[name]
+        if choices is not None and value not in choices:
             raise OnnxcompError(
-                f"{where}: '{full}' must be one of {', '.join(PRECISIONS)}, got {value!r}"
+                f"{where}: '{full}' must be one of {', '.join(choices)}, got {value!r}"
             )
-        if name == "prune_sparsity" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name == "prune_sparsity" and not (number and 0 <= value < 1):
             raise OnnxcompError(f"{where}: '{full}' must be a number in [0, 1), got {value!r}")
-        setattr(out, name, value)
+        setattr(out, name, _coerce(full, name, value, where, _LAYER_TYPES))
     return out
 
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "prune_threshold": (int, float),
-    "prune_sparsity": (int, float),
-    "percentile": (int, float),
-    "global_prune": (bool,),
-    "per_tensor": (bool,),
-    "quantize": (str,),
-    "calib": (str,),
-    "calib_method": (str,),
-    "activation_type": (str,),
-    "exclude": (list,),
-    "recover": (str,),
-    "measure": (bool,),
-}
-
-
-def _coerce(full: str, name: str, value: Any, where: str) -> Any:
-    wanted = _TYPES.get(name)
+def _coerce(
+    full: str, name: str, value: Any, where: str, types: dict[str, Any] | None = None
+) -> Any:
+    wanted = (_TYPES if types is None else types).get(name)
     ok = wanted is None or (
         isinstance(value, wanted) and not (bool not in wanted and isinstance(value, bool))
     )
@@ -135,7 +154,7 @@ def recipe_to_dict(options: CompressOptions) -> dict[str, Any]:
     default = CompressOptions()
     glob = {}
     for f in fields(CompressOptions):
-        if f.name in _NOT_IN_RECIPES:
+        if f.name not in _GLOBAL_KEYS:
             continue
         value = getattr(options, f.name)
         if value != getattr(default, f.name) and value is not None:
@@ -152,6 +171,7 @@ def dump_toml(options: CompressOptions) -> str:
     d = recipe_to_dict(options)
     lines = [
         "# onnxcomp recipe: replay with `onnxcomp compress MODEL --recipe FILE -o OUT`",
+        "# (a calib path is relative to this file's folder)",
         f"version = {d['version']}",
         "",
         "[compress]",
@@ -175,12 +195,17 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
-def save_recipe(options: CompressOptions, path: str | os.PathLike) -> Path:
+def save_recipe(
+    options: CompressOptions, path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None
+) -> Path:
+    """Write ``options`` to ``path``. A ``calib`` path is stored relative to the folder
+    the recipe will live in (``base_dir``, default: its own), so a replay from any
+    working directory finds the data."""
     p = Path(path)
+    if isinstance(options.calib, str):
+        base = os.path.abspath(base_dir if base_dir is not None else p.parent)
+        options = replace(options, calib=os.path.relpath(os.path.abspath(options.calib), base))
     text = (
         json.dumps(recipe_to_dict(options), indent=2) if p.suffix == ".json" else dump_toml(options)
     )
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
-    return p
+    return write_text_atomic(p, text)

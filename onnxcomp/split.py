@@ -40,7 +40,12 @@ def _units(batches: list[Batch], specs: list[InputSpec]) -> list[Batch]:
         sizes = {v.shape[0] if v.ndim else 1 for v in b.feed.values()}
         rows = sizes.pop() if len(sizes) == 1 else 0
         lab = None if b.labels is None else np.asarray(b.labels).reshape(-1)
-        if fixed or rows <= 1 or (lab is not None and lab.shape[0] != rows):
+        if not fixed and rows > 1 and lab is not None and lab.shape[0] != rows:
+            raise OnnxcompError(
+                f"labels: {rows} samples for {lab.shape[0]} labels "
+                "(the labels array needs one label per sample)"
+            )
+        if fixed or rows <= 1:
             units.append(b)
             continue
         for i in range(rows):

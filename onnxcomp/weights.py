@@ -93,7 +93,9 @@ def find_weights(model: ir.Model, min_size: int = 16) -> list[Weight]:
                 if index >= len(node.inputs):
                     continue
                 value = node.inputs[index]
-                if not _is_constant(value) or value.dtype not in FLOAT_TYPES:
+                if value is None or value.const_value is None or not _is_constant(value):
+                    continue
+                if value.dtype not in FLOAT_TYPES:
                     continue
                 if value.const_value.size < min_size:
                     continue

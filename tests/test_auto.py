@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from auto_models import robust_fragile_model, write_data
+from model_builders import robust_fragile_model, write_data
 
 from onnxcomp import check
 from onnxcomp.auto import auto

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import json
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-
-# benchmarks/ is a top-level folder of the repo, not part of the installed package
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import cli, report, runner, zoo, zoo_light
 from benchmarks import zoo_transformer as zt

@@ -8,20 +8,20 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from int8_models import conv_net
+from model_builders import int8_conv_net as conv_net
 from onnx import TensorProto, helper
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcomp.calibrate import Progress, Statistics, TensorStats, _reducible, collect
 from onnxcomp.data import input_specs, open_data
-from onnxcomp.histogram import (
+from onnxcomp.quantization.calibrate import Progress, Statistics, TensorStats, _reducible, collect
+from onnxcomp.quantization.histogram import (
     Histogram,
     entropy_range,
     fitting_exp,
     mse_range,
     percentile_range,
 )
-from onnxcomp.quant_math import activation_params, dequantize, quantize, quantize_bias
+from onnxcomp.quantization.numeric import activation_params, dequantize, quantize, quantize_bias
 
 
 def _parts(seed: int = 0) -> list[np.ndarray]:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from builders import vin
+from model_builders import vin
 from onnx import helper, numpy_helper
 
 from onnxcomp.check import check

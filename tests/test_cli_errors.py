@@ -7,7 +7,7 @@ import sys
 
 import onnx
 import pytest
-from builders import conv_net
+from model_builders import conv_net
 from onnx import helper
 
 from onnxcomp.cli import main

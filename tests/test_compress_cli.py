@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import onnx
-from builders import conv_net
+from model_builders import conv_net
 
 from onnxcomp.cli import main
 

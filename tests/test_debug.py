@@ -7,12 +7,13 @@ import json
 import numpy as np
 import onnx
 import pytest
-from builders import _init, _model, vin
+from model_builders import _init, _model, vin
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp.cli import main
+from onnxcomp.cli.debug_cmd import render
 from onnxcomp.compress import compress
-from onnxcomp.debug import debug, render
+from onnxcomp.debug import debug
 
 
 def mlp(depth: int = 4, width: int = 24, seed: int = 0) -> onnx.ModelProto:

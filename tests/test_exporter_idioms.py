@@ -245,3 +245,87 @@ def test_if_model_every_mode_valid(tmp_path, mode) -> None:
     feed = {"x": x, "c": np.array(True)}
     ref, got = _run(src, feed)[0], _run(out, feed)[0]
     np.testing.assert_allclose(got, ref, atol=0.1 * np.abs(ref).max())
+
+
+def zipmap_classifier(seed: int = 0) -> onnx.ModelProto:
+    """scikit-learn's default export: probabilities as a sequence of maps (ZipMap)."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["prob"], axis=1),
+        helper.make_node("ArgMax", ["prob"], ["label"], axis=1, keepdims=0),
+        helper.make_node(
+            "ZipMap",
+            ["prob"],
+            ["probabilities"],
+            domain="ai.onnx.ml",
+            classlabels_int64s=list(range(4)),
+        ),
+    ]
+    seq_map = helper.make_sequence_type_proto(
+        helper.make_map_type_proto(TensorProto.INT64, helper.make_tensor_type_proto(FLOAT, []))
+    )
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 64])],
+        [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_value_info("probabilities", seq_map),
+        ],
+        [_t(rng.standard_normal((64, 4)).astype(np.float32), "w")],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("mode", ["weights", "int8"])
+def test_map_typed_outputs_load_and_survive(tmp_path, mode) -> None:
+    """onnx_ir cannot hold map types; the model must still compress, keep its ZipMap
+    output typed and predict the same labels."""
+    src, out, calib = tmp_path / "sk.onnx", tmp_path / "sk.out.onnx", tmp_path / "c.npz"
+    onnx.save(zipmap_classifier(), src)
+    x = np.random.default_rng(4).standard_normal((32, 64)).astype(np.float32)
+    np.savez(calib, x=x)
+    extra = {"calib": str(calib), "measure": False} if mode == "int8" else {}
+    compress(src, out, quantize=mode, allow_larger=True, **extra)
+    saved = onnx.load(str(out))
+    onnx.checker.check_model(saved, full_check=True)
+    outputs = {o.name: o.type.WhichOneof("value") for o in saved.graph.output}
+    assert outputs == {"label": "tensor_type", "probabilities": "sequence_type"}
+    ref, got = _run(src, {"x": x})[0], _run(out, {"x": x})[0]
+    assert np.mean(ref == got) >= 0.9
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_exporter_debug_info_dropped_model_metadata_kept(tmp_path, keep) -> None:
+    """torch.onnx's dynamo exporter puts a stack trace on every node; the user's model
+    metadata (a label dictionary) must survive."""
+    model = conv_bn_opset11()
+    model.opset_import[0].version = 13
+    for node in model.graph.node:
+        node.doc_string = "File model.py, line 12, in forward"
+        onnx.helper.set_metadata_props(
+            node,
+            {
+                "pkg.torch.onnx.stack_trace": "x" * 5000,
+                "namespace": "conv: aten.conv2d",
+                "mine": "keep me",
+            },
+        )
+    onnx.helper.set_model_props(model, {"labels": "cat,dog"})
+    src, out = tmp_path / "dbg.onnx", tmp_path / "dbg.w.onnx"
+    onnx.save(model, src)
+    result = compress(src, out, quantize="weights", keep_debug_info=keep)
+    saved = onnx.load(str(out))
+    assert {p.key: p.value for p in saved.metadata_props} == {"labels": "cat,dog"}
+    relu = next(n for n in saved.graph.node if n.op_type == "Relu")
+    keys = {p.key for p in relu.metadata_props}
+    if keep:
+        assert "pkg.torch.onnx.stack_trace" in keys and relu.doc_string
+    else:
+        assert keys == {"mine"} and not relu.doc_string
+        assert any("debug info" in n for n in result.notes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from builders import conv_net, embedding_model
+from model_builders import conv_net, embedding_model
 
 from onnxcomp import compress
 from onnxcomp.cli import main

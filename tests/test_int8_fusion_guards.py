@@ -9,17 +9,19 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
-from int8_models import _init, _model, conv_net, transformer
+from model_builders import _init, transformer
+from model_builders import _int8_model as _model
+from model_builders import int8_conv_net as conv_net
 from onnx import TensorProto, helper
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcomp.int8 import prepare_int8
 from onnxcomp.passes.decode_at_load import DecodeAtLoadPass
 from onnxcomp.passes.layernorm_guard import KeepLayerNormUnfusedPass
-from onnxcomp.passes.qdq_placement import plan_qdq
 from onnxcomp.passes.quantize_activations import InsertQDQPass
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
-from onnxcomp.quant_math import activation_params
+from onnxcomp.quantization.flow import prepare_int8
+from onnxcomp.quantization.numeric import activation_params
+from onnxcomp.quantization.placement import plan_qdq
 
 
 def _optimized(proto: onnx.ModelProto, tmp_path) -> onnx.ModelProto:

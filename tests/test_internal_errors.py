@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from builders import conv_net
+from model_builders import conv_net
 
 from onnxcomp.cli import inspect_cmd, main
 from onnxcomp.errors import BudgetExceeded, OnnxcompError, clean, one_line

@@ -9,9 +9,10 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from builders import big_matmul_model, conv_net
+from model_builders import big_matmul_model, conv_net
 
-from onnxcomp import OnnxcompError, compress, load, model, save
+from onnxcomp import OnnxcompError, compress, load, save
+from onnxcomp import model_io as model
 
 
 def test_same_input_same_options_same_bytes(save_model, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from builders import (
+from model_builders import (
     conv_net,
     embedding_model,
     if_model,

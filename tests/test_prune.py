@@ -7,7 +7,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from builders import conv_net, embedding_model, shared_weight_model
+from model_builders import conv_net, embedding_model, shared_weight_model
 
 from onnxcomp import CompressOptions, compress, compress_model
 from onnxcomp.passes.prune import MagnitudePrunePass, sparsity_mask

@@ -9,13 +9,14 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from int8_models import conv_net, transformer
+from model_builders import int8_conv_net as conv_net
+from model_builders import transformer
 from onnx import TensorProto, helper
 
 from onnxcomp import CompressOptions, compress, compress_model
-from onnxcomp.int8 import prepare_int8, resolve_activation_type
-from onnxcomp.passes.qdq_placement import plan_qdq
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
+from onnxcomp.quantization.flow import prepare_int8, resolve_activation_type
+from onnxcomp.quantization.placement import plan_qdq
 
 
 def _run(path_or_proto, feed):

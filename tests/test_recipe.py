@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from builders import conv_net
+from model_builders import conv_net
 
 from onnxcomp import CompressOptions, OnnxcompError, compress
 from onnxcomp.cli import main

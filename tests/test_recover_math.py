@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp.passes.prune import sparsity_mask
-from onnxcomp.quant_math import quantize_weight_symmetric
+from onnxcomp.quantization.numeric import quantize_weight_symmetric
 from onnxcomp.recover.bias_correction import ChannelMean, corrected_int_bias, mean_shift
 from onnxcomp.recover.gptq import gptq_quantize, rtn_quantize
 from onnxcomp.recover.hessian import HessianAccumulator, conv_pads, im2col

@@ -6,13 +6,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from builders import _init, _model, conv_net, vin
+from model_builders import _init, _model, conv_net, vin
 from onnx import helper
 
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.model import load
+from onnxcomp.model_io import load
 from onnxcomp.runtime import capture
 
 LAYER_OUTPUTS = ["c1", "c2", "a1", "y"]  # mm1's shift goes into add1's bias

@@ -17,10 +17,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcomp import model as model_io
-from onnxcomp.calibrate import collect
+from onnxcomp import model_io
 from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.quantization.calibrate import collect
 from onnxcomp.runtime import capture, latency
 from onnxcomp.runtime import session as rt
 
@@ -189,7 +189,7 @@ def test_latency_session_reads_the_models_own_data(external: Path) -> None:
 
 
 def test_int8_bench_session_reads_the_models_own_data(external: Path) -> None:
-    from onnxcomp.int8 import _session
+    from onnxcomp.quantization.flow import _session
 
     _same(_session(model_io.load(external)).run(None, {"x": X})[0], "y")
 
@@ -223,7 +223,7 @@ def test_int8_measure_step_of_a_pruned_model_reads_its_own_data(external: Path) 
 @pytest.fixture
 def noisy(tmp_path: Path) -> tuple[Path, Path]:
     """A model with an unused initializer (onnxruntime warns that it removes it)."""
-    from int8_models import conv_net
+    from model_builders import int8_conv_net as conv_net
 
     model = conv_net()
     unused = numpy_helper.from_array(np.ones((8, 8), np.float32), "unused_weight")

@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io, safe_io
 from onnxcomp.auto import verify as verify_mod
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
@@ -32,18 +31,17 @@ from onnxcomp.auto.search import (
     measure_sensitivity,
 )
 from onnxcomp.auto.space import build_space, deflate_size
-from onnxcomp.auto.trials import TrialResult, init_worker
+from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.auto.verify import Verification
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.evaluate import Evaluator
 from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
+from onnxcomp.options import AutoOptions
 from onnxcomp.recipe import save_recipe
 from onnxcomp.runtime.latency import compare_latency, session
 from onnxcomp.split import split_data
-
-OBJECTIVES = ("size", "latency")
 
 
 @dataclass
@@ -77,112 +75,104 @@ class AutoResult:
 def auto(
     model: str | os.PathLike,
     output: str | os.PathLike,
-    *,
-    calib: Any = None,
-    data: Any = None,
-    labels: str | None = None,
-    max_drop: float,
-    objective: str = "size",
-    metric: Any = None,
-    max_trials: int = 60,
-    time_limit: float | None = None,
-    workers: int = 2,
-    executor: TrialExecutor | None = None,
-    recover: str | None = None,
-    verify: Any = None,
-    verify_fraction: float = 1 / 3,
-    confidence: float = 0.95,
-    allow_small_data: bool = False,
-    seed: int = 0,
-    log=None,
+    options: AutoOptions | None = None,
+    **kwargs: Any,
 ) -> AutoResult:
+    """Search; options as an AutoOptions or keywords (``max_drop`` is required)."""
     start = time.monotonic()
+    options = options or AutoOptions(**kwargs)
     src, out = Path(model), Path(output)
-    _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover)
-    say = log or (lambda line: print(line, file=sys.stderr))
+    _validate(src, out, options)
+    calib, data, labels, metric = options.calib, options.data, options.labels, options.metric
+    objective, max_drop, recover = options.objective, options.max_drop, options.recover
+    max_trials, time_limit, workers = options.max_trials, options.time_limit, options.workers
+    executor: TrialExecutor | None = options.executor
+    say = options.log or (lambda line: print(line, file=sys.stderr))
+    safe_io.check_destination(out, src)  # hardlinks, devices, the input's data: before the search
+    for source in (calib, data, options.verify):
+        safe_io.regular_data(source)
     model_io.load(src)
     space = build_space(str(src), objective=objective, has_calib=calib is not None)
+    if not space.layers or len(space.ladder) < 2:
+        raise OnnxcompError(f"{src}: nothing to compress: no float weights to prune or quantize")
     space.base = CompressOptions(
         calib=str(calib) if isinstance(calib, os.PathLike) else calib, recover=recover
     )
-    workdir = tempfile.mkdtemp(prefix=".onnxcomp-auto-", dir=out.parent)
+    safe_io.sweep_stale(out.parent)  # what a killed run left behind
+    # The held-back split lands here too (it needs the folder before the search starts).
+    workdir = str(safe_io.make_temp_dir(out.parent, ".onnxcomp-auto-"))
+    stage: Path | None = None
+    owned = False
     try:
         eval_data, verifier, plan = _holdout(
-            src, data if data is not None else calib, verify, labels, metric, verify_fraction,
-            seed, workdir, max_drop, confidence, allow_small_data,
-        )  # fmt: skip
+            src, data if data is not None else calib, options, workdir
+        )
         if plan.note:
             say(plan.note)
         init_args = (str(src), eval_data, labels, metric)
         init_worker(*init_args)  # the main process evaluates too; fails early on bad data
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    from onnxcomp.auto.trials import _State
-
-    evaluator = _State.evaluator
-    assert evaluator is not None
-    owned = executor is None
-    if executor is None:
-        picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (
-            metric is None or isinstance(metric, str)
-        )
-        executor = (
-            process_pool(workers, init_worker, init_args)
-            if picklable and workers > 1
-            else SerialExecutor()
-        )
-    deadline = start + time_limit if time_limit else float("inf")
-    state = SearchState(
-        space, max_drop, objective, executor, workdir, workers=workers,
-        max_trials=max_trials, deadline=deadline,
-    )  # fmt: skip
-    state.log = say
-    try:
+        evaluator = worker_evaluator()
+        if executor is None:
+            owned = True
+            picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (
+                metric is None or isinstance(metric, str)
+            )
+            executor = (
+                process_pool(workers, init_worker, init_args)
+                if picklable and workers > 1
+                else SerialExecutor()
+            )
+        # OUT, its recipe and reports are written here, then renamed into place as one unit.
+        stage = safe_io.make_temp_dir(out.parent)
+        deadline = start + time_limit if time_limit else float("inf")
+        state = SearchState(
+            space, max_drop, objective, executor, workdir, workers=workers,
+            max_trials=max_trials, deadline=deadline,
+        )  # fmt: skip
+        state.log = say
         global_sweep(state)
         best_global = state.best()
         measure_sensitivity(state)
         bisect_threshold(state)
         greedy_push(state)
-        result = _finish(state, src, out, verifier, plan, best_global, seed)
-    finally:
+        result = _finish(state, src, out, stage, verifier, plan, best_global, options.seed)
         if owned:
             executor.shutdown(wait=True)
         shutil.rmtree(workdir, ignore_errors=True)
-    result.metric = evaluator.metric_name
-    result.baseline = evaluator.baseline
-    result.seconds = time.monotonic() - start
-    result.reports = [str(p) for p in write_reports(result, out)]
+        result.metric = evaluator.metric_name
+        result.baseline = evaluator.baseline
+        result.seconds = time.monotonic() - start
+        reports = write_reports(result, stage / out.name)
+        result.reports = [str(out.with_name(p.name)) for p in reports]
+        names = sorted(p.name for p in stage.iterdir() if p.name != safe_io.OWNER)
+        safe_io.publish(stage, out.parent, names)
+    finally:
+        if owned and executor is not None:
+            executor.shutdown(wait=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
     return result
 
 
-def _validate(src, out, objective, max_drop, max_trials, calib, data, metric, recover) -> None:
-    if objective not in OBJECTIVES:
-        raise OnnxcompError(f"--objective must be size or latency, got {objective!r}")
-    if not 0 <= max_drop <= 1:
-        raise OnnxcompError(f"--max-drop must be in [0, 1], got {max_drop}")
-    if max_trials < 1:
-        raise OnnxcompError(f"--max-trials must be >= 1, got {max_trials}")
-    if objective == "latency" and calib is None:
-        raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
-    if recover is not None and calib is None:
-        raise OnnxcompError(f"--recover {recover} needs calibration data: give --calib DATA")
-    if calib is None and data is None:
-        raise OnnxcompError("auto needs data to measure on: give --calib or --data")
+def _validate(src: Path, out: Path, options: AutoOptions) -> None:
+    options.validate()
     if out.resolve() == src.resolve():
         raise OnnxcompError(f"{out}: output would overwrite the input model")
     if not out.parent.exists():
         raise OnnxcompError(f"{out.parent}: output folder does not exist")
 
 
-def _holdout(src, search_data, verify, labels, metric, fraction, seed, workdir, max_drop,
-             confidence, allow_small_data):  # fmt: skip
+def _holdout(
+    src: Path, search_data: Any, options: AutoOptions, workdir: str
+) -> tuple[Any, Evaluator, Verification]:
     """The search part, an evaluator on the verification part, and its plan."""
     specs = input_specs(model_io.load(src))
+    labels, verify = options.labels, options.verify
     if verify is None:
         split = split_data(
-            search_data, specs, Path(workdir) / "holdout", labels=labels, fraction=fraction,
-            seed=seed,
+            search_data, specs, Path(workdir) / "holdout", labels=labels,
+            fraction=options.verify_fraction, seed=options.seed,
         )  # fmt: skip
         search_data, verify = split.search, split.verify
         where = f"held back {split.verify_samples} of {split.search_samples + split.verify_samples}"
@@ -190,14 +180,25 @@ def _holdout(src, search_data, verify, labels, metric, fraction, seed, workdir, 
     else:
         where = str(verify)
     source = open_data(verify, specs, labels=labels)
-    verifier = Evaluator(str(src), source, metric=metric)
-    plan = verify_mod.plan(verifier, max_drop, confidence, allow_small_data, where)
+    verifier = Evaluator(str(src), source, metric=options.metric)
+    plan = verify_mod.plan(
+        verifier, options.max_drop, options.confidence, options.allow_small_data, where
+    )
     return search_data, verifier, plan
 
 
 def _finish(
-    state: SearchState, src: Path, out: Path, verifier, plan, best_global, seed: int
+    state: SearchState,
+    src: Path,
+    out: Path,
+    stage: Path,
+    verifier: Evaluator,
+    plan: Verification,
+    best_global: TrialResult | None,
+    seed: int,
 ) -> AutoResult:
+    """Judge the finalists on the held-back data; the winner and its recipe are written
+    into ``stage``."""
     result = AutoResult(
         model=str(src), output=None, objective=state.objective, max_drop=state.max_drop,
         metric="", baseline=0.0, found=False, chosen=None, best_global=best_global,
@@ -220,16 +221,20 @@ def _finish(
     def build(cand: TrialResult, path: Path) -> None:
         compress(src, path, state.space.to_options(cand.config))
 
+    staged = stage / out.name
     scratch = Path(state.workdir)
-    cand = verify_mod.judge(plan, verifier, finalists, build, out, scratch, seed=seed)
+    cand = verify_mod.judge(plan, verifier, finalists, build, staged, scratch, seed=seed)
     if cand is not None:
         result.found, result.chosen, result.output = True, cand, str(out)
-        recipe = out.with_name(out.name + ".recipe.toml")
-        result.recipe = str(save_recipe(state.space.to_options(cand.config), recipe))
+        recipe = out.name + ".recipe.toml"
+        save_recipe(state.space.to_options(cand.config), stage / recipe, base_dir=out.parent)
+        result.recipe = str(out.with_name(recipe))
         return result
+    for leftover in stage.glob(out.name + "*"):  # a rejected finalist's files
+        leftover.unlink()
     result.chosen = min(
         (r for r in state.results if r.ok and r.drop is not None),
-        key=lambda r: r.drop,
+        key=lambda r: r.drop if r.drop is not None else float("inf"),
         default=None,
     )
     return result

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+from onnxcomp.jsonio import jsonable, write_text_atomic
 
 
 def write_reports(result: Any, out: Path) -> list[Path]:
-    from onnxcomp.cli._app import _clean
-
-    data = _clean(result)
-    j = _write(out.with_name(out.name + ".report.json"), json.dumps(data, indent=2) + "\n")
-    m = _write(out.with_name(out.name + ".report.md"), render_markdown(result))
+    data = jsonable(result)
+    j = write_text_atomic(
+        out.with_name(out.name + ".report.json"), json.dumps(data, indent=2) + "\n"
+    )
+    m = write_text_atomic(out.with_name(out.name + ".report.md"), render_markdown(result))
     return [j, m]
 
 

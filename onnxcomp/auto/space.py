@@ -13,9 +13,9 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
 from onnxcomp.compress import CompressOptions
-from onnxcomp.layers import LayerOptions
+from onnxcomp.options import LayerOptions, Precision
 from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.weights import find_weights
 
@@ -24,7 +24,7 @@ SPARSITIES = (0.25, 0.5, 0.75, 0.9)
 
 @dataclass(frozen=True)
 class Setting:
-    precision: str  # float | weights | int8
+    precision: Precision
     sparsity: float = 0.0
 
     @property
@@ -34,7 +34,7 @@ class Setting:
 
 
 @dataclass
-class Layer:
+class TunableLayer:
     name: str
     op_types: list[str]
     params: int
@@ -42,7 +42,7 @@ class Layer:
 
 @dataclass
 class Space:
-    layers: list[Layer]
+    layers: list[TunableLayer]
     ladder: list[Setting]
     base: CompressOptions = field(default_factory=CompressOptions)
 
@@ -78,7 +78,7 @@ def build_space(model_path: str, *, objective: str, has_calib: bool) -> Space:
     """Layers from the model's weights; the ladder depends on what can pay off."""
     model: ir.Model = model_io.load(model_path)
     prepare_pass()(model)
-    layers = [Layer(w.name, w.op_types, int(w.array.size)) for w in find_weights(model)]
+    layers = [TunableLayer(w.name, w.op_types, int(w.array.size)) for w in find_weights(model)]
     ladder = [Setting("float")]
     if objective == "latency":
         # Unstructured zeros do not speed up dense kernels and int8 weights alone add a

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxcomp import model as model_io
+from onnxcomp import model_io
 from onnxcomp.auto.space import deflate_size
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.data import input_specs, open_data
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError, environment_error, one_line
 from onnxcomp.evaluate import Evaluator
 from onnxcomp.stats import loss
 
@@ -65,6 +65,12 @@ def init_worker(original: str, data: Any, labels: str | None, metric: Any) -> No
     _State.evaluator = Evaluator(original, source, metric=metric)
 
 
+def worker_evaluator() -> Evaluator:
+    """The evaluator ``init_worker`` built in this process."""
+    assert _State.evaluator is not None, "init_worker has not run in this process"
+    return _State.evaluator
+
+
 def run_trial(task: TrialTask) -> TrialResult:
     start = time.perf_counter()
     result = TrialResult(task.id, task.stage, dict(task.config), pid=os.getpid())
@@ -81,8 +87,13 @@ def run_trial(task: TrialTask) -> TrialResult:
             result.path = str(out)
     except OnnxcompError as exc:
         result.error = str(exc)
+    except OSError as exc:
+        fault = environment_error(exc)  # a full disk is no budget miss: stop the search
+        if fault is not None:
+            raise fault from None
+        result.error = f"{type(exc).__name__}: {one_line(exc, 200)}"
     except Exception as exc:  # a trial must never take the search down
-        result.error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        result.error = f"{type(exc).__name__}: {one_line(str(exc), 200)}"
     finally:
         if not task.keep and out.exists():
             out.unlink()

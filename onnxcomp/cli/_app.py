@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
-from dataclasses import asdict, is_dataclass
 from typing import Any
 
 import click
 
 from onnxcomp import runtime
+from onnxcomp.jsonio import jsonable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,24 +23,9 @@ def app(verbose: int) -> None:
     runtime.set_verbosity(verbose)  # onnxruntime's own log lines only from -vv
 
 
-def _clean(obj: Any) -> Any:
-    """JSON has no NaN or Infinity; dataclasses become dicts."""
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    elif is_dataclass(obj) and not isinstance(obj, type):
-        obj = asdict(obj)
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def emit_json(obj: Any) -> None:
     """One JSON object on stdout and nothing else there."""
-    click.echo(json.dumps(_clean(obj), indent=2, sort_keys=False))
+    click.echo(json.dumps(jsonable(obj), indent=2, sort_keys=False))
 
 
 def say(text: str) -> None:

@@ -6,32 +6,14 @@ import click
 
 from onnxcomp.check import CheckResult, check
 from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.cli._options import click_options
+from onnxcomp.options import CheckOptions
 
 
 @app.command("check")
 @click.argument("original", type=click.Path(dir_okay=False))
 @click.argument("compressed", type=click.Path(dir_okay=False))
-@click.option("--data", metavar="DATA", help=".npz, folder of .npz, or ONNX test-data folder.")
-@click.option("--labels", metavar="NAME", help="Array in DATA holding the true labels.")
-@click.option("--runs", type=int, default=50, show_default=True, help="Timed runs per model.")
-@click.option(
-    "--threads", type=int, default=1, show_default=True, help="onnxruntime intra-op threads."
-)
-@click.option(
-    "--max-drop",
-    type=float,
-    metavar="X",
-    help="Exit 1 when the accuracy drop (or 1 - top-1 agreement) exceeds X.",
-)
-@click.option(
-    "--confidence",
-    type=float,
-    metavar="C",
-    help="With --max-drop: pass only when the one-sided upper bound of the drop at this "
-    "confidence (e.g. 0.95) is within X, so noise on a small set cannot pass a model. "
-    "Exact binomial for accuracy/agreement, bootstrap for cosine. Default: off (the "
-    "measured drop is compared).",
-)
+@click_options(CheckOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def check_command(original: str, compressed: str, as_json: bool, **kwargs) -> int:
     """Compare ORIGINAL and COMPRESSED: size, fidelity or accuracy, latency."""
@@ -55,6 +37,7 @@ def render(r: CheckResult) -> str:
         f"{r.compressed_param_bytes / max(r.original_param_bytes, 1):>9.3f}",
     ]
     lo, lc = r.latency_original, r.latency_compressed
+    lines += [f"note: {n}" for n in r.notes]
     if lo and lc:
         lines.append(
             f"{'latency median ms':24}{lo.median_ms:>14.3f}{lc.median_ms:>14.3f}"

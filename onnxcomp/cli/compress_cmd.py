@@ -1,14 +1,15 @@
-"""onnxcomp compress MODEL -o OUT [prune options] [--quantize weights|int8] ..."""
+"""onnxcomp compress MODEL -o OUT [prune options] [--quantize weights|int8|codebook] ..."""
 
 from __future__ import annotations
 
 import click
 
 from onnxcomp.cli._app import app, emit_json, say
-from onnxcomp.compress import CALIB_METHODS, QUANTIZE_MODES, CompressOptions, CompressResult
+from onnxcomp.cli._options import click_options
+from onnxcomp.compress import CompressResult
 from onnxcomp.compress import compress as run_compress
+from onnxcomp.options import CompressOptions
 from onnxcomp.recipe import load_recipe
-from onnxcomp.recover import METHODS as RECOVER_METHODS
 
 
 @app.command("compress")
@@ -20,79 +21,13 @@ from onnxcomp.recover import METHODS as RECOVER_METHODS
     type=click.Path(dir_okay=False),
     help="Where to write the compressed model (never the input).",
 )
-@click.option(
-    "--prune-threshold",
-    type=float,
-    metavar="EPS",
-    help="Zero every weight element with |w| <= EPS.",
-)
-@click.option(
-    "--prune-sparsity",
-    type=float,
-    metavar="S",
-    help="Zero the smallest S fraction (0 <= S < 1) of each weight tensor.",
-)
-@click.option(
-    "--global", "global_prune", is_flag=True, help="Rank all weights together for --prune-sparsity."
-)
-@click.option(
-    "--quantize",
-    type=click.Choice(QUANTIZE_MODES),
-    help="weights: int8 weights, float activations; int8: weights and activations.",
-)
-@click.option("--per-tensor", is_flag=True, help="One scale per weight tensor, not per channel.")
-@click.option("--calib", metavar="DATA", help="Calibration data for --quantize int8 and --recover.")
-@click.option(
-    "--recover",
-    type=click.Choice(RECOVER_METHODS),
-    help="Teacher-guided repair from --calib data: bias correction, GPTQ weight "
-    "reconstruction, or SparseGPT pruning.",
-)
-@click.option(
-    "--calib-method",
-    type=click.Choice(CALIB_METHODS),
-    default="minmax",
-    show_default=True,
-    help="How activation ranges are chosen.",
-)
-@click.option(
-    "--percentile",
-    type=float,
-    default=99.99,
-    show_default=True,
-    help="Percentile kept by --calib-method percentile.",
-)
-@click.option(
-    "--activation-type",
-    type=click.Choice(["auto", "uint8", "int8"]),
-    default="auto",
-    show_default=True,
-    help="Integer type of quantized activations.",
-)
-@click.option(
-    "--measure/--no-measure",
-    default=True,
-    show_default=True,
-    help="int8: time the result against float in onnxruntime and keep float the op families "
-    "that do not pay (decisions depend on timing; --no-measure is bit-for-bit reproducible).",
-)
-@click.option(
-    "--exclude",
-    multiple=True,
-    metavar="NAME_OR_OPTYPE",
-    help="Keep this node, weight or op type in float (repeatable).",
-)
+@click_options(CompressOptions)
 @click.option(
     "--recipe",
     type=click.Path(dir_okay=False),
     metavar="FILE",
     help="Settings from a TOML/JSON recipe (global and per layer); options given "
     "on the command line override it.",
-)
-@click.option(
-    "--allow-larger",
-    is_flag=True,
-    help="Write the output even when it is larger than the input (refused by default, exit 1).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.pass_context
@@ -129,7 +64,8 @@ def render(r: CompressResult) -> str:
         after = sum(q.bytes_after for q in r.quantized)
         per_channel = sum(q.axis is not None for q in r.quantized)
         lines.append(
-            f"quantized {len(r.quantized)} weights to int8 ({per_channel} per channel): "
+            f"quantized {len(r.quantized)} weights to {r.quantized_to} "
+            f"({per_channel} per channel): "
             f"{before:,} -> {after:,} bytes"
         )
     for rec in r.recovered:

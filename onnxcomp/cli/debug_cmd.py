@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from onnxcomp.cli._app import app, emit_json, say
-from onnxcomp.debug import debug, render
+from onnxcomp.debug import DebugResult, debug
 
 
 @app.command("debug")
@@ -19,7 +21,7 @@ from onnxcomp.debug import debug, render
 )
 @click.option(
     "--top",
-    type=int,
+    type=click.IntRange(min=0),
     default=20,
     show_default=True,
     help="Rows in the table (0: all); --json always has every layer.",
@@ -33,3 +35,36 @@ def debug_command(original: str, compressed: str, data: str, top: int, as_json: 
     else:
         say(render(result, top=top or None))
     return 0
+
+
+def _fmt_db(x: float) -> str:
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.1f}"
+
+
+def render(result: DebugResult, top: int | None = 20) -> str:
+    """A text table, worst contributor first, hints below."""
+    rows = result.layers if top is None else result.layers[:top]
+    width = max([len(r.node) for r in rows] + [5])
+    lines = [
+        f"{'layer':<{width}}  {'op':<14}{'SQNR dB':>9}{'rel err':>10}{'added':>10}  weights",
+    ]
+    for r in rows:
+        tags = [r.weights] if r.weights else []
+        tags += ["int8 output"] if r.quantized_output else []
+        lines.append(
+            f"{r.node:<{width}}  {r.op_type:<14}{_fmt_db(r.sqnr_db):>9}"
+            f"{r.rel_error:>10.3g}{r.added_error:>10.3g}  {', '.join(tags)}"
+        )
+    hints = [f"  {r.node}: {r.hint}" for r in rows if r.hint]
+    if hints:
+        lines.append("hints:")
+        lines += hints
+    if top is not None and len(result.layers) > top:
+        lines.append(f"({len(result.layers) - top} more layers; --top 0 shows all)")
+    kind = "SYNTHETIC" if result.synthetic else "data"
+    lines.append(f"{kind}: {result.data}; {result.samples} samples compared")
+    if result.unmatched:
+        lines.append(f"not compared ({len(result.unmatched)}): {', '.join(result.unmatched[:8])}")
+    return "\n".join(lines)

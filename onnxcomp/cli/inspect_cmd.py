@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from onnxcomp.cli._app import app, emit_json, say
-from onnxcomp.inspect_model import inspect, render
+from onnxcomp.inspect_model import InspectResult, TensorInfo, inspect
+from onnxcomp.storage_forms import StoredWeight
 
 
 @app.command("inspect")
@@ -19,3 +22,45 @@ def inspect_command(model: str, as_json: bool) -> int:
     else:
         say(render(result))
     return 0
+
+
+def render(result: InspectResult) -> str:
+    """A human summary; ``--json`` prints to_dict() instead."""
+
+    def fmt(t: TensorInfo) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in t.shape)
+        return f"  {t.name}: {t.dtype}[{dims}]"
+
+    lines = [
+        f"{Path(result.path).name}: {result.file_bytes:,} bytes, IR v{result.ir_version}"
+        + (f", from {result.producer}" if result.producer else ""),
+        "opsets: " + ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in result.opsets.items()),
+        "inputs:",
+        *map(fmt, result.inputs),
+        "outputs:",
+        *map(fmt, result.outputs),
+        f"nodes: {result.nodes} ({result.subgraphs} subgraphs); ops: "
+        + ", ".join(f"{k} {v}" for k, v in result.op_types.items()),
+        f"parameters: {result.parameters:,} elements; bytes by dtype: "
+        + ", ".join(f"{k} {v:,}" for k, v in result.parameter_bytes.items()),
+        f"zero weights: {result.zero_fraction:.1%}",
+        f"quantized tensors: {len(result.quantized_tensors)}",
+    ]
+    if result.external_data:
+        lines.append("external data: " + ", ".join(result.external_data))
+    if result.metadata_keys:
+        lines.append("metadata: " + ", ".join(result.metadata_keys))
+    if result.storage:
+        lines += render_forms(result.storage)
+    return "\n".join(lines)
+
+
+def render_forms(forms: list[StoredWeight]) -> list[str]:
+    """One line per stored weight: its form, elements, bytes and bits per element."""
+    lines = ["storage:"]
+    for f in forms:
+        lines.append(
+            f"  {f.name}: {f.form}, {f.elements:,} elements in {f.bytes:,} B "
+            f"({f.bits_per_element:.2f} bits each)"
+        )
+    return lines

@@ -23,7 +23,7 @@ import onnx_ir as ir
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.quantize_weights import QuantRecord
-from onnxcomp.quant_math import max_rounding_error, quantize_weight_symmetric
+from onnxcomp.quantization.numeric import max_rounding_error, quantize_weight_symmetric
 from onnxcomp.weights import Use, Weight
 
 logger = logging.getLogger(__name__)

@@ -26,9 +26,12 @@ def _row_dequantize(value: ir.Value | None) -> ir.Node | None:
     if not all(v is not None and v.const_value is not None for v in node.inputs):
         return None
     q, scale = node.inputs[0], node.inputs[1]
+    assert q is not None and q.const_value is not None
+    assert scale is not None and scale.const_value is not None
     if q.const_value.dtype != ir.DataType.INT8 or len(q.const_value.shape) < 2:
         return None
-    if len(node.inputs) > 2 and np.any(node.inputs[2].const_value.numpy()):
+    zero = node.inputs[2] if len(node.inputs) > 2 else None
+    if zero is not None and zero.const_value is not None and np.any(zero.const_value.numpy()):
         return None
     per_tensor = scale.const_value.size == 1
     axis = node.attributes.get_int("axis", 1)
@@ -61,7 +64,7 @@ class GatherBeforeDequantizePass(ir.passes.InPlacePass):
                     continue
                 if not _gathers_only(dq.outputs[0]):
                     continue
-                self.rewritten.append(dq.inputs[0].name or "")
+                self.rewritten.append(_name(dq.inputs[0]))
                 for gather, _ in list(dq.outputs[0].uses()):
                     _rewrite(gather, dq, names)
         if self.rewritten:
@@ -69,10 +72,15 @@ class GatherBeforeDequantizePass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(self.rewritten))
 
 
+def _name(value: ir.Value | None) -> str:
+    return (value.name if value is not None else None) or ""
+
+
 def _rewrite(gather: ir.Node, dq: ir.Node, names: NameAllocator) -> None:
     graph = gather.graph
     assert graph is not None
     q, scale = dq.inputs[0], dq.inputs[1]
+    assert q is not None and scale is not None and scale.const_value is not None
     ids = gather.inputs[1]
     out = gather.outputs[0]
     base = gather.name or (q.name or "table")

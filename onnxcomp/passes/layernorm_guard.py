@@ -61,7 +61,7 @@ class KeepLayerNormUnfusedPass(ir.passes.InPlacePass):
             reshape = ir.node("Reshape", [out, shape], name=names.new(f"{add.name or 'add'}_guard"))
             guarded = reshape.outputs[0]
             guarded.name = names.new(f"{out.name or 'add'}_guarded")
-            guarded.dtype, guarded.shape = out.dtype, out.shape
+            guarded.dtype, guarded.shape = out.dtype, out.shape  # type: ignore[assignment]
             graph.insert_after(add, reshape)
             for use in uses:
                 use.node.replace_input_with(use.idx, guarded)

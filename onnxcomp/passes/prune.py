@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.options import validate_prune
 from onnxcomp.weights import Weight, find_weights
+
+if TYPE_CHECKING:
+    from onnxcomp.passes.report import CompressReport
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +37,6 @@ class PruneRecord:
         return self.zeros_after / self.size if self.size else 0.0
 
 
-def validate_options(threshold: float | None, sparsity: float | None) -> None:
-    if threshold is not None and sparsity is not None:
-        raise OnnxcompError("give either a prune threshold or a prune sparsity, not both")
-    if threshold is not None and not (np.isfinite(threshold) and threshold >= 0):
-        raise OnnxcompError(f"prune threshold must be a finite number >= 0, got {threshold}")
-    if sparsity is not None and not (0.0 <= sparsity < 1.0):
-        raise OnnxcompError(f"prune sparsity must be in [0, 1), got {sparsity}")
-
-
 class MagnitudePrunePass(ir.passes.InPlacePass):
     """Zero the smallest-magnitude elements of every weight the filter accepts."""
 
@@ -53,15 +48,18 @@ class MagnitudePrunePass(ir.passes.InPlacePass):
         global_: bool = False,
         include: Callable[[Weight], bool] = lambda w: True,
         per_weight_sparsity: dict[str, float] | None = None,
+        report: CompressReport | None = None,
     ) -> None:
         super().__init__()
-        validate_options(threshold, sparsity)
+        validate_prune(threshold, sparsity)
         self.threshold = threshold
         self.sparsity = sparsity
         self.global_ = global_
         self.include = include
-        self.per_weight_sparsity = per_weight_sparsity or {}
+        # Filled by the pipeline once the model is known (per-layer settings): kept by identity.
+        self.per_weight_sparsity = per_weight_sparsity if per_weight_sparsity is not None else {}
         self.records: list[PruneRecord] = []
+        self.report = report
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         weights = [w for w in find_weights(model) if self.include(w)]
@@ -83,6 +81,8 @@ class MagnitudePrunePass(ir.passes.InPlacePass):
                 PruneRecord(weight.name, weight.op_types, array.size, before, after)
             )
             logger.info("pruned %s: %d -> %d zeros of %d", weight.name, before, after, array.size)
+        if self.report is not None:
+            self.report.pruned += self.records
         return ir.passes.PassResult(model, modified=modified)
 
     def _masks(self, weights: list[Weight]) -> list[np.ndarray | None]:
@@ -98,26 +98,52 @@ class MagnitudePrunePass(ir.passes.InPlacePass):
 
 
 def sparsity_mask(array: np.ndarray, sparsity: float) -> np.ndarray:
-    """Mask of exactly round(sparsity * size) smallest-|w| elements (stable ties)."""
-    flat = np.abs(array.astype(np.float32, copy=False)).ravel()
-    k = round(sparsity * flat.size)
-    mask = np.zeros(flat.size, dtype=bool)
-    if k > 0:
-        mask[np.argsort(flat, kind="stable")[:k]] = True
-    return mask.reshape(array.shape)
+    """Mask of exactly round(sparsity * size) smallest-|w| elements (ties by element order)."""
+    if not array.size:
+        return np.zeros(array.shape, bool)
+    mask = _global_masks([array], sparsity)[0]
+    assert mask is not None  # one mask per array given
+    return mask
+
+
+def _cut(scratch: np.ndarray, k: int) -> tuple[np.floating, int]:
+    """The k-th smallest value of ``scratch`` (reordered in place: a selection, not a sort)
+    and how many elements equal to it fall inside the k smallest."""
+    scratch.partition(k - 1)
+    cut = scratch[k - 1]
+    below = int(np.count_nonzero(scratch[: k - 1] < cut))  # the rest of the k-1 equal it
+    return cut, k - below
 
 
 def _global_masks(arrays: list[np.ndarray], sparsity: float) -> list[np.ndarray | None]:
-    """One ranking over all weights; each tensor keeps what beats the global cut."""
+    """One ranking over all ``arrays``: the round(sparsity * total) smallest |w| go, ties
+    broken by element order (the same elements a stable argsort picked).
+
+    Memory: one float32 scratch of |w| for the selection, freed before the masks are made
+    tensor by tensor (the argsort took 8 bytes of indices per element on top).
+    """
     if not arrays:
         return []
-    flat = np.concatenate([np.abs(a.astype(np.float32, copy=False)).ravel() for a in arrays])
-    all_mask = sparsity_mask(flat, sparsity)
-    masks: list[np.ndarray | None] = []
+    total = sum(a.size for a in arrays)
+    k = round(sparsity * total)
+    if k <= 0:
+        return [np.zeros(a.shape, dtype=bool) for a in arrays]
+    scratch = np.empty(total, np.float32)
     start = 0
     for a in arrays:
-        masks.append(all_mask[start : start + a.size].reshape(a.shape))
+        np.abs(a.astype(np.float32, copy=False).ravel(), out=scratch[start : start + a.size])
         start += a.size
+    cut, room = _cut(scratch, k)
+    del scratch
+    masks: list[np.ndarray | None] = []
+    for a in arrays:
+        magnitude = np.abs(a.astype(np.float32, copy=False)).ravel()
+        mask = magnitude < cut
+        if room > 0:
+            ties = np.flatnonzero(magnitude == cut)[:room]
+            mask[ties] = True
+            room -= ties.size
+        masks.append(mask.reshape(a.shape))
     return masks
 
 

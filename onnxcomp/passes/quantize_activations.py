@@ -16,8 +16,8 @@ import onnx_ir as ir
 
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
-from onnxcomp.passes.qdq_placement import QdqPlan
-from onnxcomp.quant_math import activation_params, qrange, quantize, quantize_bias
+from onnxcomp.quantization.numeric import activation_params, qrange, quantize, quantize_bias
+from onnxcomp.quantization.placement import QdqPlan
 
 logger = logging.getLogger(__name__)
 

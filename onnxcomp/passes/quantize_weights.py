@@ -10,14 +10,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
-from onnxcomp.quant_math import max_rounding_error, quantize_weight_symmetric
+from onnxcomp.quantization.numeric import max_rounding_error, quantize_weight_symmetric
 from onnxcomp.weights import Weight, find_weights
+
+if TYPE_CHECKING:
+    from onnxcomp.passes.report import CompressReport
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +48,12 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         *,
         per_channel: bool = True,
         include: Callable[[Weight], bool] = lambda w: True,
+        report: CompressReport | None = None,
     ) -> None:
         super().__init__()
         self.per_channel = per_channel
         self.include = include
+        self.report = report
         self.records: list[QuantRecord] = []
         self.skipped: dict[str, str] = {}
 
@@ -74,6 +81,9 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             before = sum(r.bytes_before for r in self.records)
             after = sum(r.bytes_after for r in self.records)
             logger.info("quantized %d weights: %d -> %d bytes", len(self.records), before, after)
+        if self.report is not None:
+            self.report.quantized += self.records
+            self.report.skipped.update(self.skipped)
         return ir.passes.PassResult(model, modified=modified)
 
     def _skip_reason(self, weight: Weight) -> str | None:
@@ -83,6 +93,13 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             return f"dtype {weight.value.dtype} (only float32 weights are quantized)"
         if weight.value.is_graph_output():
             return "is a graph output"
+        bad = non_finite_count(weight.array)
+        if bad:
+            # A scale of inf or a NaN channel would be written silently: stop instead.
+            raise OnnxcompError(
+                f"weight '{weight.name}' holds {bad:,} NaN/Inf values: cannot quantize it "
+                f"(--exclude {weight.name} keeps it float)"
+            )
         return None
 
     def _rewrite(self, weight: Weight, names: NameAllocator) -> ir.Node:
@@ -91,25 +108,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         q, scale = quantize_weight_symmetric(array, axis)
         error = max_rounding_error(array, q, scale, axis)
         base = weight.name
-        q_value = add_initializer(weight.graph, names.new(f"{base}_quantized"), q)
-        s_value = add_initializer(weight.graph, names.new(f"{base}_scale"), scale)
-        z_value = add_initializer(
-            weight.graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8)
-        )
-        attrs = {"axis": axis} if axis is not None else {}
-        dq = ir.node(
-            "DequantizeLinear",
-            [q_value, s_value, z_value],
-            attributes=attrs,
-            name=names.new(f"{base}_DequantizeLinear"),
-        )
-        out = dq.outputs[0]
-        out.name = names.new(f"{base}_dequantized")
-        out.dtype = ir.DataType.FLOAT
-        out.shape = ir.Shape(array.shape)
-        weight.value.replace_all_uses_with(out)
-        if weight.graph.initializers.get(base) is weight.value:
-            del weight.graph.initializers[base]
+        dq = dequantize_weight(weight, q, scale, axis, names)
         self.records.append(
             QuantRecord(
                 base,
@@ -122,6 +121,47 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             )
         )
         return dq
+
+
+def non_finite_count(array: np.ndarray) -> int:
+    """NaN and Inf elements, counted in blocks so a big tensor costs no big temporary."""
+    if array.dtype.kind != "f":
+        return 0
+    flat = array.reshape(-1)
+    step = 1 << 22
+    return sum(
+        int(flat[i : i + step].size - np.count_nonzero(np.isfinite(flat[i : i + step])))
+        for i in range(0, flat.size, step)
+    )
+
+
+def dequantize_weight(
+    weight: Weight, q: np.ndarray, scale: np.ndarray, axis: int | None, names: NameAllocator
+) -> ir.Node:
+    """Swap a float weight for ``DequantizeLinear(q, scale, 0)``: the int8 tensor, scale and
+    zero point become initializers, every use reads the node's output, the float
+    initializer goes. Returns the node, for the caller to place in the graph."""
+    base = weight.name
+    q_value = add_initializer(weight.graph, names.new(f"{base}_quantized"), q)
+    s_value = add_initializer(weight.graph, names.new(f"{base}_scale"), scale)
+    z_value = add_initializer(
+        weight.graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8)
+    )
+    attrs = {"axis": axis} if axis is not None else {}
+    dq = ir.node(
+        "DequantizeLinear",
+        [q_value, s_value, z_value],
+        attributes=attrs,
+        name=names.new(f"{base}_DequantizeLinear"),
+    )
+    out = dq.outputs[0]
+    out.name = names.new(f"{base}_dequantized")
+    out.dtype = ir.DataType.FLOAT
+    out.shape = ir.Shape(q.shape)
+    weight.value.replace_all_uses_with(out)
+    if weight.graph.initializers.get(base) is weight.value:
+        del weight.graph.initializers[base]
+    return dq
 
 
 def _insert_at_front(graph: ir.Graph, node: ir.Node, cursors: dict[int, ir.Node | None]) -> None:

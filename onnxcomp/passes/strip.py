@@ -8,10 +8,16 @@ now-unused nodes and initializers go with onnx_ir's own dead-code pass.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from onnxcomp.passes.shape_inference import InferShapesPass
+
+if TYPE_CHECKING:
+    from onnxcomp.passes.report import CompressReport
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +53,10 @@ def _broadcast_is_noop(data: ir.Value, zero: ir.Value) -> bool:
 class BypassZeroAddPass(ir.passes.InPlacePass):
     """Add(x, 0), Add(0, x) and Sub(x, 0) become x."""
 
-    def __init__(self) -> None:
+    def __init__(self, report: CompressReport | None = None) -> None:
         super().__init__()
         self.bypassed: list[str] = []
+        self.report = report
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.bypassed = []
@@ -61,7 +68,9 @@ class BypassZeroAddPass(ir.passes.InPlacePass):
             a, b = node.inputs
             candidates = [(a, b)] if node.op_type == "Sub" else [(a, b), (b, a)]
             for data, zero in candidates:
-                if data is None or not _zero_constant(zero) or not _broadcast_is_noop(data, zero):
+                if data is None or zero is None or not _zero_constant(zero):
+                    continue
+                if not _broadcast_is_noop(data, zero):
                     continue
                 if data.dtype != node.outputs[0].dtype and node.outputs[0].dtype is not None:
                     continue
@@ -72,15 +81,18 @@ class BypassZeroAddPass(ir.passes.InPlacePass):
                 break
         if self.bypassed:
             logger.info("bypassed %d additions of zero", len(self.bypassed))
+        if self.report is not None:
+            self.report.stripped += [f"bypassed zero add {n}" for n in self.bypassed]
         return ir.passes.PassResult(model, modified=bool(self.bypassed))
 
 
 class DropZeroBiasPass(ir.passes.InPlacePass):
     """An all-zero bias of Conv, ConvTranspose or Gemm is the same as no bias."""
 
-    def __init__(self) -> None:
+    def __init__(self, report: CompressReport | None = None) -> None:
         super().__init__()
         self.dropped: list[str] = []
+        self.report = report
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.dropped = []
@@ -93,7 +105,7 @@ class DropZeroBiasPass(ir.passes.InPlacePass):
             if node.op_type not in ("Conv", "ConvTranspose", "Gemm"):
                 continue
             bias = node.inputs[2]
-            if not _zero_constant(bias):
+            if bias is None or not _zero_constant(bias):
                 continue
             if node.op_type == "Gemm" and not _gemm_bias_is_full_or_row(node, bias):
                 continue
@@ -101,6 +113,8 @@ class DropZeroBiasPass(ir.passes.InPlacePass):
             node.resize_inputs(2)
         if self.dropped:
             logger.info("dropped %d all-zero biases", len(self.dropped))
+        if self.report is not None:
+            self.report.stripped += [f"dropped zero bias {n}" for n in self.dropped]
         return ir.passes.PassResult(model, modified=bool(self.dropped))
 
 
@@ -118,16 +132,16 @@ class RemoveUnusedSubgraphInitializersPass(ir.passes.InPlacePass):
             outputs = set(graph.outputs)
             for init in list(graph.initializers.values()):
                 if not init.uses() and init not in outputs and not init.is_graph_input():
-                    del graph.initializers[init.name]
+                    del graph.initializers[init.name or ""]
                     count += 1
         return ir.passes.PassResult(model, modified=bool(count))
 
 
-def strip_pass() -> ir.passes.Sequential:
+def strip_pass(report: CompressReport | None = None) -> ir.passes.Sequential:
     return ir.passes.Sequential(
-        ShapeInferencePass(),
-        BypassZeroAddPass(),
-        DropZeroBiasPass(),
+        InferShapesPass(),
+        BypassZeroAddPass(report),
+        DropZeroBiasPass(report),
         RemoveUnusedNodesPass(),
         RemoveUnusedSubgraphInitializersPass(),
     )

@@ -13,19 +13,6 @@ the layers it understands (layers.py), the sequential drivers over onnxruntime
 """
 
 from onnxcomp.recover.driver import RecoverRecord
-from onnxcomp.recover.passes import (
-    METHODS,
-    GPTQPass,
-    Recovery,
-    SparseGPTPass,
-    validate_recover,
-)
+from onnxcomp.recover.passes import BiasCorrectionPass, GPTQPass, Recovery, SparseGPTPass
 
-__all__ = [
-    "METHODS",
-    "GPTQPass",
-    "RecoverRecord",
-    "Recovery",
-    "SparseGPTPass",
-    "validate_recover",
-]
+__all__ = ["BiasCorrectionPass", "GPTQPass", "RecoverRecord", "Recovery", "SparseGPTPass"]

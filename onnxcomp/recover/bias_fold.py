@@ -65,10 +65,10 @@ def _weight_changed(node: ir.Node, teacher: dict[str, ir.Value]) -> bool:
 
 
 def find_bias_layers(teacher: ir.Model, student: ir.Model) -> list[BiasLayer]:
-    t_values = {}
+    t_values: dict[str, ir.Value] = {}
     for node in teacher.graph:
         for out in node.outputs:
-            t_values[out.name] = out
+            t_values[out.name or ""] = out
     t_values.update(teacher.graph.initializers)
     candidates = {}
     for node in student.graph:
@@ -110,7 +110,7 @@ def correct_biases(
             records.append(
                 RecoverRecord(
                     layer.node.name or layer.output,
-                    layer.node.inputs[1].name or "",
+                    _name(layer.node.inputs[1]),
                     layer.node.op_type,
                     "bias",
                     rms / scale,
@@ -120,6 +120,10 @@ def correct_biases(
             )
             logger.info("bias %s: mean shift rms %.3g (%s)", layer.output, rms, note)
     return records
+
+
+def _name(value: ir.Value | None) -> str:
+    return (value.name if value is not None else None) or ""
 
 
 def fold(node: ir.Node, shift: np.ndarray, graph: ir.Graph, names: NameAllocator) -> str:
@@ -146,10 +150,12 @@ def _adjust(node: ir.Node, index: int, bias: ir.Value, shift: np.ndarray, graph,
         zp = _constant(producer.inputs[2]) if len(producer.inputs) > 2 else None
         if q is None or scale is None or (zp is not None and np.any(zp)):
             return "skipped: bias is not a constant"
-        if len(bias.uses()) != 1 or len(producer.inputs[0].uses()) != 1:
+        q_value = producer.inputs[0]
+        assert q_value is not None
+        if len(bias.uses()) != 1 or len(q_value.uses()) != 1:
             return "skipped: quantized bias is shared"
         new_q = corrected_int_bias(q, scale, shift)
-        producer.inputs[0].const_value = ir.tensor(new_q, name=producer.inputs[0].name)
+        q_value.const_value = ir.tensor(new_q, name=q_value.name)
         return "int32 bias adjusted"
     current = _constant(bias)
     if current is None or not bias.is_initializer():
@@ -179,7 +185,7 @@ def _fold_matmul(node: ir.Node, shift: np.ndarray, graph: ir.Graph, names) -> st
     out.name = names.new(f"{name}_unbiased")
     add = ir.node("Add", [out, bias], name=names.new(f"{node.name or name}_bias_add"))
     result = add.outputs[0]
-    result.dtype, result.shape = out.dtype, out.shape
+    result.dtype, result.shape = out.dtype, out.shape  # type: ignore[assignment]
     out.replace_all_uses_with(result, replace_graph_outputs=True)
     add.replace_input_with(0, out)  # the line above redirected the Add's own input too
     result.name = name

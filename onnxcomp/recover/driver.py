@@ -17,13 +17,12 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.data import DataSource
-from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.prune import PruneRecord, sparsity_mask
-from onnxcomp.passes.quantize_weights import QuantRecord
+from onnxcomp.passes.quantize_weights import QuantRecord, dequantize_weight
 from onnxcomp.recover.gptq import gptq_quantize, rtn_quantize, weight_scale
 from onnxcomp.recover.hessian import HessianAccumulator
-from onnxcomp.recover.layers import Layer
+from onnxcomp.recover.layers import RebuildLayer
 from onnxcomp.recover.obs import DEFAULT_DAMP
 from onnxcomp.recover.sparsegpt import sparsegpt_prune
 from onnxcomp.runtime import capture
@@ -50,11 +49,11 @@ class RecoverRecord:
 
 
 def collect_hessians(
-    model: ir.Model, layers: list[Layer], calib: DataSource, threads: int = 0
+    model: ir.Model, layers: list[RebuildLayer], calib: DataSource, threads: int = 0
 ) -> dict[tuple, list[HessianAccumulator]]:
     """One streamed run: X^T X per distinct (input, geometry), one per Conv group."""
     accs: dict[tuple, list[HessianAccumulator]] = {}
-    readers: dict[tuple, Layer] = {}
+    readers: dict[tuple, RebuildLayer] = {}
     for layer in layers:
         if layer.hessian_key not in accs:
             features = layer.features()
@@ -73,7 +72,7 @@ def collect_hessians(
 
 def rebuild(
     model: ir.Model,
-    layers: list[Layer],
+    layers: list[RebuildLayer],
     calib: DataSource,
     method: str,
     *,
@@ -85,11 +84,12 @@ def rebuild(
 ) -> tuple[list[RecoverRecord], list[QuantRecord | PruneRecord]]:
     """Rebuild ``layers`` in place with "gptq" or "sparsegpt" (``counts``: zeros per weight)."""
     names = NameAllocator(model)
-    by_round: dict[int, list[Layer]] = defaultdict(list)
+    by_round: dict[int, list[RebuildLayer]] = defaultdict(list)
     for layer in layers:
         by_round[layer.round].append(layer)
     recs: list[RecoverRecord] = []
     out: list[QuantRecord | PruneRecord] = []
+    qrec: QuantRecord | PruneRecord
     for r in sorted(by_round):
         start = time.perf_counter()
         accs = collect_hessians(model, by_round[r], calib, threads)
@@ -119,13 +119,14 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else 0.0
 
 
-def _energy(w: np.ndarray, h: np.ndarray) -> float:
+def output_energy(w: np.ndarray, h: np.ndarray) -> float:
+    """trace(W H W^T): the summed squared output of W on inputs whose X^T X is H."""
     w = np.asarray(w, np.float64)
     return float(np.einsum("ij,jk,ik->", w, h, w))
 
 
 def _quantize_layer(
-    layer: Layer,
+    layer: RebuildLayer,
     hs: list[np.ndarray],
     names: NameAllocator,
     bits: int,
@@ -153,9 +154,9 @@ def _quantize_layer(
         )
         s_col = s.reshape(-1, 1) if s.ndim else s
         plain_q, _ = rtn_quantize(mat, bits=bits, per_channel=per_channel, scale=s)
-        num += _energy(mat - q * s_col, h)
-        base += _energy(mat - np.where(keep, 0, plain_q) * s_col, h)
-        den += _energy(mat, h)
+        num += output_energy(mat - q * s_col, h)
+        base += output_energy(mat - np.where(keep, 0, plain_q) * s_col, h)
+        den += output_energy(mat, h)
         codes.append(q)
         scales.append(s)
     q_full = layer.from_matrices(codes, array.shape).astype(np.int8)
@@ -184,7 +185,7 @@ def _dequant(q: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
 
 
 def _prune_layer(
-    layer: Layer, hs: list[np.ndarray], count: int, damp: float
+    layer: RebuildLayer, hs: list[np.ndarray], count: int, damp: float
 ) -> tuple[RecoverRecord, PruneRecord]:
     array = layer.weight.array.astype(np.float32)
     before = int(np.count_nonzero(array == 0))
@@ -198,9 +199,9 @@ def _prune_layer(
         upto = round(count * (i + 1) / len(mats))
         new = sparsegpt_prune(mat, h, count=upto - done, damp=damp)
         done = upto
-        num += _energy(mat - new, h)
-        base += _energy(mat - magnitude[i], h)
-        den += _energy(mat, h)
+        num += output_energy(mat - new, h)
+        base += output_energy(mat - magnitude[i], h)
+        den += output_energy(mat, h)
         new_mats.append(new)
     pruned = layer.from_matrices(new_mats, array.shape).astype(np.float32)
     layer.weight.value.const_value = ir.tensor(pruned, name=layer.weight.name)
@@ -218,32 +219,14 @@ def _prune_layer(
 
 
 def write_dequantize(
-    layer: Layer, q: np.ndarray, scale: np.ndarray, axis: int | None, names: NameAllocator
+    layer: RebuildLayer, q: np.ndarray, scale: np.ndarray, axis: int | None, names: NameAllocator
 ) -> QuantRecord:
     """Swap the layer's float weight for DequantizeLinear(q, scale, 0), as QuantizeWeightsPass."""
     weight = layer.weight
-    graph = weight.graph
     base = weight.name
     original = weight.array
-    q_value = add_initializer(graph, names.new(f"{base}_quantized"), q)
-    s_value = add_initializer(graph, names.new(f"{base}_scale"), scale)
-    z_value = add_initializer(
-        graph, names.new(f"{base}_zero_point"), np.zeros(scale.shape, np.int8)
-    )
-    dq = ir.node(
-        "DequantizeLinear",
-        [q_value, s_value, z_value],
-        attributes={"axis": axis} if axis is not None else {},
-        name=names.new(f"{base}_DequantizeLinear"),
-    )
-    out = dq.outputs[0]
-    out.name = names.new(f"{base}_dequantized")
-    out.dtype = ir.DataType.FLOAT
-    out.shape = ir.Shape(original.shape)
-    graph.insert_before(layer.node, dq)
-    weight.value.replace_all_uses_with(out)
-    if graph.initializers.get(base) is weight.value:
-        del graph.initializers[base]
+    dq = dequantize_weight(weight, q, scale, axis, names)
+    weight.graph.insert_before(layer.node, dq)
     return QuantRecord(
         base,
         weight.op_types,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxcomp.quant_math import QMAX_SYMMETRIC, symmetric_scale
+from onnxcomp.quantization.numeric import QMAX_SYMMETRIC, symmetric_scale
 from onnxcomp.recover.obs import DEFAULT_BLOCK, DEFAULT_DAMP, sweep
 
 
@@ -24,7 +24,7 @@ def qmax_for(bits: int) -> int:
 def weight_scale(w: np.ndarray, *, bits: int = 8, per_channel: bool = True) -> np.ndarray:
     """Scales of plain symmetric rounding for a [rows, K] matrix (rows = output channels).
 
-    At 8 bits this is exactly quant_math.symmetric_scale; fewer bits widen the step.
+    At 8 bits this is exactly quantization.numeric.symmetric_scale; fewer bits widen the step.
     """
     scale = symmetric_scale(w, 0 if per_channel else None)
     qmax = qmax_for(bits)

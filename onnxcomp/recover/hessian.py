@@ -8,6 +8,7 @@ over unfolded patches (im2col); the patches are unfolded chunk by chunk to bound
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -93,7 +94,7 @@ def im2col(
         chunk = []
         tail = (slice(None),) * n_sp
         for g in range(groups):
-            index = (Ellipsis, slice(g * per_group, (g + 1) * per_group), *tail)
+            index: tuple[Any, ...] = (Ellipsis, slice(g * per_group, (g + 1) * per_group), *tail)
             chunk.append(win[index].reshape(-1, features))
         yield chunk
 

@@ -20,7 +20,7 @@ from onnxcomp.weights import Weight, find_weights
 
 
 @dataclass
-class Layer:
+class RebuildLayer:
     node: ir.Node
     weight: Weight
     kind: str  # "conv", "gemm" or "matmul"
@@ -40,7 +40,8 @@ class Layer:
 
     @property
     def input_name(self) -> str:
-        return self.node.inputs[0].name or ""
+        value = self.node.inputs[0]
+        return (value.name if value is not None else None) or ""
 
     @property
     def channel_axis(self) -> int:
@@ -91,13 +92,14 @@ def _ints(node: ir.Node, name: str, default: list[int]) -> tuple[int, ...]:
     return tuple(node.attributes.get_ints(name, default))
 
 
-def _describe(node: ir.Node, weight: Weight) -> Layer | None:
+def _describe(node: ir.Node, weight: Weight) -> RebuildLayer | None:
     array_shape = weight.value.shape
     rank = len(array_shape) if array_shape is not None else 0
     if node.op_type == "Conv" and 3 <= rank <= 5:
-        dims = tuple(int(d) for d in array_shape)
+        assert array_shape is not None
+        dims = tuple(int(d) for d in array_shape)  # type: ignore[arg-type]
         n_sp = rank - 2
-        return Layer(
+        return RebuildLayer(
             node,
             weight,
             "conv",
@@ -109,7 +111,7 @@ def _describe(node: ir.Node, weight: Weight) -> Layer | None:
             auto_pad=node.attributes.get_string("auto_pad", "NOTSET"),
         )
     if node.op_type == "Gemm" and rank == 2:
-        return Layer(
+        return RebuildLayer(
             node,
             weight,
             "gemm",
@@ -117,13 +119,13 @@ def _describe(node: ir.Node, weight: Weight) -> Layer | None:
             trans_b=bool(node.attributes.get_int("transB", 0)),
         )
     if node.op_type == "MatMul" and rank == 2:
-        return Layer(node, weight, "matmul")
+        return RebuildLayer(node, weight, "matmul")
     return None
 
 
-def find_layers(model: ir.Model, include: Callable[[Weight], bool]) -> list[Layer]:
+def find_layers(model: ir.Model, include: Callable[[Weight], bool]) -> list[RebuildLayer]:
     """Rebuildable layers of the main graph in topological order, with their rounds."""
-    candidates: dict[int, Layer] = {}
+    candidates: dict[int, RebuildLayer] = {}
     for weight in find_weights(model):
         if len(weight.uses) != 1 or weight.graph is not model.graph:
             continue

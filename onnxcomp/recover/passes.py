@@ -1,21 +1,24 @@
-"""Recovery as drop-in passes for compress_model, and the hook that picks them.
+"""Recovery as onnx_ir passes in the compress pipeline, and the context they share.
 
 ``GPTQPass`` stands where QuantizeWeightsPass stood and ``SparseGPTPass`` where
 MagnitudePrunePass stood: the layers they can rebuild get the data-aware treatment, every
 other weight the plain one *first*, so the student the rebuilt layers see is the final
 one. Records keep the plain passes' shapes, so reports need no special case.
+
+``Recovery`` is built with the pipeline: ``start_pass`` (right after prepare) opens the
+calibration data and snapshots the teacher, ``prune_pass``/``quantize_pass`` swap the
+recovering passes in, ``bias_pass`` (last) corrects biases against the teacher.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.data import DataSource, input_specs, open_data
-from onnxcomp.errors import OnnxcompError
 from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass, QuantRecord
 from onnxcomp.recover.bias_fold import correct_biases
@@ -23,7 +26,16 @@ from onnxcomp.recover.driver import RecoverRecord, rebuild
 from onnxcomp.recover.layers import find_layers
 from onnxcomp.weights import Weight
 
-METHODS = ("bias", "gptq", "sparsegpt")
+if TYPE_CHECKING:
+    from onnxcomp.options import CompressOptions
+    from onnxcomp.passes.report import CompressReport
+
+# The calibration data, or a function that gives it once the model is known.
+Calib = DataSource | Callable[[], DataSource]
+
+
+def _data(calib: Calib) -> DataSource:
+    return calib() if callable(calib) else calib
 
 
 def _everything(weight: Weight) -> bool:
@@ -35,16 +47,17 @@ class GPTQPass(ir.passes.InPlacePass):
 
     def __init__(
         self,
-        calib: DataSource,
+        calib: Calib,
         *,
         per_channel: bool = True,
         include: Callable[[Weight], bool] = _everything,
         bits: int = 8,
         threads: int = 0,
+        report: CompressReport | None = None,
     ) -> None:
         super().__init__()
         self.calib, self.per_channel, self.include = calib, per_channel, include
-        self.bits, self.threads = bits, threads
+        self.bits, self.threads, self.report = bits, threads, report
         self.records: list[QuantRecord] = []
         self.skipped: dict[str, str] = {}
         self.recovered: list[RecoverRecord] = []
@@ -64,13 +77,17 @@ class GPTQPass(ir.passes.InPlacePass):
         self.recovered, rebuilt = rebuild(
             model,
             layers,
-            self.calib,
+            _data(self.calib),
             "gptq",
             bits=self.bits,
             per_channel=self.per_channel,
             threads=self.threads,
         )
         self.records = plain.records + [r for r in rebuilt if isinstance(r, QuantRecord)]
+        if self.report is not None:
+            self.report.quantized += self.records
+            self.report.skipped.update(self.skipped)
+            self.report.recovered += self.recovered
         return ir.passes.PassResult(model, modified=bool(self.records))
 
 
@@ -83,18 +100,19 @@ class SparseGPTPass(ir.passes.InPlacePass):
 
     def __init__(
         self,
-        calib: DataSource,
+        calib: Calib,
         *,
         threshold: float | None = None,
         sparsity: float | None = None,
         include: Callable[[Weight], bool] = _everything,
         threads: int = 0,
         per_weight_sparsity: dict[str, float] | None = None,
+        report: CompressReport | None = None,
     ) -> None:
         super().__init__()
         self.calib, self.threshold, self.sparsity = calib, threshold, sparsity
-        self.include, self.threads = include, threads
-        self.per_weight_sparsity = per_weight_sparsity or {}
+        self.include, self.threads, self.report = include, threads, report
+        self.per_weight_sparsity = per_weight_sparsity if per_weight_sparsity is not None else {}
         self.records: list[PruneRecord] = []
         self.recovered: list[RecoverRecord] = []
 
@@ -110,9 +128,12 @@ class SparseGPTPass(ir.passes.InPlacePass):
         )
         plain(model)
         self.recovered, rebuilt = rebuild(
-            model, layers, self.calib, "sparsegpt", counts=counts, threads=self.threads
+            model, layers, _data(self.calib), "sparsegpt", counts=counts, threads=self.threads
         )
         self.records = plain.records + [r for r in rebuilt if isinstance(r, PruneRecord)]
+        if self.report is not None:
+            self.report.pruned += self.records
+            self.report.recovered += self.recovered
         modified = any(r.zeros_after != r.zeros_before for r in self.records)
         return ir.passes.PassResult(model, modified=modified)
 
@@ -122,66 +143,79 @@ class SparseGPTPass(ir.passes.InPlacePass):
         return round(self.per_weight_sparsity.get(name, self.sparsity or 0.0) * array.size)
 
 
-def validate_recover(options: Any) -> None:
-    """The --recover rules, checked before any work."""
-    method = options.recover
-    if method is None:
-        return
-    if method not in METHODS:
-        raise OnnxcompError(f"--recover must be one of {', '.join(METHODS)}, got {method!r}")
-    if options.calib is None:
-        raise OnnxcompError(f"--recover {method} needs calibration data: give --calib DATA")
-    pruning = options.prune_threshold is not None or options.prune_sparsity is not None
-    pruning = pruning or any(la.prune_sparsity for la in getattr(options, "layers", {}).values())
-    if method == "gptq" and options.quantize is None:
-        raise OnnxcompError("--recover gptq rebuilds quantized weights: add --quantize")
-    if method == "sparsegpt" and not pruning:
-        raise OnnxcompError(
-            "--recover sparsegpt rebuilds pruned weights: add --prune-sparsity or --prune-threshold"
-        )
-    if method == "sparsegpt" and options.global_prune:
-        raise OnnxcompError("--recover sparsegpt works per tensor; drop --global")
-
-
 class Recovery:
-    """compress_model's hook: swaps in the recovering passes and runs bias correction.
+    """What the recovery passes of one pipeline share: the method, the calibration data
+    (opened once the model is prepared) and the teacher (a cheap clone sharing tensors,
+    taken right after prepare: the model before any compression)."""
 
-    Made right after prepare, so the teacher (a cheap clone sharing tensors) is the
-    model before any compression.
-    """
-
-    def __init__(self, model: ir.Model, options: Any) -> None:
-        validate_recover(options)
+    def __init__(self, options: CompressOptions, report: CompressReport | None = None) -> None:
+        assert options.recover is not None
         self.method: str = options.recover
-        self.calib = open_data(options.calib, input_specs(model))
-        self.teacher = model.clone() if self.method == "bias" else None
-        self._handed_out: list[GPTQPass | SparseGPTPass] = []
+        self.source = options.calib
+        self.report = report
+        self.calib: DataSource | None = None
+        self.teacher: ir.Model | None = None
+
+    def data(self) -> DataSource:
+        assert self.calib is not None, "Recovery.start_pass has not run"
+        return self.calib
+
+    def start_pass(self) -> ir.passes.InPlacePass:
+        return StartRecoveryPass(self)
 
     def prune_pass(self, default: MagnitudePrunePass) -> ir.passes.InPlacePass:
         """SparseGPT in place of magnitude pruning (same options), or ``default``."""
         if self.method != "sparsegpt":
             return default
-        p = SparseGPTPass(
-            self.calib,
+        return SparseGPTPass(
+            self.data,
             threshold=default.threshold,
             sparsity=default.sparsity,
             include=default.include,
             per_weight_sparsity=default.per_weight_sparsity,
+            report=default.report,
         )
-        self._handed_out.append(p)
-        return p
 
     def quantize_pass(self, default: QuantizeWeightsPass) -> ir.passes.InPlacePass:
         """GPTQ in place of plain weight rounding (same options), or ``default``."""
         if self.method != "gptq":
             return default
-        p = GPTQPass(self.calib, per_channel=default.per_channel, include=default.include)
-        self._handed_out.append(p)
-        return p
+        return GPTQPass(
+            self.data, per_channel=default.per_channel, include=default.include,
+            report=default.report,
+        )  # fmt: skip
 
-    def finish(self, model: ir.Model) -> list[RecoverRecord]:
-        """Bias correction (last, after every other change); returns all per-layer records."""
-        records = [r for p in self._handed_out for r in p.recovered]
-        if self.method == "bias" and self.teacher is not None:
-            records += correct_biases(self.teacher, model, self.calib)
-        return records
+    def bias_pass(self) -> ir.passes.InPlacePass:
+        return BiasCorrectionPass(self)
+
+
+class StartRecoveryPass(ir.passes.InPlacePass):
+    """Open the calibration data for the model's inputs; snapshot the teacher for bias."""
+
+    def __init__(self, recovery: Recovery) -> None:
+        super().__init__()
+        self.recovery = recovery
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        rec = self.recovery
+        rec.calib = open_data(rec.source, input_specs(model))
+        rec.teacher = model.clone() if rec.method == "bias" else None
+        return ir.passes.PassResult(model, modified=False)
+
+
+class BiasCorrectionPass(ir.passes.InPlacePass):
+    """Fold each compressed layer's mean output shift into its bias (last, after every
+    other change), the teacher's outputs as the target."""
+
+    def __init__(self, recovery: Recovery) -> None:
+        super().__init__()
+        self.recovery = recovery
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        rec = self.recovery
+        if rec.method != "bias" or rec.teacher is None:
+            return ir.passes.PassResult(model, modified=False)
+        records = correct_biases(rec.teacher, model, rec.data())
+        if rec.report is not None:
+            rec.report.recovered += records
+        return ir.passes.PassResult(model, modified=bool(records))

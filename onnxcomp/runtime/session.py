@@ -22,7 +22,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxcomp import runtime
+from onnxcomp import opaque_types, runtime
 
 ModelLike = str | os.PathLike | bytes | ir.Model | onnx.ModelProto
 
@@ -141,7 +141,7 @@ def _source(model: ModelLike, extra: _Edit, base_dir) -> str | _Blob:
         return _blob(proto, extra, _absolute(base_dir))
     if isinstance(model, ir.Model):
         folders = external_folders(model)
-        proto = ir.to_proto(model)
+        proto = opaque_types.to_proto(model)
         if len(set(folders.values())) > 1:  # data files in several folders: read them in
             _load_external(proto, folders)
             return _blob(proto, extra, None)
@@ -180,7 +180,7 @@ def external_folders(model: ir.Model) -> dict[str, str]:
             tensors += [a.value for a in attrs if a.type == ir.AttributeType.TENSOR]
         for tensor in tensors:
             if isinstance(tensor, ir.ExternalTensor):
-                out[tensor.name or ""] = _absolute(tensor.base_dir or ".")
+                out[tensor.name or ""] = str(Path(tensor.base_dir or ".").resolve())
     return out
 
 

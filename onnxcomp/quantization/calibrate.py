@@ -22,7 +22,8 @@ import onnx_ir as ir
 
 from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError, one_line
-from onnxcomp.histogram import (
+from onnxcomp.options import CALIB_METHODS
+from onnxcomp.quantization.histogram import (
     DEFAULT_BINS,
     Histogram,
     entropy_range,
@@ -30,7 +31,7 @@ from onnxcomp.histogram import (
     percentile_range,
 )
 
-METHODS = ("minmax", "percentile", "entropy", "mse")
+METHODS = CALIB_METHODS
 
 
 @dataclass

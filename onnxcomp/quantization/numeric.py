@@ -73,7 +73,7 @@ def quantize(
     z = _broadcast(np.asarray(zero_point, np.int32), array.ndim, axis)
     if not _chunked(array):
         return _quantize(array, s, z, qmin, qmax, dtype)
-    out = np.empty(array.shape, dtype)
+    out: np.ndarray = np.empty(array.shape, dtype)
     for b in _row_blocks(array):
         out[b] = _quantize(array[b], _rows(s, b), _rows(z, b), qmin, qmax, dtype)
     return out

@@ -1,0 +1,290 @@
+"""The compress pipeline: one onnx_ir PassManager, built from the options.
+
+    prepare (with layer keys: each must name something before or after it)
+      -> drop exporter debug info -> (recovery: open data, snapshot teacher)
+      -> plan per-layer settings
+      -> prune + strip -> (int8: shape inference, float reference)
+      -> quantize weights -> gather before dequantize -> activations (int8)
+         (--quantize codebook: codebook weights, packed with --pack, in their place)
+      -> bias correction (recovery) -> cleanup (store what no kernel reads int8)
+
+Every step is an onnx_ir pass; what they did goes into the ``CompressReport`` handed to
+them. Steps that depend on the model (which weights a layer setting names, whether
+anything is pruned at all) learn it from ``Context`` at run time, filled by the passes
+before them. Recovery swaps its data-aware passes in for the plain ones (``recover/``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from onnxcomp import opaque_types
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.layers import (
+    check_layer_names,
+    excluder,
+    model_names,
+    nodes_kept_out_of_int8,
+    quantize_filter,
+    sparsity_overrides,
+)
+from onnxcomp.options import CompressOptions
+from onnxcomp.passes.codebook_step import CodebookStepPass
+from onnxcomp.passes.decode_at_load import DecodeAtLoadPass, StoreConstantsInt8Pass
+from onnxcomp.passes.gather_dequantize import GatherBeforeDequantizePass
+from onnxcomp.passes.prepare import prepare_pass
+from onnxcomp.passes.prune import MagnitudePrunePass
+from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
+from onnxcomp.passes.report import CompressReport
+from onnxcomp.passes.strip import RemoveUnusedSubgraphInitializersPass, strip_pass
+from onnxcomp.passes.strip_debug_info import StripDebugInfoPass
+from onnxcomp.weights import Weight, find_weights
+
+
+@dataclass
+class Context:
+    """What the passes of one run learn about the model and pass on."""
+
+    options: CompressOptions
+    report: CompressReport
+    source: str | os.PathLike | None = None  # the file the model was loaded from
+    overrides: dict[str, float] = field(default_factory=dict)  # per-weight sparsity
+    int8_options: CompressOptions | None = None  # options + nodes kept out of int8
+    reference: bytes | str | None = None  # the float model int8 is measured against
+    names: set[str] = field(default_factory=set)  # what a layer key may name (LayerNamesPass)
+
+    @property
+    def prunes(self) -> bool:
+        return self.options.prunes or bool(self.overrides)
+
+
+def build_pipeline(
+    options: CompressOptions,
+    report: CompressReport,
+    *,
+    source: str | os.PathLike | None = None,
+) -> ir.passes.PassManager:
+    """The passes ``options`` ask for, in order; run it on a (prepared-opset) model."""
+    ctx = Context(options, report, source)
+    include = excluder(options.exclude)
+    recovery = None
+    if options.recover is not None:
+        from onnxcomp.recover import Recovery
+
+        recovery = Recovery(options, report)
+
+    passes: list[ir.passes.PassBase] = [prepare_pass()]
+    if options.layers:  # names from before prepare (it folds and renames) and after
+        passes = [LayerNamesPass(ctx), prepare_pass(), LayerNamesPass(ctx, check=True)]
+    if not options.keep_debug_info:
+        passes.append(StripDebugInfoPass(report))
+    if recovery is not None:
+        passes.append(recovery.start_pass())
+    passes.append(PlanLayersPass(ctx))
+
+    prune: ir.passes.InPlacePass = MagnitudePrunePass(
+        threshold=options.prune_threshold,
+        sparsity=options.prune_sparsity,
+        global_=options.global_prune,
+        include=include,
+        per_weight_sparsity=ctx.overrides,  # filled by PlanLayersPass
+        report=report,
+    )
+    if recovery is not None:
+        prune = recovery.prune_pass(prune)  # type: ignore[arg-type]
+    passes.append(When(lambda: ctx.prunes, prune, strip_pass(report)))
+
+    if options.quantize == "int8":
+        passes.append(Int8ReferencePass(ctx))
+    if options.quantize == "codebook":
+        passes.append(
+            CodebookStepPass(
+                options,
+                quantize_filter(include, options.layers, options.quantize),
+                report,
+                calib=recovery.data if recovery is not None else None,
+            )
+        )
+    elif options.quantizes:
+        wanted = quantize_filter(include, options.layers, options.quantize)
+        quantize: ir.passes.InPlacePass = QuantizeWeightsPass(
+            per_channel=not options.per_tensor, include=wanted, report=report
+        )
+        if recovery is not None:
+            quantize = recovery.quantize_pass(quantize)  # type: ignore[arg-type]
+        passes += [quantize, GatherBeforeDequantizePass()]
+    if options.quantize == "int8":
+        passes.append(QuantizeActivationsPass(ctx))
+    if recovery is not None:
+        passes.append(recovery.bias_pass())
+    if options.quantizes:
+        passes.append(StoreInt8AtLoadPass(options, include, report))
+    return ir.passes.PassManager(passes, steps=1)
+
+
+def run_pipeline(passes: ir.passes.PassManager, model: ir.Model) -> ir.Model:
+    """Run ``passes`` on ``model``. A user error (or an OSError such as a full disk) raised
+    inside a pass comes out as itself: onnx_ir wraps it in PassError, which reads as a bug."""
+    try:
+        return passes(model).model
+    except ir.passes.PassError as exc:
+        cause: BaseException = exc
+        while isinstance(cause, ir.passes.PassError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if not isinstance(cause, (OnnxcompError, OSError)):
+            raise
+    raise cause  # outside the except block: no PassError context around it
+
+
+class When(ir.passes.InPlacePass):
+    """Run ``passes`` only when ``condition()`` holds at run time."""
+
+    def __init__(self, condition: Callable[[], bool], *passes: ir.passes.PassBase) -> None:
+        super().__init__()
+        self.condition = condition
+        self.passes = ir.passes.Sequential(*passes)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        if not self.condition():
+            return ir.passes.PassResult(model, modified=False)
+        return self.passes(model)
+
+
+class LayerNamesPass(ir.passes.InPlacePass):
+    """Collect the names a layer key may match; with ``check``, refuse a key that matches
+    none (a typo or the wrong model), before any work."""
+
+    def __init__(self, ctx: Context, *, check: bool = False) -> None:
+        super().__init__()
+        self.ctx, self.check = ctx, check
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.ctx.names |= model_names(model)
+        if self.check:
+            check_layer_names(self.ctx.options.layers, self.ctx.names)
+        return ir.passes.PassResult(model, modified=False)
+
+
+class PlanLayersPass(ir.passes.InPlacePass):
+    """Per-layer settings on the prepared model: sparsity per weight, and the nodes whose
+    layer stays float (or int8 weights only), which keep float activations."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        options = self.ctx.options
+        self.ctx.overrides.update(sparsity_overrides(find_weights(model), options.layers))
+        kept = sorted(nodes_kept_out_of_int8(model, options.layers))
+        self.ctx.int8_options = replace(options, exclude=(*options.exclude, *kept))
+        return ir.passes.PassResult(model, modified=False)
+
+
+class Int8ReferencePass(ir.passes.InPlacePass):
+    """Infer tensor types for placement, and keep the float model the measure step
+    times int8 against."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        from onnxcomp.quantization.flow import prepare_int8
+
+        prepare_int8(model)
+        ctx = self.ctx
+        if ctx.options.measure:  # the float model, to measure int8 against
+            # Unpruned, the input file is that model (onnxruntime folds BatchNorm and
+            # constants itself): no 2x-model serialization held through calibration.
+            unchanged = ctx.source is not None and not ctx.prunes
+            ctx.reference = (
+                str(ctx.source) if unchanged else opaque_types.to_proto(model).SerializeToString()
+            )
+        return ir.passes.PassResult(model, modified=True)
+
+
+class QuantizeActivationsPass(ir.passes.FunctionalPass):
+    """Activations: calibrate, place Q/DQ, measure against the float model (quantization/flow.py).
+
+    Functional: the measure step may pick a candidate rebuilt from a serialized copy."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        from onnxcomp.quantization.flow import quantize_int8
+
+        options = self.ctx.int8_options or self.ctx.options
+        result = self.ctx.report
+        source = self.ctx.source
+        new, report = quantize_int8(
+            model,
+            options,
+            self.ctx.reference,
+            progress=options.progress,
+            tune=options.measure,
+            base_dir=str(Path(source).parent) if source is not None else None,
+        )
+        result.activations = report.as_dict()
+        dropped = report.families_dropped
+        for fam, why in dropped.items():
+            result.notes.append(f"kept {fam} ops float: {why}")
+        if report.decoded_at_load:
+            result.notes.append(
+                f"{report.decoded_at_load} weights of ops kept float stay int8 in the file, "
+                "decoded once by onnxruntime at load (float speed)"
+            )
+        if report.latency_ratio is not None:
+            result.notes.append(
+                f"int8 runs at {report.latency_ratio:.2f}x the float latency (onnxruntime, "
+                f"1 thread), output cosine {report.cosine:.5f} on calibration data"
+            )
+        # A functional pass returns a new model; a clone shares the tensors (not the meta).
+        out = new.clone() if new is model else new
+        opaque_types.carry(model, out)
+        return ir.passes.PassResult(out, modified=True)
+
+
+class StoreInt8AtLoadPass(ir.passes.InPlacePass):
+    """What no int8 kernel will read is still stored int8, decoded by onnxruntime at load:
+    weights of ops that stay float, and big float constants that are no op's weight slot
+    (LSTM weights, tensors read by Slice/Add/Unsqueeze)."""
+
+    def __init__(
+        self, options: CompressOptions, include: Callable[[Weight], bool], report: CompressReport
+    ) -> None:
+        super().__init__()
+        self.options, self.include, self.report = options, include, report
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        options, result = self.options, self.report
+        keep = ("MatMul", "Gemm") if options.quantize == "weights" else ()
+        decode = DecodeAtLoadPass(keep_ops=keep)
+        decode(model)
+        store = StoreConstantsInt8Pass(
+            quantize_filter(self.include, options.layers, options.quantize)
+        )
+        store(model)
+        if store.records or decode.converted:
+            RemoveUnusedNodesPass()(model)
+            RemoveUnusedSubgraphInitializersPass()(model)
+            result.quantized += store.records
+            result.notes.append(
+                f"stored {len(store.records)} other float constants int8 "
+                "(decoded once by onnxruntime at load)"
+            )
+        result.skipped.update({k: v for k, v in store.skipped.items() if v != "excluded"})
+        if decode.converted and options.quantize == "weights":
+            result.notes.append(
+                f"{len(decode.converted)} weights of ops without an int8 kernel are decoded once "
+                "at load: they run at float speed"
+            )
+        return ir.passes.PassResult(model, modified=bool(store.records or decode.converted))
