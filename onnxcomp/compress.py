@@ -17,6 +17,7 @@ import onnx_ir as ir
 from onnxcomp import model_io
 from onnxcomp.options import CompressOptions
 from onnxcomp.passes.prune import PruneRecord
+from onnxcomp.passes.quantize_int4 import INT4_MIN_OPSET
 from onnxcomp.passes.quantize_weights import PER_CHANNEL_MIN_OPSET, QuantRecord
 from onnxcomp.passes.report import CompressReport
 from onnxcomp.pipeline import build_pipeline, run_pipeline
@@ -64,10 +65,11 @@ def compress_model(
     options.validate()
     report = CompressReport()
     if options.quantizes:
-        target = PER_CHANNEL_MIN_OPSET
+        target = INT4_MIN_OPSET if options.quantize == "int4" else PER_CHANNEL_MIN_OPSET
         model, old = model_io.upgrade_opset(model, target)
         if old is not None:
-            report.notes.append(f"upgraded opset {old} -> {target} for per-channel quantization")
+            why = "int4 blocks" if target == INT4_MIN_OPSET else "per-channel quantization"
+            report.notes.append(f"upgraded opset {old} -> {target} for {why}")
     model = run_pipeline(build_pipeline(options, report, source=source), model)
     result = CompressResult("", "", 0, 0, 0.0, **vars(report))
     return model, result

@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from onnxcomp.errors import OnnxcompError
 
-Quantize = Literal["weights", "int8", "codebook"]
+Quantize = Literal["weights", "int8", "codebook", "int4"]
 CalibMethod = Literal["minmax", "percentile", "entropy", "mse"]
 ActivationType = Literal["auto", "uint8", "int8"]
 RecoverMethod = Literal["bias", "gptq", "sparsegpt"]
@@ -33,6 +33,8 @@ RECOVER_METHODS: tuple[str, ...] = get_args(RecoverMethod)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 METRICS: tuple[str, ...] = get_args(Metric)
+# --quantize int4: rows of a MatMul/Gemm weight sharing one scale (MatMulNBits block sizes)
+BLOCK_SIZES: tuple[int, ...] = (16, 32, 64, 128, 256)
 
 
 def option(
@@ -151,7 +153,8 @@ class CompressOptions:
     )
     quantize: Quantize | None = option(
         help="weights: int8 weights, float activations; int8: weights and activations; "
-        "codebook: k-means shared weights (a download/disk-size mode, fp32 speed)."
+        "codebook: k-means shared weights (a download/disk-size mode, fp32 speed); "
+        "int4: 4-bit MatMul/Gemm weight blocks (MatMulNBits), other weights int8."
     )
     bits: int = option(
         4,
@@ -163,12 +166,28 @@ class CompressOptions:
         False,
         "Store codebook codes below 8 bits a code, or sparse; decoded by onnxruntime at load.",
     )
+    block_size: int = option(
+        32,
+        "--quantize int4: rows of a weight sharing one scale (16, 32, 64, 128 or 256).",
+        metavar="B",
+        show_default=True,
+    )
+    symmetric: bool = option(
+        True,
+        "--quantize int4: signed codes, no zero point; or unsigned codes with a zero point "
+        "per block.",
+        flag="--symmetric/--asymmetric",
+        show_default=True,
+    )
     per_tensor: bool = option(False, "One scale per weight tensor, not per channel.")
     exclude: tuple[str, ...] = option(
         (), "Keep this node, weight or op type in float (repeatable).", metavar="NAME_OR_OPTYPE"
     )
     # A path, or (from Python) any iterable of feeds / CalibrationDataReader; see data.py.
-    calib: Any = option(help="Calibration data for --quantize int8 and --recover.", metavar="DATA")
+    calib: Any = option(
+        help="Calibration data for --quantize int8, int4 or codebook and --recover.",
+        metavar="DATA",
+    )
     calib_method: CalibMethod = option(
         "minmax", "How activation ranges are chosen.", show_default=True
     )
@@ -217,10 +236,13 @@ class CompressOptions:
             raise OnnxcompError("--quantize int8 needs calibration data: give --calib DATA")
         if (
             self.calib is not None
-            and self.quantize not in ("int8", "codebook")
+            and self.quantize not in ("int8", "int4", "codebook")
             and self.recover is None
         ):
-            raise OnnxcompError("--calib is only used with --quantize int8 or codebook")
+            raise OnnxcompError("--calib is only used with --quantize int8, int4 or codebook")
+        if self.block_size not in BLOCK_SIZES:
+            sizes = ", ".join(map(str, BLOCK_SIZES))
+            raise OnnxcompError(f"--block-size must be one of {sizes}, got {self.block_size}")
         if not 2 <= self.bits <= 8:
             raise OnnxcompError(f"--bits must be in 2..8, got {self.bits}")
         if self.pack and self.quantize != "codebook":

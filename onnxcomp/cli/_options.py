@@ -46,7 +46,8 @@ def click_options(cls: type) -> Callable[[F], F]:
                 kwargs["required"] = True
             if base is bool:
                 if default is True:
-                    long = f"{long}/--no-{long[2:]}"
+                    if "/" not in long:  # a flag may name its own off switch
+                        long = f"{long}/--no-{long[2:]}"
                     kwargs["default"] = True
                 else:
                     kwargs["is_flag"] = True

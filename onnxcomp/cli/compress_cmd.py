@@ -1,4 +1,4 @@
-"""onnxcomp compress MODEL -o OUT [prune options] [--quantize weights|int8|codebook] ..."""
+"""onnxcomp compress MODEL -o OUT [prune options] [--quantize weights|int8|codebook|int4] ..."""
 
 from __future__ import annotations
 
@@ -74,7 +74,10 @@ def render(r: CompressResult) -> str:
             f"{rec.error:.3g}" + (f" ({rec.note})" if getattr(rec, "note", "") else "")
         )
     for name, why in sorted(r.skipped.items()):
-        lines.append(f"kept float: {name} ({why})")
+        if name.endswith(" (int4)"):
+            lines.append(f"not int4: {name.removesuffix(' (int4)')} ({why})")
+        else:
+            lines.append(f"kept float: {name} ({why})")
     for line in r.activations.get("summary", []) if isinstance(r.activations, dict) else []:
         lines.append(line)
     lines.append(

@@ -248,7 +248,7 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
                 original.nbytes,
                 form.nbytes + book.values.nbytes + extra,
                 float(np.max(np.abs(book.decode() - original))) if original.size else 0.0,
-                k,
-                f"{kind}codebook k={k}, {form.describe()}",
+                k=k,
+                storage=f"{kind}codebook k={k}, {form.describe()}",
             )
         )

@@ -38,6 +38,7 @@ class QuantRecord:
     bytes_before: int
     bytes_after: int
     max_abs_error: float
+    bits: int = 8
 
 
 class QuantizeWeightsPass(ir.passes.InPlacePass):
