@@ -18,8 +18,9 @@ import onnxruntime as ort
 
 from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError, one_line
-from onnxcomp.metrics import Accuracy, OutputComparison, is_classifier_like
+from onnxcomp.metrics import Accuracy, is_classifier_like
 from onnxcomp.options import METRICS
+from onnxcomp.persample import DropRows
 from onnxcomp.runtime.latency import session
 
 MetricFn = Callable[[ort.InferenceSession, DataSource], float]
@@ -29,6 +30,7 @@ MetricFn = Callable[[ort.InferenceSession, DataSource], float]
 class Score:
     value: float  # the metric, higher is better
     drop: float  # original's value minus this one (what the budget limits)
+    drops: np.ndarray | None = None  # per-sample drops (mean = drop); None: custom metric
 
 
 class Evaluator:
@@ -54,13 +56,17 @@ class Evaluator:
             raise OnnxcompError(
                 f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}"
             )
-        self.baseline = self._value(ref, reference=True)
+        self.baseline = self._value(ref, reference=True)[0]
 
     def _default_metric(self, has_labels: bool) -> str:
         if has_labels:
             return "accuracy"
         outputs = self._reference[0][1]
         return "agreement" if any(is_classifier_like(np.asarray(o)) for o in outputs) else "cosine"
+
+    @property
+    def samples(self) -> int:
+        return sum(b.size for b, _ in self._reference)
 
     @property
     def metric_name(self) -> str:
@@ -71,34 +77,33 @@ class Evaluator:
         )
 
     def score(self, path: str | os.PathLike) -> Score:
-        value = self._value(session(path, self.threads), reference=False)
-        return Score(value, self.baseline - value)
+        value, drops = self._value(session(path, self.threads), reference=False)
+        return Score(value, self.baseline - value, drops)
 
-    def _value(self, sess: ort.InferenceSession, *, reference: bool) -> float:
+    def _value(
+        self, sess: ort.InferenceSession, *, reference: bool
+    ) -> tuple[float, np.ndarray | None]:
         if callable(self.metric):
-            return float(self.metric(sess, self.data))
+            return float(self.metric(sess, self.data)), None
+        rows = DropRows()
         if self.metric == "accuracy":
             acc = Accuracy()
             for batch, ref_out in self._reference:
                 out = ref_out if reference else _run(sess, batch.feed)
                 assert batch.labels is not None
                 acc.update(np.asarray(_label_scores(out)), batch.labels)
-            return float(acc.value or 0.0)
+                rows.update_accuracy(_label_scores(ref_out), _label_scores(out), batch.labels)
+            return float(acc.value or 0.0), rows.drops("accuracy")
         if reference:
-            return 1.0
-        comps = [OutputComparison(str(i)) for i in range(len(self._reference[0][1]))]
+            return 1.0, None
         for batch, ref_out in self._reference:
-            for comp, r, n in zip(comps, ref_out, _run(sess, batch.feed), strict=True):
-                comp.update(np.asarray(r), np.asarray(n))
-        if self.metric == "agreement":
-            values = [c.top1_agreement for c in comps if c.top1_agreement is not None]
-            if not values:
+            rows.update(ref_out, _run(sess, batch.feed))
+        drops = rows.drops(self.metric)
+        if drops is None:
+            if self.metric == "agreement":
                 raise OnnxcompError("metric 'agreement' needs a classifier-like output")
-            return float(min(values))
-        cosines = [c.cosine for c in comps if c.cosine is not None]
-        if not cosines:
             raise OnnxcompError("metric 'cosine' needs a float output to compare")
-        return float(min(cosines))
+        return 1.0 - float(drops.mean()), drops
 
 
 def _run(sess: ort.InferenceSession, feed: dict) -> list[Any]:

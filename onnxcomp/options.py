@@ -45,7 +45,7 @@ def option(
     metavar: str | None = None,
     cli: bool = True,
     recipe: bool = True,
-    show_default: bool = False,
+    show_default: bool | str = False,
     factory: Callable[[], Any] | None = None,
     min: int | None = None,
 ) -> Any:
@@ -53,7 +53,8 @@ def option(
 
     ``flag``: the command-line spelling when it is not ``--field-name``; ``cli=False``: API
     only; ``recipe=False``: describes a run, not a compression, so no recipe carries it;
-    ``min``: the smallest integer the command line accepts (a usage error below it).
+    ``min``: the smallest integer the command line accepts (a usage error below it);
+    ``show_default``: True, or the text shown for the default in ``--help``.
     """
     meta = {
         "help": help,
@@ -96,6 +97,15 @@ def option_fields(cls: type) -> list[tuple[Field, Any]]:
 
 
 # -- compress ---------------------------------------------------------------------------
+
+
+def validate_confidence(confidence: float | None) -> None:
+    if confidence is not None and not (
+        isinstance(confidence, (int, float))
+        and not isinstance(confidence, bool)
+        and 0.0 < confidence < 1.0
+    ):
+        raise OnnxcompError(f"--confidence must be in (0, 1), got {confidence}")
 
 
 @dataclass
@@ -301,6 +311,13 @@ class CheckOptions:
     max_drop: float | None = option(
         help="Exit 1 when the accuracy drop (or 1 - top-1 agreement) exceeds X.", metavar="X"
     )
+    confidence: float | None = option(
+        help="With --max-drop: pass only when the one-sided upper bound of the drop at this "
+        "confidence (e.g. 0.95) is within X, so noise on a small set cannot pass a model. "
+        "Exact binomial for accuracy/agreement, bootstrap for cosine. Default: off (the "
+        "measured drop is compared).",
+        metavar="C",
+    )
 
     def validate(self) -> None:
         if self.runs < 0:
@@ -309,6 +326,7 @@ class CheckOptions:
             raise OnnxcompError(f"--threads must be >= 1, got {self.threads}")
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 1.0:
             raise OnnxcompError(f"--max-drop must be in [0, 1], got {self.max_drop}")
+        validate_confidence(self.confidence)
         if self.labels is not None and self.data is None:
             raise OnnxcompError("--labels needs --data")
 
@@ -340,6 +358,28 @@ class AutoOptions:
         help="Repair every trial from --calib data (sparsegpt for pruned layers, gptq for "
         "quantized weights, bias for both)."
     )
+    # A path, or (from Python) any source data.py reads; None: held back from the data.
+    verify: Any = option(
+        help="Held-back data the finalists are judged on (default: --verify-fraction of the "
+        "search data, which the search then never sees).",
+        metavar="DATA",
+    )
+    verify_fraction: float = option(
+        1 / 3, "Share of the data held back for verification.", show_default="1/3", metavar="F"
+    )
+    confidence: float = option(
+        0.95,
+        "A finalist is accepted when the upper bound of its held-back drop at this "
+        "confidence is within --max-drop.",
+        show_default=True,
+        metavar="C",
+    )
+    allow_small_data: bool = option(
+        False,
+        "When the held-back data is too small to resolve the budget, proceed with a "
+        "widened margin instead of refusing (exit 2).",
+    )
+    seed: int = option(0, "Seed of the split.", show_default=True, min=0)
     executor: Any = option(cli=False)  # an executor.TrialExecutor; None: a local pool
     log: Callable[[str], None] | None = option(cli=False)
 
@@ -364,3 +404,13 @@ class AutoOptions:
             )
         if self.calib is None and self.data is None:
             raise OnnxcompError("auto needs data to measure on: give --calib or --data")
+        fraction = self.verify_fraction
+        if isinstance(fraction, bool) or not (
+            isinstance(fraction, (int, float)) and 0.0 < fraction < 1.0
+        ):
+            raise OnnxcompError(f"--verify-fraction must be in (0, 1), got {fraction}")
+        if self.confidence is None:
+            raise OnnxcompError("--confidence must be in (0, 1), got None")
+        validate_confidence(self.confidence)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise OnnxcompError(f"--seed must be an integer >= 0, got {self.seed!r}")

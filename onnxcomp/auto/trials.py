@@ -18,6 +18,7 @@ from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError, environment_error, one_line
 from onnxcomp.evaluate import Evaluator
+from onnxcomp.stats import loss
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TrialResult:
     config: dict[str, int]
     value: float | None = None
     drop: float | None = None
+    loss: float | None = None  # what the held-back bound is on (stats.loss); None: custom
     bytes: int | None = None
     deflate_bytes: int | None = None
     seconds: float = 0.0
@@ -78,6 +80,7 @@ def run_trial(task: TrialTask) -> TrialResult:
         assert _State.evaluator is not None
         score = _State.evaluator.score(out)
         result.value, result.drop = score.value, score.drop
+        result.loss = loss(score.drops, _State.evaluator.metric_name)
         result.bytes = model_io.file_size(out)
         result.deflate_bytes = deflate_size(out)
         if task.keep:

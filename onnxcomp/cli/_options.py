@@ -38,7 +38,7 @@ def click_options(cls: type) -> Callable[[F], F]:
             if meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
             if meta.get("show_default"):
-                kwargs["show_default"] = True
+                kwargs["show_default"] = meta["show_default"]
             base = _without_none(hint)
             choices = choices_of(hint)
             default = fld.default

@@ -63,5 +63,9 @@ def render(r: CheckResult) -> str:
     lines.append(f"{kind}: {r.data}, {r.samples} samples{timing}")
     if r.max_drop is not None:
         verdict = "PASS" if r.passed else "FAIL"
-        lines.append(f"{verdict}: drop {_pct(r.drop)} vs max {_pct(r.max_drop)}")
+        b = r.drop_bound
+        bound = (
+            "" if b is None else f", upper bound {b.upper:.2%} at {b.confidence:.0%} ({b.method})"
+        )
+        lines.append(f"{verdict}: drop {_pct(r.drop)}{bound} vs max {_pct(r.max_drop)}")
     return "\n".join(lines)
