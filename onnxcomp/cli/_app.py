@@ -30,3 +30,9 @@ def emit_json(obj: Any) -> None:
 
 def say(text: str) -> None:
     click.echo(text)
+
+
+def wrote(path: Any, as_json: bool) -> None:
+    """Name a report file written beside the main output (stderr under --json: stdout
+    holds the JSON object alone)."""
+    click.echo(f"html report: {path}", err=as_json)
