@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from onnxcomp.auto import AutoResult, auto
-from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.cli._app import app, emit_json, json_progress, say
 from onnxcomp.cli._options import click_options
 from onnxcomp.options import AutoOptions
 from onnxcomp.report import require_plotly
@@ -22,6 +22,7 @@ from onnxcomp.report import require_plotly
 )  # fmt: skip
 def auto_command(model: str, output: str, as_json: bool, html: str | None, **kwargs) -> int:
     """Find the most compressed model within an accuracy budget, and write its recipe."""
+    json_progress(as_json)
     if html:
         require_plotly()
     result = auto(model, output, **kwargs)
