@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import IO, Any, Literal
 
 Mode = Literal["auto", "off", "json"]
@@ -87,3 +88,19 @@ def bar(
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit=unit, file=out, mininterval=0.1, leave=True)
+
+
+def status_log(task: str, stream: IO | None = None) -> Callable[[str], None] | None:
+    """For work that reports in lines (auto's trials): None keeps the caller's default
+    (human lines on stderr); silent under ``off``; JSON lines under ``json``."""
+    if _mode == "auto":
+        return None
+    if _mode == "off":
+        return lambda line: None
+
+    def emit(line: str) -> None:
+        out = stream if stream is not None else sys.stderr
+        out.write(json.dumps({"progress": task, "status": line}) + "\n")
+        out.flush()
+
+    return emit

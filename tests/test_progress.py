@@ -78,3 +78,18 @@ def test_cli_json_progress_on_stderr_and_quiet(int8_job, capsys):
     assert progress.get_mode() == "auto"  # reset when the command ends
     assert main(["-q", *int8_job, "--json"]) == 0
     assert '"progress"' not in capsys.readouterr().err
+
+
+def test_auto_trial_lines_follow_the_mode(tmp_path, capsys):
+    src, data = tmp_path / "m.onnx", tmp_path / "d.npz"
+    onnx.save(robust_fragile_model(), src)
+    write_data(data, n=64)
+    argv = ["auto", str(src), "-o", str(tmp_path / "a.onnx"), "--data", str(data),
+            "--max-drop", "0.05", "--max-trials", "6", "--workers", "1"]  # fmt: skip
+    main([*argv, "--json"])
+    captured = capsys.readouterr()
+    json.loads(captured.out)
+    events = [json.loads(x) for x in captured.err.splitlines()]  # every stderr line is JSON
+    assert any(e["progress"] == "auto" and e["status"].startswith("trial 1/") for e in events)
+    main(["-q", *argv])
+    assert "trial" not in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from onnxcomp import progress
 from onnxcomp.auto import AutoResult, auto
 from onnxcomp.cli._app import app, emit_json, json_progress, say
 from onnxcomp.cli._options import click_options
@@ -23,6 +24,7 @@ from onnxcomp.report import require_plotly
 def auto_command(model: str, output: str, as_json: bool, html: str | None, **kwargs) -> int:
     """Find the most compressed model within an accuracy budget, and write its recipe."""
     json_progress(as_json)
+    kwargs["log"] = progress.status_log("auto")  # trial lines: quiet under -q, JSON under --json
     if html:
         require_plotly()
     result = auto(model, output, **kwargs)
