@@ -24,6 +24,7 @@ ActivationType = Literal["auto", "uint8", "int8"]
 RecoverMethod = Literal["bias", "gptq", "sparsegpt"]
 Precision = Literal["float", "weights", "int8"]  # per layer: float, int8 weights, full int8
 Objective = Literal["size", "latency"]
+Engine = Literal["local", "ray"]
 Metric = Literal["accuracy", "agreement", "cosine"]
 
 QUANTIZE_MODES: tuple[str, ...] = get_args(Quantize)
@@ -287,6 +288,13 @@ class AutoOptions:
         help="Repair every trial from --calib data (sparsegpt for pruned layers, gptq for "
         "quantized weights, bias for both)."
     )
+    engine: Engine = option(
+        "local", "Where trials run: local processes, or Ray tasks (needs onnxcomp[ray]).",
+        flag="--executor", recipe=False, show_default=True,
+    )  # fmt: skip
+    address: str | None = option(
+        help="Ray cluster to join (default: start a local Ray).", metavar="ADDR", recipe=False
+    )
     executor: Any = option(cli=False)  # an executor.TrialExecutor; None: a local pool
     log: Callable[[str], None] | None = option(cli=False)
 
@@ -297,6 +305,8 @@ class AutoOptions:
             raise OnnxcompError(f"--max-drop must be in [0, 1], got {self.max_drop}")
         if self.max_trials < 1:
             raise OnnxcompError(f"--max-trials must be >= 1, got {self.max_trials}")
+        if self.address is not None and self.engine != "ray":
+            raise OnnxcompError("--address needs --executor ray")
         if self.objective == "latency" and self.calib is None:
             raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
         if self.recover is not None and self.calib is None:

@@ -87,6 +87,10 @@ def auto(
     init_worker(*init_args)  # the main process evaluates too; fails early on bad data
     evaluator = worker_evaluator()
     owned = executor is None
+    if executor is None and options.engine == "ray":
+        from onnxcomp.auto.ray_executor import RayExecutor
+
+        executor = RayExecutor(init_args, space.base.calib, address=options.address)
     if executor is None:
         picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (
             metric is None or isinstance(metric, str)
