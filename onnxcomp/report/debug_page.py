@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from onnxcomp.report.page import BAD, NEUTRAL, ORIGINAL, Page
 
 if TYPE_CHECKING:
-    from onnxcomp.debug import DebugResult, LayerError
+    from onnxcomp.debug import DebugResult
 
 WORST = 5  # layers highlighted: the largest added error
 
@@ -20,13 +20,10 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _labels(layers: list[LayerError]) -> list[str]:
-    """Node names as category labels; a repeated name gets its graph position appended
-    (Plotly would merge equal categories)."""
-    seen: dict[str, int] = {}
-    for layer in layers:
-        seen[layer.node] = seen.get(layer.node, 0) + 1
-    return [f"{x.node} #{x.index}" if seen[x.node] > 1 else x.node for x in layers]
+def _short(name: str, limit: int = 32) -> str:
+    """Exporters name nodes by their module path: the last two parts say which layer."""
+    tail = "/".join(name.strip("/").split("/")[-2:]) or name
+    return tail if len(tail) <= limit else "..." + tail[-(limit - 3) :]
 
 
 def debug_page(r: DebugResult) -> Page:
@@ -40,7 +37,9 @@ def debug_page(r: DebugResult) -> Page:
     )
     worst = {id(x) for x in r.layers[:WORST] if x.added_error > 0}
     ordered = sorted(r.layers, key=lambda x: x.index)
-    labels = _labels(ordered)
+    xs = list(range(len(ordered)))  # graph position; names go to ticks and hover
+    step = max(1, math.ceil(len(ordered) / 40))
+    ticks = xs[::step]
     colors = [BAD if id(x) in worst else NEUTRAL for x in ordered]
     page.heading("Error along the graph")
     page.text(
@@ -54,19 +53,21 @@ def debug_page(r: DebugResult) -> Page:
         for x in ordered
     ]
     fig.add_trace(
-        go.Scatter(x=labels, y=[_finite(x.sqnr_db) for x in ordered], mode="lines+markers",
+        go.Scatter(x=xs, y=[_finite(x.sqnr_db) for x in ordered], mode="lines+markers",
                    name="SQNR dB", line_color=ORIGINAL, marker={"color": colors, "size": 8},
                    hovertext=hover, hoverinfo="text"),
         row=1, col=1,
     )  # fmt: skip
     fig.add_trace(
-        go.Bar(x=labels, y=[_finite(x.added_error) for x in ordered], name="added error",
+        go.Bar(x=xs, y=[_finite(x.added_error) for x in ordered], name="added error",
                marker_color=colors, hovertext=hover, hoverinfo="text"),
         row=2, col=1,
     )  # fmt: skip
     fig.update_yaxes(title_text="SQNR dB", row=1, col=1)
     fig.update_yaxes(title_text="added rel. error", row=2, col=1)
-    fig.update_xaxes(categoryorder="array", categoryarray=labels, tickangle=-45)
+    fig.update_xaxes(
+        tickvals=ticks, ticktext=[_short(ordered[i].node) for i in ticks], tickangle=-45
+    )
     fig.update_layout(showlegend=False)
     page.figure(fig, height=560)
 

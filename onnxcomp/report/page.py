@@ -29,6 +29,7 @@ table { border-collapse: collapse; font-size: 0.9em; margin: 8px 0; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #eee; text-align: right; }
 th { background: #f6f6f6; }
 td:first-child, th:first-child { text-align: left; }
+td:first-child { word-break: break-all; max-width: 520px; }
 tr.bad td { background: #fde7e7; }
 .pass { color: #1a7f37; font-weight: 600; } .fail { color: #D62728; font-weight: 600; }
 ul.hints li { margin: 4px 0; font-family: ui-monospace, monospace; font-size: 0.88em; }
