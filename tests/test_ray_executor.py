@@ -50,3 +50,37 @@ def test_cli_executor_flag(local_ray, tmp_path, capsys):
     assert main([*argv, "--executor", "ray", "--json"]) == 0
     assert main([*argv, "--address", "127.0.0.1:1"]) == 2
     assert "--address needs --executor ray" in capsys.readouterr().err
+
+
+def _metric_killing_one_worker(marker: str, driver: int):
+    """A metric whose first call in any Ray worker kills that worker (once, via a marker
+    file): the task must be re-run elsewhere and the search must not notice."""
+
+    def mean_logit(sess, data) -> float:
+        import os
+
+        import numpy as np
+
+        if os.getpid() != driver and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        outs = [sess.run(None, b.feed)[0] for b in data]
+        return -float(np.mean(np.abs(np.concatenate(outs) - 1.0)))
+
+    return mean_logit
+
+
+def test_a_worker_dying_mid_trial_reruns_it(local_ray, tmp_path):
+    import os
+
+    src, data = tmp_path / "m.onnx", tmp_path / "d.npz"
+    onnx.save(robust_fragile_model(), src)
+    write_data(data, n=64)
+    marker = tmp_path / "killed"
+    metric = _metric_killing_one_worker(str(marker), os.getpid())
+    common = {"data": str(data), "max_drop": 0.05, "max_trials": 8, "workers": 2,
+              "metric": metric}  # fmt: skip
+    remote = auto(src, tmp_path / "ray.onnx", engine="ray", **common)
+    assert marker.exists()  # a worker did die
+    local = auto(src, tmp_path / "local.onnx", **common)
+    assert _trials(remote) == _trials(local) and all(t.ok for t in remote.trials)
