@@ -65,6 +65,29 @@ def test_compress_and_check_output_validates(models, capsys):
     check.validate(out)
 
 
+def test_codebook_int4_and_confidence_output_validates(models, tmp_path, capsys):
+    """main's later features: --quantize codebook/int4 records and check --confidence."""
+    from test_quantize_int4 import transformer_bits
+
+    src, small, data = models
+    compress_check = _validator("compress")
+    argv = ["compress", str(src), "-o", str(small), "--quantize", "codebook", "--bits", "4"]
+    code, out = _json([*argv, "--json"], capsys)
+    assert code == 0 and out["quantized_to"] == "codebook (4-bit)"
+    compress_check.validate(out)
+    tsrc, tout = tmp_path / "t.onnx", tmp_path / "t4.onnx"
+    onnx.save(transformer_bits(), tsrc)
+    code, out = _json(["compress", str(tsrc), "-o", str(tout), "--quantize", "int4", "--json"],
+                      capsys)  # fmt: skip
+    assert code == 0 and out["quantized_to"].startswith("int4")
+    assert any(r["bits"] == 4 for r in out["quantized"])
+    compress_check.validate(out)
+    code, out = _json(["check", str(src), str(small), "--data", str(data), "--runs", "0",
+                       "--max-drop", "0.5", "--confidence", "0.9", "--json"], capsys)  # fmt: skip
+    assert code == 0 and out["drop_bound"]["confidence"] == 0.9 and out["notes"]
+    _validator("check").validate(out)
+
+
 def test_the_schema_rejects_what_a_gate_could_not_read(models, capsys):
     src, small, _ = models
     main(["compress", str(src), "-o", str(small), "--quantize", "weights"])

@@ -85,7 +85,8 @@ def test_auto_trial_lines_follow_the_mode(tmp_path, capsys):
     onnx.save(robust_fragile_model(), src)
     write_data(data, n=64)
     argv = ["auto", str(src), "-o", str(tmp_path / "a.onnx"), "--data", str(data),
-            "--max-drop", "0.05", "--max-trials", "6", "--workers", "1"]  # fmt: skip
+            "--max-drop", "0.05", "--max-trials", "6", "--workers", "1",
+            "--allow-small-data"]  # fmt: skip
     main([*argv, "--json"])
     captured = capsys.readouterr()
     json.loads(captured.out)

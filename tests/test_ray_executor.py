@@ -29,7 +29,7 @@ def _trials(result) -> list[tuple]:
 def test_same_trials_and_recipe_as_the_local_executor(local_ray, tmp_path):
     src, data = tmp_path / "m.onnx", tmp_path / "d.npz"
     onnx.save(robust_fragile_model(), src)
-    write_data(data, n=128)
+    write_data(data, n=300)  # a third held back for verification
     common = {"data": str(data), "max_drop": 0.05, "max_trials": 16, "workers": 2}
     local = auto(src, tmp_path / "local.onnx", **common)
     remote = auto(src, tmp_path / "ray.onnx", engine="ray", **common)
@@ -44,9 +44,9 @@ def test_same_trials_and_recipe_as_the_local_executor(local_ray, tmp_path):
 def test_cli_executor_flag(local_ray, tmp_path, capsys):
     src, data = tmp_path / "m.onnx", tmp_path / "d.npz"
     onnx.save(robust_fragile_model(), src)
-    write_data(data, n=64)
+    write_data(data, n=300)
     argv = ["auto", str(src), "-o", str(tmp_path / "a.onnx"), "--data", str(data),
-            "--max-drop", "0.05", "--max-trials", "6"]  # fmt: skip
+            "--max-drop", "0.1", "--max-trials", "6"]  # fmt: skip
     assert main([*argv, "--executor", "ray", "--json"]) == 0
     assert main([*argv, "--address", "127.0.0.1:1"]) == 2
     assert "--address needs --executor ray" in capsys.readouterr().err
@@ -75,7 +75,7 @@ def test_a_worker_dying_mid_trial_reruns_it(local_ray, tmp_path):
 
     src, data = tmp_path / "m.onnx", tmp_path / "d.npz"
     onnx.save(robust_fragile_model(), src)
-    write_data(data, n=64)
+    write_data(data, n=300)
     marker = tmp_path / "killed"
     metric = _metric_killing_one_worker(str(marker), os.getpid())
     common = {"data": str(data), "max_drop": 0.05, "max_trials": 8, "workers": 2,

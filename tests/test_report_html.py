@@ -28,7 +28,7 @@ def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("report")
     src, small, data = d / "model.onnx", d / "small.onnx", d / "data.npz"
     onnx.save(robust_fragile_model(), src)
-    write_data(data)
+    write_data(data, n=300)  # auto holds back a third: enough to resolve a 5% budget
     compress(src, small, prune_sparsity=0.5, quantize="weights")
     return src, small, data
 
@@ -101,6 +101,7 @@ def test_auto_page_marks_the_budget_chosen_and_best_global(pages):
     text = pages["auto"].read_text()
     assert "budget: drop \\u003c= 0.05" in text  # Plotly escapes < inside its JSON
     assert re.search(r"chosen \(#\d+\)", text) and re.search(r"best global setting \(#\d+\)", text)
+    assert "Verification on held-back data" in text and "accepted" in text
 
 
 def test_debug_page_highlights_the_worst_layers_and_hints(pages):

@@ -6,6 +6,7 @@ import click
 
 from onnxcomp import progress
 from onnxcomp.auto import AutoResult, auto
+from onnxcomp.auto.report import verification_lines
 from onnxcomp.cli._app import app, emit_json, json_progress, say
 from onnxcomp.cli._options import click_options
 from onnxcomp.options import AutoOptions
@@ -47,11 +48,12 @@ def render(r: AutoResult) -> str:
         lines.append(
             f"wrote {r.output}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
             f"{c.deflate_bytes:,} B deflated ({c.deflate_bytes / r.original_deflate_bytes:.1%}); "
-            f"{r.metric} {c.value:.4f} vs {r.baseline:.4f} (drop {c.drop:.4f} <= {r.max_drop})"
+            f"{r.metric} {c.value:.4f} vs {r.baseline:.4f} (search drop {c.drop:.4f})"
         )
         lines.append(f"recipe: {r.recipe}")
     else:
         lines.append(f"nothing fits: no compressed model keeps the {r.metric} drop <= {r.max_drop}")
+    lines += verification_lines(r)
     if r.best_global is not None and r.best_global.deflate_bytes:
         g = r.best_global
         lines.append(f"best global setting: {g.deflate_bytes:,} B deflated, drop {g.drop:.4f}")

@@ -50,6 +50,7 @@ def render(r: CheckResult) -> str:
         f"{r.compressed_param_bytes / max(r.original_param_bytes, 1):>9.3f}",
     ]
     lo, lc = r.latency_original, r.latency_compressed
+    lines += [f"note: {n}" for n in r.notes]
     if lo and lc:
         lines.append(
             f"{'latency median ms':24}{lo.median_ms:>14.3f}{lc.median_ms:>14.3f}"
@@ -75,5 +76,9 @@ def render(r: CheckResult) -> str:
     lines.append(f"{kind}: {r.data}, {r.samples} samples{timing}")
     if r.max_drop is not None:
         verdict = "PASS" if r.passed else "FAIL"
-        lines.append(f"{verdict}: drop {_pct(r.drop)} vs max {_pct(r.max_drop)}")
+        b = r.drop_bound
+        bound = (
+            "" if b is None else f", upper bound {b.upper:.2%} at {b.confidence:.0%} ({b.method})"
+        )
+        lines.append(f"{verdict}: drop {_pct(r.drop)}{bound} vs max {_pct(r.max_drop)}")
     return "\n".join(lines)

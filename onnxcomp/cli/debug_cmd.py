@@ -22,7 +22,7 @@ from onnxcomp.report import require_plotly
 )
 @click.option(
     "--top",
-    type=int,
+    type=click.IntRange(min=0),
     default=20,
     show_default=True,
     help="Rows in the table (0: all); --json always has every layer.",

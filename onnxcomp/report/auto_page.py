@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from onnxcomp.auto.report import verification_lines
 from onnxcomp.report.page import BAD, COMPRESSED, NEUTRAL, ORIGINAL, Page
 
 if TYPE_CHECKING:
@@ -82,6 +83,10 @@ def auto_page(r: AutoResult) -> Page:
     page.table(["", "trial", "setting", "drop", "bytes", "deflated", "of original"], rows)
     if r.recipe:
         page.text(f"recipe: {r.recipe}")
+    held_back = verification_lines(r)  # the finalists judged on the held-back data
+    if held_back:
+        page.heading("Verification on held-back data")
+        page.bullets(held_back)
 
     ok = [t for t in r.trials if t.ok and t.drop is not None and t.deflate_bytes is not None]
     page.heading("Trials: size against metric drop")

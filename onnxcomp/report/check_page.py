@@ -23,10 +23,16 @@ def check_page(r: CheckResult) -> Page:
     )
     if r.max_drop is not None:
         verdict = "PASS" if r.passed else "FAIL"
+        b = r.drop_bound  # with --confidence the gate is the bound, not the measured drop
+        bound = (
+            "" if b is None else f", upper bound {b.upper:.2%} at {b.confidence:.0%} ({b.method})"
+        )
         page.text(
-            f"{verdict}: drop {pct(r.drop)} vs max {pct(r.max_drop)}",
+            f"{verdict}: drop {pct(r.drop)}{bound} vs max {pct(r.max_drop)}",
             "pass" if r.passed else "fail",
         )
+    for note in r.notes:
+        page.text(f"note: {note}")
     lo, lc = r.latency_original, r.latency_compressed
     rows: list[list[object]] = [
         ["file bytes", f"{r.original_bytes:,}", f"{r.compressed_bytes:,}", f"{r.size_ratio:.3f}"],
