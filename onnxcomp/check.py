@@ -90,6 +90,9 @@ class CheckResult:
         d = asdict(self)
         for key in ("size_ratio", "accuracy_drop", "drop", "latency_ratio", "passed"):
             d[key] = getattr(self, key)
+        for key in ("latency_original", "latency_compressed"):
+            stats = getattr(self, key)  # asdict would copy every timing: the summary only
+            d[key] = stats.to_dict() if stats is not None else None
         return d
 
 

@@ -71,6 +71,7 @@ class LayerError:
     quantized_output: bool  # the compressed tensor passes through Q/DQ
     weights: str = ""  # how its weight was compressed: quantized, pruned, both or ""
     hint: str = ""
+    index: int = 0  # position in the original graph's order (layers are sorted worst first)
 
 
 @dataclass
@@ -244,7 +245,7 @@ def debug(
     )
     gone = skipped | ignored
     rel = {name: e.rel_error for name, e in energies.items() if name not in gone}
-    for node, orig, comp, requant in pairs:
+    for index, (node, orig, comp, requant) in enumerate(pairs):
         if orig in gone:
             continue
         inputs = [rel[v.name] for v in node.inputs if v is not None and v.name in rel]
@@ -261,6 +262,7 @@ def debug(
             added_error=e.rel_error - worst_in,
             quantized_output=requant,
             weights=weight_state(theirs[orig].producer() if orig in theirs else None, node),
+            index=index,
         )
         layer.hint = _hint(layer)
         result.layers.append(layer)

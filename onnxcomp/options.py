@@ -24,6 +24,7 @@ ActivationType = Literal["auto", "uint8", "int8"]
 RecoverMethod = Literal["bias", "gptq", "sparsegpt"]
 Precision = Literal["float", "weights", "int8"]  # per layer: float, int8 weights, full int8
 Objective = Literal["size", "latency"]
+Engine = Literal["local", "ray"]
 Metric = Literal["accuracy", "agreement", "cosine"]
 
 QUANTIZE_MODES: tuple[str, ...] = get_args(Quantize)
@@ -358,6 +359,13 @@ class AutoOptions:
         help="Repair every trial from --calib data (sparsegpt for pruned layers, gptq for "
         "quantized weights, bias for both)."
     )
+    engine: Engine = option(
+        "local", "Where trials run: local processes, or Ray tasks (needs onnxcomp[ray]).",
+        flag="--executor", recipe=False, show_default=True,
+    )  # fmt: skip
+    address: str | None = option(
+        help="Ray cluster to join (default: start a local Ray).", metavar="ADDR", recipe=False
+    )
     # A path, or (from Python) any source data.py reads; None: held back from the data.
     verify: Any = option(
         help="Held-back data the finalists are judged on (default: --verify-fraction of the "
@@ -390,6 +398,8 @@ class AutoOptions:
             raise OnnxcompError(f"--max-drop must be in [0, 1], got {self.max_drop}")
         if self.max_trials < 1:
             raise OnnxcompError(f"--max-trials must be >= 1, got {self.max_trials}")
+        if self.address is not None and self.engine != "ray":
+            raise OnnxcompError("--address needs --executor ray")
         limit = self.time_limit
         if limit is not None and not (math.isfinite(limit) and limit > 0):
             raise OnnxcompError(f"--time-limit must be a number of seconds > 0, got {limit}")

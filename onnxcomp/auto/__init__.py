@@ -112,6 +112,11 @@ def auto(
         init_args = (str(src), eval_data, labels, metric)
         init_worker(*init_args)  # the main process evaluates too; fails early on bad data
         evaluator = worker_evaluator()
+        if executor is None and options.engine == "ray":
+            from onnxcomp.auto.ray_executor import RayExecutor
+
+            owned = True
+            executor = RayExecutor(init_args, space.base.calib, address=options.address)
         if executor is None:
             owned = True
             picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (

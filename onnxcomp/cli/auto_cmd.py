@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import click
 
+from onnxcomp import progress
 from onnxcomp.auto import AutoResult, auto
 from onnxcomp.auto.report import verification_lines
-from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.cli._app import app, emit_json, json_progress, say
 from onnxcomp.cli._options import click_options
 from onnxcomp.options import AutoOptions
+from onnxcomp.report import require_plotly
 
 
 @app.command("auto")
@@ -16,9 +18,21 @@ from onnxcomp.options import AutoOptions
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @click_options(AutoOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def auto_command(model: str, output: str, as_json: bool, **kwargs) -> int:
+@click.option(
+    "--html", "html", metavar="FILE", type=click.Path(dir_okay=False),
+    help="Also write a self-contained HTML report with plots (needs onnxcomp[report]).",
+)  # fmt: skip
+def auto_command(model: str, output: str, as_json: bool, html: str | None, **kwargs) -> int:
     """Find the most compressed model within an accuracy budget, and write its recipe."""
+    json_progress(as_json)
+    kwargs["log"] = progress.status_log("auto")  # trial lines: quiet under -q, JSON under --json
+    if html:
+        require_plotly()
     result = auto(model, output, **kwargs)
+    if html:
+        from onnxcomp.report.auto_page import write_auto_html
+
+        result.reports.append(str(write_auto_html(result, html)))
     if as_json:
         emit_json(result)
     else:

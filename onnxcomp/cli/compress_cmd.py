@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.cli._app import app, emit_json, json_progress, say
 from onnxcomp.cli._options import click_options
 from onnxcomp.compress import CompressResult
 from onnxcomp.compress import compress as run_compress
@@ -35,6 +35,7 @@ def compress_command(
     ctx: click.Context, model: str, output: str, recipe: str | None, as_json: bool, **kwargs
 ) -> int:
     """Prune and/or quantize MODEL into OUTPUT, validated before it is written."""
+    json_progress(as_json)
     if recipe is None:
         options = CompressOptions(**kwargs)
     else:
