@@ -104,7 +104,7 @@ def _auto(objective: str) -> Compress:
         res = auto(
             src, out, calib=str(calib), data=str(calib), labels=labels, max_drop=max_drop,
             objective=objective, metric=metric, max_trials=max_trials,
-            time_limit=time_limit, workers=1,
+            time_limit=time_limit, workers=1, allow_small_data=True,
         )  # fmt: skip
         extra = {
             "found": res.found,

@@ -13,7 +13,9 @@ from onnxcomp.data import DataSource, input_specs, open_data, synthetic
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.metrics import Accuracy, OutputComparison
 from onnxcomp.options import CheckOptions
+from onnxcomp.persample import DropRows
 from onnxcomp.runtime.latency import LatencyStats, compare_latency, session
+from onnxcomp.stats import DropBound, drop_bound
 
 
 @dataclass
@@ -45,6 +47,9 @@ class CheckResult:
     threads: int = 1
     latency_batch: int | None = None  # samples in the feed that latency was timed on
     max_drop: float | None = None
+    confidence: float | None = None  # gate on the drop's upper bound at this confidence
+    drop_bound: DropBound | None = None
+    notes: list[str] = field(default_factory=list)
 
     @property
     def size_ratio(self) -> float:
@@ -77,12 +82,17 @@ class CheckResult:
     def passed(self) -> bool:
         if self.max_drop is None:
             return True
+        if self.confidence is not None:
+            return self.drop_bound is not None and self.drop_bound.within(self.max_drop)
         return self.drop is not None and self.drop <= self.max_drop + 1e-12
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for key in ("size_ratio", "accuracy_drop", "drop", "latency_ratio", "passed"):
             d[key] = getattr(self, key)
+        for key in ("latency_original", "latency_compressed"):
+            stats = getattr(self, key)  # asdict would copy every timing: the summary only
+            d[key] = stats.to_dict() if stats is not None else None
         return d
 
 
@@ -98,6 +108,7 @@ def check(
     options.validate()
     data, labels, max_drop = options.data, options.labels, options.max_drop
     runs, threads, warmup = options.runs, options.threads, options.warmup
+    confidence = options.confidence
     ref_model = model_io.load(original)
     new_model = model_io.load(compressed)
     specs = input_specs(ref_model)
@@ -117,13 +128,21 @@ def check(
         labels=labels,
         threads=threads,
         max_drop=max_drop,
+        confidence=confidence,
     )
+    from onnxcomp.storage_forms import storage_forms
+
+    if any(f.form.startswith("codebook") for f in storage_forms(new_model)):
+        result.notes.append(
+            "codebook weights are decoded by onnxruntime at session creation: the model runs "
+            "at fp32 speed with fp32 memory (a download/disk-size mode)"
+        )
     first_feed = _compare_outputs(ref_sess, new_sess, source, result)
     if first_feed is None:
         raise OnnxcompError("the data source yielded no samples")
     if runs > 0:
-        first = next(iter(first_feed.values()))
-        result.latency_batch = int(first.shape[0]) if first.ndim else 1
+        first = next(iter(first_feed.values()), None)  # None: a model without inputs
+        result.latency_batch = int(first.shape[0]) if first is not None and first.ndim else 1
         result.latency_original, result.latency_compressed = compare_latency(
             [ref_sess, new_sess], first_feed, runs=runs, warmup=warmup
         )
@@ -145,6 +164,7 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
     names = [o.name for o in ref_sess.get_outputs()]
     comparisons = [OutputComparison(n) for n in names]
     acc_ref, acc_new = Accuracy(), Accuracy()
+    rows = DropRows()
     label_index: int | None = None
     first_feed = None
     for batch in source:
@@ -157,17 +177,24 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
             raise OnnxcompError(f"onnxruntime failed on the data: {one_line(exc)}") from None
         for comp, r, n in zip(comparisons, ref_out, new_out, strict=True):
             comp.update(np.asarray(r), np.asarray(n))
+        rows.update(ref_out, new_out)
         result.samples += batch.size
         if batch.labels is not None:
             if label_index is None:
                 label_index = _label_output_index(ref_out, batch.labels)
             acc_ref.update(np.asarray(ref_out[label_index]), batch.labels)
             acc_new.update(np.asarray(new_out[label_index]), batch.labels)
+            rows.update_accuracy(ref_out[label_index], new_out[label_index], batch.labels)
     result.outputs = [
         OutputFidelity(c.name, c.top1_agreement, c.cosine, c.max_abs_error, c.exact)
         for c in comparisons
     ]
     result.accuracy_original, result.accuracy_compressed = acc_ref.value, acc_new.value
+    if result.confidence is not None:
+        metric = "accuracy" if acc_ref.value is not None else "agreement"
+        if rows.drops(metric) is None:
+            metric = "cosine"
+        result.drop_bound = drop_bound(rows.drops(metric), metric, result.confidence)
     return first_feed
 
 

@@ -15,12 +15,13 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxcomp import model_io
-from onnxcomp.errors import OnnxcompError
 from onnxcomp.options import CompressOptions
 from onnxcomp.passes.prune import PruneRecord
+from onnxcomp.passes.quantize_int4 import INT4_MIN_OPSET
 from onnxcomp.passes.quantize_weights import PER_CHANNEL_MIN_OPSET, QuantRecord
 from onnxcomp.passes.report import CompressReport
-from onnxcomp.pipeline import build_pipeline
+from onnxcomp.pipeline import build_pipeline, run_pipeline
+from onnxcomp.safe_io import check_destination
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class CompressResult:
     notes: list[str] = field(default_factory=list)
     activations: dict[str, Any] = field(default_factory=dict)
     recovered: list[Any] = field(default_factory=list)  # RecoverRecord per rebuilt layer
+    quantized_to: str = "int8"  # what the quantized weights became ("codebook (4-bit)")
 
     @property
     def size_ratio(self) -> float:
@@ -63,11 +65,12 @@ def compress_model(
     options.validate()
     report = CompressReport()
     if options.quantizes:
-        target = PER_CHANNEL_MIN_OPSET
+        target = INT4_MIN_OPSET if options.quantize == "int4" else PER_CHANNEL_MIN_OPSET
         model, old = model_io.upgrade_opset(model, target)
         if old is not None:
-            report.notes.append(f"upgraded opset {old} -> {target} for per-channel quantization")
-    model = build_pipeline(options, report, source=source)(model).model
+            why = "int4 blocks" if target == INT4_MIN_OPSET else "per-channel quantization"
+            report.notes.append(f"upgraded opset {old} -> {target} for {why}")
+    model = run_pipeline(build_pipeline(options, report, source=source), model)
     result = CompressResult("", "", 0, 0, 0.0, **vars(report))
     return model, result
 
@@ -99,9 +102,4 @@ def compress(
 
 def _check_paths(src: Path, out: Path) -> None:
     """Fail before any work when the output cannot be written."""
-    if out.exists() and src.exists() and out.samefile(src):
-        raise OnnxcompError(f"{out}: output would overwrite the input model")
-    if out.resolve() == src.resolve():
-        raise OnnxcompError(f"{out}: output would overwrite the input model")
-    if not out.parent.exists():
-        raise OnnxcompError(f"{out.parent}: output folder does not exist")
+    check_destination(out, src)

@@ -21,6 +21,7 @@ import onnx_ir as ir
 from onnx import numpy_helper
 
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.safe_io import regular_data, regular_file
 
 Feed = dict[str, np.ndarray]
 DEFAULT_BATCH = 32
@@ -49,6 +50,8 @@ class Batch:
 
     @property
     def size(self) -> int:
+        if not self.feed:  # a model without inputs: one run is one sample
+            return 1
         first = next(iter(self.feed.values()))
         return int(first.shape[0]) if first.ndim else 1
 
@@ -105,6 +108,7 @@ def open_data(
     if isinstance(source, DataSource):
         return source
     if isinstance(source, (str, os.PathLike)):
+        regular_data(source)  # a FIFO would block forever
         path = Path(source)
         if not path.exists():
             raise OnnxcompError(f"{path}: no such data file or folder")
@@ -152,7 +156,12 @@ def _npz_file(
     _check_names(names, specs, str(path))
     if labels is not None and labels not in names:
         raise OnnxcompError(f"{path}: no labels array named '{labels}'")
-    counts = {arrays[s.name].shape[0] if arrays[s.name].ndim else 1 for s in specs}
+    scalars = [s.name for s in specs if arrays[s.name].ndim == 0]
+    if scalars:
+        raise OnnxcompError(
+            f"{path}: array '{scalars[0]}' is a scalar; axis 0 of each array counts the samples"
+        )
+    counts = {arrays[s.name].shape[0] for s in specs}
     if len(counts) != 1:
         raise OnnxcompError(f"{path}: inputs disagree on the number of samples: {sorted(counts)}")
     n = counts.pop()
@@ -178,6 +187,7 @@ def _npz_folder(path: Path, specs: list[InputSpec], labels: str | None) -> DataS
 
     def make() -> Iterator[Batch]:
         for file in files:
+            regular_file(file, ".npz file")
             try:
                 arrays = np.load(file, allow_pickle=False)
             except Exception:
@@ -197,6 +207,7 @@ def _onnx_test_data(path: Path, specs: list[InputSpec]) -> DataSource:
 
     def read(file: Path) -> tuple[str, np.ndarray]:
         tensor = onnx.TensorProto()
+        regular_file(file, "TensorProto file")
         try:
             tensor.ParseFromString(file.read_bytes())
             return tensor.name, numpy_helper.to_array(tensor)

@@ -71,6 +71,7 @@ class LayerError:
     quantized_output: bool  # the compressed tensor passes through Q/DQ
     weights: str = ""  # how its weight was compressed: quantized, pruned, both or ""
     hint: str = ""
+    index: int = 0  # position in the original graph's order (layers are sorted worst first)
 
 
 @dataclass
@@ -115,6 +116,17 @@ def _const(value: ir.Value | None) -> np.ndarray | None:
     return value.const_value.numpy()
 
 
+def _decoded_at_load(node: ir.Node) -> bool:
+    """Mul(Cast(int8 constant), scale constant): decode_at_load's form of an int8 weight."""
+    if node.op_type != "Mul" or len(node.inputs) != 2 or _const(node.inputs[1]) is None:
+        return False
+    cast = node.inputs[0].producer() if node.inputs[0] is not None else None
+    if cast is None or cast.op_type != "Cast":
+        return False
+    q = _const(cast.inputs[0])
+    return q is not None and q.dtype == np.int8
+
+
 def weight_state(node: ir.Node | None, original: ir.Node | None) -> str:
     """How a compressed layer's weight was changed: "quantized", "pruned", both, or "".
 
@@ -142,6 +154,14 @@ def weight_state(node: ir.Node | None, original: ir.Node | None) -> str:
         ):
             axis = producer.attributes.get_int("axis", 1) % values.ndim if scale.ndim else None
             expected = int(np.count_nonzero(quantize(ref, scale, 0, axis=axis) == 0))
+    elif producer is not None and _decoded_at_load(producer):
+        states.append("quantized")  # Cast(int8) * scale, folded by onnxruntime at load
+        cast = producer.inputs[0].producer()  # type: ignore[union-attr]
+        values = _const(cast.inputs[0])  # type: ignore[union-attr]
+        scale = _const(producer.inputs[1])
+        known = values is not None and scale is not None and ref is not None
+        if known and ref.shape == values.shape:  # type: ignore[union-attr]
+            expected = int(np.count_nonzero(np.rint(ref / scale) == 0))  # type: ignore[operator]
     extra_zeros = (
         np.count_nonzero(values == 0) - expected
         if values is not None and expected is not None
@@ -232,7 +252,7 @@ def debug(
     )
     gone = skipped | ignored
     rel = {name: e.rel_error for name, e in energies.items() if name not in gone}
-    for node, orig, comp, requant in pairs:
+    for index, (node, orig, comp, requant) in enumerate(pairs):
         if orig in gone:
             continue
         inputs = [rel[v.name] for v in node.inputs if v is not None and v.name in rel]
@@ -249,6 +269,7 @@ def debug(
             added_error=e.rel_error - worst_in,
             quantized_output=requant,
             weights=weight_state(theirs[orig].producer() if orig in theirs else None, node),
+            index=index,
         )
         layer.hint = _hint(layer)
         result.layers.append(layer)

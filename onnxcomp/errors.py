@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class OnnxcompError(Exception):
     """Bad input or usage: the CLI prints the message alone and exits 2."""
@@ -37,3 +39,19 @@ def clean(text: str) -> str:
         elif not out or out[-1] != " ":
             out.append(" ")
     return "".join(out).strip()
+
+
+# The machine, not the input or onnxcomp, is at fault: no retry or other setting helps.
+ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+)
+
+
+def environment_error(exc: BaseException) -> OnnxcompError | None:
+    """A usage error (exit 2) naming the cause when ``exc`` is a full disk, a read-only
+    file system, an I/O error or exhausted resources; None for anything else."""
+    if not isinstance(exc, OSError) or exc.errno not in ENVIRONMENT_ERRNOS:
+        return None
+    what = exc.strerror or errno.errorcode.get(exc.errno or 0, "OS error")
+    where = f"{exc.filename}: " if exc.filename else ""
+    return OnnxcompError(f"{where}{what}: stopped, nothing written")

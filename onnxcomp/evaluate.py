@@ -17,9 +17,10 @@ import numpy as np
 import onnxruntime as ort
 
 from onnxcomp.data import DataSource
-from onnxcomp.errors import OnnxcompError
-from onnxcomp.metrics import Accuracy, OutputComparison, is_classifier_like
+from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.metrics import Accuracy, is_classifier_like
 from onnxcomp.options import METRICS
+from onnxcomp.persample import DropRows
 from onnxcomp.runtime.latency import session
 
 MetricFn = Callable[[ort.InferenceSession, DataSource], float]
@@ -29,6 +30,7 @@ MetricFn = Callable[[ort.InferenceSession, DataSource], float]
 class Score:
     value: float  # the metric, higher is better
     drop: float  # original's value minus this one (what the budget limits)
+    drops: np.ndarray | None = None  # per-sample drops (mean = drop); None: custom metric
 
 
 class Evaluator:
@@ -43,7 +45,7 @@ class Evaluator:
         self.data = data
         self.threads = threads
         ref = session(original, threads)
-        self._reference = [(b, ref.run(None, b.feed)) for b in data]
+        self._reference = [(b, _run(ref, b.feed)) for b in data]
         if not self._reference:
             raise OnnxcompError("the evaluation data yielded no samples")
         has_labels = all(b.labels is not None for b, _ in self._reference)
@@ -54,13 +56,17 @@ class Evaluator:
             raise OnnxcompError(
                 f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}"
             )
-        self.baseline = self._value(ref, reference=True)
+        self.baseline = self._value(ref, reference=True)[0]
 
     def _default_metric(self, has_labels: bool) -> str:
         if has_labels:
             return "accuracy"
         outputs = self._reference[0][1]
         return "agreement" if any(is_classifier_like(np.asarray(o)) for o in outputs) else "cosine"
+
+    @property
+    def samples(self) -> int:
+        return sum(b.size for b, _ in self._reference)
 
     @property
     def metric_name(self) -> str:
@@ -71,31 +77,41 @@ class Evaluator:
         )
 
     def score(self, path: str | os.PathLike) -> Score:
-        value = self._value(session(path, self.threads), reference=False)
-        return Score(value, self.baseline - value)
+        value, drops = self._value(session(path, self.threads), reference=False)
+        return Score(value, self.baseline - value, drops)
 
-    def _value(self, sess: ort.InferenceSession, *, reference: bool) -> float:
+    def _value(
+        self, sess: ort.InferenceSession, *, reference: bool
+    ) -> tuple[float, np.ndarray | None]:
         if callable(self.metric):
-            return float(self.metric(sess, self.data))
+            return float(self.metric(sess, self.data)), None
+        rows = DropRows()
         if self.metric == "accuracy":
             acc = Accuracy()
             for batch, ref_out in self._reference:
-                out = ref_out if reference else sess.run(None, batch.feed)
+                out = ref_out if reference else _run(sess, batch.feed)
                 assert batch.labels is not None
                 acc.update(np.asarray(_label_scores(out)), batch.labels)
-            return float(acc.value or 0.0)
+                rows.update_accuracy(_label_scores(ref_out), _label_scores(out), batch.labels)
+            return float(acc.value or 0.0), rows.drops("accuracy")
         if reference:
-            return 1.0
-        comps = [OutputComparison(str(i)) for i in range(len(self._reference[0][1]))]
+            return 1.0, None
         for batch, ref_out in self._reference:
-            for comp, r, n in zip(comps, ref_out, sess.run(None, batch.feed), strict=True):
-                comp.update(np.asarray(r), np.asarray(n))
-        if self.metric == "agreement":
-            values = [c.top1_agreement for c in comps if c.top1_agreement is not None]
-            if not values:
+            rows.update(ref_out, _run(sess, batch.feed))
+        drops = rows.drops(self.metric)
+        if drops is None:
+            if self.metric == "agreement":
                 raise OnnxcompError("metric 'agreement' needs a classifier-like output")
-            return float(min(values))
-        return float(min(c.cosine for c in comps if c.cosine is not None))
+            raise OnnxcompError("metric 'cosine' needs a float output to compare")
+        return 1.0 - float(drops.mean()), drops
+
+
+def _run(sess: ort.InferenceSession, feed: dict) -> list[Any]:
+    """Bad data (wrong shape, rank or type) is the user's to fix: one line, exit 2."""
+    try:
+        return sess.run(None, feed)
+    except Exception as exc:
+        raise OnnxcompError(f"onnxruntime failed on the data: {one_line(exc)}") from None
 
 
 def _label_scores(outputs: list[Any]) -> Any:

@@ -12,6 +12,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp import model_io
+from onnxcomp.storage_forms import StoredWeight, storage_forms
 
 # Which inputs of each integer op hold quantized data (not scales or zero points).
 QUANT_DATA_INPUTS = {
@@ -50,6 +51,7 @@ class InspectResult:
     quantized_tensors: list[str] = field(default_factory=list)
     external_data: list[str] = field(default_factory=list)
     metadata_keys: list[str] = field(default_factory=list)
+    storage: list[StoredWeight] = field(default_factory=list)  # each weight's stored form
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,6 +107,7 @@ def inspect(path: str | os.PathLike) -> InspectResult:
         quantized_tensors=_quantized(graphs),
         external_data=sorted(external),
         metadata_keys=sorted(model.metadata_props),
+        storage=storage_forms(model),
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 
 import onnx_ir as ir
 
+from onnxcomp.errors import OnnxcompError
 from onnxcomp.options import LayerOptions
 from onnxcomp.weights import Weight
 
@@ -99,3 +100,26 @@ def sparsity_overrides(weights: list[Weight], layers: dict[str, LayerOptions]) -
 
 def any_quantized(layers: dict[str, LayerOptions]) -> bool:
     return any(layer.precision in ("weights", "int8") for layer in layers.values())
+
+
+def model_names(model: ir.Model) -> set[str]:
+    """Every name a layer key may match: node names, op types, value and weight names."""
+    names: set[str] = set()
+    for graph in (model.graph, *model.graph.subgraphs()):
+        names.update(graph.initializers)
+        for node in graph:
+            names.add(node.op_type)
+            if node.name:
+                names.add(node.name)
+            names.update(v.name for v in node.outputs if v.name)
+    return names
+
+
+def check_layer_names(layers: dict[str, LayerOptions], known: set[str]) -> None:
+    """A layer key the model lacks is a typo or the wrong model: say so, never ignore it."""
+    missing = sorted(set(layers) - known)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise OnnxcompError(
+            f"layer '{missing[0]}'{more} names no node, weight or op type of this model"
+        )

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from onnxcomp.errors import OnnxcompError
+
 
 def is_classifier_like(array: np.ndarray) -> bool:
     """[N, C] float scores with C > 1: top-1 agreement means something."""
@@ -38,7 +40,9 @@ class OutputComparison:
 
     def update(self, ref: np.ndarray, new: np.ndarray) -> None:
         if ref.shape != new.shape:
-            raise ValueError(f"output '{self.name}': shapes differ {ref.shape} vs {new.shape}")
+            raise OnnxcompError(
+                f"output '{self.name}': the models give different shapes {ref.shape} vs {new.shape}"
+            )
         n = ref.shape[0] if ref.ndim else 1
         self.samples += n
         if ref.dtype.kind not in "fiub":
@@ -94,7 +98,10 @@ class Accuracy:
         pred = predictions(output)
         labels = np.asarray(labels).reshape(-1)
         if pred.shape[0] != labels.shape[0]:
-            raise ValueError(f"{pred.shape[0]} predictions for {labels.shape[0]} labels")
+            raise OnnxcompError(
+                f"labels: {pred.shape[0]} predictions for {labels.shape[0]} labels "
+                "(the labels array needs one label per sample)"
+            )
         self.correct += int((pred.astype(labels.dtype) == labels).sum())
         self.samples += int(labels.shape[0])
 

@@ -11,13 +11,12 @@ import logging
 import mmap
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 
-from onnxcomp import opaque_types
+from onnxcomp import opaque_types, safe_io
 from onnxcomp.errors import BudgetExceeded, OnnxcompError, one_line
 
 logger = logging.getLogger(__name__)
@@ -37,10 +36,10 @@ def load(path: str | os.PathLike) -> ir.Model:
         model = _load_with_opaque_types(p, exc)
     if len(model.graph) == 0 and not model.graph.outputs:
         raise OnnxcompError(f"{p}: not an ONNX model (no graph)")
-    try:
-        _touch_external_data(model)
-    except Exception as exc:
-        raise OnnxcompError(f"{p}: external data cannot be read ({one_line(exc)})") from None
+    for graph in _graphs(model):  # before any tensor is read: never a file outside its folder
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                safe_io.check_external_tensor(value.const_value, p)
     detach_from_proto(model)
     return model
 
@@ -85,24 +84,11 @@ def _own(tensor):
 
 
 def _existing_file(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise OnnxcompError(f"{p}: no such file")
-    if p.is_dir():
-        raise OnnxcompError(f"{p}: is a folder, not an ONNX file")
+    p = safe_io.regular_file(path, "file")
     if p.stat().st_size == 0:
         raise OnnxcompError(f"{p}: empty file, not an ONNX model")
+    safe_io.sniff_model(p)  # before anything reads the whole file
     return p
-
-
-def _touch_external_data(model: ir.Model) -> None:
-    """Fail at load time, not mid-pass, when an external data file is missing."""
-    for value in model.graph.initializers.values():
-        tensor = value.const_value
-        if isinstance(tensor, ir.ExternalTensor):
-            path = Path(tensor.base_dir) / tensor.location
-            if not path.exists():
-                raise FileNotFoundError(f"missing {tensor.location}")
 
 
 def check_input(path: str | os.PathLike) -> None:
@@ -146,31 +132,29 @@ def save(
     ``<name>.data`` beside the model; onnx_ir writes it.
     """
     out = Path(path)
-    if source is not None and _same_file(out, Path(source)):
-        raise OnnxcompError(f"{out}: output would overwrite the input model")
-    if not out.parent.exists():
-        raise OnnxcompError(f"{out.parent}: output folder does not exist")
-    if out.exists() and out.is_dir():
-        raise OnnxcompError(f"{out}: is a folder")
     external = tensor_bytes(model) >= _PROTO_LIMIT // 2
     data_name = out.name + ".data"
-    tmpdir = Path(tempfile.mkdtemp(prefix=".onnxcomp-", dir=out.parent))
+    also = (out.parent / data_name,) if external else ()
+    safe_io.check_destination(out, Path(source) if source is not None else None, also=also)
+    safe_io.sweep_stale(out.parent)
+    tmpdir = safe_io.make_temp_dir(out.parent)
     try:
         tmp_model = tmpdir / out.name
         _write(model, tmp_model, data_name if external else None)
         _check_file(tmp_model, check_runtime)
         if max_bytes is not None:
             _refuse_larger(tmpdir, max_bytes)
-        if external:
-            os.replace(tmpdir / data_name, out.parent / data_name)
-        os.replace(tmp_model, out)
+        names = [data_name, out.name] if external else [out.name]
+        for name in names:
+            safe_io.keep_mode(tmpdir / name, out.parent / name)
+        safe_io.publish(tmpdir, out.parent, names)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return out
 
 
 def _refuse_larger(folder: Path, max_bytes: int) -> None:
-    size = sum(f.stat().st_size for f in folder.iterdir())
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.name != safe_io.OWNER)
     if size > max_bytes:
         raise BudgetExceeded(
             f"the output would be {size:,} bytes, more than the {max_bytes:,} allowed for this "
@@ -205,12 +189,6 @@ def _check_file(path: Path, check_runtime: bool) -> None:
         raise OnnxcompError(
             f"refusing to write a model onnxruntime cannot load: {one_line(exc)}"
         ) from None
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.exists() and b.exists():
-        return a.samefile(b)
-    return a.resolve() == b.resolve()
 
 
 def opset(model: ir.Model) -> int:

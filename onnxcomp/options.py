@@ -18,12 +18,13 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from onnxcomp.errors import OnnxcompError
 
-Quantize = Literal["weights", "int8"]
+Quantize = Literal["weights", "int8", "codebook", "int4"]
 CalibMethod = Literal["minmax", "percentile", "entropy", "mse"]
 ActivationType = Literal["auto", "uint8", "int8"]
 RecoverMethod = Literal["bias", "gptq", "sparsegpt"]
 Precision = Literal["float", "weights", "int8"]  # per layer: float, int8 weights, full int8
 Objective = Literal["size", "latency"]
+Engine = Literal["local", "ray"]
 Metric = Literal["accuracy", "agreement", "cosine"]
 
 QUANTIZE_MODES: tuple[str, ...] = get_args(Quantize)
@@ -33,6 +34,8 @@ RECOVER_METHODS: tuple[str, ...] = get_args(RecoverMethod)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 METRICS: tuple[str, ...] = get_args(Metric)
+# --quantize int4: rows of a MatMul/Gemm weight sharing one scale (MatMulNBits block sizes)
+BLOCK_SIZES: tuple[int, ...] = (16, 32, 64, 128, 256)
 
 
 def option(
@@ -43,13 +46,16 @@ def option(
     metavar: str | None = None,
     cli: bool = True,
     recipe: bool = True,
-    show_default: bool = False,
+    show_default: bool | str = False,
     factory: Callable[[], Any] | None = None,
+    min: int | None = None,
 ) -> Any:
     """A dataclass field with what the command line and recipes need to know about it.
 
     ``flag``: the command-line spelling when it is not ``--field-name``; ``cli=False``: API
-    only; ``recipe=False``: describes a run, not a compression, so no recipe carries it.
+    only; ``recipe=False``: describes a run, not a compression, so no recipe carries it;
+    ``min``: the smallest integer the command line accepts (a usage error below it);
+    ``show_default``: True, or the text shown for the default in ``--help``.
     """
     meta = {
         "help": help,
@@ -58,6 +64,7 @@ def option(
         "cli": cli,
         "recipe": recipe,
         "show_default": show_default,
+        "min": min,
     }
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -93,6 +100,15 @@ def option_fields(cls: type) -> list[tuple[Field, Any]]:
 # -- compress ---------------------------------------------------------------------------
 
 
+def validate_confidence(confidence: float | None) -> None:
+    if confidence is not None and not (
+        isinstance(confidence, (int, float))
+        and not isinstance(confidence, bool)
+        and 0.0 < confidence < 1.0
+    ):
+        raise OnnxcompError(f"--confidence must be in (0, 1), got {confidence}")
+
+
 @dataclass
 class LayerOptions:
     """What one layer gets; None: the global setting. See layers.py for the matching."""
@@ -104,7 +120,12 @@ class LayerOptions:
     def validate(self, name: str, global_quantize: str | None) -> None:
         if self.precision is not None and self.precision not in PRECISIONS:
             raise OnnxcompError(f"layer '{name}': precision must be one of {', '.join(PRECISIONS)}")
-        if self.prune_sparsity is not None and not 0 <= self.prune_sparsity < 1:
+        sparsity = self.prune_sparsity
+        if sparsity is not None and (
+            isinstance(sparsity, bool)
+            or not isinstance(sparsity, (int, float))
+            or not 0 <= sparsity < 1
+        ):
             raise OnnxcompError(f"layer '{name}': prune sparsity must be in [0, 1)")
         if self.prune_channels is not None and not 0 <= self.prune_channels < 1:
             raise OnnxcompError(f"layer '{name}': prune_channels must be in [0, 1)")
@@ -140,14 +161,42 @@ class CompressOptions:
         metavar="R",
     )
     quantize: Quantize | None = option(
-        help="weights: int8 weights, float activations; int8: weights and activations."
+        help="weights: int8 weights, float activations; int8: weights and activations; "
+        "codebook: k-means shared weights (a download/disk-size mode, fp32 speed); "
+        "int4: 4-bit MatMul/Gemm weight blocks (MatMulNBits), other weights int8."
+    )
+    bits: int = option(
+        4,
+        "--quantize codebook: 2**N shared values per weight tensor (2..8).",
+        metavar="N",
+        show_default=True,
+    )
+    pack: bool = option(
+        False,
+        "Store codebook codes below 8 bits a code, or sparse; decoded by onnxruntime at load.",
+    )
+    block_size: int = option(
+        32,
+        "--quantize int4: rows of a weight sharing one scale (16, 32, 64, 128 or 256).",
+        metavar="B",
+        show_default=True,
+    )
+    symmetric: bool = option(
+        True,
+        "--quantize int4: signed codes, no zero point; or unsigned codes with a zero point "
+        "per block.",
+        flag="--symmetric/--asymmetric",
+        show_default=True,
     )
     per_tensor: bool = option(False, "One scale per weight tensor, not per channel.")
     exclude: tuple[str, ...] = option(
         (), "Keep this node, weight or op type in float (repeatable).", metavar="NAME_OR_OPTYPE"
     )
     # A path, or (from Python) any iterable of feeds / CalibrationDataReader; see data.py.
-    calib: Any = option(help="Calibration data for --quantize int8 and --recover.", metavar="DATA")
+    calib: Any = option(
+        help="Calibration data for --quantize int8, int4 or codebook and --recover.",
+        metavar="DATA",
+    )
     calib_method: CalibMethod = option(
         "minmax", "How activation ranges are chosen.", show_default=True
     )
@@ -200,11 +249,18 @@ class CompressOptions:
             raise OnnxcompError(f"--prune-channels must be in [0, 1), got {self.prune_channels}")
         if (
             self.calib is not None
-            and self.quantize != "int8"
+            and self.quantize not in ("int8", "int4", "codebook")
             and self.recover is None
             and not self.channel_pruning
         ):
-            raise OnnxcompError("--calib is only used with --quantize int8")
+            raise OnnxcompError("--calib is only used with --quantize int8, int4 or codebook")
+        if self.block_size not in BLOCK_SIZES:
+            sizes = ", ".join(map(str, BLOCK_SIZES))
+            raise OnnxcompError(f"--block-size must be one of {sizes}, got {self.block_size}")
+        if not 2 <= self.bits <= 8:
+            raise OnnxcompError(f"--bits must be in 2..8, got {self.bits}")
+        if self.pack and self.quantize != "codebook":
+            raise OnnxcompError("--pack stores codebook codes: add --quantize codebook")
         if self.per_tensor and self.quantize is None:
             raise OnnxcompError("--per-tensor needs --quantize")
         if self.activation_type not in ACTIVATION_TYPES:
@@ -272,18 +328,28 @@ class CompressOptions:
 class CheckOptions:
     data: Any = option(help=".npz, folder of .npz, or ONNX test-data folder.", metavar="DATA")
     labels: str | None = option(help="Array in DATA holding the true labels.", metavar="NAME")
-    runs: int = option(50, "Timed runs per model.", show_default=True)
-    threads: int = option(1, "onnxruntime intra-op threads.", show_default=True)
+    runs: int = option(50, "Timed runs per model.", show_default=True, min=0)
+    threads: int = option(1, "onnxruntime intra-op threads.", show_default=True, min=1)
     warmup: int = option(5, cli=False)
     max_drop: float | None = option(
         help="Exit 1 when the accuracy drop (or 1 - top-1 agreement) exceeds X.", metavar="X"
     )
+    confidence: float | None = option(
+        help="With --max-drop: pass only when the one-sided upper bound of the drop at this "
+        "confidence (e.g. 0.95) is within X, so noise on a small set cannot pass a model. "
+        "Exact binomial for accuracy/agreement, bootstrap for cosine. Default: off (the "
+        "measured drop is compared).",
+        metavar="C",
+    )
 
     def validate(self) -> None:
+        if self.runs < 0:
+            raise OnnxcompError(f"--runs must be >= 0, got {self.runs}")
         if self.threads < 1:
             raise OnnxcompError(f"--threads must be >= 1, got {self.threads}")
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 1.0:
             raise OnnxcompError(f"--max-drop must be in [0, 1], got {self.max_drop}")
+        validate_confidence(self.confidence)
         if self.labels is not None and self.data is None:
             raise OnnxcompError("--labels needs --data")
 
@@ -306,13 +372,44 @@ class AutoOptions:
     metric: Metric | Callable[..., float] | None = option(
         help="Default: accuracy with --labels, else agreement, else cosine."
     )
-    max_trials: int = option(60, show_default=True)
+    max_trials: int = option(60, show_default=True, min=1)
     time_limit: float | None = option(help="Stop searching after S seconds.", metavar="S")
-    workers: int = option(2, "Trials run in parallel in this many processes.", show_default=True)
+    workers: int = option(
+        2, "Trials run in parallel in this many processes.", show_default=True, min=1
+    )
     recover: RecoverMethod | None = option(
         help="Repair every trial from --calib data (sparsegpt for pruned layers, gptq for "
         "quantized weights, bias for both)."
     )
+    engine: Engine = option(
+        "local", "Where trials run: local processes, or Ray tasks (needs onnxcomp[ray]).",
+        flag="--executor", recipe=False, show_default=True,
+    )  # fmt: skip
+    address: str | None = option(
+        help="Ray cluster to join (default: start a local Ray).", metavar="ADDR", recipe=False
+    )
+    # A path, or (from Python) any source data.py reads; None: held back from the data.
+    verify: Any = option(
+        help="Held-back data the finalists are judged on (default: --verify-fraction of the "
+        "search data, which the search then never sees).",
+        metavar="DATA",
+    )
+    verify_fraction: float = option(
+        1 / 3, "Share of the data held back for verification.", show_default="1/3", metavar="F"
+    )
+    confidence: float = option(
+        0.95,
+        "A finalist is accepted when the upper bound of its held-back drop at this "
+        "confidence is within --max-drop.",
+        show_default=True,
+        metavar="C",
+    )
+    allow_small_data: bool = option(
+        False,
+        "When the held-back data is too small to resolve the budget, proceed with a "
+        "widened margin instead of refusing (exit 2).",
+    )
+    seed: int = option(0, "Seed of the split.", show_default=True, min=0)
     executor: Any = option(cli=False)  # an executor.TrialExecutor; None: a local pool
     log: Callable[[str], None] | None = option(cli=False)
 
@@ -323,6 +420,14 @@ class AutoOptions:
             raise OnnxcompError(f"--max-drop must be in [0, 1], got {self.max_drop}")
         if self.max_trials < 1:
             raise OnnxcompError(f"--max-trials must be >= 1, got {self.max_trials}")
+        if self.address is not None and self.engine != "ray":
+            raise OnnxcompError("--address needs --executor ray")
+        limit = self.time_limit
+        if limit is not None and not (math.isfinite(limit) and limit > 0):
+            raise OnnxcompError(f"--time-limit must be a number of seconds > 0, got {limit}")
+        workers = self.workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise OnnxcompError(f"--workers must be an integer >= 1, got {workers!r}")
         if self.objective == "latency" and self.calib is None:
             raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
         if self.recover is not None and self.calib is None:
@@ -331,3 +436,13 @@ class AutoOptions:
             )
         if self.calib is None and self.data is None:
             raise OnnxcompError("auto needs data to measure on: give --calib or --data")
+        fraction = self.verify_fraction
+        if isinstance(fraction, bool) or not (
+            isinstance(fraction, (int, float)) and 0.0 < fraction < 1.0
+        ):
+            raise OnnxcompError(f"--verify-fraction must be in (0, 1), got {fraction}")
+        if self.confidence is None:
+            raise OnnxcompError("--confidence must be in (0, 1), got None")
+        validate_confidence(self.confidence)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise OnnxcompError(f"--seed must be an integer >= 0, got {self.seed!r}")

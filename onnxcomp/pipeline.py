@@ -1,9 +1,12 @@
 """The compress pipeline: one onnx_ir PassManager, built from the options.
 
-    prepare -> drop exporter debug info -> (recovery: open data, snapshot teacher)
+    prepare (with layer keys: each must name something before or after it)
+      -> drop exporter debug info -> (recovery: open data, snapshot teacher)
       -> plan per-layer settings
       -> prune + strip -> (int8: shape inference, float reference)
       -> quantize weights -> gather before dequantize -> activations (int8)
+         (--quantize codebook: codebook weights, packed with --pack, in their place;
+          --quantize int4: 4-bit MatMul/Gemm blocks and embedding rows first, int8 the rest)
       -> bias correction (recovery) -> cleanup (store what no kernel reads int8)
 
 Every step is an onnx_ir pass; what they did goes into the ``CompressReport`` handed to
@@ -23,15 +26,21 @@ import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxcomp import opaque_types
+from onnxcomp.errors import OnnxcompError
 from onnxcomp.layers import (
+    check_layer_names,
     excluder,
+    model_names,
     nodes_kept_out_of_int8,
     quantize_filter,
     sparsity_overrides,
 )
 from onnxcomp.options import CompressOptions
+from onnxcomp.passes.batchnorm_vectors import BatchNormTwoVectorsPass
+from onnxcomp.passes.codebook_step import CodebookStepPass
 from onnxcomp.passes.decode_at_load import DecodeAtLoadPass, StoreConstantsInt8Pass
 from onnxcomp.passes.gather_dequantize import GatherBeforeDequantizePass
+from onnxcomp.passes.gemm_nbits_layout import GemmWeightLayoutPass
 from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.passes.prune import MagnitudePrunePass
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
@@ -51,6 +60,7 @@ class Context:
     overrides: dict[str, float] = field(default_factory=dict)  # per-weight sparsity
     int8_options: CompressOptions | None = None  # options + nodes kept out of int8
     reference: bytes | str | None = None  # the float model int8 is measured against
+    names: set[str] = field(default_factory=set)  # what a layer key may name (LayerNamesPass)
 
     @property
     def prunes(self) -> bool:
@@ -73,6 +83,8 @@ def build_pipeline(
         recovery = Recovery(options, report)
 
     passes: list[ir.passes.PassBase] = [prepare_pass()]
+    if options.layers:  # names from before prepare (it folds and renames) and after
+        passes = [LayerNamesPass(ctx), prepare_pass(), LayerNamesPass(ctx, check=True)]
     if not options.keep_debug_info:
         passes.append(StripDebugInfoPass(report))
     if recovery is not None:
@@ -97,8 +109,19 @@ def build_pipeline(
 
     if options.quantize == "int8":
         passes.append(Int8ReferencePass(ctx))
-    if options.quantizes:
+    if options.quantize == "codebook":
+        passes.append(
+            CodebookStepPass(
+                options,
+                quantize_filter(include, options.layers, options.quantize),
+                report,
+                calib=recovery.data if recovery is not None else None,
+            )
+        )
+    elif options.quantizes:
         wanted = quantize_filter(include, options.layers, options.quantize)
+        if options.quantize == "int4":
+            passes.append(Int4WeightsPass(options, wanted, report))
         quantize: ir.passes.InPlacePass = QuantizeWeightsPass(
             per_channel=not options.per_tensor, include=wanted, report=report
         )
@@ -114,6 +137,20 @@ def build_pipeline(
     return ir.passes.PassManager(passes, steps=1)
 
 
+def run_pipeline(passes: ir.passes.PassManager, model: ir.Model) -> ir.Model:
+    """Run ``passes`` on ``model``. A user error (or an OSError such as a full disk) raised
+    inside a pass comes out as itself: onnx_ir wraps it in PassError, which reads as a bug."""
+    try:
+        return passes(model).model
+    except ir.passes.PassError as exc:
+        cause: BaseException = exc
+        while isinstance(cause, ir.passes.PassError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if not isinstance(cause, (OnnxcompError, OSError)):
+            raise
+    raise cause  # outside the except block: no PassError context around it
+
+
 class When(ir.passes.InPlacePass):
     """Run ``passes`` only when ``condition()`` holds at run time."""
 
@@ -126,6 +163,21 @@ class When(ir.passes.InPlacePass):
         if not self.condition():
             return ir.passes.PassResult(model, modified=False)
         return self.passes(model)
+
+
+class LayerNamesPass(ir.passes.InPlacePass):
+    """Collect the names a layer key may match; with ``check``, refuse a key that matches
+    none (a typo or the wrong model), before any work."""
+
+    def __init__(self, ctx: Context, *, check: bool = False) -> None:
+        super().__init__()
+        self.ctx, self.check = ctx, check
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.ctx.names |= model_names(model)
+        if self.check:
+            check_layer_names(self.ctx.options.layers, self.ctx.names)
+        return ir.passes.PassResult(model, modified=False)
 
 
 class PlanLayersPass(ir.passes.InPlacePass):
@@ -211,6 +263,37 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
         return ir.passes.PassResult(out, modified=True)
 
 
+class Int4WeightsPass(ir.passes.InPlacePass):
+    """--quantize int4: MatMul/Gemm weights as 4-bit blocks (GPTQ from --calib), embedding
+    tables as 4-bit rows (quantization/int4.py). What int4 cannot serve stays float for the
+    int8 weights step after it; each such weight is said with its reason."""
+
+    def __init__(
+        self, options: CompressOptions, include: Callable[[Weight], bool], report: CompressReport
+    ) -> None:
+        super().__init__()
+        self.options, self.include, self.report = options, include, report
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        from onnxcomp.quantization.int4 import quantize_int4
+
+        options, result = self.options, self.report
+        records, skipped, notes = quantize_int4(
+            model,
+            block_size=options.block_size,
+            symmetric=options.symmetric,
+            include=self.include,
+            calib=options.calib,
+        )
+        result.quantized += records
+        result.skipped.update({f"{k} (int4)": v for k, v in skipped.items()})
+        result.notes += notes
+        int4 = sum(r.bits == 4 for r in records)
+        if int4:
+            result.quantized_to = f"int4 ({int4}) and int8"
+        return ir.passes.PassResult(model, modified=bool(records))
+
+
 class StoreInt8AtLoadPass(ir.passes.InPlacePass):
     """What no int8 kernel will read is still stored int8, decoded by onnxruntime at load:
     weights of ops that stay float, and big float constants that are no op's weight slot
@@ -224,7 +307,10 @@ class StoreInt8AtLoadPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         options, result = self.options, self.report
-        keep = ("MatMul", "Gemm") if options.quantize == "weights" else ()
+        weight_only = options.quantize in ("weights", "int4")
+        keep = ("MatMul", "Gemm") if weight_only else ()
+        # [K, N] int8 Gemm weights: MatMulNBits fuses them
+        laid_out = weight_only and GemmWeightLayoutPass()(model).modified
         decode = DecodeAtLoadPass(keep_ops=keep)
         decode(model)
         store = StoreConstantsInt8Pass(
@@ -240,9 +326,20 @@ class StoreInt8AtLoadPass(ir.passes.InPlacePass):
                 "(decoded once by onnxruntime at load)"
             )
         result.skipped.update({k: v for k, v in store.skipped.items() if v != "excluded"})
-        if decode.converted and options.quantize == "weights":
+        two_vectors = False
+        if weight_only:
+            bn = BatchNormTwoVectorsPass()
+            two_vectors = bn(model).modified
+            if two_vectors:
+                RemoveUnusedSubgraphInitializersPass()(model)
+                result.notes.append(
+                    f"{len(bn.rewritten)} BatchNorms stored as two vectors (same op): "
+                    f"{bn.bytes_saved:,} bytes saved"
+                )
+        if decode.converted and weight_only:
             result.notes.append(
                 f"{len(decode.converted)} weights of ops without an int8 kernel are decoded once "
                 "at load: they run at float speed"
             )
-        return ir.passes.PassResult(model, modified=bool(store.records or decode.converted))
+        modified = bool(store.records or decode.converted) or laid_out or two_vectors
+        return ir.passes.PassResult(model, modified=modified)

@@ -12,13 +12,14 @@ import json
 import math
 import os
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.jsonio import write_text_atomic
 from onnxcomp.options import CompressOptions, LayerOptions, choices_of, option_fields
+from onnxcomp.safe_io import regular_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,17 +64,23 @@ def _norm(key: str) -> str:
 def load_recipe(path: str | os.PathLike) -> CompressOptions:
     """Read and validate a recipe; every error names the file and the key."""
     p = Path(path)
-    if not p.is_file():
-        raise OnnxcompError(f"{p}: no such recipe file")
+    regular_file(p, "recipe file")
     try:
         text = p.read_text()
         raw = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OnnxcompError(f"{p}: not a valid recipe: {one_line(exc)}") from None
-    return recipe_from_dict(raw, where=str(p))
+    options = recipe_from_dict(raw, where=str(p))
+    if isinstance(options.calib, str) and not os.path.isabs(options.calib):
+        beside = p.parent / options.calib  # recipes store calib relative to themselves
+        if beside.exists() or not Path(options.calib).exists():
+            options.calib = str(beside)
+    return options
 
 
 def recipe_from_dict(raw: dict[str, Any], where: str = "recipe") -> CompressOptions:
+    if not isinstance(raw, dict):
+        raise OnnxcompError(f"{where}: a recipe is a table of settings, not a {type(raw).__name__}")
     unknown = set(raw) - {"version", "compress", "layers"}
     if unknown:
         raise OnnxcompError(f"{where}: unknown key '{sorted(unknown)[0]}'")
@@ -119,7 +126,8 @@ def _layer(layer: str, table: dict, where: str) -> LayerOptions:
             raise OnnxcompError(
                 f"{where}: '{full}' must be one of {', '.join(choices)}, got {value!r}"
             )
-        if name == "prune_sparsity" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name == "prune_sparsity" and not (number and 0 <= value < 1):
             raise OnnxcompError(f"{where}: '{full}' must be a number in [0, 1), got {value!r}")
         setattr(out, name, _coerce(full, name, value, where, _LAYER_TYPES))
     return out
@@ -163,6 +171,7 @@ def dump_toml(options: CompressOptions) -> str:
     d = recipe_to_dict(options)
     lines = [
         "# onnxcomp recipe: replay with `onnxcomp compress MODEL --recipe FILE -o OUT`",
+        "# (a calib path is relative to this file's folder)",
         f"version = {d['version']}",
         "",
         "[compress]",
@@ -186,8 +195,16 @@ def _toml_value(v: Any) -> str:
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
 
 
-def save_recipe(options: CompressOptions, path: str | os.PathLike) -> Path:
+def save_recipe(
+    options: CompressOptions, path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None
+) -> Path:
+    """Write ``options`` to ``path``. A ``calib`` path is stored relative to the folder
+    the recipe will live in (``base_dir``, default: its own), so a replay from any
+    working directory finds the data."""
     p = Path(path)
+    if isinstance(options.calib, str):
+        base = os.path.abspath(base_dir if base_dir is not None else p.parent)
+        options = replace(options, calib=os.path.relpath(os.path.abspath(options.calib), base))
     text = (
         json.dumps(recipe_to_dict(options), indent=2) if p.suffix == ".json" else dump_toml(options)
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -13,7 +11,7 @@ from onnx import TensorProto, helper
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxcomp.data import input_specs, open_data
-from onnxcomp.quantization.calibrate import Progress, Statistics, TensorStats, _reducible, collect
+from onnxcomp.quantization.calibrate import Statistics, TensorStats, _reducible, collect
 from onnxcomp.quantization.histogram import (
     Histogram,
     entropy_range,
@@ -216,18 +214,3 @@ def test_three_data_formats_and_varying_lengths(tmp_path) -> None:
         stats = collect(model, ["r0", "logits"], data, method="percentile", progress=False)
         assert stats.samples == samples
         assert stats.tensors["r0"].seen
-
-
-def test_progress_bar_only_on_a_tty() -> None:
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    tty, plain = Tty(), io.StringIO()
-    for stream in (tty, plain):
-        bar = Progress(10, stream=stream)
-        bar.advance(4)
-        bar.advance(6)
-        bar.close()
-    assert "10/10 samples" in tty.getvalue() and "/s" in tty.getvalue()
-    assert plain.getvalue() == ""

@@ -97,7 +97,7 @@ def test_missing_output_folder(capsys, tmp_path, model_path):
         (["--calib", "x.npz", "--quantize", "weights"], "--calib"),
         (["--quantize", "int8"], "calibration data"),
         ([], "nothing to do"),
-        (["--quantize", "int4"], "int4"),
+        (["--quantize", "int3"], "int3"),
         (["--prune-sparsity", "abc"], "abc"),
     ],
 )

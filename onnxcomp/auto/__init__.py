@@ -3,19 +3,25 @@
 Writes OUT, OUT.recipe.toml (replayable with ``compress --recipe``), OUT.report.json
 and OUT.report.md. When no compressed configuration fits, OUT is not written, the
 reports still are, and the result says so (the CLI exits 1).
+
+The search measures on one part of the data and the finalists are judged on a held-back
+part (``--verify DATA``, else a seeded split of the search data): see auto/verify.py.
+Activation ranges are calibrated on all of ``--calib`` (so the recipe replays byte for
+byte); to keep the verification samples out of calibration too, give ``--verify``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxcomp import model_io
+from onnxcomp import model_io, safe_io
+from onnxcomp.auto import verify as verify_mod
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -26,12 +32,16 @@ from onnxcomp.auto.search import (
 )
 from onnxcomp.auto.space import build_space, deflate_size
 from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
+from onnxcomp.auto.verify import Verification
 from onnxcomp.compress import CompressOptions, compress
+from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.evaluate import Evaluator
 from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
 from onnxcomp.options import AutoOptions
 from onnxcomp.recipe import save_recipe
 from onnxcomp.runtime.latency import compare_latency, session
+from onnxcomp.split import split_data
 
 
 @dataclass
@@ -54,6 +64,7 @@ class AutoResult:
     seconds: float = 0.0
     recipe: str | None = None
     reports: list[str] = field(default_factory=list)
+    verification: Verification | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -76,49 +87,76 @@ def auto(
     objective, max_drop, recover = options.objective, options.max_drop, options.recover
     max_trials, time_limit, workers = options.max_trials, options.time_limit, options.workers
     executor: TrialExecutor | None = options.executor
-    log = options.log
+    say = options.log or (lambda line: print(line, file=sys.stderr))
+    safe_io.check_destination(out, src)  # hardlinks, devices, the input's data: before the search
+    for source in (calib, data, options.verify):
+        safe_io.regular_data(source)
     model_io.load(src)
     space = build_space(str(src), objective=objective, has_calib=calib is not None)
+    if not space.layers or len(space.ladder) < 2:
+        raise OnnxcompError(f"{src}: nothing to compress: no float weights to prune or quantize")
     space.base = CompressOptions(
         calib=str(calib) if isinstance(calib, os.PathLike) else calib, recover=recover
     )
-    eval_data = data if data is not None else calib
-    init_args = (str(src), eval_data, labels, metric)
-    init_worker(*init_args)  # the main process evaluates too; fails early on bad data
-    evaluator = worker_evaluator()
-    owned = executor is None
-    if executor is None:
-        picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (
-            metric is None or isinstance(metric, str)
-        )
-        executor = (
-            process_pool(workers, init_worker, init_args)
-            if picklable and workers > 1
-            else SerialExecutor()
-        )
-    workdir = tempfile.mkdtemp(prefix=".onnxcomp-auto-", dir=out.parent)
-    deadline = start + time_limit if time_limit else float("inf")
-    state = SearchState(
-        space, max_drop, objective, executor, workdir, workers=workers,
-        max_trials=max_trials, deadline=deadline,
-    )  # fmt: skip
-    if log is not None:
-        state.log = log
+    safe_io.sweep_stale(out.parent)  # what a killed run left behind
+    # The held-back split lands here too (it needs the folder before the search starts).
+    workdir = str(safe_io.make_temp_dir(out.parent, ".onnxcomp-auto-"))
+    stage: Path | None = None
+    owned = False
     try:
+        eval_data, verifier, plan = _holdout(
+            src, data if data is not None else calib, options, workdir
+        )
+        if plan.note:
+            say(plan.note)
+        init_args = (str(src), eval_data, labels, metric)
+        init_worker(*init_args)  # the main process evaluates too; fails early on bad data
+        evaluator = worker_evaluator()
+        if executor is None and options.engine == "ray":
+            from onnxcomp.auto.ray_executor import RayExecutor
+
+            owned = True
+            executor = RayExecutor(init_args, space.base.calib, address=options.address)
+        if executor is None:
+            owned = True
+            picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (
+                metric is None or isinstance(metric, str)
+            )
+            executor = (
+                process_pool(workers, init_worker, init_args)
+                if picklable and workers > 1
+                else SerialExecutor()
+            )
+        # OUT, its recipe and reports are written here, then renamed into place as one unit.
+        stage = safe_io.make_temp_dir(out.parent)
+        deadline = start + time_limit if time_limit else float("inf")
+        state = SearchState(
+            space, max_drop, objective, executor, workdir, workers=workers,
+            max_trials=max_trials, deadline=deadline,
+        )  # fmt: skip
+        state.log = say
         global_sweep(state)
         best_global = state.best()
         measure_sensitivity(state)
         bisect_threshold(state)
         greedy_push(state)
-        result = _finish(state, src, out, evaluator, best_global)
-    finally:
+        result = _finish(state, src, out, stage, verifier, plan, best_global, options.seed)
         if owned:
             executor.shutdown(wait=True)
         shutil.rmtree(workdir, ignore_errors=True)
-    result.metric = evaluator.metric_name
-    result.baseline = evaluator.baseline
-    result.seconds = time.monotonic() - start
-    result.reports = [str(p) for p in write_reports(result, out)]
+        result.metric = evaluator.metric_name
+        result.baseline = evaluator.baseline
+        result.seconds = time.monotonic() - start
+        reports = write_reports(result, stage / out.name)
+        result.reports = [str(out.with_name(p.name)) for p in reports]
+        names = sorted(p.name for p in stage.iterdir() if p.name != safe_io.OWNER)
+        safe_io.publish(stage, out.parent, names)
+    finally:
+        if owned and executor is not None:
+            executor.shutdown(wait=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
     return result
 
 
@@ -130,7 +168,42 @@ def _validate(src: Path, out: Path, options: AutoOptions) -> None:
         raise OnnxcompError(f"{out.parent}: output folder does not exist")
 
 
-def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) -> AutoResult:
+def _holdout(
+    src: Path, search_data: Any, options: AutoOptions, workdir: str
+) -> tuple[Any, Evaluator, Verification]:
+    """The search part, an evaluator on the verification part, and its plan."""
+    specs = input_specs(model_io.load(src))
+    labels, verify = options.labels, options.verify
+    if verify is None:
+        split = split_data(
+            search_data, specs, Path(workdir) / "holdout", labels=labels,
+            fraction=options.verify_fraction, seed=options.seed,
+        )  # fmt: skip
+        search_data, verify = split.search, split.verify
+        where = f"held back {split.verify_samples} of {split.search_samples + split.verify_samples}"
+        where += " samples" + (" (stratified by label)" if split.stratified else "")
+    else:
+        where = str(verify)
+    source = open_data(verify, specs, labels=labels)
+    verifier = Evaluator(str(src), source, metric=options.metric)
+    plan = verify_mod.plan(
+        verifier, options.max_drop, options.confidence, options.allow_small_data, where
+    )
+    return search_data, verifier, plan
+
+
+def _finish(
+    state: SearchState,
+    src: Path,
+    out: Path,
+    stage: Path,
+    verifier: Evaluator,
+    plan: Verification,
+    best_global: TrialResult | None,
+    seed: int,
+) -> AutoResult:
+    """Judge the finalists on the held-back data; the winner and its recipe are written
+    into ``stage``."""
     result = AutoResult(
         model=str(src), output=None, objective=state.objective, max_drop=state.max_drop,
         metric="", baseline=0.0, found=False, chosen=None, best_global=best_global,
@@ -145,18 +218,25 @@ def _finish(state: SearchState, src: Path, out: Path, evaluator, best_global) ->
         (r for r in state.results if state.fits(r)), key=lambda r: (state.cost(r), r.drop, r.id)
     )
     if state.objective == "latency":
-        candidates = _by_latency(state, src, candidates[:3], result)
-    for cand in candidates:
-        options = state.space.to_options(cand.config)
-        compress(src, out, options)
-        score = evaluator.score(out)
-        if score.drop <= state.max_drop + 1e-9:  # verified on the evaluation data
-            cand.value, cand.drop = score.value, score.drop
-            result.found, result.chosen, result.output = True, cand, str(out)
-            recipe = out.with_name(out.name + ".recipe.toml")
-            result.recipe = str(save_recipe(options, recipe))
-            return result
-        out.unlink()
+        finalists = _by_latency(state, src, candidates[:3], result)
+    else:
+        finalists = verify_mod.pick_finalists(candidates, state.max_drop)
+    result.verification = plan
+
+    def build(cand: TrialResult, path: Path) -> None:
+        compress(src, path, state.space.to_options(cand.config))
+
+    staged = stage / out.name
+    scratch = Path(state.workdir)
+    cand = verify_mod.judge(plan, verifier, finalists, build, staged, scratch, seed=seed)
+    if cand is not None:
+        result.found, result.chosen, result.output = True, cand, str(out)
+        recipe = out.name + ".recipe.toml"
+        save_recipe(state.space.to_options(cand.config), stage / recipe, base_dir=out.parent)
+        result.recipe = str(out.with_name(recipe))
+        return result
+    for leftover in stage.glob(out.name + "*"):  # a rejected finalist's files
+        leftover.unlink()
     result.chosen = min(
         (r for r in state.results if r.ok and r.drop is not None),
         key=lambda r: r.drop if r.drop is not None else float("inf"),

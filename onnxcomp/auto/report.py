@@ -33,6 +33,8 @@ def render_markdown(r: Any) -> str:
     verdict = "found" if r.found else "**nothing fits the budget**"
     lines += [
         f"- objective: {r.objective}; budget: {r.metric} drop <= {r.max_drop}; result: {verdict}",
+        "- drops in the trials are on the search part; the finalists are judged on "
+        "held-back data (below)",
         f"- original {r.metric}: {r.baseline:.4f}; size {r.original_bytes:,} B "
         f"({r.original_deflate_bytes:,} B deflated)",
         f"- trials: {len(r.trials)}; wall time {r.seconds:.1f} s",
@@ -51,6 +53,7 @@ def render_markdown(r: Any) -> str:
             f"{k} {v:.3f}" for k, v in r.latency_ms.items()))  # fmt: skip
     if r.recipe:
         lines.append(f"- recipe: `{r.recipe}`")
+    lines += verification_markdown(r)
     lines += ["", "## Sensitivity (metric drop with the layer alone compressed)", ""]
     rungs = r.ladder[1:]
     lines.append("| layer | " + " | ".join(rungs) + " |")
@@ -70,3 +73,48 @@ def render_markdown(r: Any) -> str:
             f"{t.bytes:,} | {t.deflate_bytes:,} | {t.seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _num(x: float | None) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+def verification_lines(r: Any) -> list[str]:
+    """One line on the held-back data, one per finalist: search vs verification drop."""
+    v = r.verification
+    if v is None:
+        return []
+    lines = [
+        f"verification: {v.data}; {v.samples} samples; {v.method} bound at "
+        f"{v.confidence:.0%} ({v.test_confidence:.2%} per finalist); accept when bound <= "
+        f"{v.margin:.4f}" + (" (WIDENED: small data)" if v.widened else "")
+    ]
+    if v.note:
+        lines.append(f"note: {v.note}")
+    for f in v.finalists:
+        verdict = "accepted" if f.accepted else "rejected"
+        if f.error:
+            verdict = f"failed: {f.error}"
+        lines.append(
+            f"finalist trial {f.trial}: search drop {f.search_drop:.4f}, verify drop "
+            f"{_num(f.verify_drop)}, bound {_num(f.bound)}, {f.deflate_bytes or 0:,} B "
+            f"deflated: {verdict}"
+        )
+    return lines
+
+
+def verification_markdown(r: Any) -> list[str]:
+    v = r.verification
+    if v is None:
+        return []
+    lines = ["", "## Verification on held-back data", ""]
+    lines += [f"- {line}" for line in verification_lines(r)[: 2 if v.note else 1]]
+    lines += ["", "| trial | search drop | verify drop | bound | deflated | verdict |"]
+    lines.append("|---|---|---|---|---|---|")
+    for f in v.finalists:
+        verdict = f"failed: {f.error}" if f.error else ("accepted" if f.accepted else "rejected")
+        lines.append(
+            f"| {f.trial} | {f.search_drop:.4f} | {_num(f.verify_drop)} | {_num(f.bound)} | "
+            f"{f.deflate_bytes or 0:,} | {verdict} |"
+        )
+    return lines

@@ -49,6 +49,8 @@ class SearchState:
         return self.trials_left <= 0 or time.monotonic() >= self.deadline
 
     def fits(self, r: TrialResult) -> bool:
+        if r.loss is not None and r.loss > self.max_drop + EPS:  # see stats.loss
+            return False
         return r.ok and r.drop is not None and r.drop <= self.max_drop + EPS
 
     def cost(self, r: TrialResult) -> float:

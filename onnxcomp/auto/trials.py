@@ -16,8 +16,9 @@ from onnxcomp import model_io
 from onnxcomp.auto.space import deflate_size
 from onnxcomp.compress import CompressOptions, compress
 from onnxcomp.data import input_specs, open_data
-from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.errors import OnnxcompError, environment_error, one_line
 from onnxcomp.evaluate import Evaluator
+from onnxcomp.stats import loss
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TrialResult:
     config: dict[str, int]
     value: float | None = None
     drop: float | None = None
+    loss: float | None = None  # what the held-back bound is on (stats.loss); None: custom
     bytes: int | None = None
     deflate_bytes: int | None = None
     seconds: float = 0.0
@@ -78,12 +80,18 @@ def run_trial(task: TrialTask) -> TrialResult:
         assert _State.evaluator is not None
         score = _State.evaluator.score(out)
         result.value, result.drop = score.value, score.drop
+        result.loss = loss(score.drops, _State.evaluator.metric_name)
         result.bytes = model_io.file_size(out)
         result.deflate_bytes = deflate_size(out)
         if task.keep:
             result.path = str(out)
     except OnnxcompError as exc:
         result.error = str(exc)
+    except OSError as exc:
+        fault = environment_error(exc)  # a full disk is no budget miss: stop the search
+        if fault is not None:
+            raise fault from None
+        result.error = f"{type(exc).__name__}: {one_line(exc, 200)}"
     except Exception as exc:  # a trial must never take the search down
         result.error = f"{type(exc).__name__}: {one_line(str(exc), 200)}"
     finally:

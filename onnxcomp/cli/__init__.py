@@ -9,6 +9,7 @@ the system temp folder). Set ONNXCOMP_TRACEBACK=1 to get the traceback raised in
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ from onnxcomp.cli import (  # noqa: F401  (each module registers its command)
     inspect_cmd,
 )
 from onnxcomp.cli._app import app
-from onnxcomp.errors import OnnxcompError, clean, one_line
+from onnxcomp.errors import OnnxcompError, clean, environment_error, one_line
 
 INTERNAL_ERROR = 3
 
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
         args = ["--help"]
+    previous = _cleanup_on_sigterm()
     try:
         rv = app.main(args=args, prog_name="onnxcomp", standalone_mode=False)
     except OnnxcompError as exc:
@@ -48,10 +50,28 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, BrokenPipeError):
         return _fail("interrupted", 2)
     except Exception as exc:  # a bug: never a traceback for the user, one in a log file
+        fault = environment_error(exc)  # a full disk is the machine's fault, not ours
+        if fault is not None:
+            return _fail(str(fault), fault.exit_code)
         if os.environ.get("ONNXCOMP_TRACEBACK"):
             raise
         return _internal_error(exc, args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return rv if isinstance(rv, int) else 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _cleanup_on_sigterm():
+    """SIGTERM unwinds like Ctrl-C, so every ``finally`` removes its temp folder."""
+    try:
+        return signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
 
 
 def _fail(message: str, code: int) -> int:

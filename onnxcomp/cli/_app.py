@@ -9,15 +9,19 @@ from typing import Any
 
 import click
 
-from onnxcomp import runtime
+from onnxcomp import progress, runtime
 from onnxcomp.jsonio import jsonable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="onnxcomp")
 @click.option("-v", "--verbose", count=True, help="More log lines on stderr (-vv: debug).")
-def app(verbose: int) -> None:
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars on stderr.")
+def app(verbose: int, quiet: bool) -> None:
     """Make ONNX models smaller and faster, and prove they still work."""
+    progress.set_mode("off" if quiet else "auto")
+    # back to the library default once the command ends (main() may run again in-process)
+    click.get_current_context().call_on_close(lambda: progress.set_mode("auto"))
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s: %(message)s")
     runtime.set_verbosity(verbose)  # onnxruntime's own log lines only from -vv
@@ -30,3 +34,15 @@ def emit_json(obj: Any) -> None:
 
 def say(text: str) -> None:
     click.echo(text)
+
+
+def wrote(path: Any, as_json: bool) -> None:
+    """Name a report file written beside the main output (stderr under --json: stdout
+    holds the JSON object alone)."""
+    click.echo(f"html report: {path}", err=as_json)
+
+
+def json_progress(as_json: bool) -> None:
+    """Under --json, progress goes to stderr as JSON lines too (unless --quiet)."""
+    if as_json and progress.get_mode() != "off":
+        progress.set_mode("json")

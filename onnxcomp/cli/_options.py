@@ -38,7 +38,7 @@ def click_options(cls: type) -> Callable[[F], F]:
             if meta.get("metavar"):
                 kwargs["metavar"] = meta["metavar"]
             if meta.get("show_default"):
-                kwargs["show_default"] = True
+                kwargs["show_default"] = meta["show_default"]
             base = _without_none(hint)
             choices = choices_of(hint)
             default = fld.default
@@ -46,7 +46,8 @@ def click_options(cls: type) -> Callable[[F], F]:
                 kwargs["required"] = True
             if base is bool:
                 if default is True:
-                    long = f"{long}/--no-{long[2:]}"
+                    if "/" not in long:  # a flag may name its own off switch
+                        long = f"{long}/--no-{long[2:]}"
                     kwargs["default"] = True
                 else:
                     kwargs["is_flag"] = True
@@ -54,6 +55,8 @@ def click_options(cls: type) -> Callable[[F], F]:
                 kwargs["type"] = click.Choice(choices)
             elif get_origin(base) is tuple:
                 kwargs["multiple"] = True
+            elif base is int and meta.get("min") is not None:
+                kwargs["type"] = click.IntRange(min=meta["min"])
             elif base in (int, float):
                 kwargs["type"] = base
             if base is not bool and default is not MISSING and default not in (None, ()):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import click
 
+from onnxcomp import progress
 from onnxcomp.auto import AutoResult, auto
-from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.auto.report import verification_lines
+from onnxcomp.cli._app import app, emit_json, json_progress, say
 from onnxcomp.cli._options import click_options
 from onnxcomp.options import AutoOptions
+from onnxcomp.report import require_plotly
 
 
 @app.command("auto")
@@ -15,9 +18,21 @@ from onnxcomp.options import AutoOptions
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
 @click_options(AutoOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def auto_command(model: str, output: str, as_json: bool, **kwargs) -> int:
+@click.option(
+    "--html", "html", metavar="FILE", type=click.Path(dir_okay=False),
+    help="Also write a self-contained HTML report with plots (needs onnxcomp[report]).",
+)  # fmt: skip
+def auto_command(model: str, output: str, as_json: bool, html: str | None, **kwargs) -> int:
     """Find the most compressed model within an accuracy budget, and write its recipe."""
+    json_progress(as_json)
+    kwargs["log"] = progress.status_log("auto")  # trial lines: quiet under -q, JSON under --json
+    if html:
+        require_plotly()
     result = auto(model, output, **kwargs)
+    if html:
+        from onnxcomp.report.auto_page import write_auto_html
+
+        result.reports.append(str(write_auto_html(result, html)))
     if as_json:
         emit_json(result)
     else:
@@ -33,11 +48,12 @@ def render(r: AutoResult) -> str:
         lines.append(
             f"wrote {r.output}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
             f"{c.deflate_bytes:,} B deflated ({c.deflate_bytes / r.original_deflate_bytes:.1%}); "
-            f"{r.metric} {c.value:.4f} vs {r.baseline:.4f} (drop {c.drop:.4f} <= {r.max_drop})"
+            f"{r.metric} {c.value:.4f} vs {r.baseline:.4f} (search drop {c.drop:.4f})"
         )
         lines.append(f"recipe: {r.recipe}")
     else:
         lines.append(f"nothing fits: no compressed model keeps the {r.metric} drop <= {r.max_drop}")
+    lines += verification_lines(r)
     if r.best_global is not None and r.best_global.deflate_bytes:
         g = r.best_global
         lines.append(f"best global setting: {g.deflate_bytes:,} B deflated, drop {g.drop:.4f}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import click
 
 from onnxcomp.check import CheckResult, check
-from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.cli._app import app, emit_json, say, wrote
 from onnxcomp.cli._options import click_options
 from onnxcomp.options import CheckOptions
+from onnxcomp.report import require_plotly
 
 
 @app.command("check")
@@ -15,13 +16,25 @@ from onnxcomp.options import CheckOptions
 @click.argument("compressed", type=click.Path(dir_okay=False))
 @click_options(CheckOptions)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def check_command(original: str, compressed: str, as_json: bool, **kwargs) -> int:
+@click.option(
+    "--html", "html", metavar="FILE", type=click.Path(dir_okay=False),
+    help="Also write a self-contained HTML report with plots (needs onnxcomp[report]).",
+)  # fmt: skip
+def check_command(original: str, compressed: str, as_json: bool, html: str | None, **kwargs) -> int:
     """Compare ORIGINAL and COMPRESSED: size, fidelity or accuracy, latency."""
+    if html:
+        require_plotly()
     result = check(original, compressed, **kwargs)
+    if html:
+        from onnxcomp.report.check_page import write_check_html
+
+        page = write_check_html(result, html)
     if as_json:
         emit_json(result)
     else:
         say(render(result))
+    if html:
+        wrote(page, as_json)
     return 0 if result.passed else 1
 
 
@@ -37,6 +50,7 @@ def render(r: CheckResult) -> str:
         f"{r.compressed_param_bytes / max(r.original_param_bytes, 1):>9.3f}",
     ]
     lo, lc = r.latency_original, r.latency_compressed
+    lines += [f"note: {n}" for n in r.notes]
     if lo and lc:
         lines.append(
             f"{'latency median ms':24}{lo.median_ms:>14.3f}{lc.median_ms:>14.3f}"
@@ -62,5 +76,9 @@ def render(r: CheckResult) -> str:
     lines.append(f"{kind}: {r.data}, {r.samples} samples{timing}")
     if r.max_drop is not None:
         verdict = "PASS" if r.passed else "FAIL"
-        lines.append(f"{verdict}: drop {_pct(r.drop)} vs max {_pct(r.max_drop)}")
+        b = r.drop_bound
+        bound = (
+            "" if b is None else f", upper bound {b.upper:.2%} at {b.confidence:.0%} ({b.method})"
+        )
+        lines.append(f"{verdict}: drop {_pct(r.drop)}{bound} vs max {_pct(r.max_drop)}")
     return "\n".join(lines)

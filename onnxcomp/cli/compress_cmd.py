@@ -1,10 +1,10 @@
-"""onnxcomp compress MODEL -o OUT [prune options] [--quantize weights|int8] ..."""
+"""onnxcomp compress MODEL -o OUT [prune options] [--quantize weights|int8|codebook|int4] ..."""
 
 from __future__ import annotations
 
 import click
 
-from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.cli._app import app, emit_json, json_progress, say
 from onnxcomp.cli._options import click_options
 from onnxcomp.compress import CompressResult
 from onnxcomp.compress import compress as run_compress
@@ -35,6 +35,7 @@ def compress_command(
     ctx: click.Context, model: str, output: str, recipe: str | None, as_json: bool, **kwargs
 ) -> int:
     """Prune and/or quantize MODEL into OUTPUT, validated before it is written."""
+    json_progress(as_json)
     if recipe is None:
         options = CompressOptions(**kwargs)
     else:
@@ -64,7 +65,8 @@ def render(r: CompressResult) -> str:
         after = sum(q.bytes_after for q in r.quantized)
         per_channel = sum(q.axis is not None for q in r.quantized)
         lines.append(
-            f"quantized {len(r.quantized)} weights to int8 ({per_channel} per channel): "
+            f"quantized {len(r.quantized)} weights to {r.quantized_to} "
+            f"({per_channel} per channel): "
             f"{before:,} -> {after:,} bytes"
         )
     for rec in r.recovered:
@@ -73,7 +75,10 @@ def render(r: CompressResult) -> str:
             f"{rec.error:.3g}" + (f" ({rec.note})" if getattr(rec, "note", "") else "")
         )
     for name, why in sorted(r.skipped.items()):
-        lines.append(f"kept float: {name} ({why})")
+        if name.endswith(" (int4)"):
+            lines.append(f"not int4: {name.removesuffix(' (int4)')} ({why})")
+        else:
+            lines.append(f"kept float: {name} ({why})")
     for line in r.activations.get("summary", []) if isinstance(r.activations, dict) else []:
         lines.append(line)
     lines.append(

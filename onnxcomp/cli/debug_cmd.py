@@ -6,8 +6,9 @@ import math
 
 import click
 
-from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.cli._app import app, emit_json, say, wrote
 from onnxcomp.debug import DebugResult, debug
+from onnxcomp.report import require_plotly
 
 
 @app.command("debug")
@@ -21,19 +22,33 @@ from onnxcomp.debug import DebugResult, debug
 )
 @click.option(
     "--top",
-    type=int,
+    type=click.IntRange(min=0),
     default=20,
     show_default=True,
     help="Rows in the table (0: all); --json always has every layer.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def debug_command(original: str, compressed: str, data: str, top: int, as_json: bool) -> int:
+@click.option(
+    "--html", "html", metavar="FILE", type=click.Path(dir_okay=False),
+    help="Also write a self-contained HTML report with plots (needs onnxcomp[report]).",
+)  # fmt: skip
+def debug_command(
+    original: str, compressed: str, data: str, top: int, as_json: bool, html: str | None
+) -> int:
     """Per-layer error of COMPRESSED against ORIGINAL, the layers adding most error first."""
+    if html:
+        require_plotly()
     result = debug(original, compressed, data)
+    if html:
+        from onnxcomp.report.debug_page import write_debug_html
+
+        page = write_debug_html(result, html)
     if as_json:
         emit_json(result)
     else:
         say(render(result, top=top or None))
+    if html:
+        wrote(page, as_json)
     return 0
 
 

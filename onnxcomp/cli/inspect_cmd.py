@@ -8,6 +8,7 @@ import click
 
 from onnxcomp.cli._app import app, emit_json, say
 from onnxcomp.inspect_model import InspectResult, TensorInfo, inspect
+from onnxcomp.storage_forms import StoredWeight
 
 
 @app.command("inspect")
@@ -49,4 +50,17 @@ def render(result: InspectResult) -> str:
         lines.append("external data: " + ", ".join(result.external_data))
     if result.metadata_keys:
         lines.append("metadata: " + ", ".join(result.metadata_keys))
+    if result.storage:
+        lines += render_forms(result.storage)
     return "\n".join(lines)
+
+
+def render_forms(forms: list[StoredWeight]) -> list[str]:
+    """One line per stored weight: its form, elements, bytes and bits per element."""
+    lines = ["storage:"]
+    for f in forms:
+        lines.append(
+            f"  {f.name}: {f.form}, {f.elements:,} elements in {f.bytes:,} B "
+            f"({f.bits_per_element:.2f} bits each)"
+        )
+    return lines

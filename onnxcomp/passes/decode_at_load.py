@@ -33,6 +33,27 @@ logger = logging.getLogger(__name__)
 MIN_ELEMENTS = 1024
 # Ops whose inputs are graph metadata: a float tensor there is no weight.
 SHAPE_READERS = {"Shape", "Size", "ConstantOfShape", "Range"}
+# onnxruntime's 8-bit MatMulNBits only beats fp32 MatMul on big weights (1 thread, ORT
+# 1.32: 1024x1024 1.5-1.8x, 384x1536 1.05-1.5x, 384x384 0.94-1.10x, 256x256 0.87-0.98x,
+# 64x512 0.54-0.91x for 1-128 rows): smaller int8 MatMul/Gemm weights are decoded at load.
+NBITS_MIN_ELEMENTS = 1 << 18
+NBITS_MIN_K = 128
+# onnxruntime fuses these into a Gemm/MatMul before DQ -> MatMulNBits gets its turn
+# (1.32: FusedGemm, MatMul + Relu), so such a weight would be dequantized on every run.
+ACTIVATION_FUSED = {
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "Softplus",
+    "Softsign", "ThresholdedRelu", "Clip",
+}  # fmt: skip
+
+
+def nbits_blocked(reader: ir.Node) -> bool:
+    """Whether an activation fusion keeps onnxruntime from fusing ``reader`` into MatMulNBits."""
+    uses = list(reader.outputs[0].uses()) if reader.outputs else []
+    return any(use.node.op_type in ACTIVATION_FUSED for use in uses)
+
+
+# Scales and zero points of (block) quantization are already the compact form.
+QDQ = {"DequantizeLinear", "QuantizeLinear", "GatherBlockQuantized", "MatMulNBits"}
 
 
 def decode_nodes(
@@ -88,7 +109,8 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
 
     A reader keeps the DequantizeLinear when its activation input is itself dequantized
     (onnxruntime fuses the QDQ group into an int8 kernel) or its op type is in
-    ``keep_ops`` (weight-only MatMul/Gemm: fused into MatMulNBits)."""
+    ``keep_ops`` (weight-only MatMul/Gemm: fused into MatMulNBits) and the weight is big
+    enough for MatMulNBits to pay (NBITS_MIN_ELEMENTS)."""
 
     def __init__(self, keep_ops: tuple[str, ...] = ()) -> None:
         super().__init__()
@@ -121,11 +143,16 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
         out = node.outputs[0]
         if out.is_graph_output() or not out.uses():
             return False
-        return not any(self._fused(use.node) for use in out.uses())
+        return not any(self._fused(use.node, q) for use in out.uses())
 
-    def _fused(self, reader: ir.Node) -> bool:
+    def _fused(self, reader: ir.Node, q: np.ndarray) -> bool:
         if reader.op_type in self.keep_ops:
-            return True
+            k = q.shape[0] if q.ndim == 2 else 0
+            if reader.op_type == "Gemm" and bool(reader.attributes.get_int("transB", 0)):
+                return False  # not fused by onnxruntime: decoded here (or see gemm_nbits_layout)
+            if nbits_blocked(reader):
+                return False
+            return q.size >= NBITS_MIN_ELEMENTS and k >= NBITS_MIN_K
         data = reader.inputs[0] if reader.inputs else None
         producer = data.producer() if data is not None else None
         return producer is not None and producer.op_type == "DequantizeLinear"
@@ -183,7 +210,7 @@ class StoreConstantsInt8Pass(ir.passes.InPlacePass):
         if value.is_graph_input() or value.is_graph_output() or not value.uses():
             return
         uses = list(value.uses())
-        if any(u.node.op_type in SHAPE_READERS for u in uses):
+        if any(u.node.op_type in SHAPE_READERS or u.node.op_type in QDQ for u in uses):
             return
         shape = tuple(tensor.shape.numpy())
         long_axes = [i for i, d in enumerate(shape) if d > 1]

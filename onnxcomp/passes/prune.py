@@ -98,26 +98,52 @@ class MagnitudePrunePass(ir.passes.InPlacePass):
 
 
 def sparsity_mask(array: np.ndarray, sparsity: float) -> np.ndarray:
-    """Mask of exactly round(sparsity * size) smallest-|w| elements (stable ties)."""
-    flat = np.abs(array.astype(np.float32, copy=False)).ravel()
-    k = round(sparsity * flat.size)
-    mask = np.zeros(flat.size, dtype=bool)
-    if k > 0:
-        mask[np.argsort(flat, kind="stable")[:k]] = True
-    return mask.reshape(array.shape)
+    """Mask of exactly round(sparsity * size) smallest-|w| elements (ties by element order)."""
+    if not array.size:
+        return np.zeros(array.shape, bool)
+    mask = _global_masks([array], sparsity)[0]
+    assert mask is not None  # one mask per array given
+    return mask
+
+
+def _cut(scratch: np.ndarray, k: int) -> tuple[np.floating, int]:
+    """The k-th smallest value of ``scratch`` (reordered in place: a selection, not a sort)
+    and how many elements equal to it fall inside the k smallest."""
+    scratch.partition(k - 1)
+    cut = scratch[k - 1]
+    below = int(np.count_nonzero(scratch[: k - 1] < cut))  # the rest of the k-1 equal it
+    return cut, k - below
 
 
 def _global_masks(arrays: list[np.ndarray], sparsity: float) -> list[np.ndarray | None]:
-    """One ranking over all weights; each tensor keeps what beats the global cut."""
+    """One ranking over all ``arrays``: the round(sparsity * total) smallest |w| go, ties
+    broken by element order (the same elements a stable argsort picked).
+
+    Memory: one float32 scratch of |w| for the selection, freed before the masks are made
+    tensor by tensor (the argsort took 8 bytes of indices per element on top).
+    """
     if not arrays:
         return []
-    flat = np.concatenate([np.abs(a.astype(np.float32, copy=False)).ravel() for a in arrays])
-    all_mask = sparsity_mask(flat, sparsity)
-    masks: list[np.ndarray | None] = []
+    total = sum(a.size for a in arrays)
+    k = round(sparsity * total)
+    if k <= 0:
+        return [np.zeros(a.shape, dtype=bool) for a in arrays]
+    scratch = np.empty(total, np.float32)
     start = 0
     for a in arrays:
-        masks.append(all_mask[start : start + a.size].reshape(a.shape))
+        np.abs(a.astype(np.float32, copy=False).ravel(), out=scratch[start : start + a.size])
         start += a.size
+    cut, room = _cut(scratch, k)
+    del scratch
+    masks: list[np.ndarray | None] = []
+    for a in arrays:
+        magnitude = np.abs(a.astype(np.float32, copy=False)).ravel()
+        mask = magnitude < cut
+        if room > 0:
+            ties = np.flatnonzero(magnitude == cut)[:room]
+            mask[ties] = True
+            room -= ties.size
+        masks.append(mask.reshape(a.shape))
     return masks
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.quantization.numeric import max_rounding_error, quantize_weight_symmetric
@@ -37,6 +38,7 @@ class QuantRecord:
     bytes_before: int
     bytes_after: int
     max_abs_error: float
+    bits: int = 8
 
 
 class QuantizeWeightsPass(ir.passes.InPlacePass):
@@ -92,6 +94,13 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             return f"dtype {weight.value.dtype} (only float32 weights are quantized)"
         if weight.value.is_graph_output():
             return "is a graph output"
+        bad = non_finite_count(weight.array)
+        if bad:
+            # A scale of inf or a NaN channel would be written silently: stop instead.
+            raise OnnxcompError(
+                f"weight '{weight.name}' holds {bad:,} NaN/Inf values: cannot quantize it "
+                f"(--exclude {weight.name} keeps it float)"
+            )
         return None
 
     def _rewrite(self, weight: Weight, names: NameAllocator) -> ir.Node:
@@ -113,6 +122,18 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             )
         )
         return dq
+
+
+def non_finite_count(array: np.ndarray) -> int:
+    """NaN and Inf elements, counted in blocks so a big tensor costs no big temporary."""
+    if array.dtype.kind != "f":
+        return 0
+    flat = array.reshape(-1)
+    step = 1 << 22
+    return sum(
+        int(flat[i : i + step].size - np.count_nonzero(np.isfinite(flat[i : i + step])))
+        for i in range(0, flat.size, step)
+    )
 
 
 def dequantize_weight(

@@ -23,3 +23,4 @@ class CompressReport:
     notes: list[str] = field(default_factory=list)
     activations: dict[str, Any] = field(default_factory=dict)  # the int8 flow's report
     recovered: list[Any] = field(default_factory=list)  # RecoverRecord per rebuilt layer
+    quantized_to: str = "int8"  # what the quantized weights became ("codebook (4-bit)")

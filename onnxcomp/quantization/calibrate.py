@@ -10,7 +10,6 @@ activations plus a fixed size per tensor, whatever the number of samples.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import onnx_ir as ir
 from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.options import CALIB_METHODS
+from onnxcomp.progress import bar as progress_bar
 from onnxcomp.quantization.histogram import (
     DEFAULT_BINS,
     Histogram,
@@ -124,38 +124,6 @@ class Statistics:
         return {n: s.range(method, percentile) for n, s in self.tensors.items() if s.seen}
 
 
-class Progress:
-    """``calibrating  120/500 samples  45.1/s`` on stderr, rewritten in place; TTY only."""
-
-    def __init__(self, total: int | None, label: str = "calibrating", stream: IO | None = None):
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.total, self.label = total, label
-        self.done, self.start, self._last = 0, time.perf_counter(), 0.0
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self._last > 0.1 or self.done == self.total):
-            self._last = now
-            self.stream.write("\r" + self.line(now))
-            self.stream.flush()
-
-    def line(self, now: float | None = None) -> str:
-        elapsed = max((now or time.perf_counter()) - self.start, 1e-9)
-        of = f"/{self.total}" if self.total else ""
-        bar = ""
-        if self.total:
-            filled = int(20 * min(self.done / self.total, 1.0))
-            bar = "[" + "#" * filled + "." * (20 - filled) + "] "
-        return f"{self.label} {bar}{self.done}{of} samples  {self.done / elapsed:.1f}/s"
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r" + self.line() + "\n")
-            self.stream.flush()
-
-
 # Types onnxruntime's ReduceMin/ReduceMax take on CPU.
 _REDUCIBLE = frozenset({ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16})
 
@@ -250,8 +218,7 @@ def _run(
     """One pass over ``data``; returns the reduced tensors whose min or max was not finite."""
     session, outputs = _session(model, fetched, reduced, threads)
     wanted = {i.name for i in session.get_inputs()}
-    bar = Progress(data.num_samples if progress else None, stream=stream)
-    bar.enabled = bar.enabled and progress
+    bar = progress_bar(data.num_samples, "calibrating", "samples", enabled=progress, stream=stream)
     odd: set[str] = set()
     try:
         for batch in data:
@@ -269,7 +236,7 @@ def _run(
                 else:
                     odd.add(name)
             del values
-            bar.advance(batch.size)
+            bar.update(batch.size)
     finally:
         bar.close()
     return odd

@@ -119,7 +119,8 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 else 0.0
 
 
-def _energy(w: np.ndarray, h: np.ndarray) -> float:
+def output_energy(w: np.ndarray, h: np.ndarray) -> float:
+    """trace(W H W^T): the summed squared output of W on inputs whose X^T X is H."""
     w = np.asarray(w, np.float64)
     return float(np.einsum("ij,jk,ik->", w, h, w))
 
@@ -153,9 +154,9 @@ def _quantize_layer(
         )
         s_col = s.reshape(-1, 1) if s.ndim else s
         plain_q, _ = rtn_quantize(mat, bits=bits, per_channel=per_channel, scale=s)
-        num += _energy(mat - q * s_col, h)
-        base += _energy(mat - np.where(keep, 0, plain_q) * s_col, h)
-        den += _energy(mat, h)
+        num += output_energy(mat - q * s_col, h)
+        base += output_energy(mat - np.where(keep, 0, plain_q) * s_col, h)
+        den += output_energy(mat, h)
         codes.append(q)
         scales.append(s)
     q_full = layer.from_matrices(codes, array.shape).astype(np.int8)
@@ -198,9 +199,9 @@ def _prune_layer(
         upto = round(count * (i + 1) / len(mats))
         new = sparsegpt_prune(mat, h, count=upto - done, damp=damp)
         done = upto
-        num += _energy(mat - new, h)
-        base += _energy(mat - magnitude[i], h)
-        den += _energy(mat, h)
+        num += output_energy(mat - new, h)
+        base += output_energy(mat - magnitude[i], h)
+        den += output_energy(mat, h)
         new_mats.append(new)
     pruned = layer.from_matrices(new_mats, array.shape).astype(np.float32)
     layer.weight.value.const_value = ir.tensor(pruned, name=layer.weight.name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
@@ -22,6 +22,8 @@ class LatencyStats:
     median_ms: float
     p90_ms: float
     runs: int
+    # Every timing, for plots (report/check_page.py); left out of JSON to keep it small.
+    samples_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict:
         return {"median_ms": self.median_ms, "p90_ms": self.p90_ms, "runs": self.runs}
@@ -55,4 +57,7 @@ def compare_latency(
             start = time.perf_counter()
             sessions[j].run(None, feed)
             times[j].append((time.perf_counter() - start) * 1000.0)
-    return [LatencyStats(float(np.median(t)), float(np.percentile(t, 90)), len(t)) for t in times]
+    return [
+        LatencyStats(float(np.median(t)), float(np.percentile(t, 90)), len(t), tuple(t))
+        for t in times
+    ]

@@ -1,0 +1,142 @@
+"""Judge auto's finalists on held-back data, by a one-sided bound, not a point estimate.
+
+The search ranks configurations by their drop on the search part; the cheapest that
+fits is the one most likely to have got lucky there (the winner's curse). So a few
+finalists, chosen with growing safety margins on the search part, are judged on data the
+search never saw: a finalist is accepted when the upper bound of its drop there is
+within the budget. Testing K finalists on the same data, each test runs at confidence
+1 - (1 - c) / K (Bonferroni), so the one accepted meets the budget at confidence c.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.evaluate import Evaluator
+from onnxcomp.stats import drop_bound, samples_needed, smallest_bound
+
+# Finalist i: the cheapest candidate whose search drop is <= budget * MARGINS[i].
+MARGINS = (1.0, 0.5, 0.25)
+
+
+@dataclass
+class Finalist:
+    trial: int
+    search_drop: float
+    verify_drop: float | None = None
+    bound: float | None = None  # upper bound of the verification drop
+    accepted: bool = False
+    bytes: int | None = None
+    deflate_bytes: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class Verification:
+    data: str
+    samples: int
+    confidence: float  # what the user asked for, for the chosen model
+    test_confidence: float  # each finalist's test (Bonferroni over the finalists)
+    method: str  # exact binomial | bootstrap | point estimate (custom metric)
+    margin: float  # a finalist is accepted when its bound is <= this
+    widened: bool = False  # the data could not resolve the budget: margin > budget
+    samples_needed: int | None = None
+    note: str = ""
+    finalists: list[Finalist] = field(default_factory=list)
+
+
+def plan(
+    evaluator: Evaluator, budget: float, confidence: float, allow_small_data: bool, data: str
+) -> Verification:
+    """Say up front whether the verification data can resolve the budget at all."""
+    if not 0.0 < confidence < 1.0:
+        raise OnnxcompError(f"--confidence must be in (0, 1), got {confidence}")
+    n = evaluator.samples
+    test_conf = 1.0 - (1.0 - confidence) / len(MARGINS)
+    metric = evaluator.metric_name
+    if callable(evaluator.metric):
+        return Verification(
+            data, n, confidence, test_conf, "point estimate", budget,
+            note="a custom metric gives no per-sample scores: judged on the point estimate",
+        )  # fmt: skip
+    method = "exact binomial" if metric in ("accuracy", "agreement") else "bootstrap"
+    floor = smallest_bound(n, metric, test_conf)
+    v = Verification(data, n, confidence, test_conf, method, budget)
+    if floor <= budget + 1e-12:
+        return v
+    v.samples_needed = samples_needed(budget, metric, test_conf)
+    need = "no sample count can" if v.samples_needed is None else f"{v.samples_needed} would"
+    v.note = (
+        f"the verification data ({n} samples) cannot resolve a drop of {budget} in {metric} "
+        f"at {confidence:.0%} confidence: its best bound is {floor:.4f}; {need}"
+    )
+    if not allow_small_data:
+        raise OnnxcompError(
+            v.note + " (give more data, --verify DATA or a larger --verify-fraction; or "
+            "--allow-small-data to proceed with a widened margin)"
+        )
+    if floor == float("inf"):  # too few samples for any bound: the point estimate it is
+        v.method = "point estimate"
+        v.note += "; --allow-small-data: judging on the point estimate"
+        return v
+    v.widened, v.margin = True, floor
+    v.note += f"; --allow-small-data: accepting bounds up to {floor:.4f}"
+    return v
+
+
+def pick_finalists(candidates: list[Any], budget: float) -> list[Any]:
+    """Candidates come cheapest first; under each safety margin take the cheapest one not
+    picked yet, so a lucky cheap candidate does not crowd out the safer runners-up."""
+    picked: list[Any] = []
+    for frac in MARGINS:
+        c = next(
+            (c for c in candidates if c not in picked and _loss(c) <= budget * frac + 1e-9), None
+        )
+        if c is not None:
+            picked.append(c)
+    return picked
+
+
+def _loss(c: Any) -> float:
+    return c.loss if c.loss is not None else c.drop
+
+
+def judge(
+    v: Verification,
+    evaluator: Evaluator,
+    finalists: list[Any],
+    build: Callable[[Any, Path], None],
+    out: Path,
+    scratch: Path,
+    *,
+    seed: int = 0,
+) -> Any | None:
+    """Build and score every finalist on the verification data; the cheapest accepted
+    one is left at ``out`` and returned (None when none is accepted)."""
+    chosen = None
+    for cand in finalists:
+        f = Finalist(cand.id, float(cand.drop), bytes=cand.bytes, deflate_bytes=cand.deflate_bytes)
+        v.finalists.append(f)
+        path = out if chosen is None else scratch / f"finalist_{cand.id}.onnx"
+        try:
+            build(cand, path)
+            score = evaluator.score(path)
+        except OnnxcompError as exc:
+            f.error = str(exc)
+            path.unlink(missing_ok=True)
+            continue
+        bound = drop_bound(score.drops, evaluator.metric_name, v.test_confidence, seed=seed)
+        f.verify_drop = float(score.drop)
+        if bound is not None and v.method != "point estimate":
+            f.bound = bound.upper
+        limit = f.bound if f.bound is not None else f.verify_drop
+        f.accepted = limit <= v.margin + 1e-12
+        if f.accepted and chosen is None:
+            chosen = cand
+        elif path != out or chosen is None:
+            path.unlink(missing_ok=True)
+    return chosen

@@ -1,0 +1,244 @@
+"""Codebook (non-uniform) quantization math: weighted 1-D k-means and GPTQ-style assignment.
+
+Deep Compression (Han et al. 2016) shares weights through a k-means codebook: each
+element stores a b-bit index into 2**b float values fitted to the tensor's distribution,
+so dense regions get fine steps and the tails few. Here the k-means is weighted by the
+importance of each element (the diagonal of H = X^T X of the layer input, the output
+error a unit change of the weight causes) and, with calibration data, indices are chosen
+column by column with the error pushed onto later columns as GPTQ does, so the layer's
+output moves least rather than the weights.
+
+Pruned zeros stay exact: a tensor that holds zeros reserves code 0 for 0.0 and fits the
+other codes to its non-zero elements. Everything is deterministic (no random init).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxcomp.recover.obs import DEFAULT_DAMP, inverse_cholesky
+
+ITERATIONS = 40
+
+
+@dataclass
+class Codebook:
+    """A fitted tensor: ``values[codes] * scale`` (scale broadcast along ``axis``) is it."""
+
+    values: np.ndarray  # float32 [k], ascending; values[0] == 0 when ``zero_code``
+    codes: np.ndarray  # uint8, the tensor's shape
+    scale: np.ndarray | None = None  # float32 per channel, or None (one codebook, no scale)
+    axis: int | None = None
+    zero_code: bool = False
+
+    def decode(self) -> np.ndarray:
+        out = self.values[self.codes.astype(np.int64)]
+        if self.scale is not None and self.axis is not None:
+            shape = [1] * out.ndim
+            shape[self.axis] = -1
+            out = out * self.scale.reshape(shape)
+        return out.astype(np.float32)
+
+
+def _lloyd(xs: np.ndarray, ws: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weighted Lloyd iterations on sorted ``xs`` via prefix sums: O(k log n) per step."""
+    cw = np.concatenate([[0.0], np.cumsum(ws)])
+    cwx = np.concatenate([[0.0], np.cumsum(ws * xs)])
+    cwxx = np.concatenate([[0.0], np.cumsum(ws * xs * xs)])
+    c = np.unique(centers)
+    for _ in range(ITERATIONS):
+        cuts = np.searchsorted(xs, (c[1:] + c[:-1]) / 2)
+        lo = np.concatenate([[0], cuts])
+        hi = np.concatenate([cuts, [xs.size]])
+        mass = cw[hi] - cw[lo]
+        new = np.where(mass > 0, (cwx[hi] - cwx[lo]) / np.maximum(mass, 1e-300), c)
+        new = np.unique(new)
+        if new.size == c.size and np.allclose(new, c, rtol=0, atol=1e-12):
+            c = new
+            break
+        c = new
+    cuts = np.searchsorted(xs, (c[1:] + c[:-1]) / 2)
+    lo = np.concatenate([[0], cuts])
+    hi = np.concatenate([cuts, [xs.size]])
+    mass = cw[hi] - cw[lo]
+    sx = cwx[hi] - cwx[lo]
+    sse = float(np.sum((cwxx[hi] - cwxx[lo]) - 2 * c * sx + c * c * mass))
+    return c, max(sse, 0.0)
+
+
+def fit_values(x: np.ndarray, k: int, importance: np.ndarray | None = None) -> np.ndarray:
+    """Up to ``k`` ascending float64 centers minimising the weighted squared error.
+
+    Two deterministic starts (evenly spaced over the range, as Deep Compression found
+    best for large weights, and weighted quantiles) and the better result is kept.
+    """
+    x = np.asarray(x, np.float64).ravel()
+    w = np.ones_like(x) if importance is None else np.asarray(importance, np.float64).ravel()
+    w = np.where(w > 0, w, 0.0) + 1e-12 * (float(w.max()) if w.size else 1.0)
+    if x.size == 0:
+        return np.zeros(1)
+    order = np.argsort(x, kind="stable")
+    xs, ws = x[order], w[order]
+    uniq = np.unique(xs)
+    if uniq.size <= k:
+        return uniq
+    linear = np.linspace(xs[0], xs[-1], k)
+    cum = np.cumsum(ws)
+    quant = xs[np.searchsorted(cum, (np.arange(k) + 0.5) / k * cum[-1]).clip(0, xs.size - 1)]
+    best, best_sse = _lloyd(xs, ws, linear)
+    other, sse = _lloyd(xs, ws, quant)
+    return other if sse < best_sse else best
+
+
+def nearest(values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Index of the nearest of the ascending ``values`` for every element of ``x``."""
+    mids = (values[1:] + values[:-1]) / 2
+    return np.searchsorted(mids, x).astype(np.int64)
+
+
+def fit_codebook(
+    w: np.ndarray,
+    bits: int,
+    importance: np.ndarray | None = None,
+    axis: int | None = None,
+) -> Codebook:
+    """A 2**bits codebook for ``w``; with ``axis``, values are first divided by each
+    channel's RMS so one codebook serves channels of different magnitude."""
+    w = np.asarray(w, np.float32)
+    scale = None
+    x = w.astype(np.float64)
+    imp = None if importance is None else np.broadcast_to(importance, w.shape).astype(np.float64)
+    if axis is not None:
+        scale = channel_rms(w, axis)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        s = scale.astype(np.float64).reshape(shape)
+        x = x / s
+        imp = (np.ones(w.shape) if imp is None else imp) * s * s
+    zero = bool(np.any(w == 0)) and np.count_nonzero(w == 0) * 100 >= w.size
+    k = 1 << bits
+    nz = x != 0 if zero else np.ones(x.shape, bool)
+    centers = fit_values(x[nz], k - 1 if zero else k, None if imp is None else imp[nz])
+    values = np.concatenate([[0.0], centers[centers != 0]]) if zero else centers
+    values = np.sort(values)
+    codes = nearest(values, x)
+    if zero:
+        codes[w == 0] = int(np.searchsorted(values, 0.0))
+    book = Codebook(values.astype(np.float32), codes.astype(np.uint8), scale, axis, zero)
+    return _zero_first(book)
+
+
+def _zero_first(book: Codebook) -> Codebook:
+    """Reorder so 0.0 is code 0 (a pruned tensor's dominant code packs to zero bits)."""
+    if not book.zero_code:
+        return book
+    z = int(np.searchsorted(book.values, 0.0))
+    perm = np.array([z] + [i for i in range(book.values.size) if i != z])
+    inverse = np.argsort(perm)
+    book.values = book.values[perm]
+    book.codes = inverse[book.codes].astype(np.uint8)
+    return book
+
+
+def channel_rms(w: np.ndarray, axis: int) -> np.ndarray:
+    """Per-channel RMS (1 where a channel is all zero): the codebook's unit per channel."""
+    moved = np.moveaxis(np.asarray(w, np.float64), axis, 0).reshape(w.shape[axis], -1)
+    rms = np.sqrt(np.mean(moved * moved, axis=1))
+    return np.where(rms > 0, rms, 1.0).astype(np.float32)
+
+
+def weighted_error(w: np.ndarray, book: Codebook, importance: np.ndarray | None) -> float:
+    diff = (book.decode().astype(np.float64) - w) ** 2
+    return float(np.sum(diff if importance is None else diff * importance))
+
+
+def gptq_assign(
+    mat: np.ndarray,
+    h: np.ndarray,
+    values: np.ndarray,
+    row_scale: np.ndarray | None,
+    keep_zero: np.ndarray | None,
+    zero_code: int | None,
+    damp: float = DEFAULT_DAMP,
+) -> np.ndarray:
+    """Codes for a [rows, K] matrix, column by column, later columns absorbing the error.
+
+    ``values`` ascending (codebook in channel units when ``row_scale`` is given);
+    ``keep_zero`` entries get ``zero_code`` (pruned weights stay pruned).
+    """
+    w = np.array(mat, np.float64)
+    rows, cols = w.shape
+    if not np.any(np.diag(h) > 0):
+        s = 1.0 if row_scale is None else row_scale.astype(np.float64)[:, None]
+        codes = nearest(values.astype(np.float64), w / s)
+        if keep_zero is not None and zero_code is not None:
+            codes[keep_zero] = zero_code
+        return codes
+    u = inverse_cholesky(h, damp)
+    s = np.ones(rows) if row_scale is None else row_scale.astype(np.float64)
+    vals = values.astype(np.float64)
+    order = np.argsort(values, kind="stable")
+    sorted_vals = vals[order]
+    codes = np.zeros((rows, cols), np.int64)
+    block = 128
+    for b0 in range(0, cols, block):
+        b1 = min(b0 + block, cols)
+        err_block = np.zeros((rows, b1 - b0))
+        for j in range(b0, b1):
+            col = w[:, j]
+            c = order[nearest(sorted_vals, col / s)]
+            if keep_zero is not None and zero_code is not None:
+                c = np.where(keep_zero[:, j], zero_code, c)
+            codes[:, j] = c
+            q = vals[c] * s
+            err = (col - q) / u[j, j]
+            w[:, j + 1 : b1] -= np.outer(err, u[j, j + 1 : b1])
+            err_block[:, j - b0] = err
+        w[:, b1:] -= err_block @ u[b0:b1, b1:]
+    return codes
+
+
+def refit_values(
+    mats: list[np.ndarray],
+    hs: list[np.ndarray],
+    codes: list[np.ndarray],
+    values: np.ndarray,
+    row_scales: list[np.ndarray | None],
+    fixed_zero: bool,
+) -> np.ndarray:
+    """Codebook values that minimise the layers' output error for fixed codes.
+
+    The data-driven counterpart of Deep Compression's centroid fine-tuning: with codes
+    fixed, sum_r ||(w_r - s_r C[a_r]) X||^2 is quadratic in the k values C, so one k x k
+    solve gives the best ones. Code 0 stays 0.0 when ``fixed_zero`` (pruned weights).
+    """
+    k = values.size
+    m = np.zeros((k, k))
+    b = np.zeros(k)
+    for mat, h, c, s in zip(mats, hs, codes, row_scales, strict=True):
+        rows, cols = mat.shape
+        sr = np.ones(rows) if s is None else s.astype(np.float64)
+        for r0 in range(0, rows, 64):
+            r1 = min(r0 + 64, rows)
+            onehot = np.zeros((r1 - r0, cols, k))
+            np.put_along_axis(onehot, c[r0:r1, :, None], 1.0, axis=2)
+            ha = np.einsum("jl,rlc->rjc", h, onehot)
+            w = np.asarray(mat[r0:r1], np.float64)
+            sc = sr[r0:r1]
+            m += np.einsum("r,rjc,rjd->cd", sc * sc, onehot, ha)
+            b += np.einsum("r,rj,rjc->c", sc, w, ha)
+    free = np.arange(1 if fixed_zero else 0, k)
+    sub = m[np.ix_(free, free)]
+    if sub.size == 0 or not np.all(np.isfinite(sub)):
+        return values
+    ridge = 1e-9 * max(float(np.trace(sub)) / free.size, 1e-30)
+    try:
+        sol = np.linalg.solve(sub + ridge * np.eye(free.size), b[free])
+    except np.linalg.LinAlgError:
+        return values
+    out = values.astype(np.float64).copy()
+    used = np.diag(sub) > 0
+    out[free[used]] = sol[used]
+    return out.astype(np.float32)

@@ -1,0 +1,126 @@
+"""auto judges its finalists on held-back data, by a bound; the split behind it; check's gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from model_builders import robust_fragile_model, write_data
+
+from onnxcomp import check
+from onnxcomp.auto import auto
+from onnxcomp.cli import main
+from onnxcomp.data import InputSpec, open_data
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.split import split_data
+
+SPECS = [InputSpec("x", np.dtype(np.float32), ("N", 4))]
+
+
+def _rows(folder: str, labels: str | None = None):
+    xs, ys = [], []
+    for b in open_data(folder, SPECS, labels=labels):
+        xs.append(b.feed["x"])
+        if b.labels is not None:
+            ys.append(b.labels)
+    return np.concatenate(xs), (np.concatenate(ys) if ys else None)
+
+
+def test_split_is_disjoint_complete_stratified_and_seeded(tmp_path):
+    x = np.arange(300 * 4, dtype=np.float32).reshape(300, 4)
+    y = np.repeat(np.arange(3), [150, 90, 60])
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    s = split_data(str(tmp_path / "d.npz"), SPECS, tmp_path / "a", labels="y", seed=5)
+    assert (s.search_samples, s.verify_samples, s.stratified) == (200, 100, True)
+    xs, ys = _rows(s.search, "y")
+    xv, yv = _rows(s.verify, "y")
+    assert np.bincount(yv).tolist() == [50, 30, 20]  # a third of each class
+    rows = np.concatenate([xs, xv])[:, 0]
+    assert sorted(rows.tolist()) == x[:, 0].tolist()  # every sample once, labels kept
+    assert np.array_equal(np.concatenate([ys, yv]), y[(rows // 4).astype(int)])
+    again = split_data(str(tmp_path / "d.npz"), SPECS, tmp_path / "b", labels="y", seed=5)
+    assert np.array_equal(_rows(again.verify)[0], xv)
+    other = split_data(str(tmp_path / "d.npz"), SPECS, tmp_path / "c", labels="y", seed=6)
+    assert not np.array_equal(_rows(other.verify)[0], xv)
+
+
+def test_split_refuses_a_single_sample(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((1, 4), np.float32))
+    with pytest.raises(OnnxcompError, match="cannot hold back"):
+        split_data(str(tmp_path / "d.npz"), SPECS, tmp_path / "a")
+
+
+@pytest.fixture
+def setup(save_model, tmp_path):
+    model = save_model(robust_fragile_model())
+    data = tmp_path / "data.npz"
+    write_data(data, n=300)
+    return model, data
+
+
+def test_too_little_data_is_refused_up_front_with_the_count_needed(setup, tmp_path, capsys):
+    model, data = setup
+    args = ["auto", str(model), "-o", str(tmp_path / "o.onnx"), "--data", str(data),
+            "--max-drop", "0.01", "--max-trials", "4", "--workers", "1"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    # 100 held back; a 1% agreement budget at 95% over 3 finalists needs 408
+    assert "cannot resolve" in err and "in agreement" in err and "408 would" in err
+    assert "--allow-small-data" in err
+    assert not (tmp_path / "o.onnx.report.json").exists()  # refused before searching
+
+
+def test_small_data_proceeds_with_a_widened_margin(setup, tmp_path):
+    model, data = setup
+    out = tmp_path / "o.onnx"
+    r = auto(model, out, data=str(data), max_drop=0.01, max_trials=10, workers=1,
+             allow_small_data=True)  # fmt: skip
+    v = r.verification
+    assert v.widened and v.margin > 0.01 and v.samples_needed == 408
+    for f in v.finalists:  # the widened margin only lets through "no sample changed"
+        assert f.accepted == (f.verify_drop == 0.0)
+    md = (tmp_path / "o.onnx.report.md").read_text()
+    assert "Verification on held-back data" in md and "WIDENED" in md
+
+
+def test_finalists_are_judged_on_held_back_data_by_their_bound(setup, tmp_path):
+    model, data = setup
+    out = tmp_path / "o.onnx"
+    verify = tmp_path / "verify.npz"
+    write_data(verify, n=400, seed=7)
+    r = auto(model, out, data=str(data), verify=str(verify), max_drop=0.1, max_trials=20,
+             workers=1)  # fmt: skip
+    v = r.verification
+    assert v.samples == 400 and v.method == "exact binomial" and not v.widened
+    assert v.test_confidence == pytest.approx(1 - 0.05 / 3)
+    assert r.found and v.finalists[0].search_drop <= 0.1
+    chosen = next(f for f in v.finalists if f.trial == r.chosen.id)
+    assert chosen.accepted and chosen.bound <= 0.1
+    # the bound re-derived from an independent check on the held-back data
+    rep = check(model, out, data=str(verify), runs=0, max_drop=0.1, confidence=v.test_confidence)
+    assert rep.drop_bound.upper == pytest.approx(chosen.bound) and rep.passed
+    assert rep.drop == pytest.approx(chosen.verify_drop)
+    # every finalist before the chosen one (cheaper) was rejected on its bound
+    for f in v.finalists[: v.finalists.index(chosen)]:
+        assert not f.accepted and f.bound > 0.1
+    data_json = json.loads((tmp_path / "o.onnx.report.json").read_text())
+    assert data_json["verification"]["finalists"][0]["bound"] is not None
+
+
+def test_check_confidence_gates_on_the_bound_not_the_point(setup, tmp_path, capsys):
+    model, data = setup
+    out = tmp_path / "w.onnx"
+    assert main(["compress", str(model), "-o", str(out), "--prune-sparsity", "0.5"]) == 0
+    capsys.readouterr()
+    base = ["check", str(model), str(out), "--data", str(data), "--runs", "0"]
+    plain = check(model, out, data=str(data), runs=0)
+    k = round(plain.drop * 300)
+    assert 0 < k < 150  # pruning flips some of the fragile layer's answers
+    # a budget just above the measured drop passes without --confidence, fails with it
+    budget = f"{plain.drop + 0.001:.4f}"
+    assert main([*base, "--max-drop", budget]) == 0
+    assert main([*base, "--max-drop", budget, "--confidence", "0.95"]) == 1
+    assert "upper bound" in capsys.readouterr().out
+    assert main([*base, "--max-drop", "0.5", "--confidence", "0.95"]) == 0
+    assert main([*base, "--max-drop", "0.5", "--confidence", "1.5"]) == 2

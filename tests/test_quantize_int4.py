@@ -1,0 +1,204 @@
+"""--quantize int4: 4-bit MatMul/Gemm blocks fused by onnxruntime, int4 embedding rows,
+int8 for what int4 cannot serve, said per layer."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import onnx
+import onnxruntime as ort
+from model_builders import _init, _model, vin
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxcomp.cli import main
+from onnxcomp.compress import compress
+from onnxcomp.quantization.blocks import CLIP_RATIOS, expand, quantize_blocks
+from onnxcomp.recover.gptq_blocks import gptq_blocks, output_error
+
+K, N, V = 256, 128, 300
+
+
+def transformer_bits(opset: int = 13, seed: int = 0) -> onnx.ModelProto:
+    """Gather(table) -> MatMul(w1) -> Tanh -> Gemm(w2, transB) -> Conv(1x1) path, dyn. batch."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"),
+        helper.make_node("MatMul", ["emb", "w1"], ["h"], name="mm1"),
+        helper.make_node("Tanh", ["h"], ["hr"]),
+        helper.make_node("Reshape", ["hr", "shape2d"], ["h2"]),
+        helper.make_node("Gemm", ["h2", "w2", "b2"], ["g"], name="gemm", transB=1),
+        helper.make_node("Reshape", ["g", "shape4d"], ["g4"]),
+        helper.make_node("Conv", ["g4", "wc"], ["out"], name="conv"),
+    ]
+    inits = [
+        _init("table", rng.standard_normal((V, K)).astype(np.float32)),
+        _init("w1", (rng.standard_normal((K, N)) * 0.1).astype(np.float32)),
+        _init("shape2d", np.array([-1, N], np.int64)),
+        _init("w2", (rng.standard_normal((K, N)) * 0.1).astype(np.float32)),
+        _init("b2", rng.standard_normal(K).astype(np.float32)),
+        _init("shape4d", np.array([-1, K, 1, 1], np.int64)),
+        _init("wc", (rng.standard_normal((64, K, 1, 1)) * 0.1).astype(np.float32)),
+    ]
+    return _model(
+        nodes,
+        [vin("ids", ["B"], TensorProto.INT64)],
+        [vin("out", ["B", 64, 1, 1])],
+        inits,
+        opset=opset,
+    )
+
+
+def _run(path, ids, optimized=None):
+    so = ort.SessionOptions()
+    if optimized is not None:
+        so.optimized_model_filepath = str(optimized)
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"ids": ids})[0]
+
+
+def test_block_rounding_error_is_bounded_by_the_block_scale():
+    w = np.random.default_rng(1).standard_normal((100, 40)).astype(np.float32)
+    for symmetric in (True, False):
+        plain = quantize_blocks(w, 32, symmetric=symmetric, search=False)
+        assert plain.scale.shape == (4, 40)  # ceil(100 / 32) blocks
+        err = np.abs(plain.dequantize() - w)
+        assert np.all(err <= expand(plain.scale, 100, 32) / 2 * (1 + 1e-5))
+        searched = quantize_blocks(w, 32, symmetric=symmetric)
+        # Clipping to a shrunk range costs at most (1 / min ratio - 1) * 7 steps on the edge.
+        bound = (7 / min(CLIP_RATIOS) - 7 + 0.5) if symmetric else 15 / min(CLIP_RATIOS)
+        assert np.all(np.abs(searched.dequantize() - w) <= expand(searched.scale, 100, 32) * bound)
+        assert np.mean((searched.dequantize() - w) ** 2) <= np.mean(err**2)
+    assert quantize_blocks(w, 32).q.min() >= -8 and quantize_blocks(w, 32).q.max() <= 7
+
+
+def test_gptq_blocks_beat_rounding_on_correlated_inputs():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1000, 64)) @ rng.standard_normal((64, 64)) * 0.3
+    x[:, 5] *= 10
+    h = x.T @ x / len(x)
+    w = rng.standard_normal((64, 32)).astype(np.float32)
+    for symmetric in (True, False):
+        rtn = quantize_blocks(w, 16, symmetric=symmetric)
+        gptq = gptq_blocks(w, h, 16, symmetric=symmetric)
+        assert output_error(w, gptq, h) < output_error(w, rtn, h)
+
+
+def test_int4_fuses_into_matmulnbits_and_falls_back_per_layer(save_model, tmp_path):
+    src = save_model(transformer_bits())
+    out = tmp_path / "int4.onnx"
+    result = compress(src, out, quantize="int4", block_size=32)
+    onnx.checker.check_model(str(out), full_check=True)
+    assert "upgraded opset 13 -> 21 for int4 blocks" in result.notes
+    bits = {r.name: r.bits for r in result.quantized}
+    assert bits == {"table": 4, "w1": 4, "w2": 4, "wc": 8}
+    assert "Conv weight" in result.skipped["wc (int4)"]
+    # onnxruntime turns both 4-bit weights into MatMulNBits, the table read by its kernel.
+    ids = np.array([0, 7, 299], np.int64)
+    _run(out, ids, optimized=tmp_path / "opt.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("MatMulNBits") == 2
+    assert "GatherBlockQuantized" in ops
+    assert "DequantizeLinear" not in ops
+
+
+def test_int4_outputs_match_the_stored_blocks(save_model, tmp_path):
+    """The runtime computes with exactly the stored 4-bit weights, and those lie within the
+    searched block range of the float weights."""
+    model = transformer_bits()
+    src = save_model(model)
+    out = tmp_path / "int4.onnx"
+    compress(src, out, quantize="int4")
+    stored = onnx.load(str(out))
+    arrays = {t.name: numpy_helper.to_array(t) for t in stored.graph.initializer}
+    floats = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    w1 = arrays["w1_int4"].astype(np.float32) * expand(arrays["w1_scale"], K, 32)
+    bound = (7 / min(CLIP_RATIOS) - 7 + 0.5) * expand(arrays["w1_scale"], K, 32)
+    assert np.all(np.abs(w1 - floats["w1"]) <= bound)
+    table = arrays["table_int4"].astype(np.float32) * np.repeat(arrays["table_scale"], 32, 1)
+    ids = np.array([3, 4], np.int64)
+    g = stored.graph
+    # Rebuild the first MatMul's output in numpy from the stored codes.
+    probe = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            list(g.node), "p", list(g.input), [vin("h", None)], list(g.initializer)
+        ),
+        opset_imports=stored.opset_import,
+        ir_version=stored.ir_version,
+    )
+    path = tmp_path / "probe.onnx"
+    onnx.save(probe, path)
+    h = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["h"], {"ids": ids}
+    )[0]
+    x = table[ids]
+    want = x @ w1
+    # MatMulNBits (accuracy level 4, onnxruntime's default for fused DQ) rounds the
+    # activations to int8 per block of 32 inputs: at most half a step of max|x_block|/127.
+    step = np.repeat(np.abs(x.reshape(len(ids), -1, 32)).max(axis=2) / 127, 32, axis=1)
+    bound = (step / 2) @ np.abs(w1) * 1.01 + 1e-4 * np.abs(want).max()
+    assert np.all(np.abs(h - want) <= bound)
+
+
+def test_asymmetric_uses_uint4_with_zero_points(save_model, tmp_path):
+    src = save_model(transformer_bits(opset=21))
+    out = tmp_path / "int4.onnx"
+    result = compress(src, out, quantize="int4", symmetric=False, block_size=64)
+    assert not any("upgraded" in n for n in result.notes)
+    stored = onnx.load(str(out))
+    types = {t.name: t.data_type for t in stored.graph.initializer}
+    assert types["w1_int4"] == TensorProto.UINT4 and types["w1_zero_point"] == TensorProto.UINT4
+    dq = next(n for n in stored.graph.node if n.op_type == "DequantizeLinear")
+    assert {a.name: a.i for a in dq.attribute} == {"axis": 0, "block_size": 64}
+    ids = np.array([1, 2], np.int64)
+    _run(out, ids, optimized=tmp_path / "opt.onnx")
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("MatMulNBits") == 2
+
+
+def test_int4_bytes_are_deterministic(save_model, tmp_path):
+    src = save_model(transformer_bits())
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    compress(src, a, quantize="int4")
+    compress(src, b, quantize="int4")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_int4_with_calibration_uses_gptq(save_model, tmp_path):
+    src = save_model(transformer_bits())
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, ids=np.arange(0, V, 7, dtype=np.int64))
+    out = tmp_path / "gptq.onnx"
+    result = compress(src, out, quantize="int4", calib=str(calib))
+    assert any("GPTQ from calibration data" in n for n in result.notes)
+    ref = _run(src, np.arange(10, dtype=np.int64))
+    got = _run(out, np.arange(10, dtype=np.int64))
+    cos = np.sum(ref * got) / np.linalg.norm(ref) / np.linalg.norm(got)
+    assert cos > 0.99
+
+
+def test_int4_cli_and_bad_block_size(save_model, tmp_path, capsys):
+    src = save_model(transformer_bits())
+    out = tmp_path / "o.onnx"
+    assert main(["compress", str(src), "-o", str(out), "--quantize", "int4"]) == 0
+    text = capsys.readouterr().out
+    assert "not int4: wc (Conv weight: int4 serves MatMul/Gemm only, int8)" in text
+    assert "to int4 (3) and int8" in text
+    bad = ["compress", str(src), "-o", str(out), "--quantize", "int4", "--block-size", "48"]
+    assert main(bad) == 2
+    assert "--block-size" in capsys.readouterr().err
+
+
+def test_int4_codes_pack_two_per_byte():
+    q = np.array([[1, -2], [3, -8]], np.int8).astype(ml_dtypes.int4)
+    import onnx_ir as ir
+
+    assert ir.tensor(q).tobytes() == bytes([0xE1, 0x83])
+
+
+def test_recipe_replays_int4_settings(tmp_path):
+    from onnxcomp.recipe import load_recipe
+
+    path = tmp_path / "r.toml"
+    path.write_text('[compress]\nquantize = "int4"\nblock-size = 64\nsymmetric = false\n')
+    options = load_recipe(str(path))
+    assert (options.quantize, options.block_size, options.symmetric) == ("int4", 64, False)
