@@ -29,7 +29,7 @@ from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.naming import NameAllocator
 from onnxcomp.passes.shape_inference import InferShapesPass
 from onnxcomp.recover.hessian import HessianAccumulator
-from onnxcomp.recover.layers import RebuildLayer, _describe, assign_rounds
+from onnxcomp.recover.layers import RebuildLayer, assign_rounds, describe_layer
 from onnxcomp.runtime import capture
 from onnxcomp.structured.groups import Group, find_groups
 from onnxcomp.weights import Use, Weight
@@ -140,7 +140,7 @@ def _layer(node: ir.Node) -> RebuildLayer:
     if value.const_value is None:  # a Constant node's output
         value.const_value = ir.convenience.get_const_tensor(value)
     weight = Weight(value, node.graph, [Use(node, 1, None)])  # type: ignore[arg-type]
-    layer = _describe(node, weight)
+    layer = describe_layer(node, weight)
     assert layer is not None
     return layer
 

@@ -92,7 +92,7 @@ def _ints(node: ir.Node, name: str, default: list[int]) -> tuple[int, ...]:
     return tuple(node.attributes.get_ints(name, default))
 
 
-def _describe(node: ir.Node, weight: Weight) -> RebuildLayer | None:
+def describe_layer(node: ir.Node, weight: Weight) -> RebuildLayer | None:
     array_shape = weight.value.shape
     rank = len(array_shape) if array_shape is not None else 0
     if node.op_type == "Conv" and 3 <= rank <= 5:
@@ -136,7 +136,7 @@ def find_layers(model: ir.Model, include: Callable[[Weight], bool]) -> list[Rebu
             continue
         if use.node.inputs[0] is None or not include(weight):
             continue
-        layer = _describe(use.node, weight)
+        layer = describe_layer(use.node, weight)
         if layer is not None:
             candidates[id(use.node)] = layer
     return assign_rounds(model.graph, candidates)
