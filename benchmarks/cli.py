@@ -33,6 +33,13 @@ def _names(value: str | None, known: dict, default: list[str], what: str) -> lis
     return names
 
 
+def _html(args: argparse.Namespace, payload: dict) -> None:
+    if args.html:
+        from benchmarks.report_html import write_html
+
+        write_html(payload, args.html)
+
+
 def _real_names(value: str | None) -> list[str]:
     from benchmarks.corpus import registry
 
@@ -77,6 +84,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-real", action="store_true", help="skip the real-model corpus")
     p.add_argument("--real-models", help="comma-separated corpus models (default: all cached)")
+    p.add_argument("--html", type=Path, help="also write the results as one offline HTML page")
     p.add_argument("--list", action="store_true", help="list models and contenders, then exit")
     return p.parse_args(argv)
 
@@ -100,9 +108,14 @@ def main(argv: list[str] | None = None) -> int:
         runner.dump(args.json, payload)
         args.markdown.write_text(report.markdown(payload))
         return 0
+    if args.html:
+        from onnxcomp.report.page import require_plotly
+
+        require_plotly()  # before any long work
     if args.report_only:
         payload = json.loads(args.json.read_text())
         args.markdown.write_text(report.markdown(payload))
+        _html(args, payload)
         return 0
     default_models = list(zoo.QUICK_MODELS) if args.quick else list(zoo.MODELS)
     cfg = runner.RunConfig(
@@ -171,5 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     payload["wall_s"] = round(time.perf_counter() - start, 1)
     runner.dump(args.json, payload)
     args.markdown.write_text(report.markdown(payload))
+    _html(args, payload)
     print(f"wrote {args.markdown} and {args.json} in {payload['wall_s'] / 60:.1f} min")
     return 0

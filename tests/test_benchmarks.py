@@ -189,3 +189,30 @@ def test_merge_later_runs_win_per_model_and_contender(tmp_path) -> None:
     assert merged["machine"]["onnxcomp_commit"] == "c1, c2"
     assert merged["command"] == "a ; then b" and "Merged from 2 runs" in merged["notes"][-1]
     assert md.read_text().startswith("#")
+
+
+def test_benchmark_results_as_html(tmp_path):
+    """`python -m benchmarks --html` draws the real-model and zoo figures offline."""
+    pytest.importorskip("plotly")
+    from benchmarks.report_html import write_html
+
+    lat = {"latency_1t": {"median_ms": 2.0}}
+    row = {"status": "ok", "drop": 0.01, "latency_1t": {"median_ms": 1.0}}
+    payload = {
+        "date": "today",
+        "command": "python -m benchmarks",
+        "notes": ["a note"],
+        "real": [
+            {"model": "m", "metric": "accuracy", "fp32": {"metric": 0.9, **lat},
+             "contenders": {"onnxcomp-int8": row}},
+        ],
+        "results": [
+            {"model": "z", "fp32": lat,
+             "contenders": {"onnxcomp-int8": {**row, "fidelity": {"cosine": 0.99}}}},
+        ],
+        "contenders": ["onnxcomp-int8"],
+    }  # fmt: skip
+    out = write_html(payload, tmp_path / "bench.html")
+    text = out.read_text()
+    assert all(f'id="figure-{i}"' in text for i in (1, 2, 3, 4))
+    assert "cdn." not in text.split("<body>")[1]  # plotly.js inlined in the head, no CDN
