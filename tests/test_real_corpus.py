@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
 from pathlib import Path
 
 import onnx
@@ -57,9 +58,19 @@ def _why_not(name: str) -> str | None:
         if importlib.util.find_spec(module) is None:
             return f"needs the package {module} (pip install -e .[real])"
     for tool in spec.tools:
-        if shutil.which(tool) is None:
+        if shutil.which(tool) is None and not _debian_package(tool):
             return f"needs {tool} (apt-get install {tool})"
     return None
+
+
+def _debian_package(name: str) -> bool:
+    """Tools that are no command (fonts) are Debian packages: installed or not."""
+    if shutil.which("dpkg-query") is None:
+        return False
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", name], capture_output=True, text=True, check=False
+    )
+    return proc.returncode == 0 and "ok installed" in proc.stdout
 
 
 def _weight_share(path: Path) -> float:
