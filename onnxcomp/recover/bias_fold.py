@@ -59,7 +59,9 @@ def _weight_changed(node: ir.Node, teacher: dict[str, ir.Value]) -> bool:
         return False
     producer = w.producer()
     if producer is not None and producer.op_type == "DequantizeLinear":
-        return True
+        # a quantized weight; an activation behind its Q/DQ pair (attention's K) is no layer
+        q = producer.inputs[0]
+        return q is not None and q.const_value is not None
     mine, theirs = _constant(w), _constant(teacher.get(w.name or ""))
     return mine is not None and theirs is not None and not np.array_equal(mine, theirs)
 
