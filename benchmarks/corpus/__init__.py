@@ -68,6 +68,18 @@ class RealModel:
     tools: tuple[str, ...] = ()  # executables needed to prepare (espeak-ng, fonts)
 
 
+def session(model_file: Path, threads: int):
+    """The one CPU session every scorer uses: quiet, fixed threading, so the scores of
+    different files of one model are comparable."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
+
+
 PREPARE_VERSION = 1  # bump when a prepare function changes so caches are rebuilt
 
 

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmarks.corpus import Prepared, RealModel, Score, Wheel
+from benchmarks.corpus import session as _session
 from benchmarks.corpus.fetch import read_member
 
 if TYPE_CHECKING:
-    from onnxruntime import InferenceSession
+    pass
 
 WHEEL = Wheel(
     package="magika",
@@ -170,17 +171,6 @@ def prepare_magika(model_file: Path, folder: Path) -> Prepared:
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1))
     extra = {"targets": [label for _, label, _ in evals], "labels": cfg["target_labels_space"]}
     return Prepared("magika", folder, model_file, calib_dir, eval_dir, extra)
-
-
-def _session(model_file: Path, threads: int) -> InferenceSession:
-    """A CPU session set up the same way for every scored file."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
 
 
 def score_magika(model_file: Path, prepared: Prepared, threads: int) -> Score:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmarks.corpus import Prepared, RealModel, Score, Wheel
+from benchmarks.corpus import session as _session
 from benchmarks.corpus.speech_audio import FRAME, SR, recordings
 
 if TYPE_CHECKING:
@@ -37,17 +38,6 @@ EVAL_FEEDS = 256  # streaming feeds kept in eval/ (evenly spread over the evalua
 METRIC = "frame ROC-AUC"
 
 Feed = dict[str, np.ndarray]
-
-
-def _session(model_file: Path, threads: int) -> InferenceSession:
-    """CPU session with fixed threading, so scores of different files are comparable."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
 
 
 def _is_sequence(sess: InferenceSession) -> bool:

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmarks.corpus import Prepared, RealModel, Score, Wheel
+from benchmarks.corpus import session as _session
 
 if TYPE_CHECKING:
-    from onnxruntime import InferenceSession
+    pass
 
 WHEEL = Wheel(
     package="scikit-learn",
@@ -80,17 +81,6 @@ def prepare_digits(data_file: Path, folder: Path) -> Prepared:
         np.savez(eval_dir / f"e{i:04d}.npz", **{INPUT: x[row : row + 1], "label": y[row : row + 1]})
     extra = {"eval": N_EVAL, "train": len(tr), "sklearn_accuracy": float(pipe.score(x[ev], y[ev]))}
     return Prepared("sklearn-digits", folder, model_file, calib_dir, eval_dir, extra)
-
-
-def _session(model_file: Path, threads: int) -> InferenceSession:
-    """A CPU session set up the same way for every scored file."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
 
 
 def _probabilities(value: object) -> np.ndarray:

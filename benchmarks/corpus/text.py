@@ -27,11 +27,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmarks.corpus import Prepared, RealModel, Score, Wheel
+from benchmarks.corpus import session as _session
 from benchmarks.corpus.fetch import read_member
 
 if TYPE_CHECKING:
-    from onnxruntime import InferenceSession
-
     from benchmarks.zoo_minilm import WordPiece
 
 WHEEL = Wheel(
@@ -147,17 +146,6 @@ def prepare_minilm(model_file: Path, folder: Path) -> Prepared:
         _write_feed(tok, doc, eval_dir / f"d{i:04d}.npz")
     extra = {"pairs": len(pairs), "calib": len(calib), "seq": SEQ}
     return Prepared("minilm-l3", folder, model_file, calib_dir, eval_dir, extra)
-
-
-def _session(model_file: Path, threads: int) -> InferenceSession:
-    """A CPU session set up the same way for every scored file."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_file), opts, providers=["CPUExecutionProvider"])
 
 
 def score_minilm(model_file: Path, prepared: Prepared, threads: int) -> Score:
