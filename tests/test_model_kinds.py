@@ -176,7 +176,36 @@ def test_matmul_error_within_derived_bound(save_model, tmp_path):
     assert np.abs(full_new - full_ref).max() > 0  # it really did change
 
 
-def test_embedding_rows_are_gathered_before_dequantizing(save_model, tmp_path):
+def _expected_embedding_output(feed):
+    table = onnx.numpy_helper.to_array(embedding_model().graph.initializer[0])
+    scale = np.abs(table).max(axis=1) / 127
+    ref_rows = np.rint(table / scale[:, None]) * scale[:, None]
+    w = onnx.numpy_helper.to_array(embedding_model().graph.initializer[1])
+    w_scale = np.abs(w).max(axis=0) / 127
+    return np.maximum(ref_rows[feed["ids"]] @ (np.rint(w / w_scale) * w_scale), 0)
+
+
+def test_small_embedding_table_is_decoded_once_at_load(save_model, tmp_path):
+    """A 50x16 table: int8 in the file, a float constant after onnxruntime's load-time
+    folding, so each lookup is one float Gather (no per-run rescale chain)."""
+    src = save_model(embedding_model())
+    out = tmp_path / "out.onnx"
+    compress(src, out, quantize="weights")
+    model = onnx.load(out)
+    int8 = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    assert any(onnx.numpy_helper.to_array(t).shape == (50, 16) for t in model.graph.initializer
+               if t.name in int8)  # fmt: skip
+    assert not [n for n in model.graph.node if n.op_type == "Gather" and n.input[0] in int8]
+    feed = _feed("embedding")
+    np.testing.assert_allclose(
+        _run(out, feed)[0], _expected_embedding_output(feed), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_embedding_rows_are_gathered_before_dequantizing(save_model, tmp_path, monkeypatch):
+    from onnxcomp.passes import gather_dequantize
+
+    monkeypatch.setattr(gather_dequantize, "MIN_TABLE_ELEMENTS", 1)  # as if it were big
     src = save_model(embedding_model())
     out = tmp_path / "out.onnx"
     compress(src, out, quantize="weights")
@@ -188,10 +217,6 @@ def test_embedding_rows_are_gathered_before_dequantizing(save_model, tmp_path):
         for n in model.graph.node
     )
     feed = _feed("embedding")
-    table = onnx.numpy_helper.to_array(embedding_model().graph.initializer[0])
-    scale = np.abs(table).max(axis=1) / 127
-    ref_rows = np.rint(table / scale[:, None]) * scale[:, None]
-    w = onnx.numpy_helper.to_array(embedding_model().graph.initializer[1])
-    w_scale = np.abs(w).max(axis=0) / 127
-    expected = np.maximum(ref_rows[feed["ids"]] @ (np.rint(w / w_scale) * w_scale), 0)
-    np.testing.assert_allclose(_run(out, feed)[0], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _run(out, feed)[0], _expected_embedding_output(feed), rtol=1e-5, atol=1e-5
+    )

@@ -143,9 +143,9 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
         out = node.outputs[0]
         if out.is_graph_output() or not out.uses():
             return False
-        return not any(self._fused(use.node, q) for use in out.uses())
+        return not any(self._fused(use.node, q, out) for use in out.uses())
 
-    def _fused(self, reader: ir.Node, q: np.ndarray) -> bool:
+    def _fused(self, reader: ir.Node, q: np.ndarray, weight: ir.Value) -> bool:
         if reader.op_type in self.keep_ops:
             k = q.shape[0] if q.ndim == 2 else 0
             if reader.op_type == "Gemm" and bool(reader.attributes.get_int("transB", 0)):
@@ -153,8 +153,12 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
             if nbits_blocked(reader):
                 return False
             return q.size >= NBITS_MIN_ELEMENTS and k >= NBITS_MIN_K
+        # An int8 kernel reads a dequantized activation beside the weight. A Gather reads
+        # the weight as its *data* input: nothing fuses there, it is decoded at load.
         data = reader.inputs[0] if reader.inputs else None
-        producer = data.producer() if data is not None else None
+        if data is None or data is weight:
+            return False
+        producer = data.producer()
         return producer is not None and producer.op_type == "DequantizeLinear"
 
     def _convert(

@@ -3,7 +3,9 @@
 ``Gather(DequantizeLinear(table), ids)`` dequantizes the whole table on every run (a
 30k-token vocabulary is tens of MB of float work per inference). Gathering the int8
 rows and their per-row scales first gives the same values for the cost of the rows
-actually read.
+actually read. Small tables (position, token-type) are left to the decode-at-load
+pass instead: onnxruntime turns them back into float constants once, and each lookup is
+one float Gather, not four small ops.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 
 logger = logging.getLogger(__name__)
+
+# Below this many elements (1 MiB of int8) the float table is cheaper to hold in memory
+# than the per-run gather-and-rescale chain.
+MIN_TABLE_ELEMENTS = 1 << 20
 
 
 def _row_dequantize(value: ir.Value | None) -> ir.Node | None:
@@ -29,6 +36,8 @@ def _row_dequantize(value: ir.Value | None) -> ir.Node | None:
     assert q is not None and q.const_value is not None
     assert scale is not None and scale.const_value is not None
     if q.const_value.dtype != ir.DataType.INT8 or len(q.const_value.shape) < 2:
+        return None
+    if q.const_value.size < MIN_TABLE_ELEMENTS:
         return None
     zero = node.inputs[2] if len(node.inputs) > 2 else None
     if zero is not None and zero.const_value is not None and np.any(zero.const_value.numpy()):
@@ -94,24 +103,20 @@ def _rewrite(gather: ir.Node, dq: ir.Node, names: NameAllocator) -> None:
         new_nodes.append(deq)
         result = deq.outputs[0]
     else:
-        row_scale = ir.node("Gather", [scale, ids], attributes={"axis": 0},
-                            name=names.new(f"{base}_row_scale"))  # fmt: skip
-        axes = ir.Value(
-            name=names.new(f"{base}_last_axis"),
-            shape=ir.Shape([1]),
-            type=ir.TensorType(ir.DataType.INT64),
-            const_value=ir.tensor(np.array([-1], np.int64)),
+        column_scale = add_initializer(  # [rows, 1]: gathered rows broadcast over columns
+            graph,
+            names.new(f"{base}_row_scale_column"),
+            scale.const_value.numpy().reshape(-1, *([1] * (len(q.shape or ()) - 1))),
         )
-        graph.register_initializer(axes)
-        column = ir.node("Unsqueeze", [row_scale.outputs[0], axes],
-                         name=names.new(f"{base}_scale_column"))  # fmt: skip
+        row_scale = ir.node("Gather", [column_scale, ids], attributes={"axis": 0},
+                            name=names.new(f"{base}_row_scale"))  # fmt: skip
         cast = ir.node("Cast", [rows.outputs[0]], attributes={"to": ir.DataType.FLOAT},
                        name=names.new(f"{base}_to_float"))  # fmt: skip
-        mul = ir.node("Mul", [cast.outputs[0], column.outputs[0]],
+        mul = ir.node("Mul", [cast.outputs[0], row_scale.outputs[0]],
                       name=names.new(f"{base}_rescale"))  # fmt: skip
-        for node in (row_scale, column, cast):
+        for node in (row_scale, cast):
             node.outputs[0].name = names.new(f"{node.name}_out")
-        new_nodes += [row_scale, column, cast, mul]
+        new_nodes += [row_scale, cast, mul]
         result = mul.outputs[0]
     result.dtype = ir.DataType.FLOAT
     result.shape = out.shape

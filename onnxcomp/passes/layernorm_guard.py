@@ -39,6 +39,11 @@ def _fusable_add(node: ir.Node) -> bool:
     return any(u.node.op_type in NORMALIZERS and u.idx == 0 for u in out.uses())
 
 
+def fusable_adds(model: ir.Model) -> int:
+    """How many Adds onnxruntime would fuse with the LayerNorm after them."""
+    return sum(1 for n in model.graph if _fusable_add(n))
+
+
 class KeepLayerNormUnfusedPass(ir.passes.InPlacePass):
     """Route each residual Add that feeds a LayerNorm through an identity Reshape."""
 

@@ -29,7 +29,8 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.metrics import cosine_rows
 from onnxcomp.options import ACTIVATION_TYPES, CompressOptions
 from onnxcomp.passes.decode_at_load import DecodeAtLoadPass
-from onnxcomp.passes.layernorm_guard import KeepLayerNormUnfusedPass
+from onnxcomp.passes.dynamic_matmul import DynamicMatMulPass, dynamic_candidates
+from onnxcomp.passes.layernorm_guard import KeepLayerNormUnfusedPass, fusable_adds
 from onnxcomp.passes.quantize_activations import InsertQDQPass
 from onnxcomp.passes.shape_inference import InferShapesPass
 from onnxcomp.quantization.calibrate import Statistics, collect
@@ -41,12 +42,18 @@ logger = logging.getLogger(__name__)
 # Order in which families are tried out of int8 when the model got slower or worse:
 # cheap data movement first, the big GEMMs last.
 DROP_ORDER = (
-    "shape", "concat", "mul", "add", "pool", "activation", "matmul_act", "gemm", "matmul", "conv"
+    "dynamic", "shape", "concat", "mul", "add", "pool", "activation", "matmul_act", "gemm",
+    "matmul", "conv", "skip_layernorm",
 )  # fmt: skip
+# Steps that *add* a switch instead of dropping a family: "dynamic" quantizes the inputs
+# of weight MatMul/Gemm at run time (passes/dynamic_matmul.py) instead of with a
+# calibrated Q/DQ pair; "skip_layernorm" lets onnxruntime fuse residual Add + LayerNorm
+# (passes/layernorm_guard.py says why it is blocked by default).
+SWITCHES = frozenset({"dynamic", "skip_layernorm"})
 # 1 - cosine above this triggers the search: int8 transformers sit near 0.99, and
 # dropping op families rarely buys fidelity there, only time.
 FIDELITY_TOLERANCE = 1e-2
-COMPUTE_FAMILIES = frozenset({"conv", "gemm", "matmul", "matmul_act"})
+COMPUTE_FAMILIES = frozenset({"conv", "gemm", "matmul"})
 SPEEDUP_MARGIN = 0.97  # a drop must make the model at least 3% faster to count
 MAX_PASSES = 3  # rounds over DROP_ORDER while the model is still slower than float
 CALIB_BATCH = 4  # samples per calibration run: peak memory vs onnxruntime call overhead
@@ -124,6 +131,7 @@ def quantize_int8(
     params = _params(stats, options.calib_method, options.percentile, dtype)
     families = frozenset(plan.families) & DEFAULT_FAMILIES
     measure = tune and bool(families) and reference is not None
+    switchable = _switchable(model, families)
     # Trials rebuild from a serialized copy; the first candidate is the model itself.
     base = opaque_types.to_proto(model).SerializeToString() if measure else b""
 
@@ -132,9 +140,20 @@ def quantize_int8(
             m = opaque_types.from_proto(onnx.load_from_string(base))
             if base_dir is not None:  # external data stays relative to the model's folder
                 ir.external_data.set_base_dir(m.graph, base_dir)
-        p = plan_qdq(m, exclude=exclude, families=families)
+        static = families - SWITCHES
+        if "dynamic" in families:
+            static -= {"matmul", "gemm"}
+        p = plan_qdq(m, exclude=exclude, families=static)
         InsertQDQPass(p, params, dtype)(m)
-        KeepLayerNormUnfusedPass()(m)
+        if "dynamic" in families:
+            ops = {op for op, fam in (("MatMul", "matmul"), ("Gemm", "gemm")) if fam in families}
+            dynamic = DynamicMatMulPass(frozenset(ops), exclude=frozenset(exclude))
+            dynamic(m)
+            p.dynamic = dynamic.rewritten
+            for name in p.dynamic:
+                p.kept_float.pop(name, None)
+        if "skip_layernorm" not in families:
+            KeepLayerNormUnfusedPass()(m)
         # Weights of ops that stay float: int8 in the file, decoded once at load.
         decode = DecodeAtLoadPass()
         decode(m)
@@ -146,12 +165,24 @@ def quantize_int8(
     best, best_plan = build(families, m=model)
     if measure:
         bench = Bench(reference, data, base_dir=base_dir)
-        families, best, best_plan = _tune(families, best, best_plan, build, bench, report)
+        families, best, best_plan = _tune(
+            families, best, best_plan, build, bench, report, switchable
+        )
     report.tensors = len(best_plan.roots) + len(best_plan.shared)
     report.quantized_ops = _count_ops(best_plan)
     report.kept_float = dict(best_plan.kept_float)
     report.decoded_at_load = best_plan.decoded_at_load
     return best, report
+
+
+def _switchable(model: ir.Model, families: frozenset[str]) -> frozenset[str]:
+    """Switches worth a trial on this model: each one changes its graph."""
+    found = set()
+    if families & {"matmul", "gemm"} and dynamic_candidates(model):
+        found.add("dynamic")
+    if fusable_adds(model):
+        found.add("skip_layernorm")
+    return frozenset(found)
 
 
 def _params(stats: Statistics, method: str, percentile: float, dtype: str):
@@ -168,14 +199,29 @@ def _count_ops(plan) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _tune(families, model, plan, build, bench: Bench, report: Int8Report):
+def _next_trial(
+    step: str, families: frozenset[str], switchable: frozenset[str], slow: bool
+) -> frozenset[str] | None:
+    """The candidate one greedy step tries, or None when the step does not apply."""
+    if step in SWITCHES:
+        return families | {step} if step in switchable and step not in families else None
+    if step not in families or (not slow and step in COMPUTE_FAMILIES):
+        return None  # a fast model keeps its int8 GEMMs: fidelity never buys speed back
+    trial = families - {step}
+    if "dynamic" in trial and not trial & {"matmul", "gemm"}:
+        trial -= {"dynamic"}
+    return trial
+
+
+def _tune(families, model, plan, build, bench: Bench, report: Int8Report, switchable):
     """Greedy: drop a family when that makes the model measurably faster or closer.
 
     Cheap families (shape, add, mul, concat, pool, activation, activation x activation
     MatMul) are tried even when int8 already beats float: a requantizing Add or Reshape
     around attention can cost more than it saves (the MiniLM export ran 3x faster with
     its Adds float). The big GEMMs are only tried when the model is slower than float."""
-    ratio, cos = bench.evaluate(model)
+    incumbent = bench.session(model)
+    ratio, cos = bench.latency(incumbent), bench.cosine(incumbent)
     report.trials.append({"families": sorted(families), "latency_ratio": ratio, "cosine": cos})
     tried: set[frozenset[str]] = {frozenset(families)}
     for _ in range(MAX_PASSES):  # once the Convs went float, a lone int8 Add may not pay
@@ -183,19 +229,17 @@ def _tune(families, model, plan, build, bench: Bench, report: Int8Report):
         for fam in DROP_ORDER:
             slow = ratio > SPEEDUP_MARGIN
             loose = 1.0 - cos > FIDELITY_TOLERANCE
-            cheap = fam not in COMPUTE_FAMILIES
-            if fam not in families or (not slow and not cheap):
-                continue  # a fast model keeps its int8 GEMMs: fidelity never buys speed back
-            trial = frozenset(families - {fam})
-            if trial in tried:
+            trial = _next_trial(fam, families, switchable, slow)
+            if trial is None or trial in tried:
                 continue
             tried.add(trial)
             m, p = build(trial)
             session = bench.session(m)
             c = bench.cosine(session)
             halves_error = loose and (1.0 - c) < 0.5 * (1.0 - cos)
-            r = bench.latency(session)
-            del session
+            # Both candidates timed in one interleaved run: a ratio from an earlier run
+            # carries that run's noise (on a loaded machine, more than the 3% margin).
+            ratio, r = bench.latency(incumbent, session)
             report.trials.append({"families": sorted(trial), "latency_ratio": r, "cosine": c})
             # Slower than float, any measurable gain counts; already faster, a cheap family
             # only goes float when that keeps the output as close.
@@ -205,12 +249,15 @@ def _tune(families, model, plan, build, bench: Bench, report: Int8Report):
             closer = halves_error and r <= ratio * 1.03
             if faster or closer:
                 what = "slower" if faster else "less accurate"
+                before, after = ("without", "with") if fam in SWITCHES else ("with", "without")
                 report.families_dropped[fam] = (
-                    f"{what} in int8: {ratio:.2f}x float latency, cosine {cos:.5f} with it; "
-                    f"{r:.2f}x, cosine {c:.5f} without"
+                    f"{what} {before} it: {ratio:.2f}x float latency, cosine {cos:.5f}; "
+                    f"{r:.2f}x, cosine {c:.5f} {after}"
                 )
                 families, model, plan, ratio, cos = trial, m, p, r, c
+                incumbent = session
                 changed = True
+            del session
         if not changed or ratio <= SPEEDUP_MARGIN:
             break
     report.latency_ratio, report.cosine = round(ratio, 3), round(cos, 6)
@@ -248,10 +295,6 @@ class Bench:
     def session(self, model: ir.Model):
         return _session(model)
 
-    def evaluate(self, model: ir.Model) -> tuple[float, float]:
-        session = self.session(model)
-        return self.latency(session), self.cosine(session)
-
     def cosine(self, session) -> float:
         """Mean row cosine of every float output on the first calibration batch."""
         cos = []
@@ -263,9 +306,11 @@ class Bench:
                     cos.append(float(rows.mean()))
         return float(np.mean(cos)) if cos else 1.0
 
-    def latency(self, session) -> float:
-        """Candidate latency over float latency, 1 thread."""
-        return round(_latency_ratio(self.ref, session, self.timing_feed, self.budget), 3)
+    def latency(self, *sessions) -> Any:
+        """Each candidate's latency over float latency, 1 thread, timed together."""
+        ratios = _latency_ratios(self.ref, sessions, self.timing_feed, self.budget)
+        rounded = [round(r, 3) for r in ratios]
+        return rounded[0] if len(rounded) == 1 else rounded
 
 
 def _session(model: bytes | str | ir.Model, base_dir: str | None = None):
@@ -284,20 +329,22 @@ def _one_sample(feed: dict[str, np.ndarray], session) -> dict[str, np.ndarray]:
     return out
 
 
-def _latency_ratio(ref, cand, feed, budget: float) -> float:
-    """Median run time of ``cand`` over ``ref``, runs interleaved so noise cancels.
+def _latency_ratios(ref, cands, feed, budget: float) -> list[float]:
+    """Median run time of each of ``cands`` over ``ref``, runs interleaved so noise
+    cancels.
 
-    Runs fill ``budget`` seconds; a model slower than that gets 3 pairs, each long
-    enough to time well.
+    Runs fill ``budget`` seconds per candidate; a model slower than that gets 3 rounds,
+    each long enough to time well.
     """
-    ref.run(None, feed)  # warm-up: first runs allocate
-    cand.run(None, feed)
-    t_ref: list[float] = []
-    t_cand: list[float] = []
-    stop = time.perf_counter() + budget
-    while len(t_ref) < 3 or (time.perf_counter() < stop and len(t_ref) < 200):
-        for sess, times in ((ref, t_ref), (cand, t_cand)):
+    sessions = [ref, *cands]
+    for sess in sessions:  # warm-up: first runs allocate
+        sess.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
+    stop = time.perf_counter() + budget * len(cands)
+    while len(times[0]) < 3 or (time.perf_counter() < stop and len(times[0]) < 200):
+        for sess, out in zip(sessions, times, strict=True):
             t = time.perf_counter()
             sess.run(None, feed)
-            times.append(time.perf_counter() - t)
-    return float(np.median(t_cand) / max(np.median(t_ref), 1e-9))
+            out.append(time.perf_counter() - t)
+    base = max(float(np.median(times[0])), 1e-9)
+    return [float(np.median(t)) / base for t in times[1:]]

@@ -69,6 +69,7 @@ class QdqPlan:
     shared: dict[ir.Value, ir.Value] = field(default_factory=dict)  # value -> root it reuses
     kept_float: dict[str, str] = field(default_factory=dict)  # node name -> why
     decoded_at_load: int = 0  # int8 weights of float ops, decoded by onnxruntime at load
+    dynamic: list[str] = field(default_factory=list)  # MatMul/Gemm quantized at run time
 
     @property
     def families(self) -> dict[str, int]:
