@@ -211,7 +211,17 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, int | None]:
             f"cannot upgrade the model from opset {old} to {target}: {one_line(exc)}"
         ) from None
     logger.info("upgraded the model from opset %d to %d", old, target)
+    _keep_value_info_of(proto, converted)
     return opaque_types.from_proto(converted), old
+
+
+def _keep_value_info_of(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
+    """The converter infers shapes; annotations the input did not have are not ours to
+    write (passes/value_info.py)."""
+    had = {v.name for v in before.graph.value_info}
+    kept = [v for v in after.graph.value_info if v.name in had]
+    del after.graph.value_info[:]
+    after.graph.value_info.extend(kept)
 
 
 def file_size(path: str | os.PathLike) -> int:

@@ -39,6 +39,7 @@ from onnxcomp.options import CompressOptions
 from onnxcomp.passes.batchnorm_vectors import BatchNormTwoVectorsPass
 from onnxcomp.passes.codebook_step import CodebookStepPass
 from onnxcomp.passes.decode_at_load import DecodeAtLoadPass, StoreConstantsInt8Pass
+from onnxcomp.passes.float16_vectors import StoreVectorsFloat16Pass
 from onnxcomp.passes.gather_dequantize import GatherBeforeDequantizePass
 from onnxcomp.passes.gemm_nbits_layout import GemmWeightLayoutPass
 from onnxcomp.passes.prepare import prepare_pass
@@ -47,6 +48,7 @@ from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
 from onnxcomp.passes.report import CompressReport
 from onnxcomp.passes.strip import RemoveUnusedSubgraphInitializersPass, strip_pass
 from onnxcomp.passes.strip_debug_info import StripDebugInfoPass
+from onnxcomp.passes.value_info import DropInferredValueInfoPass, RecordValueInfoPass
 from onnxcomp.weights import Weight, find_weights
 
 
@@ -82,9 +84,10 @@ def build_pipeline(
 
         recovery = Recovery(options, report)
 
-    passes: list[ir.passes.PassBase] = [prepare_pass()]
+    shapes = RecordValueInfoPass()
+    passes: list[ir.passes.PassBase] = [shapes, prepare_pass()]
     if options.layers:  # names from before prepare (it folds and renames) and after
-        passes = [LayerNamesPass(ctx), prepare_pass(), LayerNamesPass(ctx, check=True)]
+        passes = [shapes, LayerNamesPass(ctx), prepare_pass(), LayerNamesPass(ctx, check=True)]
     if not options.keep_debug_info:
         passes.append(StripDebugInfoPass(report))
     if recovery is not None:
@@ -134,6 +137,7 @@ def build_pipeline(
         passes.append(recovery.bias_pass())
     if options.quantizes:
         passes.append(StoreInt8AtLoadPass(options, include, report))
+    passes.append(DropInferredValueInfoPass(shapes))
     return ir.passes.PassManager(passes, steps=1)
 
 
@@ -326,6 +330,14 @@ class StoreInt8AtLoadPass(ir.passes.InPlacePass):
                 "(decoded once by onnxruntime at load)"
             )
         result.skipped.update({k: v for k, v in store.skipped.items() if v != "excluded"})
+        half = StoreVectorsFloat16Pass(
+            quantize_filter(self.include, options.layers, options.quantize)
+        )
+        if half(model).modified:
+            result.notes.append(
+                f"stored {len(half.converted)} float vectors (scales, biases) float16: "
+                f"{half.bytes_saved:,} bytes saved, relative error <= 2**-11"
+            )
         two_vectors = False
         if weight_only:
             bn = BatchNormTwoVectorsPass()

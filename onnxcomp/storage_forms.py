@@ -8,12 +8,15 @@ chain's op types say the form, its leaves the bytes.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.weights import _weight_slot
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,6 +74,7 @@ def _form(nodes: list[ir.Node], leaves: list[ir.Value]) -> str:
 
 def storage_forms(model: ir.Model) -> list[StoredWeight]:
     """Every weight slot's storage, once per stored weight, in graph order."""
+    _infer_shapes(model)  # a decode chain's element count is its output's shape
     out: dict[str, StoredWeight] = {}
     for graph in [model.graph, *model.graph.subgraphs()]:
         for node in graph:
@@ -109,3 +113,13 @@ def storage_forms(model: ir.Model) -> list[StoredWeight]:
                 )
                 out[value.name or ""] = StoredWeight(name, _form(nodes, leaves), elements, nbytes)
     return list(out.values())
+
+
+def _infer_shapes(model: ir.Model) -> None:
+    """Shapes of decoded weights: written files carry no inferred shapes (value_info.py)."""
+    from onnxcomp.passes.shape_inference import InferShapesPass
+
+    try:
+        InferShapesPass()(model)
+    except Exception as exc:  # a model onnx cannot infer still gets its storage listed
+        logger.debug("shape inference failed: %s", exc)

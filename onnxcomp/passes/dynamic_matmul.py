@@ -67,13 +67,19 @@ def _candidate(node: ir.Node) -> tuple[ir.Value, np.ndarray, np.ndarray] | None:
     return a, (np.ascontiguousarray(q.T) if trans_b else q), scale
 
 
-def dynamic_candidates(model: ir.Model) -> int:
-    """How many main-graph nodes the pass would rewrite."""
-    return sum(1 for n in model.graph if n.op_type in ("MatMul", "Gemm") and _candidate(n))
+def dynamic_candidates(model: ir.Model) -> dict[str, int]:
+    """How many nodes the pass would rewrite, by op type."""
+    found: dict[str, int] = {}
+    for graph in (model.graph, *model.graph.subgraphs()):
+        for n in graph:
+            if n.op_type in ("MatMul", "Gemm") and _candidate(n):
+                found[n.op_type] = found.get(n.op_type, 0) + 1
+    return found
 
 
 class DynamicMatMulPass(ir.passes.InPlacePass):
-    """Rewrite main-graph MatMul/Gemm nodes that read a symmetric int8 weight."""
+    """Rewrite MatMul/Gemm nodes that read a symmetric int8 weight, in every graph (no
+    calibration is needed, so weights inside If/Loop bodies get int8 compute too)."""
 
     def __init__(
         self,
@@ -85,10 +91,14 @@ class DynamicMatMulPass(ir.passes.InPlacePass):
         self.rewritten: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph = model.graph
         names = NameAllocator(model)
-        quantized: dict[ir.Value, ir.Node] = {}  # activation -> its DynamicQuantizeLinear
         self.rewritten = []
+        for graph in (model.graph, *model.graph.subgraphs()):
+            self._graph(graph, names)
+        return ir.passes.PassResult(model, modified=bool(self.rewritten))
+
+    def _graph(self, graph: ir.Graph, names: NameAllocator) -> None:
+        quantized: dict[ir.Value, ir.Node] = {}  # activation -> its DynamicQuantizeLinear
         for node in list(graph):
             if node.op_type not in self.op_types or {node.name, node.op_type} & self.exclude:
                 continue
@@ -102,7 +112,6 @@ class DynamicMatMulPass(ir.passes.InPlacePass):
                 quantized[a] = dql
             self.rewritten.append(node.name or node.op_type)
             self._rewrite(graph, node, dql, q, scale, names)
-        return ir.passes.PassResult(model, modified=bool(self.rewritten))
 
     def _quantizer(self, graph: ir.Graph, node: ir.Node, a: ir.Value, names) -> ir.Node:
         base = a.name or "x"

@@ -1,5 +1,6 @@
 """Make weights visible: fold constant subgraphs, lift Constant nodes to initializers,
-fold BatchNormalization into the Conv/ConvTranspose/Gemm before it.
+fold BatchNormalization into the Conv/ConvTranspose/Gemm before it, and a per-channel
+bias Add into the Conv before it.
 
 Weights computed at run time from constants (a Transpose of an initializer, a Constant
 node inside an If branch) look like activations to every later pass until this runs.
@@ -21,6 +22,7 @@ from onnxscript.rewriter.rules.common import (
     fuse_batchnorm_into_gemm_rule,
 )
 
+from onnxcomp.passes.fold_conv_bias import FoldConvBiasAddPass
 from onnxcomp.passes.strip import RemoveUnusedSubgraphInitializersPass
 
 logger = logging.getLogger(__name__)
@@ -87,8 +89,11 @@ def _count(model: ir.Model, op_type: str) -> int:
 def prepare_pass() -> ir.passes.Sequential:
     return ir.passes.Sequential(
         FoldConstantsPass(),
-        LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=16),
+        # Every tensor: onnxscript's BatchNorm rules need initializers, and a 8-channel
+        # BN (PaddleOCR's first conv) has 8-element vectors.
+        LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1),
         FoldBatchNormPass(),
+        FoldConvBiasAddPass(),
         # What folding left unread (a weight now stored Unsqueezed) must not be saved.
         RemoveUnusedNodesPass(),
         RemoveUnusedSubgraphInitializersPass(),

@@ -129,7 +129,9 @@ def quantize_int8(
     report.calibration_samples = stats.samples
     report.statistics_bytes = stats.nbytes
     params = _params(stats, options.calib_method, options.percentile, dtype)
-    families = frozenset(plan.families) & DEFAULT_FAMILIES
+    # Weight MatMul/Gemm anywhere (If/Loop bodies too) can run int8 with run-time ranges.
+    dynamic = {op.lower() for op in dynamic_candidates(model)}
+    families = (frozenset(plan.families) | dynamic) & DEFAULT_FAMILIES
     measure = tune and bool(families) and reference is not None
     switchable = _switchable(model, families)
     # Trials rebuild from a serialized copy; the first candidate is the model itself.
@@ -178,7 +180,7 @@ def quantize_int8(
 def _switchable(model: ir.Model, families: frozenset[str]) -> frozenset[str]:
     """Switches worth a trial on this model: each one changes its graph."""
     found = set()
-    if families & {"matmul", "gemm"} and dynamic_candidates(model):
+    if families & {"matmul", "gemm"}:
         found.add("dynamic")
     if fusable_adds(model):
         found.add("skip_layernorm")
