@@ -111,8 +111,15 @@ def _values_by_name(model: ir.Model) -> dict[str, ir.Value]:
 
 
 def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None:
+    """A constant, also one stored float16 behind a Cast (passes/float16_vectors.py)."""
+    if value is None:
         return None
+    if value.const_value is None:
+        cast = value.producer()
+        if cast is None or cast.op_type != "Cast" or cast.inputs[0] is None:
+            return None
+        inner = cast.inputs[0].const_value
+        return inner.numpy().astype(np.float32) if inner is not None else None
     return value.const_value.numpy()
 
 

@@ -142,9 +142,16 @@ def test_opset_11_conv_net_per_channel_axes(save_model, tmp_path):
     result = compress(src, out, quantize="weights")
     axes = {r.name: r.axis for r in result.quantized}
     assert axes == {"w1": 0, "wt": 1, "wg": 0}  # ConvTranspose: channels on axis 1
-    inits = onnx.load(out).graph.initializer
-    scales = {t.name.split("_scale")[0]: t.dims for t in inits if "_scale" in t.name}
+    graph = onnx.load(out).graph
+    dims = {t.name: list(t.dims) for t in graph.initializer}
+    made_by = {o: n for n in graph.node for o in n.output}
+    scales = {}  # decoded weight name -> dims of its scale: Mul(Cast(int8), scale)
+    for mul in (n for n in graph.node if n.op_type == "Mul" and n.input[0] in made_by):
+        cast = made_by[mul.input[0]]
+        if cast.op_type == "Cast" and cast.input[0].endswith("_quantized"):
+            scales[mul.output[0]] = dims[mul.input[1]]
     # All decoded at load (scale shaped to broadcast; the Gemm's is too small for MatMulNBits)
+    # and the decoded weights keep their original names.
     assert scales == {"w1": [8, 1, 1, 1], "wt": [1, 6, 1, 1], "wg": [10, 1]}
 
 

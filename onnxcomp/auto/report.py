@@ -86,7 +86,7 @@ def verification_lines(r: Any) -> list[str]:
         return []
     lines = [
         f"verification: {v.data}; {v.samples} samples; {v.method} bound at "
-        f"{v.confidence:.0%} ({v.test_confidence:.2%} per finalist); accept when bound <= "
+        f"{v.confidence:.0%} (fixed sequence, safest first); accept when bound <= "
         f"{v.margin:.4f}" + (" (WIDENED: small data)" if v.widened else "")
     ]
     if v.note:

@@ -4,12 +4,19 @@ The search ranks configurations by their drop on the search part; the cheapest t
 fits is the one most likely to have got lucky there (the winner's curse). So a few
 finalists, chosen with growing safety margins on the search part, are judged on data the
 search never saw: a finalist is accepted when the upper bound of its drop there is
-within the budget. Testing K finalists on the same data, each test runs at confidence
-1 - (1 - c) / K (Bonferroni), so the one accepted meets the budget at confidence c.
+within the budget.
+
+Several finalists are tested on the same data, so the tests are ordered before any
+verification score is seen (fixed-sequence testing): safest first (smallest search drop),
+then ever cheaper ones, each at the full confidence c, stopping at the first that fails.
+A wrong acceptance can only happen at the first false hypothesis reached, so the chosen
+model (the cheapest accepted) meets the budget at confidence c without Bonferroni's
+c' = 1 - (1 - c) / K, which made every test stricter and picked larger models.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +26,9 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.evaluate import Evaluator
 from onnxcomp.stats import drop_bound, samples_needed, smallest_bound
 
-# Finalist i: the cheapest candidate whose search drop is <= budget * MARGINS[i].
-MARGINS = (1.0, 0.5, 0.25)
+# Finalist i: the cheapest candidate whose search drop is <= budget * MARGINS[i]; they
+# are verified in reverse (safest first). More rungs cost builds, never confidence.
+MARGINS = (1.0, 0.75, 0.5, 0.25)
 
 
 @dataclass
@@ -40,7 +48,7 @@ class Verification:
     data: str
     samples: int
     confidence: float  # what the user asked for, for the chosen model
-    test_confidence: float  # each finalist's test (Bonferroni over the finalists)
+    test_confidence: float  # each finalist's test (fixed sequence: the same as confidence)
     method: str  # exact binomial | bootstrap | point estimate (custom metric)
     margin: float  # a finalist is accepted when its bound is <= this
     widened: bool = False  # the data could not resolve the budget: margin > budget
@@ -56,7 +64,7 @@ def plan(
     if not 0.0 < confidence < 1.0:
         raise OnnxcompError(f"--confidence must be in (0, 1), got {confidence}")
     n = evaluator.samples
-    test_conf = 1.0 - (1.0 - confidence) / len(MARGINS)
+    test_conf = confidence  # fixed-sequence testing: no per-test correction
     metric = evaluator.metric_name
     if callable(evaluator.metric):
         return Verification(
@@ -115,28 +123,46 @@ def judge(
     *,
     seed: int = 0,
 ) -> Any | None:
-    """Build and score every finalist on the verification data; the cheapest accepted
-    one is left at ``out`` and returned (None when none is accepted)."""
-    chosen = None
-    for cand in finalists:
+    """Verify ``finalists`` (cheapest first, as picked) safest first and stop at the first
+    rejection; the cheapest accepted one is moved to ``out`` and returned (None when the
+    safest already fails)."""
+    chosen, chosen_path = None, None
+    for cand in reversed(finalists):
         f = Finalist(cand.id, float(cand.drop), bytes=cand.bytes, deflate_bytes=cand.deflate_bytes)
-        v.finalists.append(f)
-        path = out if chosen is None else scratch / f"finalist_{cand.id}.onnx"
+        v.finalists.insert(0, f)  # reported cheapest first, like the candidates
+        # Own folder, final file name: an external-data file keeps the name it is saved under.
+        path = scratch / f"finalist_{cand.id}" / out.name
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
             build(cand, path)
             score = evaluator.score(path)
         except OnnxcompError as exc:
             f.error = str(exc)
             path.unlink(missing_ok=True)
-            continue
+            break  # an untested hypothesis ends the sequence like a rejected one
         bound = drop_bound(score.drops, evaluator.metric_name, v.test_confidence, seed=seed)
         f.verify_drop = float(score.drop)
         if bound is not None and v.method != "point estimate":
             f.bound = bound.upper
         limit = f.bound if f.bound is not None else f.verify_drop
         f.accepted = limit <= v.margin + 1e-12
-        if f.accepted and chosen is None:
-            chosen = cand
-        elif path != out or chosen is None:
+        if not f.accepted:
             path.unlink(missing_ok=True)
+            break
+        if chosen_path is not None:
+            _discard(chosen_path)
+        chosen, chosen_path = cand, path
+    if chosen_path is not None:
+        _move(chosen_path, out)
     return chosen
+
+
+def _discard(model: Path) -> None:
+    for p in model.parent.glob(model.name + "*"):  # the model and its external data
+        p.unlink(missing_ok=True)
+
+
+def _move(model: Path, out: Path) -> None:
+    """The model (and an external-data file named after it) into ``out``'s folder."""
+    for p in sorted(model.parent.glob(model.name + "*")):
+        shutil.move(str(p), str(out.parent / p.name))

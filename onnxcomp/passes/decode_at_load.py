@@ -60,15 +60,18 @@ def decode_nodes(
     graph: ir.Graph, q: ir.Value, scale: np.ndarray, axis: int | None, names: NameAllocator,
     base: str, shape: tuple[int, ...],
 ) -> tuple[list[ir.Node], ir.Value]:  # fmt: skip
-    """Cast(q) * scale, with the scale shaped to broadcast along ``axis``."""
+    """Cast(q) * scale, with the scale shaped to broadcast along ``axis``.
+
+    Only the decoded weight gets a telling name (``rename_decoded`` gives it the original
+    one); the plumbing between gets short ones and the nodes none: long exporter names
+    repeated ten times per weight were a tenth of a small int8 conv net's file."""
     if axis is not None and scale.size > 1:
         bshape = [1] * len(shape)
         bshape[axis] = scale.size
         scale = scale.reshape(bshape)
-    s_value = add_initializer(graph, names.new(f"{base}_scale"), scale.astype(np.float32))
-    # No node names: two per weight were 6% of a small int8 conv net's file.
+    s_value = add_initializer(graph, names.new("s"), scale.astype(np.float32))
     cast = ir.node("Cast", [q], attributes={"to": ir.DataType.FLOAT})
-    cast.outputs[0].name = names.new(f"{base}_cast")
+    cast.outputs[0].name = names.new("c")
     cast.outputs[0].dtype = ir.DataType.FLOAT
     cast.outputs[0].shape = ir.Shape(shape)
     mul = ir.node("Mul", [cast.outputs[0], s_value])
@@ -77,6 +80,18 @@ def decode_nodes(
     out.dtype = ir.DataType.FLOAT
     out.shape = ir.Shape(shape)
     return [cast, mul], out
+
+
+def rename_decoded(model: ir.Model, out: ir.Value, base: str) -> None:
+    """Give the decoded weight its original name once the float tensor is gone (names are
+    unique across all graphs), so readers, inspect and debug see the weight they know."""
+    for graph in _graphs(model):
+        values = [*graph.inputs, *graph.outputs, *graph.initializers.values()]
+        if any(v.name == base for v in values) or any(
+            o.name == base for n in graph for o in n.outputs
+        ):
+            return
+    out.name = base
 
 
 def _insert_front(graph: ir.Graph, nodes: list[ir.Node], cursors: dict[int, ir.Node]) -> None:
@@ -117,6 +132,7 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
         self.converted: list[str] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self._model = model
         self.converted = []
         names = NameAllocator(model)
         cursors: dict[int, ir.Node] = {}
@@ -175,6 +191,7 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
         _insert_front(graph, nodes, cursors)
         dq.outputs[0].replace_all_uses_with(out)
         graph.remove(dq, safe=True)
+        rename_decoded(self._model, out, base)
         self.converted.append(base)
 
 
@@ -192,6 +209,7 @@ class StoreConstantsInt8Pass(ir.passes.InPlacePass):
         self.skipped: dict[str, str] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self._model = model
         self.records, self.skipped = [], {}
         names = NameAllocator(model)
         cursors: dict[int, ir.Node] = {}
@@ -237,6 +255,7 @@ class StoreConstantsInt8Pass(ir.passes.InPlacePass):
         value.replace_all_uses_with(out)
         if graph.initializers.get(base) is value:
             del graph.initializers[base]
+        rename_decoded(self._model, out, base)
         self.records.append(
             QuantRecord(
                 base,

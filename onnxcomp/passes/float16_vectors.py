@@ -84,7 +84,7 @@ class StoreVectorsFloat16Pass(ir.passes.InPlacePass):
         assert value.const_value is not None
         array = value.const_value.numpy()
         base = value.name or "vector"
-        half = add_initializer(graph, names.new(f"{base}_f16"), array.astype(np.float16))
+        half = add_initializer(graph, names.new("h"), array.astype(np.float16))
         cast = ir.node("Cast", [half], attributes={"to": ir.DataType.FLOAT})
         out = cast.outputs[0]
         out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(array.shape)
