@@ -249,8 +249,13 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
         )
         result.activations = report.as_dict()
         dropped = report.families_dropped
+        switched = {
+            "dynamic": "MatMul/Gemm inputs quantized at run time (no calibrated range)",
+            "skip_layernorm": "residual Add + LayerNorm left to onnxruntime's fusion",
+        }
         for fam, why in dropped.items():
-            result.notes.append(f"kept {fam} ops float: {why}")
+            what = switched.get(fam, f"kept {fam} ops float")
+            result.notes.append(f"{what}: {why}")
         if report.decoded_at_load:
             result.notes.append(
                 f"{report.decoded_at_load} weights of ops kept float stay int8 in the file, "

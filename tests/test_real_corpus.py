@@ -35,7 +35,9 @@ except ImportError as exc:  # an optional package of a corpus module is missing
 MODES = {
     "weights": {"quantize": "weights"},
     "int8": {"quantize": "int8"},
-    "prune-int8": {"prune_sparsity": 0.3, "quantize": "int8"},
+    # Calibrated pruning, as we advise for real models: 30% magnitude pruning alone takes
+    # PaddleOCR's classifier from 0.955 to 0.62 and its recognizer to 0.000.
+    "prune-int8": {"prune_sparsity": 0.3, "recover": "sparsegpt", "quantize": "int8"},
     "recover": {"quantize": "int8", "recover": "bias"},
 }
 # Largest task-metric drop allowed per mode (points of the metric; 0.01 = 1 point).

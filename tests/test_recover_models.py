@@ -212,3 +212,33 @@ def test_low_bit_gptq_uses_low_bit_scales(save_model, per_channel):
         assert np.abs(q).max() <= 7
         expected = np.abs(w).max(axis=0) / 7 if per_channel else np.abs(w).max() / 7
         np.testing.assert_allclose(s, expected, rtol=1e-6)
+
+
+def test_bias_correction_that_moves_outputs_away_is_not_kept(tmp_path, save_model, monkeypatch):
+    """A correction that hurts (here: every shift made 50x too big) is measured against
+    the teacher on the calibration data and dropped, with a note saying so."""
+    from onnxcomp.recover import passes
+    from onnxcomp.recover.bias_fold import correct_biases
+
+    def overdone(teacher, student, calib, threads=0):
+        from onnxcomp.recover import bias_fold
+
+        real = bias_fold.mean_shift
+        monkeypatch.setattr(bias_fold, "mean_shift", lambda s, t: 50 * real(s, t))
+        return correct_biases(teacher, student, calib, threads)
+
+    monkeypatch.setattr(passes, "correct_biases", overdone)
+    src = save_model(small_net())
+    calib = feeds()
+    options = {"prune_sparsity": 0.6}
+    compress(src, tmp_path / "plain.onnx", **options)
+    result = compress(src, tmp_path / "bias.onnx", recover="bias", calib=calib, **options)
+    assert not result.recovered
+    assert any("bias correction not kept" in n for n in result.notes)
+    plain = onnx.load(str(tmp_path / "plain.onnx"))
+    fixed = onnx.load(str(tmp_path / "bias.onnx"))
+    assert [t.name for t in plain.graph.initializer] == [t.name for t in fixed.graph.initializer]
+    assert all(
+        np.array_equal(onnx.numpy_helper.to_array(a), onnx.numpy_helper.to_array(b))
+        for a, b in zip(plain.graph.initializer, fixed.graph.initializer, strict=True)
+    )

@@ -174,6 +174,7 @@ def quantize_int8(
     report.quantized_ops = _count_ops(best_plan)
     report.kept_float = dict(best_plan.kept_float)
     report.decoded_at_load = best_plan.decoded_at_load
+    report.dynamic = list(best_plan.dynamic)
     return best, report
 
 

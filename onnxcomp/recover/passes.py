@@ -23,6 +23,7 @@ from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass, QuantRecord
 from onnxcomp.recover.bias_fold import correct_biases
 from onnxcomp.recover.driver import RecoverRecord, rebuild
+from onnxcomp.recover.guard import output_cosines
 from onnxcomp.recover.layers import find_layers
 from onnxcomp.weights import Weight
 
@@ -185,7 +186,7 @@ class Recovery:
             report=default.report,
         )  # fmt: skip
 
-    def bias_pass(self) -> ir.passes.InPlacePass:
+    def bias_pass(self) -> ir.passes.PassBase:
         return BiasCorrectionPass(self)
 
 
@@ -203,9 +204,10 @@ class StartRecoveryPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=False)
 
 
-class BiasCorrectionPass(ir.passes.InPlacePass):
+class BiasCorrectionPass(ir.passes.FunctionalPass):
     """Fold each compressed layer's mean output shift into its bias (last, after every
-    other change), the teacher's outputs as the target."""
+    other change), the teacher's outputs as the target; kept only when the corrected
+    model's outputs are closer to the teacher's (recover/guard.py)."""
 
     def __init__(self, recovery: Recovery) -> None:
         super().__init__()
@@ -213,9 +215,24 @@ class BiasCorrectionPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         rec = self.recovery
+        candidate = model.clone()
         if rec.method != "bias" or rec.teacher is None:
-            return ir.passes.PassResult(model, modified=False)
-        records = correct_biases(rec.teacher, model, rec.data())
+            return ir.passes.PassResult(candidate, modified=False)
+        records = correct_biases(rec.teacher, candidate, rec.data())
+        if not records:
+            return ir.passes.PassResult(candidate, modified=False)
+        before, after = output_cosines(rec.teacher, [model, candidate], rec.data())
+        if after < before:
+            if rec.report is not None:
+                rec.report.notes.append(
+                    f"bias correction not kept: it moved the outputs away from the original "
+                    f"model's (mean cosine {before:.5f} -> {after:.5f} on the calibration data)"
+                )
+            return ir.passes.PassResult(model.clone(), modified=False)
         if rec.report is not None:
             rec.report.recovered += records
-        return ir.passes.PassResult(model, modified=bool(records))
+            rec.report.notes.append(
+                f"bias correction: mean output cosine {before:.5f} -> {after:.5f} "
+                "on the calibration data"
+            )
+        return ir.passes.PassResult(candidate, modified=True)
