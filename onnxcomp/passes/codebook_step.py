@@ -43,9 +43,7 @@ class CodebookStepPass(ir.passes.InPlacePass):
         step = CodebookQuantizePass(
             options.bits, include=self.include, calib=calib, pack=options.pack
         )
-        step(model)
-        if options.pack:
-            drop_value_info(model)
+        step(model)  # inferred shapes are dropped for every mode at the end (value_info.py)
         result.quantized += step.records
         result.recovered += step.recovered
         result.quantized_to = f"codebook ({options.bits}-bit)"
@@ -60,15 +58,3 @@ class CodebookStepPass(ir.passes.InPlacePass):
                 "model runs at fp32 speed and fp32 memory; this mode shrinks downloads and disk"
             )
         return ir.passes.PassResult(model, modified=bool(step.records))
-
-
-def drop_value_info(model: ir.Model) -> None:
-    """--pack writes the smallest file: intermediate values lose their stored type and
-    shape (value_info, up to a sixth of a small conv net's file); onnxruntime infers them."""
-    for graph in [model.graph, *model.graph.subgraphs()]:
-        keep = {id(v) for v in [*graph.inputs, *graph.outputs]}
-        for node in graph:
-            for out in node.outputs:
-                if id(out) not in keep and not (out.name or "").endswith("_decoded"):
-                    out.shape = None
-                    out.type = None
