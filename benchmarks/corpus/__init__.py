@@ -66,6 +66,7 @@ class RealModel:
     score: Callable[[Path, Prepared, int], Score]  # (model file, prepared, threads) -> Score
     needs: tuple[str, ...] = ()  # import names of optional packages (pillow, tokenizers...)
     tools: tuple[str, ...] = ()  # executables needed to prepare (espeak-ng, fonts)
+    revision: int = 0  # bump when this model's prepare changes: its cache is rebuilt
 
 
 def session(model_file: Path, threads: int):
@@ -99,7 +100,7 @@ def prepare(name: str) -> Prepared:
     marker = folder / "prepared.json"
     if marker.exists():
         meta = json.loads(marker.read_text())
-        if meta.get("version") == PREPARE_VERSION:
+        if meta.get("version") == PREPARE_VERSION and meta.get("revision", 0) == spec.revision:
             return Prepared(
                 name,
                 folder,
@@ -114,6 +115,7 @@ def prepare(name: str) -> Prepared:
     prep = spec.prepare(model, folder)
     meta = {
         "version": PREPARE_VERSION,
+        "revision": spec.revision,
         "model": str(prep.model),
         "calib": str(prep.calib),
         "eval": str(prep.eval),
