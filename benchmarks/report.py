@@ -120,6 +120,7 @@ def markdown(payload: dict) -> str:
         "fidelity from digits and MiniLM): benchmarks/README.md"
     )
     lines += ["", *real_section(payload.get("real") or [])]
+    lines += holdout_section(payload.get("auto_holdout"))
     lines += [
         "",
         "## Summary per contender (zoo)",
@@ -212,3 +213,24 @@ def _model_section(entry: dict) -> list[str]:
             "each evaluation sentence find the same closest other sentence as with fp32."
         )
     return [*lines, ""]
+
+
+def holdout_section(holdout: dict | None) -> list[str]:
+    """auto's chosen model judged on data it never saw (``benchmarks.auto_holdout``)."""
+    if not holdout:
+        return []
+    from benchmarks.auto_holdout import table
+
+    return [
+        "",
+        "## auto's budget on unseen data",
+        "",
+        f"`{holdout['command']}` ({holdout['date']}, commit {holdout['commit']}). Per seed: "
+        "the chosen model's drop on the search part, on the held-back verification part "
+        "and its one-sided 95% bound (accept when bound <= margin; * = margin widened "
+        "because the held-back part cannot resolve the budget), the drop on the "
+        "benchmark's own unseen evaluation split, and the best single global setting "
+        "judged on that unseen split with hindsight.",
+        "",
+        table(holdout["rows"], holdout["budgets"]),
+    ]
