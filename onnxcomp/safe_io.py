@@ -265,12 +265,22 @@ def signals_deferred():
 
 
 def make_temp_dir(parent: Path, prefix: str = PREFIX) -> Path:
-    """A temp folder in ``parent`` that names its owner, for ``sweep_stale``."""
-    with signals_deferred():  # never a folder without its owner file
-        folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-        pid = os.getpid()
-        (folder / OWNER).write_text(json.dumps({"pid": pid, "started": _start_time(pid)}))
-    return folder
+    """A temp folder in ``parent`` that names its owner, for ``sweep_stale``.
+
+    A SIGTERM or Ctrl-C that came while the folder was made is delivered when the
+    deferral ends, before the caller holds the folder: it is removed here, not left to
+    the next run's sweep."""
+    folder: Path | None = None
+    try:
+        with signals_deferred():  # never a folder without its owner file
+            folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            pid = os.getpid()
+            (folder / OWNER).write_text(json.dumps({"pid": pid, "started": _start_time(pid)}))
+        return folder
+    except BaseException:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def publish(folder: Path, dest: Path, names: list[str]) -> None:
