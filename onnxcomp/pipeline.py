@@ -133,7 +133,7 @@ def build_pipeline(
         passes += [quantize, GatherBeforeDequantizePass()]
     if options.quantize == "int8":
         passes.append(QuantizeActivationsPass(ctx))
-    if recovery is not None:
+    if recovery is not None and options.recover == "bias":
         passes.append(recovery.bias_pass())
     if options.quantizes:
         passes.append(StoreInt8AtLoadPass(options, include, report))

@@ -282,16 +282,21 @@ def zipmap_classifier(seed: int = 0) -> onnx.ModelProto:
     return model
 
 
-@pytest.mark.parametrize("mode", ["weights", "int8"])
+@pytest.mark.parametrize("mode", ["weights", "int8", "int8+bias", "sparsegpt+int8"])
 def test_map_typed_outputs_load_and_survive(tmp_path, mode) -> None:
     """onnx_ir cannot hold map types; the model must still compress, keep its ZipMap
-    output typed and predict the same labels."""
+    output typed and predict the same labels (also through recovery, which copies the
+    model: the real scikit-learn export lost its output type there)."""
     src, out, calib = tmp_path / "sk.onnx", tmp_path / "sk.out.onnx", tmp_path / "c.npz"
     onnx.save(zipmap_classifier(), src)
     x = np.random.default_rng(4).standard_normal((32, 64)).astype(np.float32)
     np.savez(calib, x=x)
-    extra = {"calib": str(calib), "measure": False} if mode == "int8" else {}
-    compress(src, out, quantize=mode, allow_larger=True, **extra)
+    extra: dict = {"calib": str(calib), "measure": False} if "int8" in mode else {}
+    if mode == "int8+bias":
+        extra["recover"] = "bias"
+    if mode == "sparsegpt+int8":
+        extra.update(recover="sparsegpt", prune_sparsity=0.3)
+    compress(src, out, quantize="int8" if "int8" in mode else mode, allow_larger=True, **extra)
     saved = onnx.load(str(out))
     onnx.checker.check_model(saved, full_check=True)
     outputs = {o.name: o.type.WhichOneof("value") for o in saved.graph.output}

@@ -71,12 +71,12 @@ class DropInferredValueInfoPass(ir.passes.InPlacePass):
         dropped = 0
         for value in [*_intermediates(model), *_initializers(model)]:
             dropped += _drop_our_notes(value)
-        for value in _intermediates(model):
-            if _annotated(value) and value.name not in self.record.names:
-                value.type, value.shape = None, None
-                dropped += 1
-        for value in _initializers(model):  # onnx_ir would repeat them as value_info
-            if _annotated(value):
+        for value in [*_intermediates(model), *_initializers(model)]:
+            if value.metadata_props or value.doc_string:
+                continue  # written as value_info anyway, which then needs its type
+            if _annotated(value) and (
+                value.is_initializer() or value.name not in self.record.names
+            ):
                 value.type, value.shape = None, None
                 dropped += 1
         return ir.passes.PassResult(model, modified=dropped > 0)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp import opaque_types
 from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass, QuantRecord
@@ -215,7 +216,7 @@ class BiasCorrectionPass(ir.passes.FunctionalPass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         rec = self.recovery
-        candidate = model.clone()
+        candidate = _clone(model)
         if rec.method != "bias" or rec.teacher is None:
             return ir.passes.PassResult(candidate, modified=False)
         records = correct_biases(rec.teacher, candidate, rec.data())
@@ -228,7 +229,7 @@ class BiasCorrectionPass(ir.passes.FunctionalPass):
                     f"bias correction not kept: it moved the outputs away from the original "
                     f"model's (mean cosine {before:.5f} -> {after:.5f} on the calibration data)"
                 )
-            return ir.passes.PassResult(model.clone(), modified=False)
+            return ir.passes.PassResult(_clone(model), modified=False)
         if rec.report is not None:
             rec.report.recovered += records
             rec.report.notes.append(
@@ -236,3 +237,10 @@ class BiasCorrectionPass(ir.passes.FunctionalPass):
                 "on the calibration data"
             )
         return ir.passes.PassResult(candidate, modified=True)
+
+
+def _clone(model: ir.Model) -> ir.Model:
+    """A copy that keeps the types onnx_ir cannot hold (``clone`` drops ``meta``)."""
+    copy = model.clone()
+    opaque_types.carry(model, copy)
+    return copy
