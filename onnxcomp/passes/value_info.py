@@ -71,7 +71,6 @@ class DropInferredValueInfoPass(ir.passes.InPlacePass):
         dropped = 0
         for value in [*_intermediates(model), *_initializers(model)]:
             dropped += _drop_our_notes(value)
-        for value in [*_intermediates(model), *_initializers(model)]:
             if value.metadata_props or value.doc_string:
                 continue  # written as value_info anyway, which then needs its type
             if _annotated(value) and (
