@@ -272,16 +272,20 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
         return ir.passes.PassResult(out, modified=True)
 
 
-class Int4WeightsPass(ir.passes.InPlacePass):
-    """--quantize int4: MatMul/Gemm weights as 4-bit blocks (GPTQ from --calib), embedding
-    tables as 4-bit rows (quantization/int4.py). What int4 cannot serve stays float for the
-    int8 weights step after it; each such weight is said with its reason."""
+class _WeightsStepPass(ir.passes.InPlacePass):
+    """A step over the weights ``include`` accepts, reporting into ``report``."""
 
     def __init__(
         self, options: CompressOptions, include: Callable[[Weight], bool], report: CompressReport
     ) -> None:
         super().__init__()
         self.options, self.include, self.report = options, include, report
+
+
+class Int4WeightsPass(_WeightsStepPass):
+    """--quantize int4: MatMul/Gemm weights as 4-bit blocks (GPTQ from --calib), embedding
+    tables as 4-bit rows (quantization/int4.py). What int4 cannot serve stays float for the
+    int8 weights step after it; each such weight is said with its reason."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         from onnxcomp.quantization.int4 import quantize_int4
@@ -303,16 +307,10 @@ class Int4WeightsPass(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified=bool(records))
 
 
-class StoreInt8AtLoadPass(ir.passes.InPlacePass):
+class StoreInt8AtLoadPass(_WeightsStepPass):
     """What no int8 kernel will read is still stored int8, decoded by onnxruntime at load:
     weights of ops that stay float, and big float constants that are no op's weight slot
     (LSTM weights, tensors read by Slice/Add/Unsqueeze)."""
-
-    def __init__(
-        self, options: CompressOptions, include: Callable[[Weight], bool], report: CompressReport
-    ) -> None:
-        super().__init__()
-        self.options, self.include, self.report = options, include, report
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         options, result = self.options, self.report
