@@ -21,6 +21,8 @@ import numpy as np
 from onnxcomp.recover.obs import DEFAULT_DAMP, inverse_cholesky
 
 ITERATIONS = 40
+SWAPS = 64  # at most this many center moves after Lloyd (_swap)
+MAX_POINTS = 1 << 20  # larger tensors are fitted on merged runs of sorted values
 
 
 @dataclass
@@ -42,11 +44,24 @@ class Codebook:
         return out.astype(np.float32)
 
 
-def _lloyd(xs: np.ndarray, ws: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, float]:
+def _prefix(xs: np.ndarray, ws: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """Prefix sums of w, w*x and w*x*x over sorted ``xs`` (ws None: unit weights)."""
+    if ws is None:
+        cw = np.arange(xs.size + 1, dtype=np.float64)
+        wx = xs
+    else:
+        cw = np.concatenate([[0.0], np.cumsum(ws)])
+        wx = ws * xs
+    cwx = np.concatenate([[0.0], np.cumsum(wx)])
+    cwxx = np.concatenate([[0.0], np.cumsum(wx * xs)])
+    return cw, cwx, cwxx
+
+
+def _lloyd(
+    xs: np.ndarray, sums: tuple[np.ndarray, ...], centers: np.ndarray
+) -> tuple[np.ndarray, float]:
     """Weighted Lloyd iterations on sorted ``xs`` via prefix sums: O(k log n) per step."""
-    cw = np.concatenate([[0.0], np.cumsum(ws)])
-    cwx = np.concatenate([[0.0], np.cumsum(ws * xs)])
-    cwxx = np.concatenate([[0.0], np.cumsum(ws * xs * xs)])
+    cw, cwx, cwxx = sums
     c = np.unique(centers)
     for _ in range(ITERATIONS):
         cuts = np.searchsorted(xs, (c[1:] + c[:-1]) / 2)
@@ -68,6 +83,22 @@ def _lloyd(xs: np.ndarray, ws: np.ndarray, centers: np.ndarray) -> tuple[np.ndar
     return c, max(sse, 0.0)
 
 
+def _blocks(xs: np.ndarray, ws: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of neighbours in sorted order merged into one weighted point each (their
+    weighted mean): k <= 256 centers over millions of values move by far less than a
+    run's width, and the fit gets a few times cheaper on an embedding table."""
+    per = -(-xs.size // MAX_POINTS)
+    pad = (-xs.size) % per
+    w = np.ones_like(xs) if ws is None else ws
+    xs_p = np.concatenate([xs, np.full(pad, xs[-1])])
+    w_p = np.concatenate([w, np.zeros(pad)])
+    ones = np.ones(per)  # a matrix-vector product sums short rows far faster than sum()
+    mass = w_p.reshape(-1, per) @ ones
+    mean = (xs_p * w_p).reshape(-1, per) @ ones / np.maximum(mass, 1e-300)
+    keep = mass > 0
+    return np.maximum.accumulate(mean[keep]), mass[keep]  # sorted despite rounding
+
+
 def fit_values(x: np.ndarray, k: int, importance: np.ndarray | None = None) -> np.ndarray:
     """Up to ``k`` ascending float64 centers minimising the weighted squared error.
 
@@ -75,21 +106,74 @@ def fit_values(x: np.ndarray, k: int, importance: np.ndarray | None = None) -> n
     best for large weights, and weighted quantiles) and the better result is kept.
     """
     x = np.asarray(x, np.float64).ravel()
-    w = np.ones_like(x) if importance is None else np.asarray(importance, np.float64).ravel()
-    w = np.where(w > 0, w, 0.0) + 1e-12 * (float(w.max()) if w.size else 1.0)
     if x.size == 0:
         return np.zeros(1)
-    order = np.argsort(x, kind="stable")
-    xs, ws = x[order], w[order]
-    uniq = np.unique(xs)
-    if uniq.size <= k:
-        return uniq
+    if importance is None:  # unit weights: sort the values alone (the embedding tables)
+        xs, ws = np.sort(x), None
+    else:
+        w = np.asarray(importance, np.float64).ravel()
+        w = np.where(w > 0, w, 0.0) + 1e-12 * (float(w.max()) if w.size else 1.0)
+        order = np.argsort(x, kind="stable")
+        xs, ws = x[order], w[order]
+    distinct = 1 + int(np.count_nonzero(xs[1:] != xs[:-1]))
+    if distinct <= k:
+        return np.unique(xs)
+    if xs.size > MAX_POINTS:
+        xs, ws = _blocks(xs, ws)
+    sums = _prefix(xs, ws)
     linear = np.linspace(xs[0], xs[-1], k)
-    cum = np.cumsum(ws)
+    cum = sums[0][1:]
     quant = xs[np.searchsorted(cum, (np.arange(k) + 0.5) / k * cum[-1]).clip(0, xs.size - 1)]
-    best, best_sse = _lloyd(xs, ws, linear)
-    other, sse = _lloyd(xs, ws, quant)
-    return other if sse < best_sse else best
+    best, best_sse = _lloyd(xs, sums, linear)
+    other, sse = _lloyd(xs, sums, quant)
+    if sse < best_sse:
+        best, best_sse = other, sse
+    return _swap(xs, sums, best, best_sse)
+
+
+def _cluster_sse(sums: tuple[np.ndarray, ...], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Weighted squared error of each run [lo, hi) of sorted values around its own mean."""
+    cw, cwx, cwxx = sums
+    mass = cw[hi] - cw[lo]
+    sx = cwx[hi] - cwx[lo]
+    return np.maximum((cwxx[hi] - cwxx[lo]) - sx * sx / np.maximum(mass, 1e-300), 0.0)
+
+
+def _swap(xs: np.ndarray, sums: tuple[np.ndarray, ...], c: np.ndarray, sse: float) -> np.ndarray:
+    """Move centers from where two neighbours can share one to where one cluster needs two.
+
+    Lloyd only moves centers locally: a lone outlier far from the rest ends up sharing a
+    center with the tail (a quantile start) or many centers sit in empty range (an even
+    start), and either costs far more error than the codebook's size suggests. Each swap
+    merges the cheapest neighbouring pair and splits the cluster whose split gains most,
+    then Lloyd settles; kept while the error drops."""
+    cw, cwx, _ = sums
+    for _ in range(SWAPS):
+        if c.size < 3:
+            break
+        cuts = np.searchsorted(xs, (c[1:] + c[:-1]) / 2)
+        lo, hi = np.concatenate([[0], cuts]), np.concatenate([cuts, [xs.size]])
+        own = _cluster_sse(sums, lo, hi)
+        merge = _cluster_sse(sums, lo[:-1], hi[1:]) - own[:-1] - own[1:]
+        mean = (cwx[hi] - cwx[lo]) / np.maximum(cw[hi] - cw[lo], 1e-300)
+        mid = np.clip(np.searchsorted(xs, mean), lo, hi)
+        gain = own - _cluster_sse(sums, lo, mid) - _cluster_sse(sums, mid, hi)
+        j = int(np.argmax(gain))
+        pairs = [i for i in np.argsort(merge, kind="stable") if i != j and i + 1 != j]
+        if not pairs or gain[j] <= merge[pairs[0]]:
+            break
+        i = int(pairs[0])
+        halves = [
+            (cwx[a] - cwx[b]) / max(cw[a] - cw[b], 1e-300)
+            for a, b in ((mid[j], lo[j]), (hi[j], mid[j]))
+        ]
+        both = (cwx[hi[i + 1]] - cwx[lo[i]]) / max(cw[hi[i + 1]] - cw[lo[i]], 1e-300)
+        rest = np.delete(c, [i, i + 1, j])
+        trial, trial_sse = _lloyd(xs, sums, np.concatenate([rest, [both], halves]))
+        if trial_sse >= sse * (1 - 1e-9) or trial.size < c.size:
+            break
+        c, sse = trial, trial_sse
+    return c
 
 
 def nearest(values: np.ndarray, x: np.ndarray) -> np.ndarray:

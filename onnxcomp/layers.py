@@ -98,6 +98,16 @@ def sparsity_overrides(weights: list[Weight], layers: dict[str, LayerOptions]) -
     return out
 
 
+def layer_bits(weights: list[Weight], layers: dict[str, LayerOptions]) -> dict[str, int]:
+    """Per-weight codebook bits where a layer sets them."""
+    out = {}
+    for weight in weights:
+        layer = resolve(weight, layers)
+        if layer is not None and layer.bits is not None:
+            out[weight.name] = int(layer.bits)
+    return out
+
+
 def any_quantized(layers: dict[str, LayerOptions]) -> bool:
     return any(layer.precision in ("weights", "int8") for layer in layers.values())
 

@@ -116,6 +116,7 @@ class LayerOptions:
     prune_sparsity: float | None = None
     precision: Precision | None = None
     prune_channels: float | None = None  # fraction of this layer's output channels removed
+    bits: int | None = None  # --quantize codebook: this layer's codebook has 2**bits values
 
     def validate(self, name: str, global_quantize: str | None) -> None:
         if self.precision is not None and self.precision not in PRECISIONS:
@@ -129,6 +130,13 @@ class LayerOptions:
             raise OnnxcompError(f"layer '{name}': prune sparsity must be in [0, 1)")
         if self.prune_channels is not None and not 0 <= self.prune_channels < 1:
             raise OnnxcompError(f"layer '{name}': prune_channels must be in [0, 1)")
+        bits = self.bits
+        if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int)):
+            raise OnnxcompError(f"layer '{name}': bits must be an integer in 2..8")
+        if bits is not None and not 2 <= bits <= 8:
+            raise OnnxcompError(f"layer '{name}': bits must be in 2..8, got {bits}")
+        if bits is not None and global_quantize != "codebook":
+            raise OnnxcompError(f"layer '{name}' sets bits: set quantize = \"codebook\"")
         if self.precision == "int8" and global_quantize != "int8":
             raise OnnxcompError(
                 f"layer '{name}' asks for int8 activations: set quantize = \"int8\" and calib"
@@ -366,7 +374,9 @@ class AutoOptions:
         "Largest metric drop allowed (accuracy, or 1 - agreement/cosine).", metavar="X"
     )
     objective: Objective = option(
-        "size", "size: smallest deflated file; latency: fastest in onnxruntime.", show_default=True
+        "size",
+        "size: smallest file (codebook codes packed); latency: fastest in onnxruntime.",
+        show_default=True,
     )
     # A name, or (from Python) a callable(session, data) -> float, higher is better.
     metric: Metric | Callable[..., float] | None = option(
@@ -394,8 +404,10 @@ class AutoOptions:
         "search data, which the search then never sees).",
         metavar="DATA",
     )
-    verify_fraction: float = option(
-        1 / 3, "Share of the data held back for verification.", show_default="1/3", metavar="F"
+    verify_fraction: float | None = option(
+        help="Share of the data held back for verification (default: 1/3, raised up to "
+        "5/6 when that is what lets the held-back part resolve the budget).",
+        metavar="F",
     )
     confidence: float = option(
         0.95,
@@ -437,8 +449,9 @@ class AutoOptions:
         if self.calib is None and self.data is None:
             raise OnnxcompError("auto needs data to measure on: give --calib or --data")
         fraction = self.verify_fraction
-        if isinstance(fraction, bool) or not (
-            isinstance(fraction, (int, float)) and 0.0 < fraction < 1.0
+        if fraction is not None and (
+            isinstance(fraction, bool)
+            or not (isinstance(fraction, (int, float)) and 0.0 < fraction < 1.0)
         ):
             raise OnnxcompError(f"--verify-fraction must be in (0, 1), got {fraction}")
         if self.confidence is None:

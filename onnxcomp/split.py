@@ -11,6 +11,7 @@ worker processes open them by path like any other data.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,11 @@ def _units(batches: list[Batch], specs: list[InputSpec]) -> list[Batch]:
     return units
 
 
-def _pick_verify(labels: list[Any] | None, n: int, fraction: float, seed: int) -> np.ndarray:
-    """Indexes held back: ``fraction`` of each class (of all, without labels), >= 1 each side."""
+def _pick_verify(
+    labels: list[Any] | None, n: int, fraction: float, seed: int, at_least: int = 0
+) -> np.ndarray:
+    """Indexes held back: ``fraction`` of each class (of all, without labels), >= 1 each
+    side; topped up at random to ``at_least`` when rounding per class fell short."""
     rng = np.random.default_rng(seed)
     if labels is None:
         groups = [np.arange(n)]
@@ -68,6 +72,10 @@ def _pick_verify(labels: list[Any] | None, n: int, fraction: float, seed: int) -
         chosen += rng.permutation(g)[:take].tolist()
     if not chosen:  # small data: hold back one sample at least
         chosen = [int(rng.integers(n))]
+    if len(chosen) < at_least:
+        taken = set(chosen)
+        rest = rng.permutation([i for i in range(n) if i not in taken])
+        chosen += rest[: at_least - len(chosen)].tolist()
     if len(chosen) >= n:
         chosen = chosen[: n - 1]
     return np.array(sorted(chosen), dtype=np.int64)
@@ -104,8 +112,10 @@ def split_data(
     labels: str | None = None,
     fraction: float = 1 / 3,
     seed: int = 0,
+    at_least: int = 0,
 ) -> Split:
-    """Write ``folder``/search and ``folder``/verify; the verify part holds ``fraction``."""
+    """Write ``folder``/search and ``folder``/verify; the verify part holds ``fraction``
+    (of each class), and ``at_least`` samples (units) when the data has them."""
     if not 0.0 < fraction < 1.0:
         raise OnnxcompError(f"--verify-fraction must be in (0, 1), got {fraction}")
     units = _units(list(open_data(data, specs, labels=labels)), specs)
@@ -117,8 +127,11 @@ def split_data(
     unit_labels = None
     if all(u.labels is not None and np.asarray(u.labels).size == 1 for u in units):
         unit_labels = [np.asarray(u.labels).reshape(-1)[0].item() for u in units]
-    held = set(_pick_verify(unit_labels, len(units), fraction, seed).tolist())
+    at_least = min(at_least, len(units) - 1)
+    fraction = max(fraction, at_least / len(units))
+    held = set(_pick_verify(unit_labels, len(units), fraction, seed, at_least).tolist())
     root = Path(folder)
+    shutil.rmtree(root, ignore_errors=True)  # a second split replaces the first
     search = [u for i, u in enumerate(units) if i not in held]
     verify = [u for i, u in enumerate(units) if i in held]
     _write(search, root / "search", labels)

@@ -20,25 +20,25 @@ from onnxcomp.executor import process_pool
 def setup(save_model, tmp_path):
     model = save_model(robust_fragile_model())
     data = tmp_path / "data.npz"
-    write_data(data, n=300)  # a third held back: enough to resolve a 5% budget at 95%
+    write_data(data, n=600)  # a third held back: 200 samples bound a drop to a few points
     return model, data
 
 
 def test_fragile_layer_ranks_as_more_sensitive_and_budget_holds(setup, tmp_path):
     model, data = setup
     out = tmp_path / "auto.onnx"
-    result = auto(model, out, data=str(data), max_drop=0.1, max_trials=40, workers=1)
+    result = auto(model, out, data=str(data), max_drop=0.15, max_trials=40, workers=1)
     assert result.found and out.exists()
     sens = result.sensitivity
-    harsh = "weights+90% sparse"
+    harsh = result.ladder[-1]  # the most compressed rung
     assert sens["robust"][harsh] < sens["fragile"][harsh]
     chosen = result.chosen.config
     assert chosen["robust"] > chosen.get("fragile", 0)
     # the budget, re-measured independently on the returned model
     report = check(model, out, data=str(data), runs=0)
-    assert 1.0 - report.outputs[0].top1_agreement <= 0.1 + 1e-9
+    assert 1.0 - report.outputs[0].top1_agreement <= 0.15 + 1e-9
     # and it beats (or ties) the best uniform setting on the objective
-    assert result.chosen.deflate_bytes <= result.best_global.deflate_bytes
+    assert result.chosen.bytes <= result.best_global.bytes
 
 
 def test_recipe_replay_gives_identical_bytes(setup, tmp_path):

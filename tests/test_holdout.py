@@ -129,3 +129,30 @@ def test_check_confidence_gates_on_the_bound_not_the_point(setup, tmp_path, caps
     assert "upper bound" in capsys.readouterr().out
     assert main([*base, "--max-drop", "0.5", "--confidence", "0.95"]) == 0
     assert main([*base, "--max-drop", "0.5", "--confidence", "1.5"]) == 2
+
+
+def test_the_held_back_share_grows_to_what_resolves_the_budget(save_model, tmp_path):
+    # 400 samples: a third (133) cannot bound a 1% agreement drop at 95% (299 needed),
+    # 5/6 of them can: auto holds back 299 and searches on the rest, without refusing.
+    model = save_model(robust_fragile_model())
+    data = tmp_path / "data.npz"
+    write_data(data, n=400)
+    r = auto(model, tmp_path / "o.onnx", data=str(data), max_drop=0.01, max_trials=6,
+             workers=1)  # fmt: skip
+    v = r.verification
+    assert v.samples == 299 and not v.widened and v.margin == 0.01
+    assert "held back 299 of 400" in v.data
+    # an explicit share is the user's: kept, and refused when too small
+    with pytest.raises(OnnxcompError, match="299 would"):
+        auto(model, tmp_path / "p.onnx", data=str(data), max_drop=0.01, max_trials=6,
+             workers=1, verify_fraction=0.5)  # fmt: skip
+
+
+def test_split_tops_up_to_at_least_and_keeps_classes_balanced(tmp_path):
+    x = np.arange(300 * 4, dtype=np.float32).reshape(300, 4)
+    y = np.repeat(np.arange(3), 100)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    s = split_data(str(tmp_path / "d.npz"), SPECS, tmp_path / "a", labels="y", at_least=250)
+    assert (s.search_samples, s.verify_samples) == (50, 250)
+    counts = np.bincount(_rows(s.verify, "y")[1])
+    assert counts.max() - counts.min() <= 1

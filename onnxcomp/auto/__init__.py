@@ -41,7 +41,10 @@ from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
 from onnxcomp.options import AutoOptions
 from onnxcomp.recipe import save_recipe
 from onnxcomp.runtime.latency import compare_latency, session
-from onnxcomp.split import split_data
+from onnxcomp.split import Split, split_data
+
+# The held-back share may grow to this when a third cannot resolve the budget.
+MAX_VERIFY_FRACTION = 5 / 6
 
 
 @dataclass
@@ -173,23 +176,51 @@ def _holdout(
 ) -> tuple[Any, Evaluator, Verification]:
     """The search part, an evaluator on the verification part, and its plan."""
     specs = input_specs(model_io.load(src))
-    labels, verify = options.labels, options.verify
-    if verify is None:
+    labels = options.labels
+    if options.verify is not None:
+        return search_data, *_verifier(src, options.verify, str(options.verify), options)
+    fraction = options.verify_fraction or 1 / 3
+    split = split_data(
+        search_data, specs, Path(workdir) / "holdout", labels=labels, fraction=fraction,
+        seed=options.seed,
+    )  # fmt: skip
+    verifier, plan = _verifier(src, split.verify, _where(split), options, quiet=True)
+    total = split.search_samples + split.verify_samples
+    need = plan.samples_needed
+    if (
+        options.verify_fraction is None
+        and need is not None
+        and need > split.verify_samples
+        and need <= MAX_VERIFY_FRACTION * total
+    ):
+        # Hold back what resolves the budget: a search on less data is noisier, but
+        # only the verification's bound decides, and a widened margin decides nothing.
         split = split_data(
-            search_data, specs, Path(workdir) / "holdout", labels=labels,
-            fraction=options.verify_fraction, seed=options.seed,
+            search_data, specs, Path(workdir) / "holdout", labels=labels, fraction=fraction,
+            seed=options.seed, at_least=need,
         )  # fmt: skip
-        search_data, verify = split.search, split.verify
-        where = f"held back {split.verify_samples} of {split.search_samples + split.verify_samples}"
-        where += " samples" + (" (stratified by label)" if split.stratified else "")
-    else:
-        where = str(verify)
-    source = open_data(verify, specs, labels=labels)
-    verifier = Evaluator(str(src), source, metric=options.metric)
-    plan = verify_mod.plan(
-        verifier, options.max_drop, options.confidence, options.allow_small_data, where
-    )
-    return search_data, verifier, plan
+        verifier, plan = _verifier(src, split.verify, _where(split), options, quiet=True)
+    if plan.samples_needed is not None and not options.allow_small_data:
+        verify_mod.plan(verifier, options.max_drop, options.confidence, False, plan.data)
+    return split.search, verifier, plan
+
+
+def _where(split: Split) -> str:
+    where = f"held back {split.verify_samples} of {split.search_samples + split.verify_samples}"
+    return where + " samples" + (" (stratified by label)" if split.stratified else "")
+
+
+def _verifier(
+    src: Path, verify: Any, where: str, options: AutoOptions, *, quiet: bool = False
+) -> tuple[Evaluator, Verification]:
+    """An evaluator on the held-back data and its plan (``quiet``: a plan that cannot
+    resolve the budget is returned, as if --allow-small-data, for the caller to decide)."""
+    specs = input_specs(model_io.load(src))
+    verifier = Evaluator(str(src), open_data(verify, specs, labels=options.labels),
+                         metric=options.metric)  # fmt: skip
+    allow = options.allow_small_data or quiet
+    plan = verify_mod.plan(verifier, options.max_drop, options.confidence, allow, where)
+    return verifier, plan
 
 
 def _finish(
@@ -220,7 +251,7 @@ def _finish(
     if state.objective == "latency":
         finalists = _by_latency(state, src, candidates[:3], result)
     else:
-        finalists = verify_mod.pick_finalists(candidates, state.max_drop)
+        finalists = verify_mod.pick_finalists(candidates, state.max_drop, lambda r: r.bytes or 0)
     result.verification = plan
 
     def build(cand: TrialResult, path: Path) -> None:

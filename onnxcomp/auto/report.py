@@ -45,8 +45,8 @@ def render_markdown(r: Any) -> str:
             continue
         lines.append(
             f"- {label}: trial {t.id} ({_cfg(t.config, r.ladder)}): drop {t.drop:.4f}, "
-            f"{t.bytes:,} B, {t.deflate_bytes:,} B deflated "
-            f"({t.deflate_bytes / r.original_deflate_bytes:.1%} of the original)"
+            f"{t.bytes:,} B ({t.bytes / r.original_bytes:.1%} of the original), "
+            f"{t.deflate_bytes:,} B deflated"
         )
     if r.latency_ms:
         lines.append("- latency (ms, median): " + ", ".join(
@@ -97,8 +97,8 @@ def verification_lines(r: Any) -> list[str]:
             verdict = f"failed: {f.error}"
         lines.append(
             f"finalist trial {f.trial}: search drop {f.search_drop:.4f}, verify drop "
-            f"{_num(f.verify_drop)}, bound {_num(f.bound)}, {f.deflate_bytes or 0:,} B "
-            f"deflated: {verdict}"
+            f"{_num(f.verify_drop)}, bound {_num(f.bound)}, {f.bytes or 0:,} B: "
+            f"{verdict}"
         )
     return lines
 
@@ -109,12 +109,12 @@ def verification_markdown(r: Any) -> list[str]:
         return []
     lines = ["", "## Verification on held-back data", ""]
     lines += [f"- {line}" for line in verification_lines(r)[: 2 if v.note else 1]]
-    lines += ["", "| trial | search drop | verify drop | bound | deflated | verdict |"]
+    lines += ["", "| trial | search drop | verify drop | bound | bytes | verdict |"]
     lines.append("|---|---|---|---|---|---|")
     for f in v.finalists:
         verdict = f"failed: {f.error}" if f.error else ("accepted" if f.accepted else "rejected")
         lines.append(
             f"| {f.trial} | {f.search_drop:.4f} | {_num(f.verify_drop)} | {_num(f.bound)} | "
-            f"{f.deflate_bytes or 0:,} | {verdict} |"
+            f"{f.bytes or 0:,} | {verdict} |"
         )
     return lines

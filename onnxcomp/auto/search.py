@@ -53,16 +53,18 @@ class SearchState:
             return False
         return r.ok and r.drop is not None and r.drop <= self.max_drop + EPS
 
-    def cost(self, r: TrialResult) -> float:
-        """Lower is better. Size: deflated bytes; latency: int8 share (measured later)."""
+    def cost(self, r: TrialResult) -> tuple[float, float]:
+        """Lower is better. Size: file bytes, then deflated bytes (a sparse tensor too
+        small to pay for its packed form still compresses); latency: int8 share (measured
+        later)."""
         if self.objective == "latency":
             ints = sum(
                 layer.params
                 for layer in self.space.layers
                 if self.space.ladder[r.config.get(layer.name, 0)].precision == "int8"
             )
-            return -float(ints)
-        return float(r.deflate_bytes or 0)
+            return -float(ints), 0.0
+        return float(r.bytes or 0), float(r.deflate_bytes or 0)
 
     def best(self) -> TrialResult | None:
         fitting = [r for r in self.results if self.fits(r)]
@@ -97,7 +99,7 @@ class SearchState:
         status = "error: " + (r.error or "") if not r.ok else f"drop {r.drop:.4f}"
         best_txt = "no fit yet"
         if best is not None:
-            best_txt = f"best {best.deflate_bytes:,} B deflated, drop {best.drop:.4f}"
+            best_txt = f"best {best.bytes:,} B, drop {best.drop:.4f}"
         time_txt = f", {left:.0f} s left" if left != float("inf") else ""
         n = len(self.results)
         self.log(f"trial {n}/{self.max_trials} [{r.stage}] {status}; {best_txt}{time_txt}")

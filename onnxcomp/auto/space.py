@@ -15,21 +15,24 @@ import onnx_ir as ir
 
 from onnxcomp import model_io
 from onnxcomp.compress import CompressOptions
-from onnxcomp.options import LayerOptions, Precision
+from onnxcomp.options import LayerOptions, Precision, Quantize
 from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.weights import find_weights
 
-SPARSITIES = (0.25, 0.5, 0.75, 0.9)
+# The size ladder: k-means codebooks, packed (pack.py), then pruning under the codebook
+# (pruned codes pack sparse). Ordered by bits a weight costs in the file, roughly.
+CODEBOOK_LADDER = ((8, 0.0), (6, 0.0), (5, 0.0), (4, 0.0), (3, 0.0), (3, 0.5), (2, 0.5), (2, 0.75))
 
 
 @dataclass(frozen=True)
 class Setting:
     precision: Precision
     sparsity: float = 0.0
+    bits: int = 0  # > 0: a codebook of 2**bits values
 
     @property
     def label(self) -> str:
-        s = f"{self.precision}"
+        s = f"codebook {self.bits}-bit" if self.bits else f"{self.precision}"
         return s + (f"+{self.sparsity:.0%} sparse" if self.sparsity else "")
 
 
@@ -49,12 +52,16 @@ class Space:
     def to_options(self, config: dict[str, int]) -> CompressOptions:
         settings = {layer.name: self.ladder[config.get(layer.name, 0)] for layer in self.layers}
         precisions = {s.precision for s in settings.values()}
-        quantize = next((p for p in ("int8", "weights") if p in precisions), None)
+        codebook = any(s.bits for s in settings.values())
+        quantize: Quantize | None = next((p for p in ("int8", "weights") if p in precisions), None)
+        quantize = "codebook" if codebook else quantize
         layers = {}
         for name, s in sorted(settings.items()):
             if quantize is None and not s.sparsity:
                 continue
-            layers[name] = LayerOptions(prune_sparsity=s.sparsity or None, precision=s.precision)
+            layers[name] = LayerOptions(
+                prune_sparsity=s.sparsity or None, precision=s.precision, bits=s.bits or None
+            )
         recover = self.base.recover
         if recover == "sparsegpt" and not any(s.sparsity for s in settings.values()):
             recover = None
@@ -62,7 +69,11 @@ class Space:
             recover = None
         opts = CompressOptions(
             quantize=quantize,
+            bits=8 if codebook else CompressOptions.bits,  # vectors: 8-bit codebooks
+            pack=codebook,
             recover=recover,
+            # Codebooks fit on the weights alone unless --recover gptq asks for the data-
+            # aware fit (GPTQ codes), which costs minutes a trial on a transformer.
             calib=self.base.calib if quantize == "int8" or recover else None,
             calib_method=self.base.calib_method,
             percentile=self.base.percentile,
@@ -86,7 +97,7 @@ def build_space(model_path: str, *, objective: str, has_calib: bool) -> Space:
         ladder += [Setting("int8")] if has_calib else []
     else:
         # Activation quantization saves no bytes; it would only spend the budget.
-        ladder += [Setting("weights")] + [Setting("weights", s) for s in SPARSITIES]
+        ladder += [Setting("weights", s, b) for b, s in CODEBOOK_LADDER]
     return Space(layers, ladder)
 
 

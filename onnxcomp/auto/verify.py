@@ -27,8 +27,9 @@ from onnxcomp.evaluate import Evaluator
 from onnxcomp.stats import drop_bound, samples_needed, smallest_bound
 
 # Finalist i: the cheapest candidate whose search drop is <= budget * MARGINS[i]; they
-# are verified in reverse (safest first). More rungs cost builds, never confidence.
+# are verified safest first. More rungs cost builds, never confidence.
 MARGINS = (1.0, 0.75, 0.5, 0.25)
+COST_STEPS = (1.2, 1.5, 2.0)
 
 
 @dataclass
@@ -96,14 +97,27 @@ def plan(
     return v
 
 
-def pick_finalists(candidates: list[Any], budget: float) -> list[Any]:
+def pick_finalists(
+    candidates: list[Any], budget: float, cost: Callable[[Any], Any] | None = None
+) -> list[Any]:
     """Candidates come cheapest first; under each safety margin take the cheapest one not
-    picked yet, so a lucky cheap candidate does not crowd out the safer runners-up."""
+    picked yet, so a lucky cheap candidate does not crowd out the safer runners-up.
+
+    When the search part is too small to tell candidates apart (every pick lost nothing
+    on it), the margins all pick near the cheapest; so with ``cost``, the cheapest fits
+    costing COST_STEPS times the cheapest one are added: more bytes, more safety."""
     picked: list[Any] = []
     for frac in MARGINS:
         c = next(
             (c for c in candidates if c not in picked and _loss(c) <= budget * frac + 1e-9), None
         )
+        if c is not None:
+            picked.append(c)
+    if cost is None or not picked:
+        return picked
+    base = float(cost(candidates[0]))
+    for step in COST_STEPS:
+        c = next((c for c in candidates if c not in picked and cost(c) >= step * base), None)
         if c is not None:
             picked.append(c)
     return picked
@@ -127,7 +141,10 @@ def judge(
     rejection; the cheapest accepted one is moved to ``out`` and returned (None when the
     safest already fails)."""
     chosen, chosen_path = None, None
-    for cand in reversed(finalists):
+
+    # Safest first: by search loss (a pick under a tighter margin can be riskier than one
+    # under a looser margin that was picked first), then the dearer first.
+    for cand in sorted(finalists, key=lambda c: (_loss(c), -(c.bytes or 0))):
         f = Finalist(cand.id, float(cand.drop), bytes=cand.bytes, deflate_bytes=cand.deflate_bytes)
         v.finalists.insert(0, f)  # reported cheapest first, like the candidates
         # Own folder, final file name: an external-data file keeps the name it is saved under.

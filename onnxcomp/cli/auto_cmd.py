@@ -54,8 +54,8 @@ def render(r: AutoResult) -> str:
     else:
         lines.append(f"nothing fits: no compressed model keeps the {r.metric} drop <= {r.max_drop}")
     lines += verification_lines(r)
-    if r.best_global is not None and r.best_global.deflate_bytes:
+    if r.best_global is not None and r.best_global.bytes:
         g = r.best_global
-        lines.append(f"best global setting: {g.deflate_bytes:,} B deflated, drop {g.drop:.4f}")
+        lines.append(f"best global setting: {g.bytes:,} B, drop {g.drop:.4f}")
     lines.append(f"{len(r.trials)} trials in {r.seconds:.1f} s; reports: {', '.join(r.reports)}")
     return "\n".join(lines)

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
+from onnxcomp.layers import layer_bits
 from onnxcomp.passes.quantize_codebook import CodebookQuantizePass
-from onnxcomp.weights import Weight
+from onnxcomp.weights import Weight, find_weights
 
 if TYPE_CHECKING:
     from onnxcomp.data import DataSource
@@ -41,8 +42,9 @@ class CodebookStepPass(ir.passes.InPlacePass):
 
             calib = open_data(options.calib, input_specs(model))
         step = CodebookQuantizePass(
-            options.bits, include=self.include, calib=calib, pack=options.pack
-        )
+            options.bits, include=self.include, calib=calib, pack=options.pack,
+            bits_per_weight=layer_bits(find_weights(model), options.layers),
+        )  # fmt: skip
         step(model)  # inferred shapes are dropped for every mode at the end (value_info.py)
         result.quantized += step.records
         result.recovered += step.recovered

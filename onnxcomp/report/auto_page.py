@@ -77,7 +77,7 @@ def auto_page(r: AutoResult) -> Page:
         if t is not None and t.ok and t.bytes is not None and t.deflate_bytes is not None:
             rows.append([label, f"#{t.id}", _summary(t, r.ladder), f"{t.drop:.4f}",
                          f"{t.bytes:,}", f"{t.deflate_bytes:,}",
-                         f"{t.deflate_bytes / max(r.original_deflate_bytes, 1):.1%}"])  # fmt: skip
+                         f"{t.bytes / max(r.original_bytes, 1):.1%}"])  # fmt: skip
     rows.append(["original", "", "", f"0 ({r.metric} {r.baseline:.4f})",
                  f"{r.original_bytes:,}", f"{r.original_deflate_bytes:,}", "100.0%"])  # fmt: skip
     page.table(["", "trial", "setting", "drop", "bytes", "deflated", "of original"], rows)
@@ -91,8 +91,7 @@ def auto_page(r: AutoResult) -> Page:
     ok = [t for t in r.trials if t.ok and t.drop is not None and t.deflate_bytes is not None]
     page.heading("Trials: size against metric drop")
     page.figure(
-        _pareto(r, lambda t: t.deflate_bytes, "size (deflated bytes)", ok,
-                r.original_deflate_bytes)
+        _pareto(r, lambda t: t.bytes, "size (bytes)", ok, r.original_bytes)
     )  # fmt: skip
     timed = [t for t in ok if "latency_ms" in t.extra]
     if timed and "original" in r.latency_ms:
