@@ -31,6 +31,10 @@ class Score:
     value: float  # the metric, higher is better
     drop: float  # original's value minus this one (what the budget limits)
     drops: np.ndarray | None = None  # per-sample drops (mean = drop); None: custom metric
+    # For a 0/1 metric (accuracy, agreement): the mean cosine drop of the outputs against
+    # the original's, a continuous gauge of how far a candidate moved before any sample
+    # flips (a few hundred samples resolve no 0/1 difference between close candidates).
+    deviation: float | None = None
 
 
 class Evaluator:
@@ -77,19 +81,26 @@ class Evaluator:
         )
 
     def score(self, path: str | os.PathLike) -> Score:
-        value, drops = self._value(session(path, self.threads), reference=False)
-        return Score(value, self.baseline - value, drops)
+        rows = DropRows()
+        value, drops = self._value(session(path, self.threads), reference=False, rows=rows)
+        deviation = None
+        if self.metric in ("accuracy", "agreement"):
+            cos = rows.drops("cosine")
+            deviation = float(cos.mean()) if cos is not None else None
+        return Score(value, self.baseline - value, drops, deviation)
 
     def _value(
-        self, sess: ort.InferenceSession, *, reference: bool
+        self, sess: ort.InferenceSession, *, reference: bool, rows: DropRows | None = None
     ) -> tuple[float, np.ndarray | None]:
         if callable(self.metric):
             return float(self.metric(sess, self.data)), None
-        rows = DropRows()
+        rows = rows if rows is not None else DropRows()
         if self.metric == "accuracy":
             acc = Accuracy()
             for batch, ref_out in self._reference:
                 out = ref_out if reference else _run(sess, batch.feed)
+                if not reference:
+                    rows.update(ref_out, out)
                 assert batch.labels is not None
                 acc.update(np.asarray(_label_scores(out)), batch.labels)
                 rows.update_accuracy(_label_scores(ref_out), _label_scores(out), batch.labels)

@@ -97,6 +97,13 @@ def binomial_upper(k: int, n: int, confidence: float) -> float:
     return hi
 
 
+def binomial_lower(k: int, n: int, confidence: float) -> float:
+    """Clopper-Pearson: the smallest p with P(Binomial(n, p) >= k) >= 1 - confidence."""
+    if n <= 0 or k <= 0:
+        return 0.0
+    return 1.0 - binomial_upper(n - k, n, confidence)
+
+
 def bootstrap_upper(drops: np.ndarray, confidence: float, seed: int = 0) -> float:
     """Paired bootstrap upper bound on the mean of ``drops`` (see the module doc)."""
     d = np.asarray(drops, dtype=np.float64).reshape(-1)

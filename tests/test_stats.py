@@ -9,6 +9,7 @@ import pytest
 
 from onnxcomp.stats import (
     betainc,
+    binomial_lower,
     binomial_upper,
     bootstrap_upper,
     drop_bound,
@@ -27,6 +28,14 @@ def test_clopper_pearson_leaves_exactly_alpha_below(k, n, conf):
     p = binomial_upper(k, n, conf)
     # the defining equation: P(X <= k | p_upper) = 1 - confidence
     assert _cdf(k, n, p) == pytest.approx(1 - conf, abs=1e-9)
+
+
+@pytest.mark.parametrize(("k", "n", "conf"), [(1, 61, 0.8), (4, 100, 0.95), (12, 1000, 0.8)])
+def test_clopper_pearson_lower_leaves_exactly_alpha_above(k, n, conf):
+    p = binomial_lower(k, n, conf)
+    # the defining equation: P(X >= k | p_lower) = 1 - confidence
+    assert 1 - _cdf(k - 1, n, p) == pytest.approx(1 - conf, abs=1e-9)
+    assert binomial_lower(0, n, conf) == 0.0
 
 
 def test_zero_errors_is_the_closed_form_and_the_rule_of_three():

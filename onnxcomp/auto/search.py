@@ -4,7 +4,8 @@
    result is never worse than the best single global setting.
 2. Sensitivity: each layer alone on each probed rung, the rest float.
 3. Bisection on a sensitivity threshold t: each layer takes the most compressed rung
-   whose lone drop is <= t. More t, more compression: an ordered knob, so bisect it.
+   whose lone risk (the drop; for a 0/1 metric, how far the outputs moved) is <= t.
+   More t, more compression: an ordered knob, so bisect it.
 4. Greedy: from the best fitting configuration, push single layers one rung further,
    cheapest-per-damage first, while trials and time remain.
 Every configuration is checked as a whole model; none is accepted on estimates.
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from onnxcomp.auto.space import Space
 from onnxcomp.auto.trials import TrialResult, TrialTask, run_trial
 from onnxcomp.executor import TrialExecutor
+from onnxcomp.stats import binomial_lower
 
 EPS = 1e-9
+SEARCH_CONFIDENCE = 0.8
 
 
 @dataclass
@@ -35,7 +38,8 @@ class SearchState:
     max_trials: int = 60
     deadline: float = float("inf")
     results: list[TrialResult] = field(default_factory=list)
-    sensitivity: dict[str, dict[int, float]] = field(default_factory=dict)
+    sensitivity: dict[str, dict[int, float]] = field(default_factory=dict)  # lone drops
+    risk: dict[str, dict[int, float]] = field(default_factory=dict)  # TrialResult.risk
     floor: dict[str, int] = field(default_factory=dict)  # the best global setting's rungs
     seen: dict[tuple, TrialResult] = field(default_factory=dict)
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
@@ -49,9 +53,17 @@ class SearchState:
         return self.trials_left <= 0 or time.monotonic() >= self.deadline
 
     def fits(self, r: TrialResult) -> bool:
+        """Within budget on the search part. For a 0/1 metric: unless the search part
+        shows it over budget (its loss's lower bound at SEARCH_CONFIDENCE above it): on a
+        small part one changed sample can be several budgets, so the point estimate
+        would drop candidates the held-back verification, which decides, may accept."""
+        if not r.ok or r.drop is None:
+            return False
+        if r.lost is not None and r.samples:
+            return binomial_lower(r.lost, r.samples, SEARCH_CONFIDENCE) <= self.max_drop + EPS
         if r.loss is not None and r.loss > self.max_drop + EPS:  # see stats.loss
             return False
-        return r.ok and r.drop is not None and r.drop <= self.max_drop + EPS
+        return r.drop <= self.max_drop + EPS
 
     def cost(self, r: TrialResult) -> tuple[float, float]:
         """Lower is better. Size: file bytes, then deflated bytes (a sparse tensor too
@@ -144,21 +156,22 @@ def measure_sensitivity(state: SearchState) -> None:
         ((name, rung),) = r.config.items()
         drop = r.drop if r.ok and r.drop is not None else float("inf")
         state.sensitivity.setdefault(name, {})[rung] = drop
+        state.risk.setdefault(name, {})[rung] = r.risk if r.ok else float("inf")
 
 
 def assign(state: SearchState, t: float) -> dict[str, int]:
-    """Each layer's most compressed rung whose lone drop is at most t (never below the
+    """Each layer's most compressed rung whose lone risk is at most t (never below the
     best global setting, which fits as a whole)."""
     config = {}
     for layer in state.space.layers:
-        ok = [rung for rung, d in state.sensitivity.get(layer.name, {}).items() if d <= t + EPS]
+        ok = [rung for rung, d in state.risk.get(layer.name, {}).items() if d <= t + EPS]
         config[layer.name] = max([*ok, state.floor.get(layer.name, 0)])
     return config
 
 
 def bisect_threshold(state: SearchState) -> None:
     """Largest threshold whose assignment fits; assumes fit is monotone in t."""
-    thresholds = sorted({d for s in state.sensitivity.values() for d in s.values() if d < 1e9})
+    thresholds = sorted({d for s in state.risk.values() for d in s.values() if d < 1e9})
     lo, hi = -1, len(thresholds) - 1  # indexes <= lo fit; indexes > hi do not
     while lo < hi and not state.out_of_budget:
         span = hi - lo
@@ -190,7 +203,7 @@ def greedy_push(state: SearchState) -> None:
             key = tuple(sorted(cfg.items()))
             if key in rejected:
                 continue
-            damage = state.sensitivity.get(name, {}).get(rung + 1, 0.0)
+            damage = state.risk.get(name, {}).get(rung + 1, 0.0)
             if damage == float("inf"):
                 continue
             moves.append((damage / max(params[name], 1), name, cfg, key))

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from onnxcomp import model_io
 from onnxcomp.auto.space import deflate_size
 from onnxcomp.compress import CompressOptions, compress
@@ -39,6 +41,9 @@ class TrialResult:
     value: float | None = None
     drop: float | None = None
     loss: float | None = None  # what the held-back bound is on (stats.loss); None: custom
+    deviation: float | None = None  # evaluate.Score.deviation (0/1 metrics only)
+    lost: int | None = None  # 0/1 metrics: samples newly wrong (or changed) ...
+    samples: int | None = None  # ... of this many
     bytes: int | None = None
     deflate_bytes: int | None = None
     seconds: float = 0.0
@@ -50,6 +55,14 @@ class TrialResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def risk(self) -> float:
+        """What the search ranks layers and finalists by: the drop, or for a 0/1 metric
+        how far the outputs moved (the drop stays 0 long after they start to)."""
+        if self.deviation is not None:
+            return self.deviation
+        return self.drop if self.drop is not None else float("inf")
 
 
 class _State:
@@ -81,6 +94,10 @@ def run_trial(task: TrialTask) -> TrialResult:
         score = _State.evaluator.score(out)
         result.value, result.drop = score.value, score.drop
         result.loss = loss(score.drops, _State.evaluator.metric_name)
+        result.deviation = score.deviation
+        if score.deviation is not None and score.drops is not None:
+            result.lost = int(np.count_nonzero(np.asarray(score.drops) > 0))
+            result.samples = int(np.size(score.drops))
         result.bytes = model_io.file_size(out)
         result.deflate_bytes = deflate_size(out)
         if task.keep:

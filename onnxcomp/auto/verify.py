@@ -30,6 +30,7 @@ from onnxcomp.stats import drop_bound, samples_needed, smallest_bound
 # are verified safest first. More rungs cost builds, never confidence.
 MARGINS = (1.0, 0.75, 0.5, 0.25)
 COST_STEPS = (1.2, 1.5, 2.0)
+MAX_FINALISTS = 12  # builds, never confidence: the sequence stops at its first rejection
 
 
 @dataclass
@@ -103,9 +104,11 @@ def pick_finalists(
     """Candidates come cheapest first; under each safety margin take the cheapest one not
     picked yet, so a lucky cheap candidate does not crowd out the safer runners-up.
 
-    When the search part is too small to tell candidates apart (every pick lost nothing
-    on it), the margins all pick near the cheapest; so with ``cost``, the cheapest fits
-    costing COST_STEPS times the cheapest one are added: more bytes, more safety."""
+    When the search part is too small to tell candidates apart (a 0/1 metric on a few
+    dozen samples), the margins all pick near the cheapest; so the front of cost against
+    risk fills the remaining places (each moved the outputs less than every cheaper
+    one, evenly sampled), and with ``cost``, the cheapest fits costing COST_STEPS times
+    the cheapest one (more bytes, more safety) where there is still room."""
     picked: list[Any] = []
     for frac in MARGINS:
         c = next(
@@ -113,14 +116,29 @@ def pick_finalists(
         )
         if c is not None:
             picked.append(c)
-    if cost is None or not picked:
+    front, least = [], float("inf")
+    for c in candidates:
+        if _risk(c) < least:
+            front.append(c)
+            least = _risk(c)
+    room = [c for c in front if c not in picked]
+    take = min(MAX_FINALISTS - len(picked), len(room))
+    if take > 0:
+        picked += [room[round(i * (len(room) - 1) / max(take - 1, 1))] for i in range(take)]
+    if cost is None or not candidates:
         return picked
     base = float(cost(candidates[0]))
     for step in COST_STEPS:
+        if len(picked) >= MAX_FINALISTS:
+            break
         c = next((c for c in candidates if c not in picked and cost(c) >= step * base), None)
         if c is not None:
             picked.append(c)
     return picked
+
+
+def _risk(c: Any) -> float:
+    return float(getattr(c, "risk", _loss(c)))
 
 
 def _loss(c: Any) -> float:
@@ -142,9 +160,7 @@ def judge(
     safest already fails)."""
     chosen, chosen_path = None, None
 
-    # Safest first: by search loss (a pick under a tighter margin can be riskier than one
-    # under a looser margin that was picked first), then the dearer first.
-    for cand in sorted(finalists, key=lambda c: (_loss(c), -(c.bytes or 0))):
+    for cand in _sequence(finalists):
         f = Finalist(cand.id, float(cand.drop), bytes=cand.bytes, deflate_bytes=cand.deflate_bytes)
         v.finalists.insert(0, f)  # reported cheapest first, like the candidates
         # Own folder, final file name: an external-data file keeps the name it is saved under.
@@ -172,6 +188,21 @@ def judge(
     if chosen_path is not None:
         _move(chosen_path, out)
     return chosen
+
+
+def _sequence(finalists: list[Any]) -> list[Any]:
+    """The test order, fixed before any verification score is seen. Safest first: by
+    risk (the search drop, or for a 0/1 metric how far the outputs moved: a few changed
+    samples on a small search part say less), then the dearer first; not the pick order
+    (a pick under a tighter margin can be the riskier one). Each kept finalist is cheaper
+    than every one before it: a dearer one could never be chosen over those, and its
+    rejection would only end the sequence."""
+    order, cheapest = [], float("inf")
+    for c in sorted(finalists, key=lambda c: (_risk(c), -(c.bytes or 0))):
+        if c.bytes is None or c.bytes < cheapest:
+            order.append(c)
+            cheapest = c.bytes if c.bytes is not None else cheapest
+    return order
 
 
 def _discard(model: Path) -> None:

@@ -1,0 +1,75 @@
+"""auto's verification order and its search-side budget test, on hand-made candidates."""
+
+from __future__ import annotations
+
+from onnxcomp.auto.search import SearchState
+from onnxcomp.auto.space import Space
+from onnxcomp.auto.trials import TrialResult
+from onnxcomp.auto.verify import _sequence, pick_finalists
+from onnxcomp.executor import SerialExecutor
+
+
+def _t(id_, nbytes, drop=0.0, deviation=None, lost=None, samples=None):
+    return TrialResult(
+        id_, "x", {}, drop=drop, loss=drop, deviation=deviation, lost=lost, samples=samples,
+        bytes=nbytes,
+    )  # fmt: skip
+
+
+def test_sequence_is_safest_first_and_each_step_cheaper():
+    # risk = deviation for a 0/1 metric: 4 is dearer than 2, which was already tested
+    # (4 could never be chosen over 2, and its rejection would only end the sequence)
+    cands = [_t(1, 100, 0, 0.01), _t(2, 300, 0, 0.0001), _t(3, 200, 0, 0.001), _t(4, 400, 0, 0.005)]
+    assert [c.id for c in _sequence(cands)] == [2, 3, 1]
+
+
+def test_without_a_deviation_the_drop_orders_them():
+    cands = [_t(1, 100, 0.04), _t(2, 300, 0.0), _t(3, 200, 0.02)]
+    assert [c.id for c in _sequence(cands)] == [2, 3, 1]
+
+
+def test_finalists_cover_the_cost_risk_front_where_the_loss_is_blind():
+    # all lose nothing on the search part: the margins alone pick the four cheapest
+    cands = [_t(i, 100 * i, 0.0, 0.01 / i) for i in range(1, 21)]
+    picked = pick_finalists(cands, 0.01, lambda c: c.bytes)
+    ids = sorted(c.id for c in picked)
+    assert ids[:4] == [1, 2, 3, 4] and len(ids) == 12
+    assert 20 in ids  # the safest of the front is a finalist
+
+
+def test_search_fit_for_a_01_metric_tolerates_what_the_part_cannot_tell():
+    state = SearchState(Space([], []), 0.01, "size", SerialExecutor(), "")
+    # one changed sample of 61 is 1.6 points, yet a true 1% rate gives >= 1 in 46% of
+    # draws; two of 61 is over budget at 80%
+    assert state.fits(_t(1, 10, 1 / 61, 0.001, lost=1, samples=61))
+    assert not state.fits(_t(2, 10, 2 / 61, 0.001, lost=2, samples=61))
+    # a continuous metric keeps the point estimate
+    assert not state.fits(_t(3, 10, 0.011))
+    assert state.fits(_t(4, 10, 0.009))
+
+
+def test_a_01_metric_score_carries_how_far_the_outputs_moved(save_model, tmp_path):
+    import numpy as np
+    from model_builders import robust_fragile_model, write_data
+
+    from onnxcomp import compress
+    from onnxcomp.data import input_specs, open_data
+    from onnxcomp.evaluate import Evaluator
+    from onnxcomp.model_io import load
+
+    src = save_model(robust_fragile_model())
+    data = tmp_path / "d.npz"
+    write_data(data, n=100)
+    x = np.load(data)["x"]
+    np.savez(tmp_path / "l.npz", x=x, y=np.zeros(100, np.int64))
+    out = tmp_path / "c.onnx"
+    compress(src, out, quantize="codebook", bits=3)
+    specs = input_specs(load(src))
+    acc = Evaluator(src, open_data(str(tmp_path / "l.npz"), specs, labels="y"))
+    cos = Evaluator(src, open_data(str(data), specs), metric="cosine")
+    moved, same = acc.score(out), acc.score(src)
+    assert acc.metric_name == "accuracy" and moved.deviation > 1e-4
+    assert abs(same.deviation) < 1e-12  # the original against itself: float rounding
+    # the cosine metric is its own continuous gauge: no second one
+    c = cos.score(out)
+    assert c.deviation is None and np.isclose(moved.deviation, c.drop)
