@@ -109,6 +109,7 @@ def _auto(objective: str) -> Compress:
         extra = {
             "found": res.found,
             "objective": objective,
+            "size_measure": "bytes",  # auto's size objective: the raw file
             "metric": res.metric,
             "max_drop": max_drop,
             "baseline": res.baseline,
@@ -263,7 +264,7 @@ CONTENDERS: dict[str, Contender] = {
         Contender(
             "onnxcomp-auto-size",
             "onnxcomp",
-            "onnxcomp auto, objective size (deflated bytes), within the model's budget",
+            "onnxcomp auto, objective size (file bytes), within the model's budget",
             _auto("size"),
             extended=True,
             objective="size",

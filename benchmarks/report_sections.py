@@ -54,7 +54,8 @@ def auto_section(results: list[dict]) -> list[str]:
         "`auto` searches on the calibration split within the model's budget (written in the "
         "model's section); *best global* is the best setting with one precision and one "
         "sparsity for every layer that fits the same budget, from auto's own global sweep. "
-        "Size: zlib-deflated bytes of each model (what a download or app bundle costs). "
+        "Size: file bytes, auto's size objective (runs before 2026-12-02 searched on "
+        "zlib-deflated bytes, marked *deflated*). "
         "Latency: median ms at 1 thread measured here, alternated with fp32 and the other "
         "contenders. Eval drop: the budget's metric on the evaluation split, which the search "
         "never saw (auto / global; *over* when it exceeds the budget). Trials: used / "
@@ -73,9 +74,10 @@ def _auto_row(entry: dict, cname: str, row: dict) -> str:
     glob_row = entry["contenders"].get(f"{cname} (best global)")
     chosen, glob = x.get("chosen") if x.get("found") else None, x.get("best_global")
     setting = x.get("global_setting", "")
+    size_key = x.get("size_measure", "deflate_bytes")  # what that run's auto minimised
     if x["objective"] == "size":
-        auto_v = chosen and chosen.get("deflate_bytes")
-        glob_v = glob and glob.get("deflate_bytes")
+        auto_v = chosen and chosen.get(size_key)
+        glob_v = glob and glob.get(size_key)
         auto_txt, glob_txt = _kb(auto_v), _kb(glob_v)
     else:
         auto_v = _ms(row) if chosen else None
@@ -92,7 +94,8 @@ def _auto_row(entry: dict, cname: str, row: dict) -> str:
         auto_txt, ratio = "= best global", 1.0
     metric = x["metric"]
     drops = " / ".join(_over(_eval_drop(entry, r, metric), x["max_drop"]) for r in (row, glob_row))
-    objective = x["objective"] + (" (deflated)" if x["objective"] == "size" else " (@1t)")
+    size_txt = " (deflated)" if size_key == "deflate_bytes" else " (bytes)"
+    objective = x["objective"] + (size_txt if x["objective"] == "size" else " (@1t)")
     return (
         f"| {entry['model']} | {objective} | {metric} drop <= {x['max_drop']:g} "
         f"| {auto_txt} | {glob_txt} | {_f(ratio)} | {drops} | {x['trials']}/{x['max_trials']} "
