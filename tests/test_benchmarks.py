@@ -97,7 +97,7 @@ def test_recovery_and_auto_contenders(tmp_path, tiny_zoo):
             assert rows[f"{name} (best global)"]["fidelity"]["cosine"] > 0.9
     text = out_md.read_text()
     assert "## auto vs the best single global setting" in text
-    assert "| tiny | size (deflated) | cosine drop <= 0.01 |" in text
+    assert "| tiny | size (bytes) | cosine drop <= 0.01 |" in text
     assert "## Recovery: plain vs teacher-guided" in text
     assert "| tiny | int8 | cosine |" in text and "| tiny | 50% sparse + int8 weights |" in text
 
