@@ -108,6 +108,26 @@ def test_lstm_weights_in_if_branches_stored_once_as_int8(tmp_path) -> None:
         np.testing.assert_allclose(got, ref, atol=0.05 * np.abs(ref).max())
 
 
+def test_lstm_weights_in_if_branches_get_codebooks_too(tmp_path) -> None:
+    # The LSTM's W and R are no weight slot's: they were left int8 (8 bits) by the
+    # codebook mode; now they share its codebooks, a scale per gate row.
+    src, out = tmp_path / "vad.onnx", tmp_path / "vad.cb.onnx"
+    onnx.save(lstm_in_if(), src)
+    result = compress(src, out, quantize="codebook", bits=4, pack=True)
+    onnx.checker.check_model(str(out), full_check=True)
+    assert [(n, size) for n, size in _floats(out) if size >= 1024] == []
+    stored = {r.name: r.storage for r in result.quantized}
+    lstm = [name for name in stored if "_w3" in name or "_r3" in name]
+    assert lstm and all("codebook k=16" in stored[n] for n in lstm), stored
+    x = np.random.default_rng(1).standard_normal((5, 1, IN)).astype(np.float32)
+    for c in (True, False):
+        feed = {"x": x, "c": np.array(c)}
+        ref, got = _run(src, feed)[0], _run(out, feed)[0]
+        # 16 values per row-normalised tensor: ~10% relative error per weight, averaged
+        # down over IN inputs; the gates' sigmoids/tanh only shrink it
+        np.testing.assert_allclose(got, ref, atol=0.15 * np.abs(ref).max())
+
+
 def test_scalar_and_one_element_constants_in_int8(tmp_path) -> None:
     """0-d and 1-element constants read by Add/Mul/Div (exporters' scalars) quantize."""
     rng = np.random.default_rng(0)

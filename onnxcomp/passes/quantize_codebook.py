@@ -30,7 +30,7 @@ from onnxcomp.codebook import (
 )
 from onnxcomp.data import DataSource
 from onnxcomp.naming import NameAllocator
-from onnxcomp.passes.decode_at_load import SHAPE_READERS, _insert_front
+from onnxcomp.passes.decode_at_load import QDQ, SHAPE_READERS, _insert_front
 from onnxcomp.passes.pack import Emitter, Form, choose, emit_codes
 from onnxcomp.passes.quantize_weights import QuantRecord
 from onnxcomp.weights import Use, Weight, find_weights
@@ -62,23 +62,31 @@ def _everything(weight: Weight) -> bool:
     return True
 
 
-def _vectors(model: ir.Model) -> list[Weight]:
-    """Float vectors (biases, norm scales) of at least MIN_ELEMENTS: 8-bit codebooks, which
-    keep them within float rounding noise of the layer outputs at a quarter of the bytes."""
+def _constants(model: ir.Model, *, vectors: bool) -> list[Weight]:
+    """Float constants of at least MIN_ELEMENTS that no weight slot reads.
+
+    ``vectors``: the one-dimensional ones (biases, norm scales), 8-bit codebooks, which
+    keep them within float rounding noise of the layer outputs at a quarter of the bytes.
+    Otherwise the rest (an LSTM's W and R, a table a Slice reads): codebooks like the
+    weights', a scale per row of their first long axis (an LSTM gate row)."""
     out = []
     for graph in [model.graph, *model.graph.subgraphs()]:
         for value in graph.initializers.values():
             t = value.const_value
             if t is None or value.dtype != ir.DataType.FLOAT or t.size < MIN_ELEMENTS:
                 continue
-            if len([d for d in t.shape.numpy() if d > 1]) != 1:
+            long_axes = [i for i, d in enumerate(t.shape.numpy()) if d > 1]
+            if (len(long_axes) == 1) != vectors or not long_axes:
                 continue
             if value.is_graph_input() or value.is_graph_output() or not value.uses():
                 continue
             uses = list(value.uses())
-            if any(u.node.op_type in SHAPE_READERS for u in uses):
+            if any(u.node.op_type in SHAPE_READERS or u.node.op_type in QDQ for u in uses):
                 continue
-            out.append(Weight(value, graph, [Use(u.node, u.idx, None) for u in uses]))
+            if not vectors and not np.isfinite(t.numpy()).all():
+                continue
+            axis = None if vectors else long_axes[0]
+            out.append(Weight(value, graph, [Use(u.node, u.idx, axis) for u in uses]))
     return out
 
 
@@ -108,7 +116,14 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
             if w.value.dtype == ir.DataType.FLOAT and self.include(w)
         ]
         seen = {id(w.value) for w in weights}
-        vectors = [v for v in _vectors(model) if id(v.value) not in seen and self.include(v)]
+        others = _constants(model, vectors=False)
+        weights += [w for w in others if id(w.value) not in seen and self.include(w)]
+        seen = {id(w.value) for w in weights}
+        vectors = [
+            v
+            for v in _constants(model, vectors=True)
+            if id(v.value) not in seen and self.include(v)
+        ]
         for v in vectors:  # at most one codebook value per 8 elements: the table must pay
             size = v.value.const_value.size if v.value.const_value is not None else 0
             bits = min(VECTOR_BITS, max(self.bits, int(np.log2(max(size, 1) / 8))))
