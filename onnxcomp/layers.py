@@ -98,14 +98,10 @@ def sparsity_overrides(weights: list[Weight], layers: dict[str, LayerOptions]) -
     return out
 
 
-def layer_bits(weights: list[Weight], layers: dict[str, LayerOptions]) -> dict[str, int]:
-    """Per-weight codebook bits where a layer sets them."""
-    out = {}
-    for weight in weights:
-        layer = resolve(weight, layers)
-        if layer is not None and layer.bits is not None:
-            out[weight.name] = int(layer.bits)
-    return out
+def layer_bits(weight: Weight, layers: dict[str, LayerOptions]) -> int | None:
+    """The codebook bits ``weight``'s layer sets (None: the global --bits)."""
+    layer = resolve(weight, layers)
+    return None if layer is None or layer.bits is None else int(layer.bits)
 
 
 def any_quantized(layers: dict[str, LayerOptions]) -> bool:

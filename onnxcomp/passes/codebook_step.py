@@ -10,7 +10,7 @@ import onnx_ir as ir
 
 from onnxcomp.layers import layer_bits
 from onnxcomp.passes.quantize_codebook import CodebookQuantizePass
-from onnxcomp.weights import Weight, find_weights
+from onnxcomp.weights import Weight
 
 if TYPE_CHECKING:
     from onnxcomp.data import DataSource
@@ -43,7 +43,7 @@ class CodebookStepPass(ir.passes.InPlacePass):
             calib = open_data(options.calib, input_specs(model))
         step = CodebookQuantizePass(
             options.bits, include=self.include, calib=calib, pack=options.pack,
-            bits_per_weight=layer_bits(find_weights(model), options.layers),
+            bits_of=lambda w: layer_bits(w, options.layers),
         )  # fmt: skip
         step(model)  # inferred shapes are dropped for every mode at the end (value_info.py)
         result.quantized += step.records

@@ -99,11 +99,13 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
         calib: DataSource | None = None,
         pack: bool = False,
         bits_per_weight: dict[str, int] | None = None,
+        bits_of: Callable[[Weight], int | None] | None = None,
         threads: int = 0,
     ) -> None:
         super().__init__()
         self.bits, self.include, self.calib, self.pack = bits, include, calib, pack
         self.bits_per_weight = dict(bits_per_weight or {})
+        self.bits_of = bits_of  # a layer's own bits (recipes), for every tensor it reaches
         self.threads = threads
         self.records: list[CodebookRecord] = []
         self.recovered: list = []
@@ -129,6 +131,11 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
             bits = min(VECTOR_BITS, max(self.bits, int(np.log2(max(size, 1) / 8))))
             self.bits_per_weight.setdefault(v.name, bits)
         weights += vectors
+        if self.bits_of is not None:
+            for w in weights:
+                own = self.bits_of(w)
+                if own is not None:
+                    self.bits_per_weight[w.name] = own
         originals = {w.name: w.array.astype(np.float32) for w in weights}
         books: dict[str, Codebook] = {}
         if self.calib is not None:
