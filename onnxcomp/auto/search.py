@@ -134,17 +134,20 @@ def global_sweep(state: SearchState) -> None:
 def sensitivity_plan(state: SearchState) -> tuple[list[str], list[int]]:
     """Which layers and rungs to probe with at most half of the trials left.
 
-    Fewer rungs first, then only the largest layers: they hold the bytes worth saving.
-    Layers not probed stay on the best global setting's rung until greedy tries them.
+    Only rungs past the best global setting's: every layer keeps at least that one, and
+    the layers differ just past it (the harshest rungs break every layer alike). Fewer
+    rungs first, nearest first, then only the largest layers: they hold the bytes worth
+    saving. Layers not probed stay on the global rung until greedy tries them.
     """
     allowed = max(state.trials_left // 2, 1)
     top = len(state.space.ladder) - 1
     layers = [la.name for la in sorted(state.space.layers, key=lambda la: (-la.params, la.name))]
-    choices = [list(range(1, top + 1)), sorted({1, (1 + top) // 2, top}), sorted({1, top}), [top]]
-    for rungs in choices:
+    above = list(range(max(state.floor.values(), default=0) + 1, top + 1)) or [top]
+    spread = sorted({above[0], above[len(above) // 2], above[-1]})
+    for rungs in (above, spread, above[:2], above[:1]):
         if len(layers) * len(rungs) <= allowed:
             return layers, rungs
-    return layers[: max(allowed, 1)], [top]
+    return layers[: max(allowed, 1)], above[:1]
 
 
 def measure_sensitivity(state: SearchState) -> None:
