@@ -73,3 +73,22 @@ def test_a_01_metric_score_carries_how_far_the_outputs_moved(save_model, tmp_pat
     # the cosine metric is its own continuous gauge: no second one
     c = cos.score(out)
     assert c.deviation is None and np.isclose(moved.deviation, c.drop)
+
+
+def test_the_order_trusts_the_larger_of_measured_and_summed_lone_risks():
+    from onnxcomp.auto.search import predict_risk
+
+    state = SearchState(Space([], []), 0.01, "size", SerialExecutor(), "")
+    state.risk = {"a": {1: 1e-5, 2: 1e-4}, "b": {1: 2e-5, 2: 3e-4}}
+    lucky = _t(1, 100, 0.0, 5e-6)  # measured almost nothing on the few search samples
+    lucky.config = {"a": 2, "b": 2}
+    safe = _t(2, 200, 0.0, 4e-5)
+    safe.config = {"a": 1, "b": 1}
+    assert predict_risk(state, lucky) == 4e-4 and predict_risk(state, safe) == 3e-5
+    unprobed = _t(3, 50, 0.0, 1e-3)
+    unprobed.config = {"a": 3}
+    assert predict_risk(state, unprobed) is None
+    for c in (lucky, safe):
+        c.extra["predicted_risk"] = predict_risk(state, c)
+    # safe first although the lucky one measured lower: its layers' probes say otherwise
+    assert [c.id for c in _sequence([lucky, safe])] == [2, 1]

@@ -26,9 +26,11 @@ from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
     bisect_threshold,
+    fill_front,
     global_sweep,
     greedy_push,
     measure_sensitivity,
+    predict_risk,
 )
 from onnxcomp.auto.space import build_space, deflate_size
 from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
@@ -143,6 +145,7 @@ def auto(
         measure_sensitivity(state)
         bisect_threshold(state)
         greedy_push(state)
+        fill_front(state)
         result = _finish(state, src, out, stage, verifier, plan, best_global, options.seed)
         if owned:
             executor.shutdown(wait=True)
@@ -248,6 +251,10 @@ def _finish(
     candidates = sorted(
         (r for r in state.results if state.fits(r)), key=lambda r: (state.cost(r), r.drop, r.id)
     )
+    for c in candidates:
+        predicted = predict_risk(state, c)
+        if predicted is not None:
+            c.extra["predicted_risk"] = predicted
     if state.objective == "latency":
         finalists = _by_latency(state, src, candidates[:3], result)
     else:

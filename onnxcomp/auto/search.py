@@ -8,6 +8,8 @@
    More t, more compression: an ordered knob, so bisect it.
 4. Greedy: from the best fitting configuration, push single layers one rung further,
    cheapest-per-damage first, while trials and time remain.
+5. Fill: trials still left go to thresholds the bisection skipped, so verification has
+   steps between safe and cheap to walk down.
 Every configuration is checked as a whole model; none is accepted on estimates.
 """
 
@@ -25,6 +27,7 @@ from onnxcomp.stats import binomial_lower
 
 EPS = 1e-9
 SEARCH_CONFIDENCE = 0.8
+FILL = 8  # threshold steps fill_front may add
 
 
 @dataclass
@@ -134,17 +137,18 @@ def global_sweep(state: SearchState) -> None:
 def sensitivity_plan(state: SearchState) -> tuple[list[str], list[int]]:
     """Which layers and rungs to probe with at most half of the trials left.
 
-    Only rungs past the best global setting's: every layer keeps at least that one, and
-    the layers differ just past it (the harshest rungs break every layer alike). Fewer
-    rungs first, nearest first, then only the largest layers: they hold the bytes worth
-    saving. Layers not probed stay on the global rung until greedy tries them.
+    Every rung when affordable; else only rungs past the best global setting's: every
+    layer keeps at least that one, and the layers differ just past it (the harshest
+    rungs break every layer alike). Fewer rungs first, nearest first, then only the
+    largest layers: they hold the bytes worth saving. Layers not probed stay on the
+    global rung until greedy tries them.
     """
     allowed = max(state.trials_left // 2, 1)
     top = len(state.space.ladder) - 1
     layers = [la.name for la in sorted(state.space.layers, key=lambda la: (-la.params, la.name))]
     above = list(range(max(state.floor.values(), default=0) + 1, top + 1)) or [top]
     spread = sorted({above[0], above[len(above) // 2], above[-1]})
-    for rungs in (above, spread, above[:2], above[:1]):
+    for rungs in (list(range(1, top + 1)), above, spread, above[:2], above[:1]):
         if len(layers) * len(rungs) <= allowed:
             return layers, rungs
     return layers[: max(allowed, 1)], above[:1]
@@ -153,6 +157,11 @@ def sensitivity_plan(state: SearchState) -> tuple[list[str], list[int]]:
 def measure_sensitivity(state: SearchState) -> None:
     best = state.best()
     state.floor = {k: v for k, v in best.config.items() if v} if best is not None else {}
+    if best is not None and best.lost is not None:
+        # A 0/1 metric on a small search part: the best global "fits" because a few
+        # dozen samples cannot show it over budget, not because it is safe; flooring
+        # every layer there would leave nothing between it and safety to verify.
+        state.floor = {}
     layers, rungs = sensitivity_plan(state)
     configs = [{name: rung} for rung in rungs for name in layers]
     for r in state.run("sensitivity", configs):
@@ -220,3 +229,29 @@ def greedy_push(state: SearchState) -> None:
                 rejected.add(m[3])
         if not results:
             return
+
+
+def fill_front(state: SearchState, most: int = FILL) -> None:
+    """Spend trials left over on the thresholds bisection skipped, evenly spread: the
+    steps between safe and cheap that verification walks down when the search part
+    could not tell them apart (see auto/verify.py)."""
+    thresholds = sorted({d for s in state.risk.values() for d in s.values() if d < 1e9})
+    take = min(most, state.trials_left)
+    if take <= 0 or not thresholds:
+        return
+    picks = sorted({round(i * (len(thresholds) - 1) / max(take - 1, 1)) for i in range(take)})
+    state.run("fill", [assign(state, thresholds[i]) for i in picks])
+
+
+def predict_risk(state: SearchState, r: TrialResult) -> float | None:
+    """The sum of each compressed layer's lone risk at its rung (None when a layer's
+    was not probed): additive, the first-order estimate of a configuration's risk."""
+    total = 0.0
+    for name, rung in r.config.items():
+        if not rung:
+            continue
+        lone = state.risk.get(name, {}).get(rung)
+        if lone is None or lone == float("inf"):
+            return None
+        total += max(lone, 0.0)
+    return total

@@ -138,7 +138,10 @@ def pick_finalists(
 
 
 def _risk(c: Any) -> float:
-    return float(getattr(c, "risk", _loss(c)))
+    """Its measured risk, or the sum of its layers' lone risks when larger: one trial's
+    measurement on a small search part is noisy, the sum pools every layer's probes."""
+    extra = getattr(c, "extra", None) or {}
+    return max(float(getattr(c, "risk", _loss(c))), float(extra.get("predicted_risk", 0.0)))
 
 
 def _loss(c: Any) -> float:
