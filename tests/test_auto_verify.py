@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from onnxcomp.auto.search import SearchState
 from onnxcomp.auto.space import Space
 from onnxcomp.auto.trials import TrialResult
@@ -84,7 +86,8 @@ def test_the_order_trusts_the_larger_of_measured_and_summed_lone_risks():
     lucky.config = {"a": 2, "b": 2}
     safe = _t(2, 200, 0.0, 4e-5)
     safe.config = {"a": 1, "b": 1}
-    assert predict_risk(state, lucky) == 4e-4 and predict_risk(state, safe) == 3e-5
+    assert predict_risk(state, lucky) == pytest.approx(4e-4)
+    assert predict_risk(state, safe) == pytest.approx(3e-5)
     unprobed = _t(3, 50, 0.0, 1e-3)
     unprobed.config = {"a": 3}
     assert predict_risk(state, unprobed) is None
