@@ -121,6 +121,7 @@ def markdown(payload: dict) -> str:
     )
     lines += ["", *real_section(payload.get("real") or [])]
     lines += holdout_section(payload.get("auto_holdout"))
+    lines += storage_section(payload.get("storage"))
     lines += [
         "",
         "## Summary per contender (zoo)",
@@ -213,6 +214,16 @@ def _model_section(entry: dict) -> list[str]:
             "each evaluation sentence find the same closest other sentence as with fp32."
         )
     return [*lines, ""]
+
+
+def storage_section(storage: dict | None) -> list[str]:
+    """Codebook + packing on real models (``benchmarks.codebook_bench`` tables)."""
+    if not storage:
+        return []
+    lines = ["", "## Storage: codebooks and packing", "", storage["text"]]
+    for table in storage["tables"]:
+        lines += ["", *table]
+    return lines
 
 
 def holdout_section(holdout: dict | None) -> list[str]:

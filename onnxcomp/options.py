@@ -181,7 +181,8 @@ class CompressOptions:
     )
     pack: bool = option(
         False,
-        "Store codebook codes below 8 bits a code, or sparse; decoded by onnxruntime at load.",
+        "Store codebook codes below 8 bits a code, or sparse (pruned int8 weights too); "
+        "decoded by onnxruntime at load.",
     )
     block_size: int = option(
         32,
@@ -267,8 +268,11 @@ class CompressOptions:
             raise OnnxcompError(f"--block-size must be one of {sizes}, got {self.block_size}")
         if not 2 <= self.bits <= 8:
             raise OnnxcompError(f"--bits must be in 2..8, got {self.bits}")
-        if self.pack and self.quantize != "codebook":
-            raise OnnxcompError("--pack stores codebook codes: add --quantize codebook")
+        if self.pack and self.quantize not in ("codebook", "weights", "int8"):
+            raise OnnxcompError(
+                "--pack stores codebook codes or int8 weights: add --quantize codebook, "
+                "weights or int8"
+            )
         if self.per_tensor and self.quantize is None:
             raise OnnxcompError("--per-tensor needs --quantize")
         if self.activation_type not in ACTIVATION_TYPES:

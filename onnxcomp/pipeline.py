@@ -137,6 +137,8 @@ def build_pipeline(
         passes.append(recovery.bias_pass())
     if options.quantizes:
         passes.append(StoreInt8AtLoadPass(options, include, report))
+    if options.pack and options.quantize in ("weights", "int8"):
+        passes.append(PackInt8StepPass(report))
     passes.append(DropInferredValueInfoPass(shapes))
     return ir.passes.PassManager(passes, steps=1)
 
@@ -358,3 +360,24 @@ class StoreInt8AtLoadPass(_WeightsStepPass):
             )
         modified = bool(store.records or decode.converted) or laid_out or two_vectors
         return ir.passes.PassResult(model, modified=modified)
+
+
+class PackInt8StepPass(ir.passes.InPlacePass):
+    """``--pack`` with int8 weights: PackInt8Pass, reported."""
+
+    def __init__(self, report: CompressReport) -> None:
+        super().__init__()
+        self.report = report
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        from onnxcomp.passes.pack_int8 import PackInt8Pass
+
+        step = PackInt8Pass()
+        result = step(model)
+        if step.packed:
+            forms = sorted({f.split(" (")[0] for _, f in step.packed})
+            self.report.notes.append(
+                f"packed {len(step.packed)} int8 weights ({', '.join(forms)}): "
+                f"{step.saved:,} bytes saved; decoded by onnxruntime at load"
+            )
+        return result
