@@ -81,7 +81,7 @@ def test_pruned_int8_packs_smaller_and_runs_identically(setup, tmp_path, mode):
 
 
 def test_dense_int8_is_left_as_it_is(setup, tmp_path):
-    src, calib, _ = setup
+    src, _, _ = setup
     plain, packed = tmp_path / "plain.onnx", tmp_path / "packed.onnx"
     compress(src, plain, quantize="weights")
     r = compress(src, packed, quantize="weights", pack=True)
