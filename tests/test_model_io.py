@@ -79,6 +79,28 @@ def test_large_models_go_to_external_data(tmp_path, monkeypatch):
     np.testing.assert_allclose(y, np.full((1, 64), 32.0))
 
 
+def test_packed_codebooks_take_the_external_data_path_too(tmp_path, monkeypatch):
+    """A model over the proto limit (made small here) read from external data and written
+    packed: the codes and tables go to the output's own data file and decode at load."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((256, 64)).astype(np.float32)
+    proto = big_matmul_model(256, 64)
+    proto.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(w, "w"))
+    src = tmp_path / "src.onnx"
+    onnx.save(proto, src, save_as_external_data=True, all_tensors_to_one_file=True,
+              location="src.onnx.data", size_threshold=0)  # fmt: skip
+    monkeypatch.setattr(model, "_PROTO_LIMIT", 1000)
+    out = tmp_path / "cb.onnx"
+    compress(src, out, quantize="codebook", bits=4, pack=True, allow_larger=True)
+    assert (tmp_path / "cb.onnx.data").exists()  # its own data file, not the input's
+    x = rng.standard_normal((1, 256)).astype(np.float32)
+    y = ort.InferenceSession(str(out)).run(None, {"x": x})[0]
+    ref = x @ w
+    # 16 values for a Gaussian tensor: ~10% relative error per weight, independent
+    # across weights, so the outputs' relative L2 error is ~10% too
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 0.2
+
+
 @pytest.mark.skipif(not os.environ.get("ONNXCOMP_BIG_TESTS"), reason="set ONNXCOMP_BIG_TESTS=1")
 def test_2gb_model_round_trips(tmp_path):
     """A real > 2 GB model: ~20 s and ~11 GB of RAM, so opt-in."""
