@@ -2,7 +2,8 @@
 
 ``python -m benchmarks.codebook_bench MODEL CONFIG...`` where MODEL is a corpus name
 (``minilm-l3``, ``paddle-ocr-cls``...) or ``digits`` (the demo MLP), and each CONFIG is
-``key=value,key=value`` of CompressOptions (``quantize=codebook,bits=3,pack=1``).
+``key=value,key=value`` of CompressOptions (``quantize=codebook,bits=3,pack=1``;
+``layer:NAME=S`` a layer's sparsity, ``bits:NAME=N`` its codebook bits).
 Prints one Markdown row per model file: raw bytes and ratio to fp32, zlib-deflated
 bytes, the task metric, session creation time and peak RSS (in a fresh process),
 median latency vs fp32, and compression time.
@@ -69,6 +70,10 @@ def parse(config: str) -> dict:
             from onnxcomp.layers import LayerOptions
 
             opts.setdefault("layers", {})[key[6:]] = LayerOptions(prune_sparsity=float(value))
+        elif key.startswith("bits:"):  # bits:NAME=N sets that layer's codebook bits
+            from onnxcomp.layers import LayerOptions
+
+            opts.setdefault("layers", {})[key[5:]] = LayerOptions(bits=int(value))
         else:
             opts[key] = value
     return opts
