@@ -7,11 +7,12 @@ search never saw: a finalist is accepted when the upper bound of its drop there 
 within the budget.
 
 Several finalists are tested on the same data, so the tests are ordered before any
-verification score is seen (fixed-sequence testing): safest first (smallest search drop),
-then ever cheaper ones, each at the full confidence c, stopping at the first that fails.
-A wrong acceptance can only happen at the first false hypothesis reached, so the chosen
-model (the cheapest accepted) meets the budget at confidence c without Bonferroni's
-c' = 1 - (1 - c) / K, which made every test stricter and picked larger models.
+verification score is seen (fixed-sequence testing): safest first (least risk on the
+search part), then ever cheaper ones, each at the full confidence c, stopping at the
+first that fails. A wrong acceptance can only happen at the first false hypothesis
+reached, so the chosen model (the last, cheapest accepted) meets the budget at confidence
+c without Bonferroni's c' = 1 - (1 - c) / K, which made every test stricter and picked
+larger models.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.evaluate import Evaluator
 from onnxcomp.stats import drop_bound, samples_needed, smallest_bound
 
-# Finalist i: the cheapest candidate whose search drop is <= budget * MARGINS[i]; they
-# are verified safest first. More rungs cost builds, never confidence.
+# Finalist i: the cheapest candidate whose search drop is <= budget * MARGINS[i] (then
+# the cost/risk front, then COST_STEPS); verified safest first. More cost builds, never
+# confidence.
 MARGINS = (1.0, 0.75, 0.5, 0.25)
 COST_STEPS = (1.2, 1.5, 2.0)
 MAX_FINALISTS = 12  # builds, never confidence: the sequence stops at its first rejection
