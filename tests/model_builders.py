@@ -371,3 +371,15 @@ def robust_fragile_model() -> onnx.ModelProto:
 def write_data(path, n: int = 200, seed: int = 1) -> None:
     x = np.random.default_rng(seed).standard_normal((n, 64)).astype(np.float32)
     np.savez(path, x=x)
+
+
+def ort_session(path, optimized=None):
+    """A quiet CPU session; with ``optimized``, onnxruntime writes its optimized graph
+    there (to see what a decode folded into)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if optimized is not None:
+        opts.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

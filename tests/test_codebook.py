@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from model_builders import (
     conv_net,
@@ -14,6 +13,7 @@ from model_builders import (
     if_model,
     loop_model,
     mlp_with_constants,
+    ort_session,
     shared_weight_model,
 )
 
@@ -27,12 +27,7 @@ from onnxcomp.recipe import load_recipe
 DECODE_OPS = {"BitShift", "Mod", "CumSum", "ScatterElements", "ConstantOfShape", "Gather"}
 
 
-def _session(path, optimized=None):
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if optimized is not None:
-        opts.optimized_model_filepath = str(optimized)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+_session = ort_session
 
 
 def _feed(sess) -> dict[str, np.ndarray]:

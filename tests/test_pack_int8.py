@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from model_builders import ort_session
 from onnx import helper, numpy_helper
 
 from onnxcomp import compress
@@ -38,12 +38,7 @@ def _model() -> onnx.ModelProto:
     return model
 
 
-def _session(path, optimized=None):
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if optimized is not None:
-        opts.optimized_model_filepath = str(optimized)
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+_session = ort_session
 
 
 @pytest.fixture
