@@ -36,7 +36,7 @@ from onnxcomp.auto.space import build_space, deflate_size
 from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.auto.verify import Verification
 from onnxcomp.compress import CompressOptions, compress
-from onnxcomp.data import input_specs, open_data
+from onnxcomp.data import InputSpec, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.evaluate import Evaluator
 from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
@@ -181,13 +181,13 @@ def _holdout(
     specs = input_specs(model_io.load(src))
     labels = options.labels
     if options.verify is not None:
-        return search_data, *_verifier(src, options.verify, str(options.verify), options)
+        return search_data, *_verifier(src, specs, options.verify, str(options.verify), options)
     fraction = options.verify_fraction or 1 / 3
     split = split_data(
         search_data, specs, Path(workdir) / "holdout", labels=labels, fraction=fraction,
         seed=options.seed,
     )  # fmt: skip
-    verifier, plan = _verifier(src, split.verify, _where(split), options, quiet=True)
+    verifier, plan = _verifier(src, specs, split.verify, _where(split), options, quiet=True)
     total = split.search_samples + split.verify_samples
     need = plan.samples_needed
     if (
@@ -202,7 +202,7 @@ def _holdout(
             search_data, specs, Path(workdir) / "holdout", labels=labels, fraction=fraction,
             seed=options.seed, at_least=need,
         )  # fmt: skip
-        verifier, plan = _verifier(src, split.verify, _where(split), options, quiet=True)
+        verifier, plan = _verifier(src, specs, split.verify, _where(split), options, quiet=True)
     if plan.samples_needed is not None and not options.allow_small_data:
         verify_mod.plan(verifier, options.max_drop, options.confidence, False, plan.data)
     return split.search, verifier, plan
@@ -214,11 +214,16 @@ def _where(split: Split) -> str:
 
 
 def _verifier(
-    src: Path, verify: Any, where: str, options: AutoOptions, *, quiet: bool = False
+    src: Path,
+    specs: list[InputSpec],
+    verify: Any,
+    where: str,
+    options: AutoOptions,
+    *,
+    quiet: bool = False,
 ) -> tuple[Evaluator, Verification]:
     """An evaluator on the held-back data and its plan (``quiet``: a plan that cannot
     resolve the budget is returned, as if --allow-small-data, for the caller to decide)."""
-    specs = input_specs(model_io.load(src))
     verifier = Evaluator(str(src), open_data(verify, specs, labels=options.labels),
                          metric=options.metric)  # fmt: skip
     allow = options.allow_small_data or quiet
