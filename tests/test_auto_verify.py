@@ -95,3 +95,39 @@ def test_the_order_trusts_the_larger_of_measured_and_summed_lone_risks():
         c.extra["predicted_risk"] = predict_risk(state, c)
     # safe first although the lucky one measured lower: its layers' probes say otherwise
     assert [c.id for c in _sequence([lucky, safe])] == [2, 1]
+
+
+class _Recorder(SerialExecutor):
+    """Runs nothing: records the configurations a stage asks for."""
+
+    def __init__(self) -> None:
+        self.configs: list[dict[str, int]] = []
+
+    def map(self, fn, items):
+        for task in items:
+            self.configs.append(dict(task.config))
+            yield TrialResult(task.id, task.stage, task.config, drop=0.0, bytes=1)
+
+
+def test_fill_spends_its_trials_on_distinct_untried_assignments():
+    from onnxcomp.auto.search import _key, assign, fill_front
+    from onnxcomp.auto.space import CODEBOOK_LADDER, Setting, TunableLayer
+
+    ladder = [Setting("float")] + [Setting("weights", s, b) for b, s in CODEBOOK_LADDER]
+    space = Space([TunableLayer("a", ["MatMul"], 100), TunableLayer("b", ["MatMul"], 10)], ladder)
+    recorder = _Recorder()
+    state = SearchState(space, 0.01, "size", recorder, "", workers=1, max_trials=100)
+    # thresholds 2e-5 and 3e-5 give the same assignment: "b"'s rung 2 measured below
+    # its rung 1, so "b" is at rung 2 for both
+    state.risk = {"a": {1: 1e-5, 2: 4e-5, 3: 9e-5}, "b": {1: 3e-5, 2: 2e-5, 3: 5e-5}}
+    tried = assign(state, 1e-5)
+    state.seen[_key(tried)] = TrialResult(0, "bisect", tried, drop=0.0)
+    fill_front(state, most=3)
+    keys = [_key(c) for c in recorder.configs]
+    assert len(keys) == 3 and len(set(keys)) == 3
+    assert tried not in recorder.configs  # already tried: no trial spent on it again
+    everything = {_key(assign(state, t)) for s in state.risk.values()
+                  for t in s.values()}  # fmt: skip
+    assert set(keys) <= everything
+    # the safest and the harshest distinct assignment are both among them
+    assert recorder.configs[0] == {"a": 1, "b": 2} and recorder.configs[-1] == {"a": 3, "b": 3}

@@ -27,7 +27,7 @@ from onnxcomp.stats import binomial_lower
 
 EPS = 1e-9
 SEARCH_CONFIDENCE = 0.8
-FILL = 8  # threshold steps fill_front may add
+FILL = 16  # threshold steps fill_front may add
 
 
 @dataclass
@@ -232,15 +232,21 @@ def greedy_push(state: SearchState) -> None:
 
 
 def fill_front(state: SearchState, most: int = FILL) -> None:
-    """Spend trials left over on the thresholds bisection skipped, evenly spread: the
-    steps between safe and cheap that verification walks down when the search part
-    could not tell them apart (see auto/verify.py)."""
+    """Spend trials left over on the thresholds bisection skipped: the steps between
+    safe and cheap that verification walks down when the search part could not tell
+    them apart (see auto/verify.py). Only assignments not tried yet, evenly spread over
+    the distinct ones (neighbouring thresholds often give the same configuration)."""
     thresholds = sorted({d for s in state.risk.values() for d in s.values() if d < 1e9})
-    take = min(most, state.trials_left)
-    if take <= 0 or not thresholds:
+    fresh: list[dict[str, int]] = []
+    for t in thresholds:
+        config = assign(state, t)
+        if _key(config) not in state.seen and _key(config) not in {_key(c) for c in fresh}:
+            fresh.append(config)
+    take = min(most, state.trials_left, len(fresh))
+    if take <= 0:
         return
-    picks = sorted({round(i * (len(thresholds) - 1) / max(take - 1, 1)) for i in range(take)})
-    state.run("fill", [assign(state, thresholds[i]) for i in picks])
+    picks = sorted({round(i * (len(fresh) - 1) / max(take - 1, 1)) for i in range(take)})
+    state.run("fill", [fresh[i] for i in picks])
 
 
 def predict_risk(state: SearchState, r: TrialResult) -> float | None:
