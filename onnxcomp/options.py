@@ -197,6 +197,20 @@ class CompressOptions:
         flag="--symmetric/--asymmetric",
         show_default=True,
     )
+    awq: bool = option(
+        True,
+        "--quantize int4 with --calib: activation-aware scales per input channel (searched "
+        "on the calibration data, kept where they lower the output error).",
+        flag="--awq/--no-awq",
+        show_default=True,
+    )
+    smoothquant: bool = option(
+        False,
+        "--quantize int8: migrate activation outliers into the MatMul/Gemm weights "
+        "(SmoothQuant; strength searched per activation, kept where it lowers the output "
+        "error on the calibration data).",
+        show_default=True,
+    )
     per_tensor: bool = option(False, "One scale per weight tensor, not per channel.")
     exclude: tuple[str, ...] = option(
         (), "Keep this node, weight or op type in float (repeatable).", metavar="NAME_OR_OPTYPE"
@@ -273,6 +287,8 @@ class CompressOptions:
                 "--pack stores codebook codes or int8 weights: add --quantize codebook, "
                 "weights or int8"
             )
+        if self.smoothquant and self.quantize != "int8":
+            raise OnnxcompError("--smoothquant smooths int8 activations: add --quantize int8")
         if self.per_tensor and self.quantize is None:
             raise OnnxcompError("--per-tensor needs --quantize")
         if self.activation_type not in ACTIVATION_TYPES:

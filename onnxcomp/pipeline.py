@@ -111,6 +111,11 @@ def build_pipeline(
     passes.append(When(lambda: ctx.prunes, prune, strip_pass(report)))
 
     if options.quantize == "int8":
+        if options.smoothquant:
+            from onnxcomp.quantization.smoothquant import SmoothQuantPass
+
+            wanted = quantize_filter(include, options.layers, options.quantize)
+            passes.append(SmoothQuantPass(options.calib, wanted, report))
         passes.append(Int8ReferencePass(ctx))
     if options.quantize == "codebook":
         passes.append(
@@ -299,6 +304,7 @@ class Int4WeightsPass(_WeightsStepPass):
             symmetric=options.symmetric,
             include=self.include,
             calib=options.calib,
+            awq=options.awq,
         )
         result.quantized += records
         result.skipped.update({f"{k} (int4)": v for k, v in skipped.items()})
@@ -330,10 +336,11 @@ class StoreInt8AtLoadPass(_WeightsStepPass):
             RemoveUnusedNodesPass()(model)
             RemoveUnusedSubgraphInitializersPass()(model)
             result.quantized += store.records
-            result.notes.append(
-                f"stored {len(store.records)} other float constants int8 "
-                "(decoded once by onnxruntime at load)"
-            )
+            if store.records:
+                result.notes.append(
+                    f"stored {len(store.records)} other float constants int8 "
+                    "(decoded once by onnxruntime at load)"
+                )
         result.skipped.update({k: v for k, v in store.skipped.items() if v != "excluded"})
         half = StoreVectorsFloat16Pass(
             quantize_filter(self.include, options.layers, options.quantize)

@@ -57,6 +57,69 @@ def layer_hessians(model: ir.Model, weights: list[Weight], calib: Any) -> dict[s
     return {name: acc.matrix for name, acc in accs.items()}
 
 
+def awq_step(
+    model: ir.Model,
+    candidates: list[Weight],
+    hessians: dict[str, np.ndarray],
+    block_size: int,
+    symmetric: bool,
+    solutions: dict[str, tuple[np.ndarray, BlockQuant]] | None = None,
+) -> list[str]:
+    """Activation-aware scales (quantization/awq.py) on every group of int4 candidates
+    reading one activation, kept where GPTQ's own output error drops with them (the
+    scale is searched with rounding; GPTQ already repairs part of what it fixes); their
+    H becomes that of the scaled activation. The GPTQ codes of the kept variant go into
+    ``solutions`` (weight name -> the [K, N] weight solved, its codes)."""
+    from onnxcomp.naming import NameAllocator
+    from onnxcomp.passes.channel_scale import apply_scale, scale_groups, weight_kn
+    from onnxcomp.quantization.awq import MIN_GAIN, awq_scale
+    from onnxcomp.recover.gptq_blocks import gptq_blocks, output_error
+
+    def solved(ws: list[np.ndarray], h: np.ndarray) -> tuple[float, list[BlockQuant]]:
+        quants = [gptq_blocks(w, h, block_size, symmetric=symmetric) for w in ws]
+        return sum(output_error(w, q, h) for w, q in zip(ws, quants, strict=True)), quants
+
+    names = NameAllocator(model)
+    scaled, folded, before, after = 0, 0, 0.0, 0.0
+    for group in scale_groups(candidates):
+        if any(w.name not in hessians for w in group.weights):
+            continue
+        h = hessians[group.weights[0].name]
+        s, alpha, _, _ = awq_scale(group, h, block_size, symmetric)
+        ws = [weight_kn(w) for w in group.weights]
+        base, quants = solved(ws, h)
+        err, kept = base, ws
+        if s is not None:
+            inv = 1.0 / s.astype(np.float64)
+            scaled_ws = [w * s[:, None] for w in ws]
+            err, scaled_quants = solved(scaled_ws, h * np.outer(inv, inv))
+            if err <= base * (1 - MIN_GAIN):
+                quants, kept = scaled_quants, scaled_ws
+        if solutions is not None:
+            solutions.update(
+                {w.name: (k, q) for w, k, q in zip(group.weights, kept, quants, strict=True)}
+            )
+        if kept is ws:
+            before, after = before + base, after + base
+            continue
+        assert s is not None  # kept a scaled variant
+        before, after = before + base, after + err
+        where = apply_scale(group, s, names)
+        scaled += 1
+        folded += where.startswith("folded")
+        logger.info("awq %s: alpha %.1f, %.4g -> %.4g, %s", group.name, alpha, base, err, where)
+        inv = 1.0 / s.astype(np.float64)
+        for w in group.weights:
+            hessians[w.name] = hessians[w.name] * np.outer(inv, inv)
+    if not scaled:
+        return []
+    return [
+        f"activation-aware scales (AWQ) on {scaled} activations ({folded} folded into the op "
+        f"making them, {scaled - folded} by an inserted Mul): 4-bit output error (GPTQ) "
+        f"{before:.4g} -> {after:.4g} summed over layers"
+    ]
+
+
 def unfused_int4(model: ir.Model) -> list[str]:
     """Weights of int4 DequantizeLinear nodes that onnxruntime's optimized graph still holds.
 
@@ -101,6 +164,7 @@ def quantize_int4(
     symmetric: bool,
     include,
     calib: Any = None,
+    awq: bool = True,
 ) -> tuple[list[QuantRecord], dict[str, str], list[str]]:
     """int4 MatMul/Gemm (GPTQ and sensitivity when ``calib`` is given) and embedding tables.
 
@@ -113,6 +177,7 @@ def quantize_int4(
             "(needs >= 1.19): int4 weights are dequantized on every run"
         )
     solver = sensitivity = None
+    solutions: dict[str, tuple[np.ndarray, BlockQuant]] = {}
     if calib is not None:
         from onnxcomp.recover.gptq_blocks import gptq_blocks, output_error
 
@@ -122,11 +187,16 @@ def quantize_int4(
             if w.value.dtype == ir.DataType.FLOAT and include(w) and int4_slot(w) is None
         ]
         hessians = layer_hessians(model, candidates, calib)
+        if awq:
+            notes += awq_step(model, candidates, hessians, block_size, symmetric, solutions)
 
         def solver(weight: Weight, w: np.ndarray) -> BlockQuant | None:
             h = hessians.get(weight.name)
             if h is None:
                 return None
+            done = solutions.get(weight.name)
+            if done is not None and np.array_equal(done[0], w):
+                return done[1]  # solved while judging the scales, on this very weight
             return gptq_blocks(w, h, block_size, symmetric=symmetric)
 
         def sensitivity(weight: Weight, w: np.ndarray, quant: BlockQuant) -> float:

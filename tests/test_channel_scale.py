@@ -1,0 +1,136 @@
+"""Per-channel scales moved between activations and MatMul weights: exact in float
+(passes/channel_scale.py), and what AWQ (int4) and SmoothQuant (int8) make of them."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from model_builders import _init, _model, ort_session, vin
+from onnx import helper
+
+from onnxcomp.cli import main
+from onnxcomp.compress import compress
+from onnxcomp.naming import NameAllocator
+from onnxcomp.passes.channel_scale import apply_scale, scale_groups
+from onnxcomp.weights import find_weights
+
+K, N = 128, 256
+
+
+def outlier_model(seed: int = 0) -> onnx.ModelProto:
+    """x -> LayerNorm (a few large gamma channels, like trained transformers) -> two
+    MatMuls (Q/K-like, LN output read by nothing else) -> Add -> * 0.5 -> MatMul -> out;
+    and x itself read by a MatMul and a residual Add (no op to fold into)."""
+    rng = np.random.default_rng(seed)
+    gamma = np.ones(K, np.float32)
+    gamma[rng.choice(K, 4, replace=False)] = 25.0
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], axis=-1),
+        helper.make_node("MatMul", ["ln", "w1"], ["a"], name="mm1"),
+        helper.make_node("MatMul", ["ln", "w2"], ["b"], name="mm2"),
+        helper.make_node("Add", ["a", "b"], ["ab"]),
+        helper.make_node("Mul", ["ab", "half"], ["h"], name="half_mul"),
+        helper.make_node("MatMul", ["h", "w3"], ["c"], name="mm3"),
+        helper.make_node("MatMul", ["x", "w4"], ["d"], name="mm4"),
+        helper.make_node("Add", ["d", "x"], ["e"]),
+        helper.make_node("Add", ["c", "e"], ["out"]),
+    ]
+    inits = [
+        _init("gamma", gamma),
+        _init("beta", (0.1 * rng.standard_normal(K)).astype(np.float32)),
+        _init("w1", (rng.standard_normal((K, N)) / np.sqrt(K)).astype(np.float32)),
+        _init("w2", (rng.standard_normal((K, N)) / np.sqrt(K)).astype(np.float32)),
+        _init("half", np.array([0.5], np.float32)),
+        _init("w3", (rng.standard_normal((N, K)) / np.sqrt(N)).astype(np.float32)),
+        _init("w4", (rng.standard_normal((K, K)) / np.sqrt(K)).astype(np.float32)),
+    ]
+    return _model(nodes, [vin("x", ["B", 8, K])], [vin("out", ["B", 8, K])], inits, opset=17)
+
+
+def _inputs(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, 8, K)).astype(np.float32)
+    x[..., :3] *= 20.0  # outlier input channels too (read by mm4 directly)
+    return x
+
+
+def _run(path, x):
+    return ort_session(path).run(None, {"x": x})[0]
+
+
+def _rel_err(ref, got) -> float:
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+def test_scales_are_exact_in_float_and_go_where_they_cost_nothing(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(outlier_model(), src)
+    model = ir.load(src)
+    groups = {g.name: g for g in scale_groups(find_weights(model))}
+    assert sorted(groups) == ["h", "ln", "x"]
+    assert sorted(w.name for w in groups["ln"].weights) == ["w1", "w2"]
+    names = NameAllocator(model)
+    rng = np.random.default_rng(3)
+    where = {
+        name: apply_scale(g, rng.uniform(0.2, 5.0, g.weights[0].array.shape[0]), names)
+        for name, g in groups.items()
+    }
+    assert where["ln"].startswith("folded into") and where["h"] == "folded into half_mul"
+    assert where["x"] == "Mul inserted"  # x is a graph input, also read by the residual Add
+    out = tmp_path / "scaled.onnx"
+    ir.save(model, out)
+    onnx.checker.check_model(str(out), full_check=True)
+    x = _inputs(4, 1)
+    # float32 rounding of the scaled weights only: a few ulps through three layers
+    assert _rel_err(_run(src, x), _run(out, x)) < 1e-5
+
+
+def test_awq_lowers_the_int4_error_on_unseen_inputs(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(outlier_model(), src)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=_inputs(64, 2))
+    plain, awq = tmp_path / "plain.onnx", tmp_path / "awq.onnx"
+    compress(src, plain, quantize="int4", calib=str(calib), awq=False)
+    result = compress(src, awq, quantize="int4", calib=str(calib))
+    note = next(n for n in result.notes if n.startswith("activation-aware scales (AWQ)"))
+    before, after = (float(v) for v in re.findall(r"([\d.e-]+) -> ([\d.e-]+)", note)[0])
+    assert after < before
+    x = _inputs(8, 9)
+    ref = _run(src, x)
+    assert _rel_err(ref, _run(awq, x)) < _rel_err(ref, _run(plain, x))
+
+
+def test_smoothquant_lowers_the_int8_error_on_unseen_inputs(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(outlier_model(), src)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=_inputs(16, 2))
+    plain, smooth = tmp_path / "plain.onnx", tmp_path / "smooth.onnx"
+    common = dict(quantize="int8", calib=str(calib), measure=False)
+    compress(src, plain, **common)
+    result = compress(src, smooth, smoothquant=True, **common)
+    assert any(n.startswith("SmoothQuant on ") for n in result.notes)
+    onnx.checker.check_model(str(smooth), full_check=True)
+    x = _inputs(8, 9)
+    ref = _run(src, x)
+    # outlier channels 25x the rest: per-tensor uint8 leaves the others ~10 levels;
+    # smoothing must at least halve the error
+    assert _rel_err(ref, _run(smooth, x)) < 0.5 * _rel_err(ref, _run(plain, x))
+    again = tmp_path / "again.onnx"
+    compress(src, again, smoothquant=True, **common)
+    assert again.read_bytes() == smooth.read_bytes()
+
+
+@pytest.mark.parametrize("args", [["--quantize", "weights", "--smoothquant"], ["--smoothquant"]])
+def test_smoothquant_needs_int8(tmp_path, capsys, args):
+    src = tmp_path / "m.onnx"
+    onnx.save(outlier_model(), src)
+    code = main(["compress", str(src), "-o", str(tmp_path / "o.onnx"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["onnxcomp: error: --smoothquant smooths int8 activations: "
+                                 "add --quantize int8"]  # fmt: skip
+    assert not (tmp_path / "o.onnx").exists()
