@@ -65,7 +65,7 @@ def compress_model(
     options.validate()
     report = CompressReport()
     if options.quantizes:
-        target = INT4_MIN_OPSET if options.quantize == "int4" else PER_CHANNEL_MIN_OPSET
+        target = INT4_MIN_OPSET if options.int4 else PER_CHANNEL_MIN_OPSET
         model, old = model_io.upgrade_opset(model, target)
         if old is not None:
             why = "int4 blocks" if target == INT4_MIN_OPSET else "per-channel quantization"

@@ -54,12 +54,14 @@ def node_precision(node: ir.Node, layers: dict[str, LayerOptions]) -> str | None
 
 
 def nodes_kept_out_of_int8(model: ir.Model, layers: dict[str, LayerOptions]) -> set[str]:
-    """Names of nodes whose layer asks for float activations (precision float/weights)."""
+    """Names of nodes whose layer asks for float activations (float, int8 or int4 weights
+    only)."""
     if not layers:
         return set()
     names: set[str] = set()
     graphs = [model.graph, *model.graph.subgraphs()]
-    weight_layers = {k: v for k, v in layers.items() if v.precision in ("float", "weights")}
+    floats = ("float", "weights", "int4")
+    weight_layers = {k: v for k, v in layers.items() if v.precision in floats}
     for graph in graphs:
         for node in graph:
             precision = node_precision(node, layers)
@@ -67,7 +69,7 @@ def nodes_kept_out_of_int8(model: ir.Model, layers: dict[str, LayerOptions]) -> 
                 for value in node.inputs:
                     if value is not None and value.name in weight_layers:
                         precision = weight_layers[value.name].precision
-            if precision in ("float", "weights") and node.name:
+            if precision in floats and node.name:
                 names.add(node.name)
     return names
 
@@ -84,6 +86,23 @@ def quantize_filter(
         if layer is None or layer.precision is None:
             return global_quantize is not None
         return layer.precision != "float"
+
+    return wanted
+
+
+def int4_filter(
+    include: Callable[[Weight], bool], layers: dict[str, LayerOptions], global_quantize: str | None
+) -> Callable[[Weight], bool]:
+    """Which weights int4 blocks may take: with global int4, those no layer sets otherwise;
+    else the layers asking for int4 (mixed with int8)."""
+
+    def wanted(weight: Weight) -> bool:
+        if not include(weight):
+            return False
+        layer = resolve(weight, layers)
+        if layer is None or layer.precision is None:
+            return global_quantize == "int4"
+        return layer.precision == "int4"
 
     return wanted
 

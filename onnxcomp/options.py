@@ -22,7 +22,7 @@ Quantize = Literal["weights", "int8", "codebook", "int4"]
 CalibMethod = Literal["minmax", "percentile", "entropy", "mse"]
 ActivationType = Literal["auto", "uint8", "int8"]
 RecoverMethod = Literal["bias", "gptq", "sparsegpt"]
-Precision = Literal["float", "weights", "int8"]  # per layer: float, int8 weights, full int8
+Precision = Literal["float", "weights", "int8", "int4"]  # per layer: ..., int4 weight blocks
 Objective = Literal["size", "latency"]
 Engine = Literal["local", "ray"]
 Metric = Literal["accuracy", "agreement", "cosine"]
@@ -137,6 +137,11 @@ class LayerOptions:
             raise OnnxcompError(f"layer '{name}': bits must be in 2..8, got {bits}")
         if bits is not None and global_quantize != "codebook":
             raise OnnxcompError(f"layer '{name}' sets bits: set quantize = \"codebook\"")
+        if self.precision == "int4" and global_quantize not in ("int4", "int8"):
+            raise OnnxcompError(
+                f"layer '{name}' asks for int4 weights: set quantize = \"int4\" "
+                "(or \"int8\" with calib, to mix int4 and int8 layers)"
+            )
         if self.precision == "int8" and global_quantize != "int8":
             raise OnnxcompError(
                 f"layer '{name}' asks for int8 activations: set quantize = \"int8\" and calib"
@@ -345,7 +350,14 @@ class CompressOptions:
     def quantizes(self) -> bool:
         """Some weights get int8: globally, or a layer asks for it."""
         return self.quantize is not None or any(
-            layer.precision in ("weights", "int8") for layer in self.layers.values()
+            layer.precision in ("weights", "int8", "int4") for layer in self.layers.values()
+        )
+
+    @property
+    def int4(self) -> bool:
+        """Some MatMul/Gemm weights get int4 blocks: globally, or a layer asks for it."""
+        return self.quantize == "int4" or any(
+            layer.precision == "int4" for layer in self.layers.values()
         )
 
 

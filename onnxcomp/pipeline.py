@@ -30,6 +30,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.layers import (
     check_layer_names,
     excluder,
+    int4_filter,
     model_names,
     nodes_kept_out_of_int8,
     quantize_filter,
@@ -128,8 +129,9 @@ def build_pipeline(
         )
     elif options.quantizes:
         wanted = quantize_filter(include, options.layers, options.quantize)
-        if options.quantize == "int4":
-            passes.append(Int4WeightsPass(options, wanted, report))
+        if options.int4:
+            int4 = int4_filter(include, options.layers, options.quantize)
+            passes.append(Int4WeightsPass(options, int4, report))
         quantize: ir.passes.InPlacePass = QuantizeWeightsPass(
             per_channel=not options.per_tensor, include=wanted, report=report
         )

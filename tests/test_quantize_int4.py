@@ -202,3 +202,57 @@ def test_recipe_replays_int4_settings(tmp_path):
     path.write_text('[compress]\nquantize = "int4"\nblock-size = 64\nsymmetric = false\n')
     options = load_recipe(str(path))
     assert (options.quantize, options.block_size, options.symmetric) == ("int4", 64, False)
+
+
+def _mixed_setup(tmp_path):
+    from model_builders import transformer
+
+    src = tmp_path / "t.onnx"
+    onnx.save(transformer(dim=128, ff=256, layers=1), src)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, ids=np.random.default_rng(0).integers(0, 64, (16, 12)).astype(np.int64))
+    return src, calib
+
+
+def test_a_layer_takes_int4_inside_an_int8_model(tmp_path):
+    from onnxcomp.options import LayerOptions
+
+    src, calib = _mixed_setup(tmp_path)
+    out, optimized = tmp_path / "mixed.onnx", tmp_path / "opt.onnx"
+    layers = {"l0_f1_w": LayerOptions(precision="int4")}
+    compress(src, out, quantize="int8", calib=str(calib), measure=False, layers=layers)
+    model = onnx.load(out)
+    int4 = [i.name for i in model.graph.initializer if i.data_type == TensorProto.INT4]
+    assert len(int4) == 1 and int4[0].startswith("l0_f1_w")
+    ids = np.random.default_rng(5).integers(0, 64, (4, 12)).astype(np.int64)
+    got = _run(out, ids, optimized)
+    ops = [n.op_type for n in onnx.load(optimized).graph.node]
+    # the int4 layer runs as MatMulNBits on float activations, the rest on int8 kernels
+    assert ops.count("MatMulNBits") == 1 and ("MatMulInteger" in ops or "QLinearMatMul" in ops)
+    ref = _run(src, ids)
+    cos = np.sum(ref * got) / np.linalg.norm(ref) / np.linalg.norm(got)
+    assert cos > 0.99
+
+
+def test_int4_layers_need_an_int4_or_int8_model(tmp_path, capsys):
+    src, _ = _mixed_setup(tmp_path)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[compress]\nquantize = "weights"\n[layers."l0_f1_w"]\nprecision = "int4"\n')
+    code = main(["compress", str(src), "-o", str(tmp_path / "o.onnx"), "--recipe", str(recipe)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "layer 'l0_f1_w' asks for int4 weights" in err
+
+
+def test_auto_latency_ladder_has_int4_between_float_and_int8(tmp_path):
+    from onnxcomp.auto.space import build_space
+
+    src, calib = _mixed_setup(tmp_path)
+    space = build_space(str(src), objective="latency", has_calib=True)
+    assert [s.precision for s in space.ladder] == ["float", "int4", "int8"]
+    space.base.calib = str(calib)
+    mixed = space.to_options({"l0_f1_w": 1, "l0_q_w": 2})
+    assert mixed.quantize == "int8"
+    assert mixed.layers["l0_f1_w"].precision == "int4"
+    out = tmp_path / "auto_mixed.onnx"
+    compress(src, out, mixed)
+    assert sum(i.data_type == TensorProto.INT4 for i in onnx.load(out).graph.initializer) == 1

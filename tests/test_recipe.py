@@ -81,7 +81,7 @@ def test_cli_options_override_the_recipe(save_model, tmp_path, capsys):
         ("[compress]\nprune_sparsty = 0.5\n", "unknown key 'compress.prune_sparsty'"),
         ("[compress]\nprune_sparsity = 1.5\n", "sparsity"),
         ("[compress]\nquantize = 8\n", "'compress.quantize' has a value of the wrong type"),
-        ('[layers.fc]\nprecision = "int4"\n', "'layers.fc.precision' must be one of"),
+        ('[layers.fc]\nprecision = "int2"\n', "'layers.fc.precision' must be one of"),
         ("[layers.fc]\nbits = 4\n", "layer 'fc' sets bits: set quantize = \"codebook\""),
         ('[compress]\nquantize = "codebook"\n[layers.fc]\nbits = 9\n', "bits must be in 2..8"),
         ("[layers.fc]\nbitz = 4\n", "unknown key 'layers.fc.bitz'"),
