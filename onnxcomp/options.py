@@ -140,7 +140,7 @@ class LayerOptions:
         if self.precision == "int4" and global_quantize not in ("int4", "int8"):
             raise OnnxcompError(
                 f"layer '{name}' asks for int4 weights: set quantize = \"int4\" "
-                "(or \"int8\" with calib, to mix int4 and int8 layers)"
+                '(or "int8" with calib, to mix int4 and int8 layers)'
             )
         if self.precision == "int8" and global_quantize != "int8":
             raise OnnxcompError(
