@@ -52,6 +52,8 @@ class InspectResult:
     external_data: list[str] = field(default_factory=list)
     metadata_keys: list[str] = field(default_factory=list)
     storage: list[StoredWeight] = field(default_factory=list)  # each weight's stored form
+    # Layers --prune-channels shrank (from the file's metadata): name -> [before, after].
+    removed_channels: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +110,27 @@ def inspect(path: str | os.PathLike) -> InspectResult:
         external_data=sorted(external),
         metadata_keys=sorted(model.metadata_props),
         storage=storage_forms(model),
+        removed_channels=_removed_channels(model),
     )
+
+
+def _removed_channels(model: ir.Model) -> dict[str, list[int]]:
+    """What onnxcomp --prune-channels recorded; anything malformed is ignored."""
+    import json
+
+    from onnxcomp.passes.prune_channels import REMOVED_KEY
+
+    try:
+        raw = json.loads(model.metadata_props.get(REMOVED_KEY, "{}"))
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        str(k): [int(v[0]), int(v[1])]
+        for k, v in sorted(raw.items())
+        if isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v)
+    }
 
 
 def _constant_tensors(graphs: list[ir.Graph]) -> Iterator[ir.TensorProtocol]:

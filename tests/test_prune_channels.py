@@ -7,6 +7,8 @@ valid (checker, full shape inference) and run in onnxruntime.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -368,6 +370,17 @@ def test_debug_lists_removed_channels(tmp_path, capsys):
     assert main(["debug", str(model), str(out), "--data", str(calib)]) == 0
     text = capsys.readouterr().out
     assert "channels removed" in text and "h1 32 -> 16" in text and "h2 16 -> 8" in text
+    # the file itself says it: inspect needs no original to compare with
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "removed channels (--prune-channels): 2 layers" in text
+    assert "  fc1: 32 -> 16" in text and "  fc2: 16 -> 8" in text
+    again = tmp_path / "again.onnx"  # a second run keeps the first "before"
+    assert main(["compress", str(out), "-o", str(again), "--recipe", str(recipe)]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(again), "--json"]) == 0
+    removed = json.loads(capsys.readouterr().out)["removed_channels"]
+    assert removed["fc1"] == [32, 8] and removed["fc2"] == [16, 4]
 
 
 def test_bias_added_by_repair_is_cut_with_the_layer():

@@ -52,6 +52,9 @@ def render(result: InspectResult) -> str:
         lines.append("metadata: " + ", ".join(result.metadata_keys))
     if result.storage:
         lines += render_forms(result.storage)
+    if result.removed_channels:
+        lines.append(f"removed channels (--prune-channels): {len(result.removed_channels)} layers")
+        lines += [f"  {k}: {a} -> {b}" for k, (a, b) in result.removed_channels.items()]
     return "\n".join(lines)
 
 
