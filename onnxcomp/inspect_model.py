@@ -13,6 +13,7 @@ import onnx_ir as ir
 
 from onnxcomp import model_io
 from onnxcomp.storage_forms import StoredWeight, storage_forms
+from onnxcomp.structured.removed import removed_channels
 
 # Which inputs of each integer op hold quantized data (not scales or zero points).
 QUANT_DATA_INPUTS = {
@@ -110,27 +111,8 @@ def inspect(path: str | os.PathLike) -> InspectResult:
         external_data=sorted(external),
         metadata_keys=sorted(model.metadata_props),
         storage=storage_forms(model),
-        removed_channels=_removed_channels(model),
+        removed_channels=removed_channels(model),
     )
-
-
-def _removed_channels(model: ir.Model) -> dict[str, list[int]]:
-    """What onnxcomp --prune-channels recorded; anything malformed is ignored."""
-    import json
-
-    from onnxcomp.passes.prune_channels import REMOVED_KEY
-
-    try:
-        raw = json.loads(model.metadata_props.get(REMOVED_KEY, "{}"))
-    except ValueError:
-        return {}
-    if not isinstance(raw, dict):
-        return {}
-    return {
-        str(k): [int(v[0]), int(v[1])]
-        for k, v in sorted(raw.items())
-        if isinstance(v, list) and len(v) == 2 and all(isinstance(x, int) for x in v)
-    }
 
 
 def _constant_tensors(graphs: list[ir.Graph]) -> Iterator[ir.TensorProtocol]:

@@ -15,7 +15,6 @@ each consumer normalised by its total output energy (a residual group sums over 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections import defaultdict
@@ -33,6 +32,7 @@ from onnxcomp.recover.hessian import HessianAccumulator
 from onnxcomp.recover.layers import RebuildLayer, assign_rounds, describe_layer
 from onnxcomp.runtime import capture
 from onnxcomp.structured.groups import Group, find_groups
+from onnxcomp.structured.removed import record_removed
 from onnxcomp.weights import Use, Weight
 
 if TYPE_CHECKING:
@@ -413,23 +413,3 @@ def channel_pass(options: CompressOptions, report: CompressReport) -> PruneChann
     return PruneChannelsPass(
         options.prune_channels or 0.0, data, ratio_for=ratio_for, report=report
     )
-
-
-REMOVED_KEY = "onnxcomp.removed_channels"
-
-
-def record_removed(model: ir.Model, removed: dict[str, tuple[int, int]]) -> None:
-    """Say in the file which layers lost channels (``inspect`` shows it): a JSON object
-    name -> [before, after], merged with an earlier run's (its "before" kept)."""
-    try:
-        known = json.loads(model.metadata_props.get(REMOVED_KEY, "{}"))
-    except ValueError:
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
-    for name, (was, now) in removed.items():
-        first = known.get(name)
-        if isinstance(first, list) and len(first) == 2 and isinstance(first[0], int):
-            was = first[0]
-        known[name] = [was, now]
-    model.metadata_props[REMOVED_KEY] = json.dumps(known, sort_keys=True)
