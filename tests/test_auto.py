@@ -131,3 +131,34 @@ def test_recovery_inside_the_search_is_replayable(setup, tmp_path):
     replay = tmp_path / "replay.onnx"
     assert main(["compress", str(model), "--recipe", result.recipe, "-o", str(replay)]) == 0
     assert replay.read_bytes() == out.read_bytes()
+
+
+def test_latency_ladder_removes_channels_only_where_they_can_go(tmp_path):
+    """Channel rungs past int8 for layers whose channels structured pruning can remove;
+    a layer that cannot follow tops out at int8 (its channel rungs would repeat it)."""
+    import numpy as np
+    import onnx
+    from model_builders import transformer
+
+    from onnxcomp.auto.space import build_space
+    from onnxcomp.compress import compress
+
+    src = tmp_path / "t.onnx"
+    onnx.save(transformer(dim=128, ff=256, layers=1), src)
+    space = build_space(str(src), objective="latency", has_calib=True)
+    labels = [s.label for s in space.ladder]
+    assert labels == ["float", "int4", "int8", "int8+25% channels removed",
+                      "int8+50% channels removed"]  # fmt: skip
+    assert space.top("l0_f1_w") == 4  # the FFN's inner neurons can go
+    assert space.top("l0_q_w") == 2  # Q's channels meet K's in a MatMul: not removable
+    assert space.clamp({"l0_q_w": 4, "l0_f1_w": 4}) == {"l0_q_w": 2, "l0_f1_w": 4}
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, ids=np.random.default_rng(0).integers(0, 64, (16, 12)).astype(np.int64))
+    space.base.calib = str(calib)
+    options = space.to_options({"l0_f1_w": 4})
+    assert options.layers["l0_f1_w"].prune_channels == 0.5
+    out = tmp_path / "o.onnx"
+    result = compress(src, out, options)
+    assert any(n.startswith("channels of l0_f1_mm") for n in result.notes), result.notes
+    w = {i.name: i for i in onnx.load(out).graph.initializer}
+    assert any(list(t.dims) == [128, 128] for n, t in w.items() if n.startswith("l0_f1_w"))

@@ -74,12 +74,12 @@ class SearchState:
         on integer kernels, int4 blocks counted half (a proxy: the finalists are timed)."""
         if self.objective == "latency":
             weight = {"int8": 1.0, "int4": 0.5}
-            ints = sum(
-                layer.params
-                * weight.get(self.space.ladder[r.config.get(layer.name, 0)].precision, 0.0)
-                for layer in self.space.layers
-            )
-            return -float(ints), 0.0
+            ints = 0.0
+            for layer in self.space.layers:
+                s = self.space.ladder[r.config.get(layer.name, 0)]
+                # removed channels: the layer's MACs and its reader's, counted twice
+                ints += layer.params * (weight.get(s.precision, 0.0) + 2 * s.channels)
+            return -ints, 0.0
         return float(r.bytes or 0), float(r.deflate_bytes or 0)
 
     def best(self) -> TrialResult | None:
@@ -88,6 +88,7 @@ class SearchState:
 
     def run(self, stage: str, configs: list[dict[str, int]]) -> list[TrialResult]:
         """Results in the order of ``configs``; a configuration already tried is not rerun."""
+        configs = [self.space.clamp(c) for c in configs]
         fresh: list[dict[str, int]] = []
         for c in configs:
             if _key(c) not in self.seen and _key(c) not in {_key(f) for f in fresh}:
@@ -200,7 +201,6 @@ def bisect_threshold(state: SearchState) -> None:
 
 
 def greedy_push(state: SearchState) -> None:
-    top = len(state.space.ladder) - 1
     params = {layer.name: layer.params for layer in state.space.layers}
     rejected: set[tuple] = set()
     while not state.out_of_budget:
@@ -210,7 +210,7 @@ def greedy_push(state: SearchState) -> None:
         current = {layer.name: best.config.get(layer.name, 0) for layer in state.space.layers}
         moves = []
         for name, rung in current.items():
-            if rung >= top:
+            if rung >= state.space.top(name):
                 continue
             cfg = dict(current, **{name: rung + 1})
             key = tuple(sorted(cfg.items()))

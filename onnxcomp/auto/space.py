@@ -29,11 +29,18 @@ class Setting:
     precision: Precision
     sparsity: float = 0.0
     bits: int = 0  # > 0: a codebook of 2**bits values
+    channels: float = 0.0  # > 0: this fraction of the layer's output channels removed
 
     @property
     def label(self) -> str:
         s = f"codebook {self.bits}-bit" if self.bits else f"{self.precision}"
-        return s + (f"+{self.sparsity:.0%} sparse" if self.sparsity else "")
+        s += f"+{self.sparsity:.0%} sparse" if self.sparsity else ""
+        return s + (f"+{self.channels:.0%} channels removed" if self.channels else "")
+
+
+# Latency rungs past full int8: output channels removed (with least-squares repair), only
+# for layers whose channels can be removed safely (structured/groups.py).
+CHANNEL_RATIOS = (0.25, 0.5)
 
 
 @dataclass
@@ -48,6 +55,15 @@ class Space:
     layers: list[TunableLayer]
     ladder: list[Setting]
     base: CompressOptions = field(default_factory=CompressOptions)
+    # A layer's highest rung when below the ladder's top (channel rungs of a layer whose
+    # channels cannot be removed would only repeat its int8 rung).
+    limit: dict[str, int] = field(default_factory=dict)
+
+    def top(self, name: str) -> int:
+        return self.limit.get(name, len(self.ladder) - 1)
+
+    def clamp(self, config: dict[str, int]) -> dict[str, int]:
+        return {k: min(v, self.top(k)) for k, v in config.items()}
 
     def to_options(self, config: dict[str, int]) -> CompressOptions:
         settings = {layer.name: self.ladder[config.get(layer.name, 0)] for layer in self.layers}
@@ -62,7 +78,10 @@ class Space:
             if quantize is None and not s.sparsity:
                 continue
             layers[name] = LayerOptions(
-                prune_sparsity=s.sparsity or None, precision=s.precision, bits=s.bits or None
+                prune_sparsity=s.sparsity or None,
+                precision=s.precision,
+                bits=s.bits or None,
+                prune_channels=s.channels or None,
             )
         recover = self.base.recover
         if recover == "sparsegpt" and not any(s.sparsity for s in settings.values()):
@@ -101,10 +120,33 @@ def build_space(model_path: str, *, objective: str, has_calib: bool) -> Space:
             blocks = any(op in ("MatMul", "Gemm") for la in layers for op in la.op_types)
             ladder += [Setting("int4")] if blocks else []
             ladder += [Setting("int8")]
+            prunable = channel_layers(model)
+            if prunable:
+                ladder += [Setting("int8", channels=r) for r in CHANNEL_RATIOS]
+                top = len(ladder) - 1 - len(CHANNEL_RATIOS)
+                limit = {la.name: top for la in layers if la.name not in prunable}
+                return Space(layers, ladder, limit=limit)
     else:
         # Activation quantization saves no bytes; it would only spend the budget.
         ladder += [Setting("weights", s, b) for b, s in CODEBOOK_LADDER]
     return Space(layers, ladder)
+
+
+def channel_layers(model: ir.Model) -> set[str]:
+    """Weights whose output channels structured pruning can remove (a group not blocked)."""
+    from onnxcomp.passes.shape_inference import InferShapesPass
+    from onnxcomp.structured.groups import find_groups
+
+    InferShapesPass()(model)
+    names = set()
+    for group in find_groups(model):
+        if group.blocked:
+            continue
+        for node in group.producers:
+            weight = node.inputs[1] if len(node.inputs) > 1 else None
+            if weight is not None and weight.name:
+                names.add(weight.name)
+    return names
 
 
 def deflate_size(path: str | Path) -> int:
