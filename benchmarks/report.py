@@ -122,6 +122,8 @@ def markdown(payload: dict) -> str:
     lines += ["", *real_section(payload.get("real") or [])]
     lines += holdout_section(payload.get("auto_holdout"))
     lines += storage_section(payload.get("storage"))
+    for section in payload.get("sections") or []:
+        lines += measured_section(section)
     lines += [
         "",
         "## Summary per contender (zoo)",
@@ -222,6 +224,15 @@ def storage_section(storage: dict | None) -> list[str]:
         return []
     lines = ["", "## Storage: codebooks and packing", "", storage["text"]]
     for table in storage["tables"]:
+        lines += ["", *table]
+    return lines
+
+
+def measured_section(section: dict) -> list[str]:
+    """A measured study kept with its command and text: {"title", "text", "tables"} (each
+    table a list of Markdown lines), e.g. the low-bit and structured-pruning runs."""
+    lines = ["", f"## {section['title']}", "", section["text"]]
+    for table in section.get("tables", []):
         lines += ["", *table]
     return lines
 

@@ -62,6 +62,12 @@ def test_harness_runs_end_to_end(tmp_path, tiny_zoo):
     out_md.unlink()
     assert cli.main(["--report-only", "--json", str(out_json), "--markdown", str(out_md)]) == 0
     assert "### tiny" in out_md.read_text()
+    # a measured study kept in the JSON (title, text, tables) comes back as its own section
+    payload = json.loads(out_json.read_text())
+    payload["sections"] = [{"title": "Low-bit", "text": "`cmd`", "tables": [["| a |", "|---|"]]}]
+    out_json.write_text(json.dumps(payload))
+    assert cli.main(["--report-only", "--json", str(out_json), "--markdown", str(out_md)]) == 0
+    assert "## Low-bit\n\n`cmd`\n\n| a |\n|---|" in out_md.read_text()
 
 
 EXTENDED = [
