@@ -32,7 +32,15 @@ from onnxcomp.recover.hessian import HessianAccumulator
 from onnxcomp.recover.layers import RebuildLayer, assign_rounds, describe_layer
 from onnxcomp.runtime import capture
 from onnxcomp.structured.groups import Group, find_groups
+from onnxcomp.structured.heads import kept_features, plan_heads, rewrite_shapes
 from onnxcomp.structured.removed import record_removed
+from onnxcomp.structured.slicing import (
+    apply_slices,
+    clear_shapes,
+    const_array,
+    cost,
+    set_constant,
+)
 from onnxcomp.weights import Use, Weight
 
 if TYPE_CHECKING:
@@ -95,10 +103,13 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             keep = kept_count(g.size, ratio)
             if keep < g.size:
                 plan.append((g, keep))
-        if not plan:
+        taken = {id(n) for g, _ in plan for n in (*g.producers, *g.consumers)}
+        heads = plan_heads(model, self.ratio_for, self.ratio, taken)
+        if not plan and not heads:
             self._notes(before, before)
             return ir.passes.PassResult(model, modified=False)
-        consumers = {id(n): _layer(n) for g, _ in plan for n in g.consumers}
+        head_groups = [(b.group, b.head_dim * keep) for b, keep in heads]
+        consumers = {id(n): _layer(n) for g, _ in [*plan, *head_groups] for n in g.consumers}
         data = self.calib(model)
         grams = collect_grams(model, list(consumers.values()), data)
         names = NameAllocator(model)
@@ -113,9 +124,18 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             kept = np.sort(order[:keep])
             keeps.append((g, kept))
             self.removed[g.name] = (g.size, keep)
+        for block, keep in heads:
+            out = block.group.consumers[0]
+            per_head = channel_energy(consumers[id(out)], grams[id(out)], block.group.size)
+            score = per_head.reshape(block.heads, block.head_dim).sum(axis=1)
+            order = np.lexsort((np.arange(block.heads), -score))
+            keeps.append((block.group, kept_features(order[:keep], block.head_dim)))
+            self.removed[f"{out.name} (heads)"] = (block.heads, keep)
         if self.repair:
             repair_in_rounds(model, consumers, keeps, data, names)
         apply_slices(model, keeps, names)
+        for block, keep in heads:
+            rewrite_shapes(block, keep, names)
         record_removed(model, self.removed)
         clear_shapes(model)
         InferShapesPass()(model)
@@ -277,7 +297,7 @@ def _bias_slot(layer: RebuildLayer) -> tuple[ir.Node, int] | None:
     other = add.inputs[1 - idx] if add.op_type == "Add" and len(add.inputs) == 2 else None
     if other is None or ir.convenience.get_const_tensor(other) is None:
         return None
-    if len(other.uses()) != 1 or _array(other).shape != (layer.weight.array.shape[1],):
+    if len(other.uses()) != 1 or const_array(other).shape != (layer.weight.array.shape[1],):
         return None
     return add, 1 - idx
 
@@ -288,7 +308,7 @@ def _add_bias(
     node, index = slot
     value = node.inputs[index] if index < len(node.inputs) else None
     if value is not None and ir.convenience.get_const_tensor(value) is not None:
-        old = _array(value).astype(np.float32)
+        old = const_array(value).astype(np.float32)
         set_constant(value, (old + delta).astype(np.float32))
         return
     name = names.new(f"{layer.name}.bias")
@@ -298,100 +318,6 @@ def _add_bias(
     if len(node.inputs) <= index:
         node.resize_inputs(index + 1)
     node.replace_input_with(index, new)
-
-
-def apply_slices(
-    model: ir.Model, keeps: list[tuple[Group, np.ndarray]], names: NameAllocator
-) -> None:
-    """Cut every sliced constant once (all its axes), then fix depthwise group counts."""
-    cuts: dict[ir.Value, dict[int, np.ndarray]] = defaultdict(dict)
-    readers: dict[ir.Value, set[tuple[int, int]]] = defaultdict(set)
-    for g, kept in keeps:
-        for slot in g.slots:
-            value = slot.node.inputs[slot.index]
-            if value is None:
-                continue
-            cuts[value][slot.axis] = kept
-            readers[value].add((id(slot.node), slot.index))
-        for node in g.depthwise:
-            node.attributes["group"] = ir.AttrInt64("group", len(kept))
-        for node in g.producers:  # a bias the repair of this layer as a consumer added
-            bias = node.inputs[2] if len(node.inputs) > 2 else None
-            if bias is not None and (id(node), 2) not in readers[bias]:
-                cuts[bias][0] = kept
-                readers[bias].add((id(node), 2))
-    graph = model.graph
-    for value, axes in cuts.items():
-        arr = _array(value)
-        for axis, kept in axes.items():
-            arr = np.take(arr, kept, axis=axis)
-        uses = value.uses()
-        if len(uses) == len(readers[value]) and not value.is_graph_output():
-            set_constant(value, arr)
-            continue
-        # Also read elsewhere: the group's readers get their own cut copy.
-        name = names.new(f"{value.name}.pruned")
-        new = ir.Value(name=name, shape=ir.Shape(arr.shape), type=value.type)
-        new.const_value = ir.tensor(np.ascontiguousarray(arr), name=name)
-        graph.register_initializer(new)
-        for use in uses:
-            if (id(use.node), use.idx) in readers[value]:
-                use.node.replace_input_with(use.idx, new)
-
-
-def _array(value: ir.Value) -> np.ndarray:
-    tensor = ir.convenience.get_const_tensor(value)
-    assert tensor is not None, value.name
-    return tensor.numpy()
-
-
-def set_constant(value: ir.Value, array: np.ndarray) -> None:
-    """New contents for an initializer or a Constant node's output (what is saved)."""
-    tensor = ir.tensor(np.ascontiguousarray(array), name=value.name)
-    node = value.producer()
-    if node is not None:
-        assert node.op_type == "Constant", node.op_type
-        for key in [k for k in node.attributes if k.startswith("value")]:
-            del node.attributes[key]
-        node.attributes["value"] = ir.AttrTensor("value", tensor)
-    value.const_value = tensor
-    value.shape = ir.Shape(array.shape)
-
-
-def clear_shapes(model: ir.Model) -> None:
-    """Forget inferred shapes of intermediate tensors (stale after channels change)."""
-    graph = model.graph
-    keep = {*graph.inputs, *graph.outputs, *graph.initializers.values()}
-    for node in graph:
-        for out in node.outputs:
-            if out not in keep:
-                out.shape = None
-
-
-def cost(model: ir.Model) -> tuple[int, int]:
-    """(float parameters, multiply-accumulates per sample of Conv/Gemm/MatMul weights).
-
-    Symbolic dimensions (batch, sequence length) count as 1: MACs per sample or token."""
-    consts = [*model.graph.initializers.values()]
-    consts += [n.outputs[0] for n in model.graph if n.op_type == "Constant"]
-    params = 0
-    for value in consts:
-        tensor = ir.convenience.get_const_tensor(value)
-        if tensor is not None and tensor.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16):
-            params += tensor.size
-    macs = 0
-    for node in model.graph:
-        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.inputs) < 2:
-            continue
-        w = node.inputs[1]
-        tensor = ir.convenience.get_const_tensor(w) if w is not None else None
-        if tensor is None:
-            continue
-        shape = node.outputs[0].shape
-        dims = [d if isinstance(d, int) else 1 for d in (shape or [])]
-        positions = int(np.prod(dims[2:] if node.op_type == "Conv" else dims[1:-1]))
-        macs += int(tensor.size) * positions
-    return int(params), macs
 
 
 def channel_pass(options: CompressOptions, report: CompressReport) -> PruneChannelsPass:
