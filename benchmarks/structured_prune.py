@@ -1,6 +1,7 @@
 """Structured channel pruning on the real corpus: task metric and latency per ratio.
 
     python -m benchmarks.structured_prune minilm-l3 0.25 0.5 [--int8] [--runs 200]
+        [--recipe NAME=FILE]...
 
 For each ratio: ``onnxcomp compress --prune-channels R --calib <corpus calib>`` (and the
 same with ``--quantize int8`` when asked), the corpus task metric, and latency of every
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ import numpy as np
 from benchmarks.corpus import prepare, registry
 from benchmarks.measure import latency
 from onnxcomp import compress
+from onnxcomp.recipe import load_recipe
 
 
 def _feed(folder: Path) -> dict[str, np.ndarray]:
@@ -31,7 +34,10 @@ def _feed(folder: Path) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
-    parser.add_argument("ratios", nargs="+", type=float)
+    parser.add_argument("ratios", nargs="*", type=float)
+    parser.add_argument(
+        "--recipe", action="append", default=[], help="NAME=FILE: also a recipe's result"
+    )
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--budget", type=float, default=240.0)
@@ -43,16 +49,27 @@ def main() -> None:
     real = registry()[args.model]
     out_dir = Path(tempfile.mkdtemp(prefix="structured-"))
     paths = {"fp32": prepared.model}
-    plans = [(r, None) for r in args.ratios]
+    recipes = dict(r.split("=", 1) for r in args.recipe)
+    plans: list[tuple[float | str, str | None]] = [(r, None) for r in args.ratios]
+    plans += [(name, None) for name in recipes]
     if args.int8:
-        plans += [(0.0, "int8"), *[(r, "int8") for r in args.ratios]]
+        plans += [(0.0, "int8"), *[(r, "int8") for r, _ in list(plans)]]
     for ratio, quantize in plans:
-        name = f"prune{ratio:g}" + ("+int8" if quantize else "")
+        label = ratio if isinstance(ratio, str) else f"prune{ratio:g}"
+        name = label + ("+int8" if quantize else "")
         path = out_dir / f"{name}.onnx"
-        options = {"calib": str(prepared.calib), "quantize": quantize, "measure": False}
-        if ratio:
-            options["prune_channels"] = ratio
-        compress(prepared.model, path, **options)
+        if isinstance(ratio, str):
+            options = load_recipe(recipes[ratio])
+            options.quantize, options.measure = quantize, False
+            options.calib = str(prepared.calib)
+            if quantize:
+                options.layers = {k: replace(v, precision=None) for k, v in options.layers.items()}
+            compress(prepared.model, path, options)
+        else:
+            kwargs = {"calib": str(prepared.calib), "quantize": quantize, "measure": False}
+            if ratio:
+                kwargs["prune_channels"] = ratio
+            compress(prepared.model, path, **kwargs)
         paths[name] = path
     rows = {}
     for name, path in paths.items():
