@@ -40,20 +40,26 @@ def ort_nbits(src: Path, out: Path, block_size: int = 128, calib: str | None = N
 
 
 class _Reader:
-    """onnxruntime's CalibrationDataReader protocol over our calibration data."""
+    """onnxruntime's CalibrationDataReader protocol over our calibration data (its GPTQ
+    iterates the reader and deep-copies it, so it is also an iterable of feeds)."""
 
     def __init__(self, model: Path, calib: str) -> None:
         from onnxcomp import model_io
         from onnxcomp.data import input_specs, open_data
 
         data = open_data(calib, input_specs(model_io.load(model)))
-        self.feeds = iter([b.feed for b in data])
+        self.feeds = [b.feed for b in data]
+        self.at = 0
 
     def get_next(self):
-        return next(self.feeds, None)
+        self.at += 1
+        return self.feeds[self.at - 1] if self.at <= len(self.feeds) else None
 
-    def rewind(self) -> None:  # GPTQ reads the data once
-        return None
+    def rewind(self) -> None:
+        self.at = 0
+
+    def __iter__(self):
+        return iter(self.feeds)
 
 
 def variants(src: Path, calib: str, folder: Path) -> dict[str, Path]:
