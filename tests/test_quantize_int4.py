@@ -257,3 +257,11 @@ def test_auto_latency_ladder_has_int4_between_float_and_int8(tmp_path):
     out = tmp_path / "auto_mixed.onnx"
     compress(src, out, mixed)
     assert sum(i.data_type == TensorProto.INT4 for i in onnx.load(out).graph.initializer) == 1
+    # the recipe auto would write replays to the same bytes
+    from onnxcomp.recipe import load_recipe, save_recipe
+
+    recipe = save_recipe(mixed, tmp_path / "mixed.recipe.toml", base_dir=tmp_path)
+    assert 'precision = "int4"' in recipe.read_text()
+    again = tmp_path / "replayed.onnx"
+    compress(src, again, load_recipe(recipe))
+    assert again.read_bytes() == out.read_bytes()
