@@ -265,3 +265,36 @@ def test_auto_latency_ladder_has_int4_between_float_and_int8(tmp_path):
     again = tmp_path / "replayed.onnx"
     compress(src, again, load_recipe(recipe))
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_an_outer_scope_weight_read_inside_an_if_branch(tmp_path):
+    """Exporters put the network in an If branch reading main-graph initializers (silero-vad
+    op18): the 4-bit codes go into the branch, GPTQ falls back to rounding there."""
+    rng = np.random.default_rng(0)
+    branch = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y_then"], name="gemm_in_branch", transB=1)],
+        "then",
+        [],
+        [vin("y_then", ["B", 128])],
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y_else"])], "else", [], [vin("y_else", ["B", 128])]
+    )
+    nodes = [helper.make_node("If", ["flag"], ["y"], then_branch=branch, else_branch=other)]
+    inits = [_init("w", (rng.standard_normal((128, 128)) / 12).astype(np.float32))]
+    inputs = [vin("x", ["B", 128]), vin("flag", [], TensorProto.BOOL)]  # not foldable
+    src = tmp_path / "if.onnx"
+    onnx.save(_model(nodes, inputs, [vin("y", ["B", 128])], inits, opset=17), src)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=rng.standard_normal((32, 128)).astype(np.float32), flag=np.array(True))
+    feed = {"x": rng.standard_normal((4, 128)).astype(np.float32), "flag": np.array(True)}
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    for extra in ({}, {"calib": str(calib)}):
+        out = tmp_path / f"if_int4_{len(extra)}.onnx"
+        result = compress(src, out, quantize="int4", **extra)
+        assert any(r.bits == 4 for r in result.quantized)
+        onnx.checker.check_model(str(out), full_check=True)
+        sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        got = sess.run(None, feed)[0]
+        # 4-bit blocks of 32: relative error a few percent, far from a wrong graph
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.15

@@ -39,9 +39,11 @@ MODES = {
     # PaddleOCR's classifier from 0.955 to 0.62 and its recognizer to 0.000.
     "prune-int8": {"prune_sparsity": 0.3, "recover": "sparsegpt", "quantize": "int8"},
     "recover": {"quantize": "int8", "recover": "bias"},
+    # 4-bit MatMul/Gemm blocks with GPTQ and AWQ scales from the calibration data
+    "int4": {"quantize": "int4"},
 }
 # Largest task-metric drop allowed per mode (points of the metric; 0.01 = 1 point).
-MAX_DROP = {"weights": 0.02, "int8": 0.02, "prune-int8": 0.10, "recover": 0.02}
+MAX_DROP = {"weights": 0.02, "int8": 0.02, "prune-int8": 0.10, "recover": 0.02, "int4": 0.02}
 # Per model, where the measured figure needs its own bound (why in the comment).
 MODEL_MAX_DROP = {
     # pruning 30% of every weight of a 6-layer OCR model removes real capacity
@@ -100,7 +102,7 @@ def test_real_model(name: str, mode: str, tmp_path: Path) -> None:
     spec, prep = CORPUS[name], prepare(name)
     out = tmp_path / f"{name}.{mode}.onnx"
     options = dict(MODES[mode])
-    if options.get("quantize") == "int8" or options.get("recover"):
+    if options.get("quantize") in ("int8", "int4") or options.get("recover"):
         options["calib"] = str(prep.calib)
     result = onnxcomp.compress(prep.model, out, **options)
     onnx.checker.check_model(str(out))

@@ -139,14 +139,17 @@ class QuantizeInt4Pass(ir.passes.InPlacePass):
 
     def _rewrite(self, weight: Weight, w: np.ndarray, quant: BlockQuant, names) -> None:
         graph, node, base = weight.graph, weight.uses[0].node, weight.name
+        # The reader may sit in an If/Loop body using an outer-scope weight: the codes go
+        # where it is.
+        home = node.graph or graph
         signed = quant.zero is None
         dtype = ml_dtypes.int4 if signed else ml_dtypes.uint4
-        q_value = add_initializer(graph, names.new(f"{base}_int4"), quant.q.astype(dtype))
-        s_value = add_initializer(graph, names.new(f"{base}_scale"), quant.scale)
+        q_value = add_initializer(home, names.new(f"{base}_int4"), quant.q.astype(dtype))
+        s_value = add_initializer(home, names.new(f"{base}_scale"), quant.scale)
         inputs = [q_value, s_value]
         if quant.zero is not None:
             zero = quant.zero.astype(ml_dtypes.uint4)
-            inputs.append(add_initializer(graph, names.new(f"{base}_zero_point"), zero))
+            inputs.append(add_initializer(home, names.new(f"{base}_zero_point"), zero))
         dq = ir.node(
             "DequantizeLinear",
             inputs,
@@ -157,7 +160,7 @@ class QuantizeInt4Pass(ir.passes.InPlacePass):
         out.name = names.new(f"{base}_dequantized")
         out.dtype = ir.DataType.FLOAT
         out.shape = ir.Shape(w.shape)
-        graph.insert_before(node, dq)
+        home.insert_before(node, dq)
         if node.op_type == "Gemm" and bool(node.attributes.get_int("transB", 0)):
             node.attributes["transB"] = ir.AttrInt64("transB", 0)
         node.replace_input_with(1, out)

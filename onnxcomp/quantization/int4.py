@@ -37,6 +37,8 @@ def layer_hessians(model: ir.Model, weights: list[Weight], calib: Any) -> dict[s
     readers: dict[str, str] = {}
     for weight in weights:
         node = weight.uses[0].node
+        if node.graph is not model.graph:
+            continue  # an If/Loop body's tensor is no output the session can add: rounding
         x = node.inputs[0]
         if x is None or not x.name or bool(node.attributes.get_int("transA", 0)):
             continue
