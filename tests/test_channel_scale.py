@@ -88,11 +88,15 @@ def test_scales_are_exact_in_float_and_go_where_they_cost_nothing(tmp_path):
     assert _rel_err(_run(src, x), _run(out, x)) < 1e-5
 
 
-def test_awq_lowers_the_int4_error_on_unseen_inputs(tmp_path):
-    src = tmp_path / "m.onnx"
+def _model_and_calib(tmp_path, samples: int):
+    src, calib = tmp_path / "m.onnx", tmp_path / "calib.npz"
     onnx.save(outlier_model(), src)
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=_inputs(64, 2))
+    np.savez(calib, x=_inputs(samples, 2))
+    return src, calib
+
+
+def test_awq_lowers_the_int4_error_on_unseen_inputs(tmp_path):
+    src, calib = _model_and_calib(tmp_path, 64)
     plain, awq = tmp_path / "plain.onnx", tmp_path / "awq.onnx"
     compress(src, plain, quantize="int4", calib=str(calib), awq=False)
     result = compress(src, awq, quantize="int4", calib=str(calib))
@@ -105,10 +109,7 @@ def test_awq_lowers_the_int4_error_on_unseen_inputs(tmp_path):
 
 
 def test_smoothquant_lowers_the_int8_error_on_unseen_inputs(tmp_path):
-    src = tmp_path / "m.onnx"
-    onnx.save(outlier_model(), src)
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=_inputs(16, 2))
+    src, calib = _model_and_calib(tmp_path, 16)
     plain, smooth = tmp_path / "plain.onnx", tmp_path / "smooth.onnx"
     common = dict(quantize="int8", calib=str(calib), measure=False)
     compress(src, plain, **common)
@@ -134,3 +135,33 @@ def test_smoothquant_needs_int8(tmp_path, capsys, args):
     assert code == 2 and err == ["onnxcomp: error: --smoothquant smooths int8 activations: "
                                  "add --quantize int8"]  # fmt: skip
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_smoothquant_leaves_a_matmul_inside_an_if_branch_alone(tmp_path):
+    """The calibration session cannot fetch a branch's tensor: such a group is skipped."""
+    rng = np.random.default_rng(0)
+    then = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["xr"]),  # the MatMul reads a branch tensor
+            helper.make_node("MatMul", ["xr", "w"], ["y_then"], name="mm_in_branch"),
+        ],
+        "then", [], [vin("y_then", ["B", 8, K])],
+    )  # fmt: skip
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y_else"])], "else", [], [vin("y_else", ["B", 8, K])]
+    )
+    nodes = [  # a condition computed from x: not foldable, always true
+        helper.make_node("ReduceMax", ["x"], ["top"], keepdims=0),
+        helper.make_node("Greater", ["top", "floor"], ["flag"]),
+        helper.make_node("If", ["flag"], ["y"], then_branch=then, else_branch=other),
+    ]
+    inits = [
+        _init("w", (rng.standard_normal((K, K)) / np.sqrt(K)).astype(np.float32)),
+        _init("floor", np.array(-1e30, np.float32)),
+    ]
+    src, out, calib = tmp_path / "if.onnx", tmp_path / "o.onnx", tmp_path / "c.npz"
+    onnx.save(_model(nodes, [vin("x", ["B", 8, K])], [vin("y", ["B", 8, K])], inits, opset=17), src)
+    np.savez(calib, x=_inputs(8, 2))
+    result = compress(src, out, quantize="int8", calib=str(calib), measure=False, smoothquant=True)
+    assert not any(n.startswith("SmoothQuant on ") for n in result.notes)
+    onnx.checker.check_model(str(out), full_check=True)

@@ -124,6 +124,13 @@ def collect(model: ir.Model, groups: list[ScaleGroup], calib: Any) -> dict[str, 
     return stats
 
 
+def _in_main_graph(value: ir.Value, model: ir.Model) -> bool:
+    """An If/Loop body's tensor is no output the calibration session can add."""
+    producer = value.producer()
+    owner = producer.graph if producer is not None else value.graph
+    return owner is model.graph
+
+
 class SmoothQuantPass(ir.passes.InPlacePass):
     """--smoothquant: smooth the activations MatMul/Gemm weights read, before calibration."""
 
@@ -135,7 +142,7 @@ class SmoothQuantPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         groups = scale_groups([w for w in find_weights(model) if self.include(w)])
-        groups = [g for g in groups if g.x.name]
+        groups = [g for g in groups if g.x.name and _in_main_graph(g.x, model)]
         if not groups:
             return ir.passes.PassResult(model, modified=False)
         stats = collect(model, groups, self.calib)
