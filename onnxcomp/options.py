@@ -21,6 +21,7 @@ from onnxcomp.errors import OnnxcompError
 Quantize = Literal["weights", "int8", "codebook", "int4"]
 CalibMethod = Literal["minmax", "percentile", "entropy", "mse"]
 ActivationType = Literal["auto", "uint8", "int8"]
+WeightRange = Literal["auto", "full", "reduced"]
 RecoverMethod = Literal["bias", "gptq", "sparsegpt"]
 Precision = Literal["float", "weights", "int8", "int4"]  # per layer: ..., int4 weight blocks
 Objective = Literal["size", "latency"]
@@ -234,6 +235,13 @@ class CompressOptions:
     activation_type: ActivationType = option(
         "auto", "Integer type of quantized activations.", show_default=True
     )
+    weight_range: WeightRange = option(
+        "auto",
+        "int8: codes of the weights int8 kernels read. full: [-127, 127]; reduced: [-63, 63], "
+        "which onnxruntime's uint8 x int8 kernels on x86 CPUs without VNNI cannot overflow; "
+        "auto: reduced when this machine's kernels saturate (probed in onnxruntime).",
+        show_default=True,
+    )
     # Calibration progress bar on stderr (when it is a TTY).
     progress: bool = option(True, cli=False, recipe=False)
     measure: bool = option(
@@ -299,6 +307,10 @@ class CompressOptions:
         if self.activation_type not in ACTIVATION_TYPES:
             raise OnnxcompError(
                 f"--activation-type must be auto, uint8 or int8, got {self.activation_type!r}"
+            )
+        if self.weight_range not in get_args(WeightRange):
+            raise OnnxcompError(
+                f"--weight-range must be auto, full or reduced, got {self.weight_range!r}"
             )
         if not 0 < self.percentile <= 100:
             raise OnnxcompError(f"--percentile must be in (0, 100], got {self.percentile}")

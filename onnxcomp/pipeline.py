@@ -116,7 +116,7 @@ def build_pipeline(
             from onnxcomp.quantization.smoothquant import SmoothQuantPass
 
             wanted = quantize_filter(include, options.layers, options.quantize)
-            passes.append(SmoothQuantPass(options.calib, wanted, report))
+            passes.append(SmoothQuantPass(options.calib, wanted, report, _weight_bits(options)))
         passes.append(Int8ReferencePass(ctx))
     if options.quantize == "codebook":
         passes.append(
@@ -133,7 +133,10 @@ def build_pipeline(
             int4 = int4_filter(include, options.layers, options.quantize)
             passes.append(Int4WeightsPass(options, int4, report))
         quantize: ir.passes.InPlacePass = QuantizeWeightsPass(
-            per_channel=not options.per_tensor, include=wanted, report=report
+            per_channel=not options.per_tensor,
+            include=wanted,
+            report=report,
+            bits=_weight_bits(options),
         )
         if recovery is not None:
             quantize = recovery.quantize_pass(quantize)  # type: ignore[arg-type]
@@ -148,6 +151,15 @@ def build_pipeline(
         passes.append(PackInt8StepPass(report))
     passes.append(DropInferredValueInfoPass(shapes))
     return ir.passes.PassManager(passes, steps=1)
+
+
+def _weight_bits(options: CompressOptions) -> int:
+    """8, or 7 where int8 kernels would overflow on full-range weights (--weight-range)."""
+    if options.quantize != "int8":
+        return 8  # weights decoded to float: no integer kernel reads them
+    from onnxcomp.quantization.flow import int8_weight_bits
+
+    return int8_weight_bits(options)[0]
 
 
 def run_pipeline(passes: ir.passes.PassManager, model: ir.Model) -> ir.Model:
@@ -265,6 +277,10 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
         for fam, why in dropped.items():
             what = switched.get(fam, f"kept {fam} ops float")
             result.notes.append(f"{what}: {why}")
+        if report.weight_bits != 8:
+            result.notes.append(
+                f"int8 weights read by int8 kernels are 7-bit: {report.weight_bits_reason}"
+            )
         if report.decoded_at_load:
             result.notes.append(
                 f"{report.decoded_at_load} weights of ops kept float stay int8 in the file, "

@@ -99,6 +99,7 @@ class Space:
             calib_method=self.base.calib_method,
             percentile=self.base.percentile,
             activation_type=self.base.activation_type,
+            weight_range=self.base.weight_range,
             progress=False,
             measure=False,  # auto measures what it needs itself; trials stay reproducible
         )

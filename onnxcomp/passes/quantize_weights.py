@@ -19,6 +19,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.quantization.numeric import max_rounding_error, quantize_weight_symmetric
+from onnxcomp.streaming import release
 from onnxcomp.weights import Weight, find_weights
 
 if TYPE_CHECKING:
@@ -50,9 +51,11 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         per_channel: bool = True,
         include: Callable[[Weight], bool] = lambda w: True,
         report: CompressReport | None = None,
+        bits: int = 8,
     ) -> None:
         super().__init__()
         self.per_channel = per_channel
+        self.bits = bits  # 7: codes in [-63, 63] (quantization/saturation.py)
         self.include = include
         self.report = report
         self.records: list[QuantRecord] = []
@@ -75,7 +78,9 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             if reason:
                 self.skipped[weight.name] = reason
                 continue
+            float_tensor = weight.value.const_value
             dq = self._rewrite(weight, names)
+            release(float_tensor)  # its pages count until unmapped; nothing reads it now
             _insert_at_front(weight.graph, dq, cursors)
         modified = bool(self.records)
         if modified:
@@ -106,7 +111,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
     def _rewrite(self, weight: Weight, names: NameAllocator) -> ir.Node:
         array = weight.array
         axis = weight.channel_axis if self.per_channel and array.ndim > 1 else None
-        q, scale = quantize_weight_symmetric(array, axis)
+        q, scale = quantize_weight_symmetric(array, axis, (1 << (self.bits - 1)) - 1)
         error = max_rounding_error(array, q, scale, axis)
         base = weight.name
         dq = dequantize_weight(weight, q, scale, axis, names)
@@ -119,6 +124,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                 array.nbytes,
                 q.nbytes + scale.nbytes + scale.size,
                 error,
+                self.bits,
             )
         )
         return dq

@@ -36,6 +36,7 @@ from onnxcomp.passes.shape_inference import InferShapesPass
 from onnxcomp.quantization.calibrate import Statistics, collect
 from onnxcomp.quantization.numeric import activation_params
 from onnxcomp.quantization.placement import DEFAULT_FAMILIES, plan_qdq
+from onnxcomp.quantization.saturation import resolve_weight_bits
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class Int8Report:
     activation_type: str
     activation_type_reason: str
     calib_method: str
+    weight_bits: int = 8  # 7: codes in [-63, 63] (quantization/saturation.py)
+    weight_bits_reason: str = ""
     calibration_seconds: float = 0.0
     calibration_samples: int = 0
     statistics_bytes: int = 0
@@ -94,6 +97,12 @@ def resolve_activation_type(requested: str) -> tuple[str, str]:
     return "uint8", f"{machine}: onnxruntime fuses int8 Conv/MatMul only with uint8 activations"
 
 
+def int8_weight_bits(options: CompressOptions) -> tuple[int, str]:
+    """Bits of the weights int8 kernels read under ``options`` (quantization/saturation.py)."""
+    dtype, _ = resolve_activation_type(getattr(options, "activation_type", "auto"))
+    return resolve_weight_bits(getattr(options, "weight_range", "auto"), dtype)
+
+
 def prepare_int8(model: ir.Model) -> None:
     """Infer tensor types: placement only quantizes what it knows is float32 (BatchNorm
     was folded by the prepare pass already)."""
@@ -113,7 +122,7 @@ def quantize_int8(
     model (serialized, or its path) that the measure step times and compares against;
     ``base_dir``: the folder external data is relative to (the input model's)."""
     dtype, why = resolve_activation_type(getattr(options, "activation_type", "auto"))
-    report = Int8Report(dtype, why, options.calib_method)
+    report = Int8Report(dtype, why, options.calib_method, *int8_weight_bits(options))
     exclude = tuple(options.exclude)
     plan = plan_qdq(model, exclude=exclude)
     specs = input_specs(model)

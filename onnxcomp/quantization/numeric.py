@@ -43,10 +43,10 @@ def _abs_max(array: np.ndarray, axis: int | None) -> np.ndarray:
     return np.concatenate(parts) if axis == 0 else np.maximum.reduce(parts)
 
 
-def symmetric_scale(array: np.ndarray, axis: int | None) -> np.ndarray:
-    """max|w| / 127 per channel along ``axis`` (or one for the tensor); never zero."""
+def symmetric_scale(array: np.ndarray, axis: int | None, qmax: int = QMAX_SYMMETRIC) -> np.ndarray:
+    """max|w| / qmax per channel along ``axis`` (or one for the tensor); never zero."""
     amax = _abs_max(array, axis)
-    scale = amax.astype(np.float32) / np.float32(QMAX_SYMMETRIC)
+    scale = amax.astype(np.float32) / np.float32(qmax)
     # An all-zero channel quantizes to zeros with any scale; 1.0 keeps it exact.
     return np.where(scale > MIN_SCALE, scale, np.float32(1.0)).astype(np.float32)
 
@@ -116,10 +116,12 @@ def max_rounding_error(array: np.ndarray, q: np.ndarray, scale: np.ndarray, axis
     return worst
 
 
-def quantize_weight_symmetric(array: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """int8 weight and its float32 scale(s); zeros stay exactly zero."""
-    scale = symmetric_scale(array, axis)
-    q = quantize(array, scale, 0, axis=axis, qmin=-QMAX_SYMMETRIC, qmax=QMAX_SYMMETRIC)
+def quantize_weight_symmetric(
+    array: np.ndarray, axis: int | None, qmax: int = QMAX_SYMMETRIC
+) -> tuple[np.ndarray, np.ndarray]:
+    """int8 weight (codes in [-qmax, qmax]) and its float32 scale(s); zeros stay zero."""
+    scale = symmetric_scale(array, axis, qmax)
+    q = quantize(array, scale, 0, axis=axis, qmin=-qmax, qmax=qmax)
     return q, scale
 
 

@@ -68,13 +68,13 @@ def _fake_uint8(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
 
 
-def _fake_int8_columns(w: np.ndarray) -> np.ndarray:
-    scale = np.abs(w).max(axis=0) / 127.0
+def _fake_int8_columns(w: np.ndarray, qmax: int) -> np.ndarray:
+    scale = np.abs(w).max(axis=0) / float(qmax)
     scale[scale == 0] = 1.0
-    return np.clip(np.round(w / scale), -127, 127) * scale
+    return np.clip(np.round(w / scale), -qmax, qmax) * scale
 
 
-def int8_error(stats: _Stats, ws: list[np.ndarray], s: np.ndarray) -> float:
+def int8_error(stats: _Stats, ws: list[np.ndarray], s: np.ndarray, qmax: int = 127) -> float:
     """Relative output error of int8 X/s times int8 diag(s) W, summed over the weights."""
     x = stats.sample
     xs = _fake_uint8(x / s, float((stats.lo / s).min()), float((stats.hi / s).max()))
@@ -82,28 +82,28 @@ def int8_error(stats: _Stats, ws: list[np.ndarray], s: np.ndarray) -> float:
     for w in ws:
         ref = x @ w
         den = float(np.sum(ref.astype(np.float64) ** 2))
-        out = xs @ _fake_int8_columns(w * s[:, None])
+        out = xs @ _fake_int8_columns(w * s[:, None], qmax)
         total += float(np.sum((out - ref).astype(np.float64) ** 2)) / den if den > 0 else 0.0
     return total
 
 
 def smooth_scale(
-    stats: _Stats, ws: list[np.ndarray]
+    stats: _Stats, ws: list[np.ndarray], qmax: int = 127
 ) -> tuple[np.ndarray | None, float, float, float]:
-    """(s or None, alpha, error unsmoothed, error smoothed)."""
+    """(s or None, alpha, error unsmoothed, error smoothed); weights in [-qmax, qmax]."""
     amax_x = np.maximum(np.abs(stats.lo), np.abs(stats.hi))
     amax_w = np.max([np.abs(w).max(axis=1) for w in ws], axis=0)
     ok = (amax_x > 0) & (amax_w > 0) & np.isfinite(amax_x)
     if stats.sample.shape[0] == 0 or not ok.any():
         return None, 0.0, 0.0, 0.0
     ones = np.ones_like(amax_x)
-    base = int8_error(stats, ws, ones)
+    base = int8_error(stats, ws, ones, qmax)
     best, best_alpha, best_s = base, 0.0, ones
     for alpha in ALPHAS:
         s = np.ones_like(amax_x)
         s[ok] = amax_x[ok] ** alpha / amax_w[ok] ** (1 - alpha)
         s = s / np.sqrt(s[ok].max() * s[ok].min())
-        err = int8_error(stats, ws, s)
+        err = int8_error(stats, ws, s, qmax)
         if err < best:
             best, best_alpha, best_s = err, alpha, s
     if best > base * (1 - MIN_GAIN):
@@ -135,10 +135,15 @@ class SmoothQuantPass(ir.passes.InPlacePass):
     """--smoothquant: smooth the activations MatMul/Gemm weights read, before calibration."""
 
     def __init__(
-        self, calib: Any, include: Callable[[Weight], bool], report: CompressReport
+        self,
+        calib: Any,
+        include: Callable[[Weight], bool],
+        report: CompressReport,
+        weight_bits: int = 8,
     ) -> None:
         super().__init__()
         self.calib, self.include, self.report = calib, include, report
+        self.qmax = (1 << (weight_bits - 1)) - 1
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         groups = scale_groups([w for w in find_weights(model) if self.include(w)])
@@ -150,7 +155,7 @@ class SmoothQuantPass(ir.passes.InPlacePass):
         smoothed, before, after = [], 0.0, 0.0
         for group in groups:
             ws = [weight_kn(w) for w in group.weights]
-            s, alpha, base, err = smooth_scale(stats[group.name], ws)
+            s, alpha, base, err = smooth_scale(stats[group.name], ws, self.qmax)
             before, after = before + base, after + err
             if s is None:
                 continue

@@ -184,7 +184,7 @@ class Recovery:
             return default
         return GPTQPass(
             self.data, per_channel=default.per_channel, include=default.include,
-            report=default.report,
+            report=default.report, bits=default.bits,
         )  # fmt: skip
 
     def bias_pass(self) -> ir.passes.PassBase:
