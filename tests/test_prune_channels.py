@@ -21,6 +21,7 @@ from onnxcomp.cli import main
 from onnxcomp.data import input_specs, open_data
 from onnxcomp.passes.prune_channels import PruneChannelsPass, kept_count
 from onnxcomp.passes.report import CompressReport
+from onnxcomp.passes.shape_inference import InferShapesPass
 from onnxcomp.structured.groups import find_groups
 
 N = 64  # calibration samples
@@ -164,17 +165,74 @@ def conv_bn_net(dead: int = 0) -> onnx.ModelProto:
     return _model(nodes, [vin("x", ["n", 3, 8, 8])], [vin("y", ["n", 5])], inits)
 
 
-def test_conv_bn_pool_pad_chain_and_flatten_left_whole():
+def test_conv_bn_pool_pad_chain_then_pooled_flatten():
     proto = conv_bn_net(dead=8)
     feed = {"x": _x(3, 8, 8)}
     pruned, notes = _prune(proto, 0.5, feed)
     assert _weight_size(pruned, "w1") == (8, 3, 3, 3)
     scale = next(n for n in pruned.graph.node if n.output[0] == "s")
     assert tuple(scale.attribute[0].t.dims) == (8,)
-    assert _weight_size(pruned, "w2") == (8, 8, 3, 3)
-    assert any("conv2 kept" in n and "Flatten" in n for n in notes)
+    # conv2's channels pass GlobalAveragePool and Flatten (one feature each) into the Gemm
+    assert _weight_size(pruned, "w2") == (4, 8, 3, 3)
+    assert _weight_size(pruned, "w3") == (4, 5)
+    assert not any("conv2 kept" in n for n in notes)
     test = {"x": _x(3, 8, 8, seed=5)}
+    # conv2's channels were not dead: the repaired Gemm differs, conv1's exact part agrees
+    assert _run(pruned, test)[0].shape == _run(proto, test)[0].shape
+
+
+def flatten_head(op: str, dead: int = 0, shape=(0, -1)) -> onnx.ModelProto:
+    """Conv -> Relu -> Flatten (or Reshape to ``shape``) -> Gemm(transB) -> Relu -> MatMul:
+    each of the Conv's 6 channels is a run of 4 x 4 = 16 of the Gemm's 96 input features;
+    ``dead`` channels of the Conv (and half of fc1's units) are exactly zero."""
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((6, 2, 3, 3)).astype(np.float32) * 0.4
+    b1 = rng.standard_normal(6).astype(np.float32) * 0.1
+    w1[:dead], b1[:dead] = 0, 0
+    w2 = rng.standard_normal((10, 96)).astype(np.float32) * 0.2
+    w2[:5] = 0
+    w3 = rng.standard_normal((10, 3)).astype(np.float32) * 0.3
+    flat = (
+        helper.make_node("Flatten", ["r1"], ["f"], name="flat")
+        if op == "Flatten"
+        else helper.make_node("Reshape", ["r1", "shape"], ["f"], name="flat")
+    )
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        flat,
+        helper.make_node("Gemm", ["f", "w2"], ["h"], name="fc1", transB=1),
+        helper.make_node("Relu", ["h"], ["r2"], name="relu2"),
+        helper.make_node("MatMul", ["r2", "w3"], ["y"], name="fc2"),
+    ]  # fmt: skip
+    inits = [_init("w1", w1), _init("b1", b1), _init("w2", w2), _init("w3", w3)]
+    if op == "Reshape":
+        inits.append(_init("shape", np.array(shape, np.int64)))
+    return _model(nodes, [vin("x", ["n", 2, 8, 8])], [vin("y", ["n", 3])], inits)
+
+
+@pytest.mark.parametrize(
+    ("op", "shape"), [("Flatten", None), ("Reshape", (0, -1)), ("Reshape", (-1, 96))]
+)
+def test_flatten_into_a_gemm_cuts_runs_of_features(op, shape):
+    proto = flatten_head(op, dead=3, shape=shape)
+    feed = {"x": _x(2, 8, 8)}
+    pruned, _ = _prune(proto, 0.5, feed)
+    assert _weight_size(pruned, "w1") == (3, 2, 3, 3)
+    assert _weight_size(pruned, "w2")[1] == 3 * 16  # rows of the kept channels' runs
+    if shape == (-1, 96):  # the literal feature count follows the channels
+        target = next(t for t in pruned.graph.initializer if t.name == "shape")
+        assert onnx.numpy_helper.to_array(target).tolist() == [-1, 48]
+    test = {"x": _x(2, 8, 8, seed=7)}
     np.testing.assert_allclose(_run(pruned, test)[0], _run(proto, test)[0], atol=ATOL)
+
+
+def test_reshape_that_folds_the_batch_in_is_left_whole():
+    model = ir.from_proto(flatten_head("Reshape", shape=(2, -1)))  # the batch is symbolic
+    InferShapesPass()(model)
+    conv = next(g for g in find_groups(model) if g.name == "conv1")
+    assert conv.blocked is not None and "Reshape flat" in conv.blocked
 
 
 def residual_net(dead: int = 0, from_input: bool = False) -> onnx.ModelProto:

@@ -32,13 +32,14 @@ from onnxcomp.recover.hessian import HessianAccumulator
 from onnxcomp.recover.layers import RebuildLayer, assign_rounds, describe_layer
 from onnxcomp.runtime import capture
 from onnxcomp.structured.groups import Group, find_groups
-from onnxcomp.structured.heads import kept_features, plan_heads, rewrite_shapes
+from onnxcomp.structured.heads import plan_heads, rewrite_shapes
 from onnxcomp.structured.removed import record_removed
 from onnxcomp.structured.slicing import (
     apply_slices,
     clear_shapes,
     const_array,
     cost,
+    kept_features,
     set_constant,
 )
 from onnxcomp.weights import Use, Weight
@@ -57,6 +58,9 @@ ALIGN_FROM = 64
 # group cut, 93.5% with groups of >= 64 channels only, 95.5% unpruned). A per-layer
 # ratio (recipes) applies at any width.
 MIN_CHANNELS = 64
+# The repair holds two (K+1)^2 float64 matrices per consumer: past this many input
+# features (VGG's flattened 25,088) they would take gigabytes, so such a group stays whole.
+MAX_FEATURES = 8192
 
 
 def kept_count(size: int, ratio: float) -> int:
@@ -96,6 +100,9 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             ratio = self.ratio_for(g)
             if ratio is None:
                 ratio = self.ratio if g.size >= self.min_channels else 0.0
+            too_wide = [n.name for n in g.consumers if _layer(n).features() > MAX_FEATURES]
+            if too_wide:
+                g.block(f"{too_wide[0]} reads more than {MAX_FEATURES:,} input features")
             if g.blocked:
                 self.blocked[g.name] = g.blocked
                 logger.info("group %s left whole: %s", g.name, g.blocked)
@@ -129,7 +136,7 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             per_head = channel_energy(consumers[id(out)], grams[id(out)], block.group.size)
             score = per_head.reshape(block.heads, block.head_dim).sum(axis=1)
             order = np.lexsort((np.arange(block.heads), -score))
-            keeps.append((block.group, kept_features(order[:keep], block.head_dim)))
+            keeps.append((block.group, kept_features(np.sort(order[:keep]), block.head_dim)))
             self.removed[f"{out.name} (heads)"] = (block.heads, keep)
         if self.repair:
             repair_in_rounds(model, consumers, keeps, data, names)
@@ -264,7 +271,7 @@ def repair(
     array = layer.weight.array.astype(np.float64)
     w = layer.matrices(array)[0]  # [O, K]
     per = _features_per_channel(layer, size)
-    feats = (kept[:, None] * per + np.arange(per)[None, :]).ravel()
+    feats = kept_features(kept, per)
     bias = _bias_slot(layer)
     cols = np.append(feats, gram.shape[0] - 1) if bias is not None else feats
     h = gram[np.ix_(cols, cols)].copy()

@@ -4,14 +4,18 @@ A *producer* (Conv, Gemm, MatMul with an unshared constant weight) makes a tenso
 channel axis is followed forward through ops that keep channels apart (activations,
 bias Add, BatchNormalization, pooling, Pad/Resize that leave the channel axis alone,
 depthwise Conv) to its *consumers* (Conv input channels, Gemm/MatMul weight rows).
-Two traced tensors meeting in an elementwise op (a residual Add, GELU's x * erf(x))
-carry the same channels: their groups merge and lose channels together. A group whose
-tensors reach anything not understood (Reshape, Concat, LayerNormalization, a graph
-output, a subgraph, a tensor no producer explains) stays whole, with the reason.
+Flatten, or a Reshape to [batch, features], turns each channel into a run of H*W
+features (``Group.per``): the consumer's rows are cut in runs, a literal feature count
+in the Reshape's shape is rewritten. Two traced tensors meeting in an elementwise op (a
+residual Add, GELU's x * erf(x)) carry the same channels: their groups merge and lose
+channels together. A group whose tensors reach anything not understood (Concat,
+LayerNormalization, a graph output, a subgraph, a tensor no producer explains) stays
+whole, with the reason.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +41,7 @@ class Slot:
     node: ir.Node
     index: int  # input index on ``node``
     axis: int
+    per: int = 1  # elements per channel on ``axis`` (H*W after a Flatten)
 
 
 @dataclass
@@ -48,7 +53,9 @@ class Group:
     consumers: list[ir.Node] = field(default_factory=list)
     slots: list[Slot] = field(default_factory=list)  # sliced constant inputs
     values: dict[ir.Value, int] = field(default_factory=dict)  # traced tensor -> negative axis
+    per: dict[ir.Value, int] = field(default_factory=dict)  # features a channel spans (if > 1)
     depthwise: list[ir.Node] = field(default_factory=list)  # group attribute rewritten
+    reshapes: list[tuple[ir.Node, int]] = field(default_factory=list)  # (Reshape, per)
     blocked: str | None = None
 
     @property
@@ -112,7 +119,9 @@ class _Analysis:
         a.consumers += b.consumers
         a.slots += b.slots
         a.values.update(b.values)
+        a.per.update(b.per)
         a.depthwise += b.depthwise
+        a.reshapes += b.reshapes
         if b.blocked:
             a.block(b.blocked)
         b._merged = a  # type: ignore[attr-defined]
@@ -206,6 +215,8 @@ class _Analysis:
             return self._pass(node, g, axis)
         if op in ("Pad", "Resize") and i0 == 0 and len(hit) == 1:
             return self._pad_resize(node, g, axis)
+        if op in ("Flatten", "Reshape") and i0 == 0 and len(hit) == 1:
+            return self._flatten(node, g, v0, axis)
         if op == "Conv" and i0 == 0 and self._depthwise(node, g, axis):
             return None
         g.block(f"{op} {node.name} is not channel-preserving (not understood)")
@@ -217,9 +228,12 @@ class _Analysis:
         return rank is not None and rank + axis == positive
 
     def _pass(self, node: ir.Node, g: Group, axis: int) -> None:
+        per = next((g.per[v] for v in node.inputs if v is not None and v in g.per), 1)
         for k, out in enumerate(node.outputs):
             if k == 0:
                 g.values[out] = axis
+                if per > 1:
+                    g.per[out] = per
                 self.owner[out] = g
             elif out.uses() or out.is_graph_output():
                 g.block(f"{node.op_type} {node.name}: second output is read")
@@ -234,13 +248,14 @@ class _Analysis:
                     f"{node.op_type} {node.name} joins the channels with {v.name}, "
                     "which no prunable layer produces"
                 )
+            per = g.per.get(hit[0][1], 1)
             if arr.ndim >= -axis and arr.shape[arr.ndim + axis] != 1:
-                if arr.shape[arr.ndim + axis] != g.size:
+                if arr.shape[arr.ndim + axis] != g.size * per:
                     return g.block(f"{node.op_type} {node.name}: constant does not broadcast")
-                g.slots.append(Slot(node, i, arr.ndim + axis))
+                g.slots.append(Slot(node, i, arr.ndim + axis, per))
             if node.op_type in ("Pow",) and i == 1 and arr.size != 1:
                 return g.block(f"Pow {node.name}: per-channel exponent")
-        axes = {g.values[v] for _, v, _ in hit}
+        axes = {(g.values[v], g.per.get(v, 1)) for _, v, _ in hit}
         if len(axes) > 1:
             return g.block(f"{node.op_type} {node.name}: channel axes differ between inputs")
         self._pass(node, g, axis)
@@ -267,6 +282,49 @@ class _Analysis:
         self._pass(node, g, axis)
         return None
 
+    def _flatten(self, node: ir.Node, g: Group, value: ir.Value, axis: int) -> None:
+        """[N, C, *spatial] -> [N, C * prod(spatial)]: channel c becomes a run of features."""
+        shape = value.shape
+        op = node.op_type
+        if shape is None or len(shape) + axis != 1 or value in g.per:
+            return g.block(f"{op} {node.name}: channels not on axis 1 of a known rank")
+        spatial = [d for d in list(shape)[2:] if isinstance(d, int)]
+        if len(spatial) != len(shape) - 2:
+            return g.block(f"{op} {node.name}: spatial size not static")
+        per = math.prod(spatial)
+        if op == "Flatten":
+            if node.attributes.get_int("axis", 1) != 1:
+                return g.block(f"Flatten {node.name}: axis is not 1")
+        else:
+            why = self._reshape_to_features(node, g.size * per, shape[0])
+            if why:
+                return g.block(f"Reshape {node.name}: {why}")
+            target = _const(node.inputs[1])
+            if target is not None and int(target[1]) != -1:
+                g.reshapes.append((node, per))
+        out = node.outputs[0]
+        g.values[out] = -1
+        if per > 1:
+            g.per[out] = per
+        self.owner[out] = g
+        return None
+
+    @staticmethod
+    def _reshape_to_features(node: ir.Node, features: int, batch: object) -> str | None:
+        """Why this Reshape is not [N, C*H*W] with a constant shape we can rewrite."""
+        target = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+        if target is None or target.ndim != 1 or len(target) != 2:
+            return "shape is not a constant [batch, features]"
+        if node.attributes.get_int("allowzero", 0):
+            return "allowzero"
+        first, second = int(target[0]), int(target[1])
+        keeps_batch = first == 0 or (first == -1 and second != -1) or first == batch
+        if second not in (-1, features) or not keeps_batch:
+            return f"shape {target.tolist()} does not keep the batch and flatten the rest"
+        if second == features and not _single_use(node.inputs[1]):  # type: ignore[arg-type]
+            return "its shape constant is shared (it would be rewritten)"
+        return None
+
     def _depthwise(self, node: ir.Node, g: Group, axis: int) -> bool:
         w = _const(node.inputs[1])
         groups = node.attributes.get_int("group", 1)
@@ -286,6 +344,7 @@ class _Analysis:
         if len(hit) != 1 or hit[0][0] != 0 or len(node.inputs) < 2:
             return False
         axis = g.values[hit[0][1]]
+        per = g.per.get(hit[0][1], 1)
         w_value = node.inputs[1]
         w = _const(w_value)
         op = node.op_type
@@ -296,12 +355,18 @@ class _Analysis:
         if not _single_use(w_value):  # type: ignore[arg-type]
             g.block(f"{op} {node.name}: weight {w_value.name} is shared")  # type: ignore[union-attr]
             return True
-        if op == "Conv" and axis == 1 - w.ndim and w.shape[1] == g.size:
+        trans_b = node.attributes.get_int("transB", 0)
+        if op == "Conv" and axis == 1 - w.ndim and w.shape[1] == g.size and per == 1:
             g.slots.append(Slot(node, 1, 1))
-        elif op == "Gemm" and axis == -1 and not node.attributes.get_int("transA", 0):
-            g.slots.append(Slot(node, 1, 1 if node.attributes.get_int("transB", 0) else 0))
-        elif op == "MatMul" and axis == -1 and w.ndim == 2 and w.shape[0] == g.size:
-            g.slots.append(Slot(node, 1, 0))
+        elif (
+            op == "Gemm"
+            and axis == -1
+            and not node.attributes.get_int("transA", 0)
+            and w.shape[1 if trans_b else 0] == g.size * per
+        ):
+            g.slots.append(Slot(node, 1, 1 if trans_b else 0, per))
+        elif op == "MatMul" and axis == -1 and w.ndim == 2 and w.shape[0] == g.size * per:
+            g.slots.append(Slot(node, 1, 0, per))
         else:
             g.block(f"{op} {node.name} reads the channels in a way not understood")
             return True

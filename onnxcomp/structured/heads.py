@@ -206,10 +206,6 @@ def find_heads(model: ir.Model) -> list[HeadBlock]:
     return blocks
 
 
-def kept_features(kept_heads: np.ndarray, head_dim: int) -> np.ndarray:
-    return (np.sort(kept_heads)[:, None] * head_dim + np.arange(head_dim)[None, :]).ravel()
-
-
 def set_entry(entry: ShapeEntry, number: int, names: NameAllocator) -> None:
     """Rewrite one number of a target shape (into a new constant: the old may be shared)."""
     value = entry.node.inputs[entry.index]

@@ -23,10 +23,14 @@ def apply_slices(
             value = slot.node.inputs[slot.index]
             if value is None:
                 continue
-            cuts[value][slot.axis] = kept
+            cuts[value][slot.axis] = kept_features(kept, slot.per)
             readers[value].add((id(slot.node), slot.index))
         for node in g.depthwise:
             node.attributes["group"] = ir.AttrInt64("group", len(kept))
+        for node, per in g.reshapes:  # a literal feature count: kept channels x run length
+            shape = const_array(node.inputs[1]).copy()  # type: ignore[arg-type]
+            shape[1] = len(kept) * per
+            set_constant(node.inputs[1], shape)  # type: ignore[arg-type]
         for node in g.producers:  # a bias the repair of this layer as a consumer added
             bias = node.inputs[2] if len(node.inputs) > 2 else None
             if bias is not None and (id(node), 2) not in readers[bias]:
@@ -49,6 +53,13 @@ def apply_slices(
         for use in uses:
             if (id(use.node), use.idx) in readers[value]:
                 use.node.replace_input_with(use.idx, new)
+
+
+def kept_features(kept: np.ndarray, per: int) -> np.ndarray:
+    """Indices of the features that kept channels span, ``per`` consecutive each."""
+    if per == 1:
+        return kept
+    return (np.asarray(kept)[:, None] * per + np.arange(per)[None, :]).ravel()
 
 
 def const_array(value: ir.Value) -> np.ndarray:
