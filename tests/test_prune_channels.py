@@ -468,3 +468,81 @@ def test_global_ratio_leaves_narrow_groups_whole():
     model = ir.from_proto(mlp())  # 32 and 16 hidden units: below MIN_CHANNELS
     PruneChannelsPass(0.5, lambda m: open_data([{"x": _x(10)}], input_specs(m)))(model)
     assert model.graph.initializers["w1"].const_value.shape == (10, 32)
+
+
+def dense_block(dead: bool = True, untraced: bool = False) -> onnx.ModelProto:
+    """DenseNet-style: conv1 (8) and conv2 (6) concatenated -> conv5 (5) reads that; a
+    second Concat of all three features -> BN -> Relu -> conv3 -> pooled graph output.
+    conv1's output is also read by conv4 alone. With ``dead``, 4 + 3 + 2 of the 19
+    channels are exactly zero (weights, bias, and the BN shift that follows)."""
+    rng = np.random.default_rng(4)
+
+    def conv(name, cout, cin, k):
+        w = rng.standard_normal((cout, cin, 3, 3)).astype(np.float32) * 0.3
+        b = rng.standard_normal(cout).astype(np.float32) * 0.1
+        w[:k], b[:k] = 0, 0
+        return [_init(f"{name}_w", w), _init(f"{name}_b", b)]
+
+    n_dead = (4, 3, 2) if dead else (0, 0, 0)
+    inits = [*conv("c1", 8, 3, n_dead[0]), *conv("c2", 6, 3, n_dead[1])]
+    inits += [*conv("c5", 5, 14, n_dead[2]), *conv("c3", 4, 19, 0), *conv("c4", 2, 8, 0)]
+    gamma = rng.uniform(0.5, 1.5, 19).astype(np.float32)
+    beta = rng.standard_normal(19).astype(np.float32) * 0.1
+    mean = rng.standard_normal(19).astype(np.float32) * 0.1
+    dead_idx = [*range(n_dead[0]), *range(8, 8 + n_dead[1]), *range(14, 14 + n_dead[2])]
+    beta[dead_idx], mean[dead_idx] = 0, 0
+    inits += [_init("g", gamma), _init("be", beta), _init("mu", mean),
+              _init("var", rng.uniform(0.5, 1.5, 19).astype(np.float32))]  # fmt: skip
+    second = "x" if untraced else "c2"
+    pad = {"pads": [1, 1, 1, 1]}
+    nodes = [
+        helper.make_node("Conv", ["x", "c1_w", "c1_b"], ["c1"], name="conv1", **pad),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["x", "c2_w", "c2_b"], ["c2"], name="conv2", **pad),
+        helper.make_node("Concat", ["r1", second], ["cat1"], name="cat1", axis=1),
+        helper.make_node("Conv", ["cat1", "c5_w", "c5_b"], ["c5"], name="conv5", **pad),
+        helper.make_node("Concat", ["r1", "c2", "c5"], ["cat2"], name="cat2", axis=1),
+        helper.make_node("BatchNormalization", ["cat2", "g", "be", "mu", "var"], ["bn"],
+                         name="bn"),
+        helper.make_node("Relu", ["bn"], ["r2"], name="relu2"),
+        helper.make_node("Conv", ["r2", "c3_w", "c3_b"], ["c3"], name="conv3", **pad),
+        helper.make_node("GlobalAveragePool", ["c3"], ["y"], name="gap"),
+        helper.make_node("Conv", ["r1", "c4_w", "c4_b"], ["y2"], name="conv4", **pad),
+    ]  # fmt: skip
+    if untraced:  # cat1 joins conv1's channels with the image itself
+        nodes[4] = helper.make_node("Conv", ["cat1", "c5_w_x", "c5_b"], ["c5"], name="conv5",
+                                    **pad)  # fmt: skip
+        inits.append(_init("c5_w_x", rng.standard_normal((5, 11, 3, 3)).astype(np.float32)))
+    outputs = [vin("y", ["n", 4, 1, 1]), vin("y2", ["n", 2, 6, 6])]
+    return _model(nodes, [vin("x", ["n", 3, 6, 6])], outputs, inits)
+
+
+def test_concat_joins_its_inputs_into_one_group_dense_block():
+    proto = dense_block()
+    feed = {"x": _x(3, 6, 6)}
+    pruned, notes = _prune(proto, 0.5, feed)
+    assert _weight_size(pruned, "c1_w") == (4, 3, 3, 3)
+    assert _weight_size(pruned, "c2_w") == (3, 3, 3, 3)
+    assert _weight_size(pruned, "c5_w") == (3, 7, 3, 3)  # its output and its cat1 input
+    assert _weight_size(pruned, "c3_w") == (4, 10, 3, 3)  # all three, 10 of 19
+    assert _weight_size(pruned, "c4_w") == (2, 4, 3, 3)  # conv1's channels read alone
+    assert _weight_size(pruned, "g") == (10,)
+    assert any("channels of conv1: 19 -> 10" in n for n in notes)
+    test = {"x": _x(3, 6, 6, seed=9)}
+    for got, want in zip(_run(pruned, test), _run(proto, test), strict=True):
+        np.testing.assert_allclose(got, want, atol=ATOL)
+
+
+def test_concat_keeps_a_channel_of_every_input():
+    proto = dense_block(dead=False)
+    pruned, _ = _prune(proto, 0.9, {"x": _x(3, 6, 6)})
+    assert all(_weight_size(pruned, f"{c}_w")[0] >= 1 for c in ("c1", "c2", "c5"))
+    test = {"x": _x(3, 6, 6, seed=9)}
+    assert [a.shape for a in _run(pruned, test)] == [a.shape for a in _run(proto, test)]
+
+
+def test_concat_with_an_input_no_layer_produces_is_left_whole():
+    model = ir.from_proto(dense_block(untraced=True))
+    InferShapesPass()(model)
+    conv1 = next(g for g in find_groups(model) if "conv1" in [n.name for n in g.producers])
+    assert conv1.blocked is not None and "Concat cat1: input x" in conv1.blocked

@@ -31,6 +31,7 @@ from onnxcomp.passes.shape_inference import InferShapesPass
 from onnxcomp.recover.hessian import HessianAccumulator
 from onnxcomp.recover.layers import RebuildLayer, assign_rounds, describe_layer
 from onnxcomp.runtime import capture
+from onnxcomp.structured.channels import local, spread, width
 from onnxcomp.structured.groups import Group, find_groups
 from onnxcomp.structured.heads import plan_heads, rewrite_shapes
 from onnxcomp.structured.removed import record_removed
@@ -107,7 +108,7 @@ class PruneChannelsPass(ir.passes.InPlacePass):
                 self.blocked[g.name] = g.blocked
                 logger.info("group %s left whole: %s", g.name, g.blocked)
                 continue
-            keep = kept_count(g.size, ratio)
+            keep = max(kept_count(g.size, ratio), len(g.producer_ranges()))
             if keep < g.size:
                 plan.append((g, keep))
         taken = {id(n) for g, _ in plan for n in (*g.producers, *g.consumers)}
@@ -124,12 +125,11 @@ class PruneChannelsPass(ir.passes.InPlacePass):
         for g, keep in plan:
             score = np.zeros(g.size)
             for node in g.consumers:
-                layer = consumers[id(node)]
-                score += channel_energy(layer, grams[id(node)], g.size)
-            # Highest energy kept; ties broken by channel order (deterministic).
-            order = np.lexsort((np.arange(g.size), -score))
-            kept = np.sort(order[:keep])
-            keeps.append((g, kept))
+                segs = g.read_by(node)
+                n = width(segs) if segs is not None else g.size
+                energy = channel_energy(consumers[id(node)], grams[id(node)], n)
+                score += spread(segs, energy, g.size)
+            keeps.append((g, choose(score, keep, g.producer_ranges())))
             self.removed[g.name] = (g.size, keep)
         for block, keep in heads:
             out = block.group.consumers[0]
@@ -161,6 +161,17 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             self.report.notes.append(f"channels of {name}: {was} -> {now}")
         for name, why in self.blocked.items():
             self.report.notes.append(f"channels of {name} kept: {why}")
+
+
+def choose(score: np.ndarray, keep: int, ranges: list[tuple[int, int]]) -> np.ndarray:
+    """The ``keep`` highest-scoring channels (ties by channel order), at least one in each
+    producer's range: a layer left with no output channel is not a layer."""
+    order = np.lexsort((np.arange(score.size), -score))
+    rank = np.empty(score.size, np.int64)
+    rank[order] = np.arange(score.size)
+    must = {start + int(np.argmin(rank[start : start + length])) for start, length in ranges}
+    rest = [int(c) for c in order if int(c) not in must][: max(keep - len(must), 0)]
+    return np.sort(np.array([*must, *rest], dtype=np.int64))
 
 
 def _layer(node: ir.Node) -> RebuildLayer:
@@ -217,7 +228,11 @@ def repair_in_rounds(
     teacher's outputs. Removed inputs get zero weights, so the full-size student computes
     what the pruned graph will; the cut happens once at the end."""
     teacher = ir.to_proto(model)
-    kept_of = {id(n): (kept, g.size) for g, kept in keeps for n in g.consumers}
+    kept_of = {
+        id(n): (local(g.read_by(n), kept), width(g.read_by(n) or ((0, g.size),)))
+        for g, kept in keeps
+        for n in g.consumers
+    }
     layers = assign_rounds(model.graph, {k: consumers[k] for k in kept_of})
     by_round: dict[int, list[RebuildLayer]] = defaultdict(list)
     for layer in layers:

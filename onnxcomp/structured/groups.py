@@ -8,18 +8,22 @@ Flatten, or a Reshape to [batch, features], turns each channel into a run of H*W
 features (``Group.per``): the consumer's rows are cut in runs, a literal feature count
 in the Reshape's shape is rewritten. Two traced tensors meeting in an elementwise op (a
 residual Add, GELU's x * erf(x)) carry the same channels: their groups merge and lose
-channels together. A group whose tensors reach anything not understood (Concat,
-LayerNormalization, a graph output, a subgraph, a tensor no producer explains) stays
-whole, with the reason.
+channels together. A Concat on the channel axis appends its inputs' groups into one
+channel space (channels.py: segments). A group whose tensors reach anything not
+understood (LayerNormalization, a graph output, a subgraph, a tensor no producer
+explains) stays whole, with the reason.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import onnx_ir as ir
+
+from onnxcomp.structured.channels import Group, Segments, Slot, coalesce, width
+
+__all__ = ["Group", "Slot", "find_groups", "producer_axis"]
 
 # Ops that act on each element alone: channels pass through unchanged.
 UNARY = frozenset(
@@ -32,39 +36,6 @@ UNARY = frozenset(
 )
 BINARY = frozenset(["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"])
 POOL = frozenset(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"])
-
-
-@dataclass
-class Slot:
-    """A constant tensor of the group sliced on ``axis`` (weights, biases, BN vectors)."""
-
-    node: ir.Node
-    index: int  # input index on ``node``
-    axis: int
-    per: int = 1  # elements per channel on ``axis`` (H*W after a Flatten)
-
-
-@dataclass
-class Group:
-    """Channels removed together; ``size`` of them, ``blocked`` says why not when set."""
-
-    size: int
-    producers: list[ir.Node] = field(default_factory=list)
-    consumers: list[ir.Node] = field(default_factory=list)
-    slots: list[Slot] = field(default_factory=list)  # sliced constant inputs
-    values: dict[ir.Value, int] = field(default_factory=dict)  # traced tensor -> negative axis
-    per: dict[ir.Value, int] = field(default_factory=dict)  # features a channel spans (if > 1)
-    depthwise: list[ir.Node] = field(default_factory=list)  # group attribute rewritten
-    reshapes: list[tuple[ir.Node, int]] = field(default_factory=list)  # (Reshape, per)
-    blocked: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.producers[0].name or "?" if self.producers else "?"
-
-    def block(self, reason: str) -> None:
-        if self.blocked is None:
-            self.blocked = reason
 
 
 def _const(value: ir.Value | None) -> np.ndarray | None:
@@ -120,10 +91,22 @@ class _Analysis:
         a.slots += b.slots
         a.values.update(b.values)
         a.per.update(b.per)
+        a.segments.update(b.segments)
+        a.made.update(b.made)
+        a.read.update(b.read)
         a.depthwise += b.depthwise
         a.reshapes += b.reshapes
         if b.blocked:
             a.block(b.blocked)
+        b._merged = a  # type: ignore[attr-defined]
+        for v in b.values:
+            self.owner[v] = a
+        return a
+
+    def append(self, a: Group, b: Group) -> Group:
+        """A Concat: ``b``'s channels follow ``a``'s in one group."""
+        a, b = self.find(a), self.find(b)
+        a.append(b)
         b._merged = a  # type: ignore[attr-defined]
         for v in b.values:
             self.owner[v] = a
@@ -138,13 +121,17 @@ class _Analysis:
             axis, rank = found
             w = _const(node.inputs[1])
             assert w is not None
-            g = Group(size=int(w.shape[axis]), producers=[node])
-            g.slots.append(Slot(node, 1, axis))
+            size = int(w.shape[axis])
+            whole: Segments = ((0, size),)
+            g = Group(size=size, producers=[node])
+            g.made[id(node)] = whole
+            g.slots.append(Slot(node, 1, axis, segments=whole))
             if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 2 and node.inputs[2]:
-                g.slots.append(Slot(node, 2, 0))
+                g.slots.append(Slot(node, 2, 0, segments=whole))
             self.groups.append(g)
             out = node.outputs[0]
             g.values[out] = (1 - rank) if node.op_type == "Conv" else -1
+            g.segments[out] = whole
             self.owner[out] = g
         # Trace in topological order so each tensor's group is known before its readers.
         for node in nodes:
@@ -173,10 +160,12 @@ class _Analysis:
                 hit.append((i, v, found))
         if not hit:
             return
+        op = node.op_type
+        if op == "Concat" and node.graph is self.graph and node.domain in ("", "ai.onnx"):
+            return self._concat(node, hit)
         g = hit[0][2]
         for _, _, other in hit[1:]:
             g = self.merge(g, other)
-        op = node.op_type
         i0, v0, _ = hit[0]
         axis = g.values[v0]
         for _, v, _ in hit:
@@ -207,7 +196,7 @@ class _Analysis:
             if any(_const(v) is None for v in node.inputs[1:5]):
                 return g.block(f"BatchNormalization {node.name}: parameters not constant")
             for k in range(1, 5):
-                g.slots.append(Slot(node, k, 0))
+                g.slots.append(Slot(node, k, 0, segments=g.segments[v0]))
             return self._pass(node, g, axis)
         if op in POOL and i0 == 0 and len(hit) == 1:
             if not self._axis_is(node, axis, 1):
@@ -228,12 +217,13 @@ class _Analysis:
         return rank is not None and rank + axis == positive
 
     def _pass(self, node: ir.Node, g: Group, axis: int) -> None:
-        per = next((g.per[v] for v in node.inputs if v is not None and v in g.per), 1)
+        source = next(v for v in node.inputs if v is not None and v in g.values)
         for k, out in enumerate(node.outputs):
             if k == 0:
                 g.values[out] = axis
-                if per > 1:
-                    g.per[out] = per
+                g.segments[out] = g.segments[source]
+                if source in g.per:
+                    g.per[out] = g.per[source]
                 self.owner[out] = g
             elif out.uses() or out.is_graph_output():
                 g.block(f"{node.op_type} {node.name}: second output is read")
@@ -248,14 +238,15 @@ class _Analysis:
                     f"{node.op_type} {node.name} joins the channels with {v.name}, "
                     "which no prunable layer produces"
                 )
-            per = g.per.get(hit[0][1], 1)
+            first = hit[0][1]
+            per = g.per.get(first, 1)
             if arr.ndim >= -axis and arr.shape[arr.ndim + axis] != 1:
-                if arr.shape[arr.ndim + axis] != g.size * per:
+                if arr.shape[arr.ndim + axis] != width(g.segments[first]) * per:
                     return g.block(f"{node.op_type} {node.name}: constant does not broadcast")
-                g.slots.append(Slot(node, i, arr.ndim + axis, per))
+                g.slots.append(Slot(node, i, arr.ndim + axis, per, g.segments[first]))
             if node.op_type in ("Pow",) and i == 1 and arr.size != 1:
                 return g.block(f"Pow {node.name}: per-channel exponent")
-        axes = {(g.values[v], g.per.get(v, 1)) for _, v, _ in hit}
+        axes = {(g.values[v], g.per.get(v, 1), g.segments[v]) for _, v, _ in hit}
         if len(axes) > 1:
             return g.block(f"{node.op_type} {node.name}: channel axes differ between inputs")
         self._pass(node, g, axis)
@@ -292,18 +283,20 @@ class _Analysis:
         if len(spatial) != len(shape) - 2:
             return g.block(f"{op} {node.name}: spatial size not static")
         per = math.prod(spatial)
+        segs = g.segments[value]
         if op == "Flatten":
             if node.attributes.get_int("axis", 1) != 1:
                 return g.block(f"Flatten {node.name}: axis is not 1")
         else:
-            why = self._reshape_to_features(node, g.size * per, shape[0])
+            why = self._reshape_to_features(node, width(segs) * per, shape[0])
             if why:
                 return g.block(f"Reshape {node.name}: {why}")
             target = _const(node.inputs[1])
             if target is not None and int(target[1]) != -1:
-                g.reshapes.append((node, per))
+                g.reshapes.append((node, per, segs))
         out = node.outputs[0]
         g.values[out] = -1
+        g.segments[out] = segs
         if per > 1:
             g.per[out] = per
         self.owner[out] = g
@@ -327,15 +320,17 @@ class _Analysis:
 
     def _depthwise(self, node: ir.Node, g: Group, axis: int) -> bool:
         w = _const(node.inputs[1])
+        segs = g.segments[node.inputs[0]]  # type: ignore[index]
+        n = width(segs)
         groups = node.attributes.get_int("group", 1)
-        if w is None or groups != g.size or w.shape[0] != g.size or w.shape[1] != 1:
+        if w is None or groups != n or w.shape[0] != n or w.shape[1] != 1:
             return False
         if not _single_use(node.inputs[1]) or axis != 1 - w.ndim:  # type: ignore[arg-type]
             return False
-        g.slots.append(Slot(node, 1, 0))
+        g.slots.append(Slot(node, 1, 0, segments=segs))
         if len(node.inputs) > 2 and node.inputs[2] is not None:
-            g.slots.append(Slot(node, 2, 0))
-        g.depthwise.append(node)
+            g.slots.append(Slot(node, 2, 0, segments=segs))
+        g.depthwise.append((node, segs))
         self._pass(node, g, axis)
         return True
 
@@ -345,6 +340,8 @@ class _Analysis:
             return False
         axis = g.values[hit[0][1]]
         per = g.per.get(hit[0][1], 1)
+        segs = g.segments[hit[0][1]]
+        n = width(segs)
         w_value = node.inputs[1]
         w = _const(w_value)
         op = node.op_type
@@ -356,22 +353,54 @@ class _Analysis:
             g.block(f"{op} {node.name}: weight {w_value.name} is shared")  # type: ignore[union-attr]
             return True
         trans_b = node.attributes.get_int("transB", 0)
-        if op == "Conv" and axis == 1 - w.ndim and w.shape[1] == g.size and per == 1:
-            g.slots.append(Slot(node, 1, 1))
+        if op == "Conv" and axis == 1 - w.ndim and w.shape[1] == n and per == 1:
+            g.slots.append(Slot(node, 1, 1, segments=segs))
         elif (
             op == "Gemm"
             and axis == -1
             and not node.attributes.get_int("transA", 0)
-            and w.shape[1 if trans_b else 0] == g.size * per
+            and w.shape[1 if trans_b else 0] == n * per
         ):
-            g.slots.append(Slot(node, 1, 1 if trans_b else 0, per))
-        elif op == "MatMul" and axis == -1 and w.ndim == 2 and w.shape[0] == g.size * per:
-            g.slots.append(Slot(node, 1, 0, per))
+            g.slots.append(Slot(node, 1, 1 if trans_b else 0, per, segs))
+        elif op == "MatMul" and axis == -1 and w.ndim == 2 and w.shape[0] == n * per:
+            g.slots.append(Slot(node, 1, 0, per, segs))
         else:
             g.block(f"{op} {node.name} reads the channels in a way not understood")
             return True
         g.consumers.append(node)
+        g.read[id(node)] = segs
         return True
+
+    def _concat(self, node: ir.Node, hit) -> None:
+        """Inputs along their channel axis: one group, the output carrying their segments
+        in input order (an input read twice carries its channels twice)."""
+        groups = [g for _, _, g in hit]
+        g = groups[0]
+        for other in groups[1:]:
+            if self.find(other) is not self.find(g):
+                g = self.append(g, other)
+        g = self.find(g)
+        first = hit[0][1]
+        axis = g.values[first]
+        rank = len(first.shape) if first.shape is not None else None
+        cat_axis = node.attributes.get_int("axis", 0)
+        missing = [v.name if v else "?" for v in node.inputs if v is None or not self.traced(v)]
+        if missing:
+            return g.block(f"Concat {node.name}: input {missing[0]} is not from a prunable layer")
+        shared = [v.name for _, v, _ in hit if v.is_graph_output()]
+        if shared:
+            return g.block(f"tensor {shared[0]} is a graph output")
+        if rank is None or cat_axis % rank != rank + axis:
+            return g.block(f"Concat {node.name} does not join along the channel axis")
+        if any(g.values[v] != axis or v in g.per for _, v, _ in hit):
+            return g.block(f"Concat {node.name}: inputs carry channels differently")
+        out = node.outputs[0]
+        if out.is_graph_output():
+            return g.block(f"tensor {out.name} is a graph output")
+        g.values[out] = axis
+        g.segments[out] = coalesce(tuple(seg for _, v, _ in hit for seg in g.segments[v]))
+        self.owner[out] = g
+        return None
 
 
 def find_groups(model: ir.Model) -> list[Group]:

@@ -9,6 +9,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.naming import NameAllocator
+from onnxcomp.structured.channels import local
 from onnxcomp.structured.groups import Group
 
 
@@ -23,18 +24,18 @@ def apply_slices(
             value = slot.node.inputs[slot.index]
             if value is None:
                 continue
-            cuts[value][slot.axis] = kept_features(kept, slot.per)
+            cuts[value][slot.axis] = kept_features(local(slot.segments, kept), slot.per)
             readers[value].add((id(slot.node), slot.index))
-        for node in g.depthwise:
-            node.attributes["group"] = ir.AttrInt64("group", len(kept))
-        for node, per in g.reshapes:  # a literal feature count: kept channels x run length
+        for node, segs in g.depthwise:
+            node.attributes["group"] = ir.AttrInt64("group", len(local(segs, kept)))
+        for node, per, segs in g.reshapes:  # a literal feature count: kept x run length
             shape = const_array(node.inputs[1]).copy()  # type: ignore[arg-type]
-            shape[1] = len(kept) * per
+            shape[1] = len(local(segs, kept)) * per
             set_constant(node.inputs[1], shape)  # type: ignore[arg-type]
         for node in g.producers:  # a bias the repair of this layer as a consumer added
             bias = node.inputs[2] if len(node.inputs) > 2 else None
             if bias is not None and (id(node), 2) not in readers[bias]:
-                cuts[bias][0] = kept
+                cuts[bias][0] = local(g.made_by(node), kept)
                 readers[bias].add((id(node), 2))
     graph = model.graph
     for value, axes in cuts.items():
