@@ -234,6 +234,14 @@ CONTENDERS: dict[str, Contender] = {
             _onnxcomp(prune_sparsity=0.5, quantize="int8"),
         ),
         Contender(
+            "onnxcomp-int8-full-range",
+            "onnxcomp",
+            "onnxcomp, full int8 with 8-bit weights forced (--weight-range full): what a CPU "
+            "without VNNI computes when it is not told",
+            _onnxcomp(quantize="int8", weight_range="full"),
+            extended=True,
+        ),
+        Contender(
             "onnxcomp-int8-percentile",
             "onnxcomp",
             f"onnxcomp, full int8, percentile {PERCENTILE} calibration (streamed histograms)",

@@ -546,3 +546,58 @@ def test_concat_with_an_input_no_layer_produces_is_left_whole():
     InferShapesPass()(model)
     conv1 = next(g for g in find_groups(model) if "conv1" in [n.name for n in g.producers])
     assert conv1.blocked is not None and "Concat cat1: input x" in conv1.blocked
+
+
+def split_net(how: str, dead: bool = True) -> onnx.ModelProto:
+    """conv1 (8 channels) -> Split on the channel axis into 4 + 4 -> conv_a (after a Relu)
+    and conv_b -> Add -> output. ``how``: sizes as an input (opset 13), as the attribute
+    (opset 11), or implied equal parts. With ``dead``, channels 0, 1, 4 and 5 are zero."""
+    rng = np.random.default_rng(6)
+    w1 = rng.standard_normal((8, 2, 3, 3)).astype(np.float32) * 0.3
+    b1 = rng.standard_normal(8).astype(np.float32) * 0.1
+    if dead:
+        w1[[0, 1, 4, 5]], b1[[0, 1, 4, 5]] = 0, 0
+    wa = rng.standard_normal((3, 4, 3, 3)).astype(np.float32) * 0.3
+    wb = rng.standard_normal((3, 4, 3, 3)).astype(np.float32) * 0.3
+    inputs = ["c1", "sizes"] if how == "input" else ["c1"]
+    attrs = {"split": [4, 4]} if how == "attribute" else {}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Split", inputs, ["s0", "s1"], name="split", axis=1, **attrs),
+        helper.make_node("Relu", ["s0"], ["r0"], name="relu"),
+        helper.make_node("Conv", ["r0", "wa"], ["a"], name="conv_a"),
+        helper.make_node("Conv", ["s1", "wb"], ["b"], name="conv_b"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+    ]
+    inits = [_init("w1", w1), _init("b1", b1), _init("wa", wa), _init("wb", wb)]
+    if how == "input":
+        inits.append(_init("sizes", np.array([4, 4], np.int64)))
+    opset = 11 if how == "attribute" else 13
+    return _model(nodes, [vin("x", ["n", 2, 6, 6])], [vin("y", ["n", 3, 4, 4])], inits, opset)
+
+
+@pytest.mark.parametrize("how", ["input", "attribute", "equal"])
+def test_split_on_the_channel_axis_cuts_each_part(how):
+    proto = split_net(how)
+    feed = {"x": _x(2, 6, 6)}
+    pruned, _ = _prune(proto, 0.5, feed)
+    assert _weight_size(pruned, "w1") == (4, 2, 3, 3)
+    assert _weight_size(pruned, "wa") == (3, 2, 3, 3) and _weight_size(pruned, "wb") == (3, 2, 3, 3)
+    split = next(n for n in pruned.graph.node if n.op_type == "Split")
+    if how == "attribute":
+        assert list(split.attribute[[a.name for a in split.attribute].index("split")].ints) == [
+            2,
+            2,
+        ]
+    else:  # an equal split got its sizes written out, as an input from opset 13
+        sizes = next(t for t in pruned.graph.initializer if t.name == split.input[1])
+        assert onnx.numpy_helper.to_array(sizes).tolist() == [2, 2]
+    test = {"x": _x(2, 6, 6, seed=8)}
+    np.testing.assert_allclose(_run(pruned, test)[0], _run(proto, test)[0], atol=ATOL)
+
+
+def test_every_split_part_keeps_a_channel():
+    pruned, _ = _prune(split_net("input", dead=False), 0.9, {"x": _x(2, 6, 6)})
+    split = next(n for n in pruned.graph.node if n.op_type == "Split")
+    sizes = next(t for t in pruned.graph.initializer if t.name == split.input[1])
+    assert min(onnx.numpy_helper.to_array(sizes).tolist()) >= 1

@@ -31,7 +31,7 @@ from onnxcomp.passes.shape_inference import InferShapesPass
 from onnxcomp.recover.hessian import HessianAccumulator
 from onnxcomp.recover.layers import RebuildLayer, assign_rounds, describe_layer
 from onnxcomp.runtime import capture
-from onnxcomp.structured.channels import local, spread, width
+from onnxcomp.structured.channels import Segments, local, spread, width
 from onnxcomp.structured.groups import Group, find_groups
 from onnxcomp.structured.heads import plan_heads, rewrite_shapes
 from onnxcomp.structured.removed import record_removed
@@ -108,7 +108,7 @@ class PruneChannelsPass(ir.passes.InPlacePass):
                 self.blocked[g.name] = g.blocked
                 logger.info("group %s left whole: %s", g.name, g.blocked)
                 continue
-            keep = max(kept_count(g.size, ratio), len(g.producer_ranges()))
+            keep = max(kept_count(g.size, ratio), len(g.must_keep()))
             if keep < g.size:
                 plan.append((g, keep))
         taken = {id(n) for g, _ in plan for n in (*g.producers, *g.consumers)}
@@ -129,7 +129,7 @@ class PruneChannelsPass(ir.passes.InPlacePass):
                 n = width(segs) if segs is not None else g.size
                 energy = channel_energy(consumers[id(node)], grams[id(node)], n)
                 score += spread(segs, energy, g.size)
-            keeps.append((g, choose(score, keep, g.producer_ranges())))
+            keeps.append((g, choose(score, keep, g.must_keep())))
             self.removed[g.name] = (g.size, keep)
         for block, keep in heads:
             out = block.group.consumers[0]
@@ -163,15 +163,19 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             self.report.notes.append(f"channels of {name} kept: {why}")
 
 
-def choose(score: np.ndarray, keep: int, ranges: list[tuple[int, int]]) -> np.ndarray:
-    """The ``keep`` highest-scoring channels (ties by channel order), at least one in each
-    producer's range: a layer left with no output channel is not a layer."""
+def choose(score: np.ndarray, keep: int, must: list[Segments]) -> np.ndarray:
+    """The ``keep`` highest-scoring channels (ties by channel order), and at least one of
+    each set in ``must`` (Group.must_keep), its best."""
     order = np.lexsort((np.arange(score.size), -score))
     rank = np.empty(score.size, np.int64)
     rank[order] = np.arange(score.size)
-    must = {start + int(np.argmin(rank[start : start + length])) for start, length in ranges}
-    rest = [int(c) for c in order if int(c) not in must][: max(keep - len(must), 0)]
-    return np.sort(np.array([*must, *rest], dtype=np.int64))
+    chosen: set[int] = set()
+    for segs in must:
+        members = np.concatenate([np.arange(s, s + n) for s, n in segs])
+        if not chosen.intersection(members.tolist()):
+            chosen.add(int(members[np.argmin(rank[members])]))
+    rest = [int(c) for c in order if int(c) not in chosen][: max(keep - len(chosen), 0)]
+    return np.sort(np.array([*chosen, *rest], dtype=np.int64))
 
 
 def _layer(node: ir.Node) -> RebuildLayer:

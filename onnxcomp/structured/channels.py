@@ -89,6 +89,8 @@ class Group:
     read: dict[int, Segments] = field(default_factory=dict)
     depthwise: list[tuple[ir.Node, Segments | None]] = field(default_factory=list)
     reshapes: list[tuple[ir.Node, int, Segments | None]] = field(default_factory=list)
+    splits: list[tuple[ir.Node, list[Segments]]] = field(default_factory=list)  # per output
+    must: list[Segments] = field(default_factory=list)  # parts that keep >= 1 channel each
     blocked: str | None = None
 
     @property
@@ -105,9 +107,10 @@ class Group:
     def read_by(self, node: ir.Node) -> Segments | None:
         return self.read.get(id(node))
 
-    def producer_ranges(self) -> list[tuple[int, int]]:
-        """Each producer's channels in the group's space (each must keep one)."""
-        return [seg for n in self.producers for seg in (self.made_by(n) or ((0, self.size),))]
+    def must_keep(self) -> list[Segments]:
+        """Channel sets that each keep at least one channel: every producer's output (a
+        layer with no output channel is not a layer), every part of a Split."""
+        return [self.made_by(n) or ((0, self.size),) for n in self.producers] + self.must
 
     def append(self, other: Group) -> None:
         """``other``'s channels follow this group's (a Concat joined them)."""
@@ -128,5 +131,7 @@ class Group:
             self.slots.append(slot)
         self.depthwise += [(n, shift(s or ((0, other.size),), by)) for n, s in other.depthwise]
         self.reshapes += [(n, p, shift(s or ((0, other.size),), by)) for n, p, s in other.reshapes]
+        self.splits += [(n, [shift(s, by) for s in parts]) for n, parts in other.splits]
+        self.must += [shift(s, by) for s in other.must]
         if other.blocked:
             self.block(other.blocked)

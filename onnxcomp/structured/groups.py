@@ -16,12 +16,13 @@ explains) stays whole, with the reason.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.structured import regroup
 from onnxcomp.structured.channels import Group, Segments, Slot, coalesce, width
+from onnxcomp.structured.regroup import const as _const
+from onnxcomp.structured.regroup import single_use as _single_use
 
 __all__ = ["Group", "Slot", "find_groups", "producer_axis"]
 
@@ -36,17 +37,6 @@ UNARY = frozenset(
 )
 BINARY = frozenset(["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min"])
 POOL = frozenset(["MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"])
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.is_graph_input():
-        return None
-    tensor = ir.convenience.get_const_tensor(value)  # initializer or Constant node
-    return tensor.numpy() if tensor is not None else None
-
-
-def _single_use(value: ir.Value) -> bool:
-    return len(value.uses()) == 1 and not value.is_graph_output()
 
 
 def producer_axis(node: ir.Node) -> tuple[int, int] | None:
@@ -96,6 +86,8 @@ class _Analysis:
         a.read.update(b.read)
         a.depthwise += b.depthwise
         a.reshapes += b.reshapes
+        a.splits += b.splits
+        a.must += b.must
         if b.blocked:
             a.block(b.blocked)
         b._merged = a  # type: ignore[attr-defined]
@@ -205,7 +197,9 @@ class _Analysis:
         if op in ("Pad", "Resize") and i0 == 0 and len(hit) == 1:
             return self._pad_resize(node, g, axis)
         if op in ("Flatten", "Reshape") and i0 == 0 and len(hit) == 1:
-            return self._flatten(node, g, v0, axis)
+            return regroup.flatten(self.owner, node, g, v0, axis)
+        if op == "Split" and i0 == 0 and len(hit) == 1:
+            return regroup.split(self.owner, node, g, v0, axis)
         if op == "Conv" and i0 == 0 and self._depthwise(node, g, axis):
             return None
         g.block(f"{op} {node.name} is not channel-preserving (not understood)")
@@ -271,51 +265,6 @@ class _Analysis:
             if sizes is not None or scales is None or scales[pos] != 1:
                 return g.block(f"Resize {node.name}: channel axis not kept by constant scales")
         self._pass(node, g, axis)
-        return None
-
-    def _flatten(self, node: ir.Node, g: Group, value: ir.Value, axis: int) -> None:
-        """[N, C, *spatial] -> [N, C * prod(spatial)]: channel c becomes a run of features."""
-        shape = value.shape
-        op = node.op_type
-        if shape is None or len(shape) + axis != 1 or value in g.per:
-            return g.block(f"{op} {node.name}: channels not on axis 1 of a known rank")
-        spatial = [d for d in list(shape)[2:] if isinstance(d, int)]
-        if len(spatial) != len(shape) - 2:
-            return g.block(f"{op} {node.name}: spatial size not static")
-        per = math.prod(spatial)
-        segs = g.segments[value]
-        if op == "Flatten":
-            if node.attributes.get_int("axis", 1) != 1:
-                return g.block(f"Flatten {node.name}: axis is not 1")
-        else:
-            why = self._reshape_to_features(node, width(segs) * per, shape[0])
-            if why:
-                return g.block(f"Reshape {node.name}: {why}")
-            target = _const(node.inputs[1])
-            if target is not None and int(target[1]) != -1:
-                g.reshapes.append((node, per, segs))
-        out = node.outputs[0]
-        g.values[out] = -1
-        g.segments[out] = segs
-        if per > 1:
-            g.per[out] = per
-        self.owner[out] = g
-        return None
-
-    @staticmethod
-    def _reshape_to_features(node: ir.Node, features: int, batch: object) -> str | None:
-        """Why this Reshape is not [N, C*H*W] with a constant shape we can rewrite."""
-        target = _const(node.inputs[1]) if len(node.inputs) > 1 else None
-        if target is None or target.ndim != 1 or len(target) != 2:
-            return "shape is not a constant [batch, features]"
-        if node.attributes.get_int("allowzero", 0):
-            return "allowzero"
-        first, second = int(target[0]), int(target[1])
-        keeps_batch = first == 0 or (first == -1 and second != -1) or first == batch
-        if second not in (-1, features) or not keeps_batch:
-            return f"shape {target.tolist()} does not keep the batch and flatten the rest"
-        if second == features and not _single_use(node.inputs[1]):  # type: ignore[arg-type]
-            return "its shape constant is shared (it would be rewritten)"
         return None
 
     def _depthwise(self, node: ir.Node, g: Group, axis: int) -> bool:

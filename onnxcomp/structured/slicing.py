@@ -11,6 +11,7 @@ import onnx_ir as ir
 from onnxcomp.naming import NameAllocator
 from onnxcomp.structured.channels import local
 from onnxcomp.structured.groups import Group
+from onnxcomp.structured.regroup import rewrite_split
 
 
 def apply_slices(
@@ -32,6 +33,9 @@ def apply_slices(
             shape = const_array(node.inputs[1]).copy()  # type: ignore[arg-type]
             shape[1] = len(local(segs, kept)) * per
             set_constant(node.inputs[1], shape)  # type: ignore[arg-type]
+        for node, parts in g.splits:
+            make = lambda array, n=node: _new_constant(model, names, n, array)  # noqa: E731
+            rewrite_split(node, [len(local(p, kept)) for p in parts], make)
         for node in g.producers:  # a bias the repair of this layer as a consumer added
             bias = node.inputs[2] if len(node.inputs) > 2 else None
             if bias is not None and (id(node), 2) not in readers[bias]:
@@ -54,6 +58,14 @@ def apply_slices(
         for use in uses:
             if (id(use.node), use.idx) in readers[value]:
                 use.node.replace_input_with(use.idx, new)
+
+
+def _new_constant(model: ir.Model, names: NameAllocator, node: ir.Node, array) -> ir.Value:
+    name = names.new(f"{node.name or 'split'}_sizes")
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64))
+    value.const_value = ir.tensor(array, name=name)
+    model.graph.register_initializer(value)
+    return value
 
 
 def kept_features(kept: np.ndarray, per: int) -> np.ndarray:
