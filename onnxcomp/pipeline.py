@@ -50,6 +50,7 @@ from onnxcomp.passes.report import CompressReport
 from onnxcomp.passes.strip import RemoveUnusedSubgraphInitializersPass, strip_pass
 from onnxcomp.passes.strip_debug_info import StripDebugInfoPass
 from onnxcomp.passes.value_info import DropInferredValueInfoPass, RecordValueInfoPass
+from onnxcomp.quantization.saturation import bits_for
 from onnxcomp.weights import Weight, find_weights
 
 
@@ -116,7 +117,8 @@ def build_pipeline(
             from onnxcomp.quantization.smoothquant import SmoothQuantPass
 
             wanted = quantize_filter(include, options.layers, options.quantize)
-            passes.append(SmoothQuantPass(options.calib, wanted, report, _weight_bits(options)))
+            bits = bits_for(["MatMul", "Gemm"], _reduced_ops(options))
+            passes.append(SmoothQuantPass(options.calib, wanted, report, bits))
         passes.append(Int8ReferencePass(ctx))
     if options.quantize == "codebook":
         passes.append(
@@ -136,7 +138,7 @@ def build_pipeline(
             per_channel=not options.per_tensor,
             include=wanted,
             report=report,
-            bits=_weight_bits(options),
+            reduced=_reduced_ops(options),
         )
         if recovery is not None:
             quantize = recovery.quantize_pass(quantize)  # type: ignore[arg-type]
@@ -153,13 +155,13 @@ def build_pipeline(
     return ir.passes.PassManager(passes, steps=1)
 
 
-def _weight_bits(options: CompressOptions) -> int:
-    """8, or 7 where int8 kernels would overflow on full-range weights (--weight-range)."""
+def _reduced_ops(options: CompressOptions) -> frozenset[str]:
+    """Op types whose int8 kernels would overflow on full-range weights (--weight-range)."""
     if options.quantize != "int8":
-        return 8  # weights decoded to float: no integer kernel reads them
-    from onnxcomp.quantization.flow import int8_weight_bits
+        return frozenset()  # weights decoded to float: no integer kernel reads them
+    from onnxcomp.quantization.flow import int8_reduced_ops
 
-    return int8_weight_bits(options)[0]
+    return int8_reduced_ops(options)[0]
 
 
 def run_pipeline(passes: ir.passes.PassManager, model: ir.Model) -> ir.Model:
@@ -277,9 +279,11 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
         for fam, why in dropped.items():
             what = switched.get(fam, f"kept {fam} ops float")
             result.notes.append(f"{what}: {why}")
-        if report.weight_bits != 8:
+        seven = sum(1 for r in result.quantized if r.bits == 7)
+        if seven:
             result.notes.append(
-                f"int8 weights read by int8 kernels are 7-bit: {report.weight_bits_reason}"
+                f"{seven} int8 weights of {'/'.join(report.reduced_ops)} layers are 7-bit: "
+                f"{report.weight_range_reason}"
             )
         if report.decoded_at_load:
             result.notes.append(

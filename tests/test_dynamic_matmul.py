@@ -14,7 +14,7 @@ from onnx import helper
 from onnxcomp.passes.dynamic_matmul import DynamicMatMulPass, dynamic_candidates
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
 from onnxcomp.quantization.flow import _next_trial, prepare_int8
-from onnxcomp.quantization.saturation import u8s8_saturates
+from onnxcomp.quantization.saturation import saturating_ops
 
 
 def _linear_model(seed: int = 0) -> onnx.ModelProto:
@@ -57,7 +57,7 @@ def _weights_and_dynamic() -> tuple[onnx.ModelProto, onnx.ModelProto, list[str]]
     model = ir.from_proto(_linear_model())
     prepare_int8(model)  # shape inference: only float32 tensors are rewritten
     # 7-bit where this CPU's u8 x s8 kernels would saturate (quantization/saturation.py)
-    QuantizeWeightsPass(bits=7 if u8s8_saturates() else 8)(model)
+    QuantizeWeightsPass(reduced=saturating_ops())(model)
     weights_only = ir.to_proto(model)
     assert dynamic_candidates(model) == {"MatMul": 3, "Gemm": 1}
     rewrite = DynamicMatMulPass()
@@ -105,7 +105,7 @@ def test_a_node_excluded_by_name_stays_float() -> None:
     model = ir.from_proto(_linear_model())
     prepare_int8(model)  # shape inference: only float32 tensors are rewritten
     # 7-bit where this CPU's u8 x s8 kernels would saturate (quantization/saturation.py)
-    QuantizeWeightsPass(bits=7 if u8s8_saturates() else 8)(model)
+    QuantizeWeightsPass(reduced=saturating_ops())(model)
     rewrite = DynamicMatMulPass(exclude=frozenset({"head"}))
     rewrite(model)
     assert "head" not in rewrite.rewritten and len(rewrite.rewritten) == 3

@@ -19,6 +19,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph_edit import add_initializer
 from onnxcomp.naming import NameAllocator
 from onnxcomp.quantization.numeric import max_rounding_error, quantize_weight_symmetric
+from onnxcomp.quantization.saturation import bits_for
 from onnxcomp.streaming import release
 from onnxcomp.weights import Weight, find_weights
 
@@ -51,11 +52,12 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
         per_channel: bool = True,
         include: Callable[[Weight], bool] = lambda w: True,
         report: CompressReport | None = None,
-        bits: int = 8,
+        reduced: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self.per_channel = per_channel
-        self.bits = bits  # 7: codes in [-63, 63] (quantization/saturation.py)
+        # Weights read by these op types get codes in [-63, 63] (quantization/saturation.py).
+        self.reduced = reduced
         self.include = include
         self.report = report
         self.records: list[QuantRecord] = []
@@ -111,7 +113,8 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
     def _rewrite(self, weight: Weight, names: NameAllocator) -> ir.Node:
         array = weight.array
         axis = weight.channel_axis if self.per_channel and array.ndim > 1 else None
-        q, scale = quantize_weight_symmetric(array, axis, (1 << (self.bits - 1)) - 1)
+        bits = bits_for(weight.op_types, self.reduced)
+        q, scale = quantize_weight_symmetric(array, axis, (1 << (bits - 1)) - 1)
         error = max_rounding_error(array, q, scale, axis)
         base = weight.name
         dq = dequantize_weight(weight, q, scale, axis, names)
@@ -124,7 +127,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
                 array.nbytes,
                 q.nbytes + scale.nbytes + scale.size,
                 error,
-                self.bits,
+                bits,
             )
         )
         return dq

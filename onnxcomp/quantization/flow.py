@@ -65,8 +65,8 @@ class Int8Report:
     activation_type: str
     activation_type_reason: str
     calib_method: str
-    weight_bits: int = 8  # 7: codes in [-63, 63] (quantization/saturation.py)
-    weight_bits_reason: str = ""
+    reduced_ops: list[str] = field(default_factory=list)  # their weights in [-63, 63]
+    weight_range_reason: str = ""
     calibration_seconds: float = 0.0
     calibration_samples: int = 0
     statistics_bytes: int = 0
@@ -97,8 +97,8 @@ def resolve_activation_type(requested: str) -> tuple[str, str]:
     return "uint8", f"{machine}: onnxruntime fuses int8 Conv/MatMul only with uint8 activations"
 
 
-def int8_weight_bits(options: CompressOptions) -> tuple[int, str]:
-    """Bits of the weights int8 kernels read under ``options`` (quantization/saturation.py)."""
+def int8_reduced_ops(options: CompressOptions) -> tuple[frozenset[str], str]:
+    """Op types whose int8 weights get 7 bits under ``options`` (quantization/saturation.py)."""
     dtype, _ = resolve_activation_type(getattr(options, "activation_type", "auto"))
     return resolve_weight_bits(getattr(options, "weight_range", "auto"), dtype)
 
@@ -122,7 +122,8 @@ def quantize_int8(
     model (serialized, or its path) that the measure step times and compares against;
     ``base_dir``: the folder external data is relative to (the input model's)."""
     dtype, why = resolve_activation_type(getattr(options, "activation_type", "auto"))
-    report = Int8Report(dtype, why, options.calib_method, *int8_weight_bits(options))
+    reduced, reduced_why = int8_reduced_ops(options)
+    report = Int8Report(dtype, why, options.calib_method, sorted(reduced), reduced_why)
     exclude = tuple(options.exclude)
     plan = plan_qdq(model, exclude=exclude)
     specs = input_specs(model)
