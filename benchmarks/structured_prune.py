@@ -3,8 +3,9 @@
     python -m benchmarks.structured_prune minilm-l3 0.25 0.5 [--int8] [--runs 200]
         [--recipe NAME=FILE]...
 
-For each ratio: ``onnxcomp compress --prune-channels R --calib <corpus calib>`` (and the
-same with ``--quantize int8`` when asked), the corpus task metric, and latency of every
+For each ratio: ``onnxcomp compress --prune-channels R --calib <corpus calib>`` (and, when
+asked, ``--quantize int8`` on that pruned file), the corpus task metric, the seconds each
+compression took and the parameter/MAC note, and latency of every
 model against the unpruned fp32 original in one process, sessions alternated
 (``benchmarks.measure.latency``), 1 thread, on the first evaluation batch.
 """
@@ -49,6 +50,7 @@ def main() -> None:
     real = registry()[args.model]
     out_dir = Path(tempfile.mkdtemp(prefix="structured-"))
     paths = {"fp32": prepared.model}
+    made: dict[str, dict] = {}  # seconds to compress, the parameter/MAC note
     recipes = dict(r.split("=", 1) for r in args.recipe)
     plans: list[tuple[float | str, str | None]] = [(r, None) for r in args.ratios]
     plans += [(name, None) for name in recipes]
@@ -58,23 +60,30 @@ def main() -> None:
         label = ratio if isinstance(ratio, str) else f"prune{ratio:g}"
         name = label + ("+int8" if quantize else "")
         path = out_dir / f"{name}.onnx"
-        if isinstance(ratio, str):
+        pruned = out_dir / f"{label}.onnx"
+        if quantize and pruned.exists():  # int8 on the pruned file: no second pruning run
+            result = compress(pruned, path, calib=str(prepared.calib), quantize=quantize,
+                              measure=False)  # fmt: skip
+        elif isinstance(ratio, str):
             options = load_recipe(recipes[ratio])
             options.quantize, options.measure = quantize, False
             options.calib = str(prepared.calib)
             if quantize:
                 options.layers = {k: replace(v, precision=None) for k, v in options.layers.items()}
-            compress(prepared.model, path, options)
+            result = compress(prepared.model, path, options)
         else:
             kwargs = {"calib": str(prepared.calib), "quantize": quantize, "measure": False}
             if ratio:
                 kwargs["prune_channels"] = ratio
-            compress(prepared.model, path, **kwargs)
+            result = compress(prepared.model, path, **kwargs)
         paths[name] = path
+        cost = next((n for n in result.notes if n.startswith("channel pruning:")), "")
+        made[name] = {"compress_s": round(result.seconds, 1), "cost": cost}
     rows = {}
     for name, path in paths.items():
         score = real.score(path, prepared, 1)
         rows[name] = {"metric": score.metric, "value": score.value, "bytes": path.stat().st_size}
+        rows[name].update(made.get(name, {}))
     feeds = {"first eval sample": _feed(prepared.eval)}
     if args.tile:
         feeds[f"8 x {args.tile} tokens"] = {

@@ -601,3 +601,69 @@ def test_every_split_part_keeps_a_channel():
     split = next(n for n in pruned.graph.node if n.op_type == "Split")
     sizes = next(t for t in pruned.graph.initializer if t.name == split.input[1])
     assert min(onnx.numpy_helper.to_array(sizes).tolist()) >= 1
+
+
+def slice_net(dead: bool = True) -> onnx.ModelProto:
+    """conv1 (8 channels) -> Slice [0:4] -> conv_a and Slice [4:INT_MAX] (negative axis)
+    -> Slice of rows 1:5 (a spatial axis: channels untouched) -> conv_b; Add -> output.
+    With ``dead``, channels 0, 1, 4 and 5 are exactly zero."""
+    rng = np.random.default_rng(7)
+    w1 = rng.standard_normal((8, 2, 3, 3)).astype(np.float32) * 0.3
+    b1 = rng.standard_normal(8).astype(np.float32) * 0.1
+    if dead:
+        w1[[0, 1, 4, 5]], b1[[0, 1, 4, 5]] = 0, 0
+    wa = rng.standard_normal((3, 4, 3, 3)).astype(np.float32) * 0.3
+    wb = rng.standard_normal((3, 4, 1, 3)).astype(np.float32) * 0.3
+    i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Slice", ["c1", "s0", "e0", "ax0"], ["p0"], name="slice0"),
+        helper.make_node("Slice", ["c1", "s1", "e1", "ax1"], ["p1"], name="slice1"),
+        helper.make_node("Slice", ["p1", "s2", "e2", "ax2"], ["p2"], name="rows"),
+        helper.make_node("Conv", ["p0", "wa"], ["a"], name="conv_a"),
+        helper.make_node("Conv", ["p2", "wb"], ["b"], name="conv_b"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+    ]
+    inits = [
+        _init("w1", w1), _init("b1", b1), _init("wa", wa), _init("wb", wb),
+        _init("s0", i64(0)), _init("e0", i64(4)), _init("ax0", i64(1)),
+        _init("s1", i64(4)), _init("e1", i64(2**62)), _init("ax1", i64(-3)),
+        _init("s2", i64(1)), _init("e2", i64(5)), _init("ax2", i64(2)),
+    ]  # fmt: skip
+    return _model(nodes, [vin("x", ["n", 2, 6, 6])], [vin("y", ["n", 3, 4, 4])], inits)
+
+
+def test_slice_of_the_channel_axis_and_of_a_spatial_axis():
+    proto = slice_net()
+    pruned, _ = _prune(proto, 0.5, {"x": _x(2, 6, 6)})
+    assert _weight_size(pruned, "w1") == (4, 2, 3, 3)
+    assert _weight_size(pruned, "wa") == (3, 2, 3, 3) and _weight_size(pruned, "wb")[1] == 2
+    bounds = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in pruned.graph.initializer}
+    assert (bounds["s0"], bounds["e0"], bounds["s1"], bounds["e1"]) == ([0], [2], [2], [4])
+    assert (bounds["s2"], bounds["e2"]) == ([1], [5])  # the rows slice is left as it was
+    test = {"x": _x(2, 6, 6, seed=8)}
+    np.testing.assert_allclose(_run(pruned, test)[0], _run(proto, test)[0], atol=ATOL)
+
+
+def test_every_slice_keeps_a_channel():
+    pruned, _ = _prune(slice_net(dead=False), 0.9, {"x": _x(2, 6, 6)})
+    bounds = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in pruned.graph.initializer}
+    assert bounds["e0"][0] - bounds["s0"][0] >= 1 and bounds["e1"][0] - bounds["s1"][0] >= 1
+
+
+def test_grouped_conv_leaves_its_input_channels_whole_with_the_reason():
+    rng = np.random.default_rng(8)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c1", "w2"], ["y"], name="grouped", group=2),
+    ]
+    inits = [
+        _init("w1", rng.standard_normal((8, 2, 3, 3)).astype(np.float32)),
+        _init("w2", rng.standard_normal((4, 4, 3, 3)).astype(np.float32)),
+    ]
+    model = ir.from_proto(
+        _model(nodes, [vin("x", ["n", 2, 6, 6])], [vin("y", ["n", 4, 4, 4])], inits)
+    )
+    InferShapesPass()(model)
+    conv1 = next(g for g in find_groups(model) if g.name == "conv1")
+    assert conv1.blocked == "grouped Conv grouped reads the channels"

@@ -90,6 +90,8 @@ class Group:
     depthwise: list[tuple[ir.Node, Segments | None]] = field(default_factory=list)
     reshapes: list[tuple[ir.Node, int, Segments | None]] = field(default_factory=list)
     splits: list[tuple[ir.Node, list[Segments]]] = field(default_factory=list)  # per output
+    # Slice on the channel axis: (node, entry in starts/ends, input segments, start, end).
+    slices: list[tuple[ir.Node, int, Segments, int, int]] = field(default_factory=list)
     must: list[Segments] = field(default_factory=list)  # parts that keep >= 1 channel each
     blocked: str | None = None
 
@@ -132,6 +134,7 @@ class Group:
         self.depthwise += [(n, shift(s or ((0, other.size),), by)) for n, s in other.depthwise]
         self.reshapes += [(n, p, shift(s or ((0, other.size),), by)) for n, p, s in other.reshapes]
         self.splits += [(n, [shift(s, by) for s in parts]) for n, parts in other.splits]
+        self.slices += [(n, i, shift(s, by), a, b) for n, i, s, a, b in other.slices]
         self.must += [shift(s, by) for s in other.must]
         if other.blocked:
             self.block(other.blocked)

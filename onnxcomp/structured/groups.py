@@ -87,6 +87,7 @@ class _Analysis:
         a.depthwise += b.depthwise
         a.reshapes += b.reshapes
         a.splits += b.splits
+        a.slices += b.slices
         a.must += b.must
         if b.blocked:
             a.block(b.blocked)
@@ -169,6 +170,12 @@ class _Analysis:
         # Consumers end the trace.
         if self._consume(node, g, hit):
             return
+        groups = node.attributes.get_int("group", 1)
+        w = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+        depthwise = op == "Conv" and w is not None and w.shape[1] == 1 and groups == w.shape[0]
+        if op in ("Conv", "ConvTranspose") and groups > 1 and not depthwise:
+            # Removing channels would have to keep every group the same width.
+            return g.block(f"grouped {op} {node.name} reads the channels")
         for out in node.outputs:
             if out.is_graph_output():
                 g.block(f"tensor {out.name} is a graph output")
@@ -200,6 +207,8 @@ class _Analysis:
             return regroup.flatten(self.owner, node, g, v0, axis)
         if op == "Split" and i0 == 0 and len(hit) == 1:
             return regroup.split(self.owner, node, g, v0, axis)
+        if op == "Slice" and i0 == 0 and len(hit) == 1:
+            return regroup.slice_(self.owner, node, g, v0, axis)
         if op == "Conv" and i0 == 0 and self._depthwise(node, g, axis):
             return None
         g.block(f"{op} {node.name} is not channel-preserving (not understood)")

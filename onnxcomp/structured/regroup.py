@@ -113,6 +113,48 @@ def split(owner: dict, node: ir.Node, g: Group, value: ir.Value, axis: int) -> N
     return None
 
 
+def slice_(owner: dict, node: ir.Node, g: Group, value: ir.Value, axis: int) -> None:
+    """Slice: channels pass untouched when the channel axis is not sliced; a constant,
+    step-1 range of it carries that part of the segments (its bounds rewritten)."""
+    shape = value.shape
+    rank = len(shape) if shape is not None else None
+    starts, ends = (const(node.inputs[i]) if len(node.inputs) > i else None for i in (1, 2))
+    axes = const(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
+    steps = const(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else None
+    if rank is None or starts is None or ends is None:
+        return g.block(f"Slice {node.name}: bounds not constant or rank unknown")
+    listed = [int(a) % rank for a in (axes if axes is not None else range(len(starts)))]
+    segs = g.segments[value]
+    out = node.outputs[0]
+    if rank + axis not in listed:
+        _carry(owner, g, out, axis, segs, g.per.get(value, 1))
+        return None
+    k = listed.index(rank + axis)
+    if value in g.per or (steps is not None and int(steps[k]) != 1):
+        return g.block(f"Slice {node.name}: channel axis sliced with a step or in runs")
+    if not (single_use(node.inputs[1]) and single_use(node.inputs[2])):  # type: ignore[arg-type]
+        return g.block(f"Slice {node.name}: bounds shared (they would be rewritten)")
+    n = width(segs)
+    start, end = (min(max(int(b) + (n if int(b) < 0 else 0), 0), n) for b in (starts[k], ends[k]))
+    if end <= start:
+        return g.block(f"Slice {node.name}: empty channel range")
+    part_segs = part(segs, start, end - start)
+    _carry(owner, g, out, axis, part_segs, 1)
+    g.slices.append((node, k, segs, start, end))
+    g.must.append(part_segs)
+    return None
+
+
+def rewrite_slice(node: ir.Node, k: int, kept_positions: np.ndarray, start: int, end: int) -> None:
+    """New bounds: the kept positions before ``start`` and before ``end``."""
+    from onnxcomp.structured.slicing import const_array, set_constant
+
+    for index, bound in ((1, start), (2, end)):
+        array = const_array(node.inputs[index]).copy()  # type: ignore[arg-type]
+        array[k] = int(np.count_nonzero(kept_positions < bound))
+        set_constant(node.inputs[index], array)  # type: ignore[arg-type]
+
+
 def _split_sizes(node: ir.Node, total: int) -> list[int] | str:
     n = len(node.outputs)
     given = node.inputs[1] if len(node.inputs) > 1 else None

@@ -11,7 +11,7 @@ import onnx_ir as ir
 from onnxcomp.naming import NameAllocator
 from onnxcomp.structured.channels import local
 from onnxcomp.structured.groups import Group
-from onnxcomp.structured.regroup import rewrite_split
+from onnxcomp.structured.regroup import rewrite_slice, rewrite_split
 
 
 def apply_slices(
@@ -36,6 +36,8 @@ def apply_slices(
         for node, parts in g.splits:
             make = lambda array, n=node: _new_constant(model, names, n, array)  # noqa: E731
             rewrite_split(node, [len(local(p, kept)) for p in parts], make)
+        for node, k, segs, start, end in g.slices:
+            rewrite_slice(node, k, local(segs, kept), start, end)
         for node in g.producers:  # a bias the repair of this layer as a consumer added
             bias = node.inputs[2] if len(node.inputs) > 2 else None
             if bias is not None and (id(node), 2) not in readers[bias]:
