@@ -667,3 +667,42 @@ def test_grouped_conv_leaves_its_input_channels_whole_with_the_reason():
     InferShapesPass()(model)
     conv1 = next(g for g in find_groups(model) if g.name == "conv1")
     assert conv1.blocked == "grouped Conv grouped reads the channels"
+
+
+def resize_net(shared: bool = False) -> onnx.ModelProto:
+    """conv1 (8 channels, 4 dead) -> Resize x2 (constant scales, channel axis kept) ->
+    conv2 and conv3 -> Add -> output; with ``shared`` conv2 and conv3 read one weight."""
+    rng = np.random.default_rng(9)
+    w1 = rng.standard_normal((8, 2, 3, 3)).astype(np.float32) * 0.3
+    b1 = rng.standard_normal(8).astype(np.float32) * 0.1
+    w1[:4], b1[:4] = 0, 0
+    w2 = rng.standard_normal((3, 8, 3, 3)).astype(np.float32) * 0.3
+    w3 = rng.standard_normal((3, 8, 3, 3)).astype(np.float32) * 0.3
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["c1", "", "scales"], ["up"], name="up", mode="nearest"),
+        helper.make_node("Conv", ["up", "w2"], ["a"], name="conv2"),
+        helper.make_node("Conv", ["up", "w2" if shared else "w3"], ["b"], name="conv3"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+    ]
+    inits = [_init("w1", w1), _init("b1", b1), _init("w2", w2), _init("w3", w3),
+             _init("scales", np.array([1, 1, 2, 2], np.float32))]  # fmt: skip
+    if shared:
+        inits = [i for i in inits if i.name != "w3"]
+    return _model(nodes, [vin("x", ["n", 2, 4, 4])], [vin("y", ["n", 3, 6, 6])], inits)
+
+
+def test_resize_with_constant_scales_carries_channels_to_two_readers():
+    proto = resize_net()
+    pruned, _ = _prune(proto, 0.5, {"x": _x(2, 4, 4)})
+    assert _weight_size(pruned, "w1")[0] == 4
+    assert _weight_size(pruned, "w2")[1] == 4 and _weight_size(pruned, "w3")[1] == 4
+    test = {"x": _x(2, 4, 4, seed=3)}
+    np.testing.assert_allclose(_run(pruned, test)[0], _run(proto, test)[0], atol=ATOL)
+
+
+def test_a_shared_reader_weight_leaves_the_group_whole_with_the_reason():
+    proto = resize_net(shared=True)
+    pruned, notes = _prune(proto, 0.5, {"x": _x(2, 4, 4)})
+    assert _weight_size(pruned, "w1")[0] == 8
+    assert any("conv1 kept" in n and "w2 is shared" in n for n in notes)
