@@ -548,16 +548,22 @@ def test_concat_with_an_input_no_layer_produces_is_left_whole():
     assert conv1.blocked is not None and "Concat cat1: input x" in conv1.blocked
 
 
-def split_net(how: str, dead: bool = True) -> onnx.ModelProto:
-    """conv1 (8 channels) -> Split on the channel axis into 4 + 4 -> conv_a (after a Relu)
-    and conv_b -> Add -> output. ``how``: sizes as an input (opset 13), as the attribute
-    (opset 11), or implied equal parts. With ``dead``, channels 0, 1, 4 and 5 are zero."""
-    rng = np.random.default_rng(6)
+def _two_halves(seed: int, dead: bool):
+    """conv1's weights (8 channels; 0, 1, 4, 5 zero with ``dead``) and a reader of 4."""
+    rng = np.random.default_rng(seed)
     w1 = rng.standard_normal((8, 2, 3, 3)).astype(np.float32) * 0.3
     b1 = rng.standard_normal(8).astype(np.float32) * 0.1
     if dead:
         w1[[0, 1, 4, 5]], b1[[0, 1, 4, 5]] = 0, 0
     wa = rng.standard_normal((3, 4, 3, 3)).astype(np.float32) * 0.3
+    return rng, w1, b1, wa
+
+
+def split_net(how: str, dead: bool = True) -> onnx.ModelProto:
+    """conv1 (8 channels) -> Split on the channel axis into 4 + 4 -> conv_a (after a Relu)
+    and conv_b -> Add -> output. ``how``: sizes as an input (opset 13), as the attribute
+    (opset 11), or implied equal parts. With ``dead``, channels 0, 1, 4 and 5 are zero."""
+    rng, w1, b1, wa = _two_halves(6, dead)
     wb = rng.standard_normal((3, 4, 3, 3)).astype(np.float32) * 0.3
     inputs = ["c1", "sizes"] if how == "input" else ["c1"]
     attrs = {"split": [4, 4]} if how == "attribute" else {}
@@ -607,12 +613,7 @@ def slice_net(dead: bool = True) -> onnx.ModelProto:
     """conv1 (8 channels) -> Slice [0:4] -> conv_a and Slice [4:INT_MAX] (negative axis)
     -> Slice of rows 1:5 (a spatial axis: channels untouched) -> conv_b; Add -> output.
     With ``dead``, channels 0, 1, 4 and 5 are exactly zero."""
-    rng = np.random.default_rng(7)
-    w1 = rng.standard_normal((8, 2, 3, 3)).astype(np.float32) * 0.3
-    b1 = rng.standard_normal(8).astype(np.float32) * 0.1
-    if dead:
-        w1[[0, 1, 4, 5]], b1[[0, 1, 4, 5]] = 0, 0
-    wa = rng.standard_normal((3, 4, 3, 3)).astype(np.float32) * 0.3
+    rng, w1, b1, wa = _two_halves(7, dead)
     wb = rng.standard_normal((3, 4, 1, 3)).astype(np.float32) * 0.3
     i64 = lambda *v: np.array(v, np.int64)  # noqa: E731
     nodes = [
