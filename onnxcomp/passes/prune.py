@@ -4,9 +4,10 @@ Two rules: a threshold (|w| <= eps) or a target sparsity, per tensor or ranked o
 weights together (``global_``). Sparsity is met exactly: ties at the cut are broken by
 element order, so the same model always loses the same elements.
 
-Memory: weights are read and written a block at a time (streaming.py) and the cut is a
-radix selection over the magnitudes' bit patterns, two histogram passes in blocks, so a
-run holds the pruned output and a few blocks, never a sorted or partitioned copy.
+Memory: weights are read and written a block at a time (streaming.py) and the cut is
+selected over the magnitudes' bit patterns in two passes over the blocks (a sample
+brackets it, the bracket's few elements are partitioned), so a run holds the pruned
+output and a few blocks, never a sorted or partitioned full-size copy.
 """
 
 from __future__ import annotations
