@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxcomp.quantization.numeric import QMAX_SYMMETRIC, symmetric_scale
+from onnxcomp.quantization.numeric import symmetric_scale
 from onnxcomp.recover.obs import DEFAULT_BLOCK, DEFAULT_DAMP, sweep
 
 
@@ -24,13 +24,10 @@ def qmax_for(bits: int) -> int:
 def weight_scale(w: np.ndarray, *, bits: int = 8, per_channel: bool = True) -> np.ndarray:
     """Scales of plain symmetric rounding for a [rows, K] matrix (rows = output channels).
 
-    At 8 bits this is exactly quantization.numeric.symmetric_scale; fewer bits widen the step.
+    The same scale quantization.numeric gives plain rounding at these bits (7: the
+    saturation-safe int8 range).
     """
-    scale = symmetric_scale(w, 0 if per_channel else None)
-    qmax = qmax_for(bits)
-    if qmax != QMAX_SYMMETRIC:
-        scale = (scale * np.float32(QMAX_SYMMETRIC / qmax)).astype(np.float32)
-    return scale
+    return symmetric_scale(w, 0 if per_channel else None, qmax_for(bits))
 
 
 def rtn_quantize(

@@ -22,7 +22,6 @@ from onnxcomp import opaque_types
 from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass, QuantRecord
-from onnxcomp.quantization.saturation import bits_for
 from onnxcomp.recover.bias_fold import correct_biases
 from onnxcomp.recover.driver import RecoverRecord, rebuild
 from onnxcomp.recover.guard import output_cosines
@@ -185,7 +184,7 @@ class Recovery:
             return default
         return GPTQPass(
             self.data, per_channel=default.per_channel, include=default.include,
-            report=default.report, bits=bits_for(list(default.reduced), default.reduced),
+            report=default.report, bits=7 if default.reduced else 8,
         )  # fmt: skip
 
     def bias_pass(self) -> ir.passes.PassBase:
