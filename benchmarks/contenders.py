@@ -228,6 +228,14 @@ CONTENDERS: dict[str, Contender] = {
             _onnxcomp(quantize="int8"),
         ),
         Contender(
+            "onnxcomp-int8-no-measure",
+            "onnxcomp",
+            "onnxcomp, int8 weights and activations, no measure step (--no-measure): the "
+            "same work as quantize_static",
+            _onnxcomp(quantize="int8", measure=False),
+            extended=True,
+        ),
+        Contender(
             "onnxcomp-prune50-int8",
             "onnxcomp",
             "onnxcomp, 50% magnitude pruning then full int8",

@@ -13,7 +13,8 @@ from onnx import helper
 
 from onnxcomp.passes.dynamic_matmul import DynamicMatMulPass, dynamic_candidates
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
-from onnxcomp.quantization.flow import _next_trial, prepare_int8
+from onnxcomp.quantization.flow import prepare_int8
+from onnxcomp.quantization.measure_step import _next_trial
 from onnxcomp.quantization.saturation import saturating_ops
 
 
@@ -119,6 +120,8 @@ def test_measure_step_switches_are_tried_once_and_only_where_they_apply() -> Non
     }
     assert _next_trial("dynamic", families, frozenset(), slow=False) is None
     assert _next_trial("dynamic", families | {"dynamic"}, frozenset({"dynamic"}), False) is None
+    # Once the weight MatMuls went float, the switch would rebuild the same graph.
+    assert _next_trial("dynamic", frozenset({"add"}), frozenset({"dynamic"}), True) is None
     # A fast model keeps its int8 GEMMs; a slow one may drop them, and the dynamic switch
     # goes with the last of the weight MatMul/Gemm families it applied to.
     assert _next_trial("matmul", families, frozenset(), slow=False) is None

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper
 from onnxcomp import CompressOptions, compress, compress_model
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
 from onnxcomp.quantization.flow import prepare_int8, resolve_activation_type
+from onnxcomp.quantization.measure_step import _settled
 from onnxcomp.quantization.placement import plan_qdq
 
 
@@ -248,3 +249,17 @@ def test_pooling_that_shrinks_runs_int8_even_as_a_graph_output(tmp_path) -> None
     step = float(ref[0].max()) / 255
     assert np.abs(ref[0] - got[0]).max() <= 4 * step
     np.testing.assert_allclose(got[1].sum(1), 1.0, rtol=1e-5)
+
+
+def test_measure_step_timing_stops_once_the_decision_is_settled() -> None:
+    """The paired ratio is judged against the 3% band: clearly outside or clearly inside
+    settles it; a ratio on the band's edge, or noise wider than the band, does not."""
+    rng = np.random.default_rng(0)
+    base = list(1e-3 * (1 + 0.01 * rng.standard_normal(16)))
+    quiet = 1 + 0.002 * rng.standard_normal(16)
+    assert _settled(list(np.array(base) * 1.3 * quiet), base)  # 30% slower
+    assert _settled(list(np.array(base) * 0.8 * quiet), base)  # 20% faster
+    assert _settled(list(np.array(base) * quiet), base)  # the same, within 0.2%
+    assert not _settled(list(np.array(base) * 0.97 * quiet), base)  # on the edge
+    noisy = np.exp(0.1 * rng.standard_normal(16))
+    assert not _settled(list(np.array(base) * noisy), base)  # 10% noise per run

@@ -189,7 +189,7 @@ def test_latency_session_reads_the_models_own_data(external: Path) -> None:
 
 
 def test_int8_bench_session_reads_the_models_own_data(external: Path) -> None:
-    from onnxcomp.quantization.flow import _session
+    from onnxcomp.quantization.measure_step import _session
 
     _same(_session(model_io.load(external)).run(None, {"x": X})[0], "y")
 

@@ -30,9 +30,11 @@ class PackInt8Pass(ir.passes.InPlacePass):
         names = NameAllocator(model)
         pool: dict = {}
         cursors: dict[int, ir.Node] = {}
+        self._renames: list[tuple[ir.Value, str]] = []
         for graph in list(_graphs(model)):
             for value in list(graph.initializers.values()):
                 self._pack(model, graph, value, names, pool, cursors)
+        rename_decoded(model, self._renames)
         return ir.passes.PassResult(model, modified=bool(self.packed))
 
     def _pack(
@@ -74,6 +76,6 @@ class PackInt8Pass(ir.passes.InPlacePass):
         value.replace_all_uses_with(out)
         if graph.initializers.get(base) is value:
             del graph.initializers[base]
-        rename_decoded(model, out, base)
+        self._renames.append((out, base))
         self.saved += array.nbytes - form.nbytes - table.nbytes
         self.packed.append((base, form.describe()))
