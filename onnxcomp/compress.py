@@ -14,7 +14,7 @@ from typing import Any
 
 import onnx_ir as ir
 
-from onnxcomp import model_io
+from onnxcomp import heap, model_io
 from onnxcomp.options import CompressOptions
 from onnxcomp.passes.prune import PruneRecord
 from onnxcomp.passes.quantize_int4 import INT4_MIN_OPSET
@@ -90,6 +90,7 @@ def compress(
     model_io.check_input(src)  # first: the checker's copy of the model is freed before load
     model = model_io.load(src)
     model, result = compress_model(model, options, source=src)
+    heap.trim()  # what the passes freed goes back before the output is serialized
     in_bytes = model_io.file_size(src)
     limit = None if options.allow_larger else in_bytes + max(GROWTH_SLACK, in_bytes // 100)
     model_io.save(model, out, source=src, max_bytes=limit)

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from onnxcomp import opaque_types, safe_io
+from onnxcomp import heap, opaque_types, safe_io
 from onnxcomp.errors import BudgetExceeded, OnnxcompError, one_line
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ def load(path: str | os.PathLike) -> ir.Model:
             if isinstance(value.const_value, ir.ExternalTensor):
                 safe_io.check_external_tensor(value.const_value, p)
     detach_from_proto(model)
+    heap.trim()  # the parsed protobuf is gone: its pages go back to the OS
     return model
 
 

@@ -98,3 +98,39 @@ def test_truncated_external_data_is_a_clear_error(tmp_path):
 
     with pytest.raises(OnnxcompError, match="ends early"):
         MagnitudePrunePass(sparsity=0.5)(model)
+
+
+def test_a_replaced_weight_is_freed_after_shape_inference():
+    """onnx_ir's shape inference lists initializers as graph inputs while it runs; its
+    input container kept every one referenced afterwards, so a float weight replaced by
+    int8 stayed in memory for the whole run."""
+    import gc
+    import weakref
+
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxcomp.passes.shape_inference import InferShapesPass
+
+    w = np.ones((64, 64), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    array = np.ones((64, 64), np.float32)
+    model.graph.initializers["w"].const_value = ir.Tensor(array, name="w")
+    alive = weakref.ref(array)
+    del array
+    InferShapesPass()(model)
+    assert model.graph.node(0).outputs[0].shape == ir.Shape([1, 64])
+    # Replace the weight the way QuantizeWeightsPass does: a new value, the old one dropped.
+    new = ir.Value(name="w2", const_value=ir.Tensor(np.zeros((64, 64), np.float32), name="w2"))
+    model.graph.register_initializer(new)
+    model.graph.initializers["w"].replace_all_uses_with(new)
+    del model.graph.initializers["w"]
+    gc.collect()
+    assert alive() is None

@@ -3,10 +3,17 @@
 onnx_ir's ShapeInferencePass reads the inferred protobuf back with onnx_ir, which
 rejects map types (scikit-learn's ZipMap output). Here those types are cut from the
 inferred protobuf first (``opaque_types``), then types and shapes are copied by name.
+
+onnx_ir's pass also lists every initializer as a graph input while it runs, and its
+graph-input container counts members in a Counter that keeps a key at count 0 (onnx_ir
+1.1): each weight stayed referenced by the graph after the pass, so a float weight
+later replaced by int8 was never freed (ResNet-50: 98 MB held through calibration).
+``forget_removed_inputs`` drops those zero counts.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 
 import onnx
@@ -21,7 +28,9 @@ logger = logging.getLogger(__name__)
 class InferShapesPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         if not opaque_types.has_opaque(model):
-            return ShapeInferencePass()(model)
+            result = ShapeInferencePass()(model)
+            forget_removed_inputs(result.model)
+            return result
         try:
             proto = onnx.shape_inference.infer_shapes(
                 opaque_types.to_proto(model), check_type=True, strict_mode=True, data_prop=True
@@ -44,3 +53,12 @@ class InferShapesPass(ir.passes.InPlacePass):
                 if found.dtype is not None and value.dtype != found.dtype:
                     value.dtype, modified = found.dtype, True
         return ir.passes.PassResult(model, modified=modified)
+
+
+def forget_removed_inputs(model: ir.Model) -> None:
+    """Drop the references onnx_ir's graph inputs keep to values no longer inputs."""
+    for graph in model.graphs():
+        counter = getattr(graph.inputs, "_ref_counter", None)
+        if isinstance(counter, collections.Counter):
+            for value in [v for v, n in counter.items() if n <= 0]:
+                del counter[value]

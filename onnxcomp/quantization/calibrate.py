@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
+from onnxcomp import heap
 from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.options import CALIB_METHODS
@@ -142,7 +143,8 @@ def _session(model: ir.Model, fetched: list[str], reduced: list[str], threads: i
                 proto.graph.output.append(onnx.ValueInfoProto(name=name))
         outputs.extend(_add_reductions(proto, reduced))
 
-    return make_session(model, threads=threads, optimize="basic", edit=add_outputs), outputs
+    session = make_session(model, threads=threads, optimize="basic", edit=add_outputs, lean=True)
+    return session, outputs
 
 
 def _add_reductions(proto: onnx.ModelProto, names: list[str]) -> list[str]:
@@ -200,6 +202,7 @@ def collect(
         stats.tensors.update(again.tensors)
     if stats.batches == 0:
         raise OnnxcompError("calibration data is empty")
+    heap.trim()  # the session's float weights and activations are gone
     stats.seconds = time.perf_counter() - start
     return stats
 

@@ -57,9 +57,16 @@ def session_options(
     threads: int | None = 1,
     optimize: bool | str | ort.GraphOptimizationLevel = True,
     config: Mapping[str, str] | None = None,
+    lean: bool = False,
 ) -> ort.SessionOptions:
-    """The options every onnxcomp session uses (exposed for tests and odd callers)."""
+    """The options every onnxcomp session uses (exposed for tests and odd callers).
+
+    lean: no memory-pattern planning and no arena, for sessions that run many batches
+    once (calibration): the plan and the arena hold a second copy of the activations."""
     opts = ort.SessionOptions()
+    if lean:
+        opts.enable_mem_pattern = False
+        opts.enable_cpu_mem_arena = False
     n = bounded_threads(threads)
     if n:
         opts.intra_op_num_threads = n
@@ -81,6 +88,7 @@ def make_session(
     base_dir: str | os.PathLike | None = None,
     config: Mapping[str, str] | None = None,
     edit: Callable[[onnx.ModelProto], None] | None = None,
+    lean: bool = False,
 ) -> ort.InferenceSession:
     """A CPU session over ``model``: a path, serialized bytes, an ``onnx_ir.Model`` or an
     ``onnx.ModelProto`` (neither is modified).
@@ -94,12 +102,13 @@ def make_session(
     base_dir: the folder external data paths are relative to, for bytes or a protobuf
         (paths use their own folder; an ``onnx_ir.Model`` knows it per tensor).
     config: extra session config entries.
+    lean: trade a little speed for memory (``session_options``).
     edit: called on a protobuf copy of the model, after ``extra_outputs`` are added and
         before onnxruntime gets it (to add nodes or outputs of its own).
 
     onnxruntime's exceptions propagate: each caller words its own error.
     """
-    opts = session_options(threads=threads, optimize=optimize, config=config)
+    opts = session_options(threads=threads, optimize=optimize, config=config, lean=lean)
     source = _source(model, _Edit(list(dict.fromkeys(extra_outputs)), edit), base_dir)
     if isinstance(source, _Blob) and source.base_dir is not None:
         opts.add_session_config_entry(_EXTERNAL_FOLDER_KEY, source.base_dir)
