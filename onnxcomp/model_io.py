@@ -206,7 +206,11 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, int | None]:
     old = opset(model)
     if old >= target:
         return model, None
-    proto = opaque_types.to_proto(model)
+    stash = _stub_weights(model)  # the converter never sees the weights' bytes
+    try:
+        proto = opaque_types.to_proto(model)
+    finally:
+        _unstub(model, stash)
     try:
         converted = onnx.version_converter.convert_version(proto, target)
     except Exception as exc:
@@ -215,7 +219,55 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, int | None]:
         ) from None
     logger.info("upgraded the model from opset %d to %d", old, target)
     _keep_value_info_of(proto, converted)
-    return opaque_types.from_proto(converted), old
+    new = opaque_types.from_proto(converted)
+    if not _unstub(new, stash):  # the converter renamed or dropped a weight
+        converted = onnx.version_converter.convert_version(opaque_types.to_proto(model), target)
+        _keep_value_info_of(proto, converted)
+        new = opaque_types.from_proto(converted)
+    return new, old
+
+
+# A weight of this size or more crosses the version converter as an external reference:
+# the serialized copy, the converter's copy and the parsed result held the weights three
+# more times (ddddocr's 54 MB model peaked at 4x its size in the upgrade).
+_STUB_BYTES = 1024
+_STUB_LOCATION = "onnxcomp-upgrade-stub"
+
+
+def _stub_weights(model: ir.Model) -> dict[str, ir.TensorProtocol]:
+    """Swap big in-memory initializers for external references to nowhere; returns them."""
+    counts: dict[str, int] = {}
+    for graph in _graphs(model):
+        for name in graph.initializers:
+            counts[name] = counts.get(name, 0) + 1
+    stash: dict[str, ir.TensorProtocol] = {}
+    for graph in _graphs(model):
+        for name, value in graph.initializers.items():
+            t = value.const_value
+            if t is None or isinstance(t, ir.ExternalTensor) or counts[name] > 1:
+                continue
+            if t.nbytes < _STUB_BYTES or t.dtype == ir.DataType.STRING:
+                continue
+            stash[name] = t
+            value.const_value = ir.ExternalTensor(
+                _STUB_LOCATION, 0, t.nbytes, t.dtype, shape=t.shape, name=name
+            )
+    return stash
+
+
+def _unstub(model: ir.Model, stash: dict[str, ir.TensorProtocol]) -> bool:
+    """Put the stashed weights back by name; False when one has no place to go."""
+    placed = set()
+    for graph in _graphs(model):
+        for name, value in graph.initializers.items():
+            t = value.const_value
+            stub = isinstance(t, ir.ExternalTensor) and str(t.location) == _STUB_LOCATION
+            if name in stash and (stub or t is stash[name]):
+                value.const_value = stash[name]
+                placed.add(name)
+            elif stub:
+                return False
+    return len(placed) == len(stash)
 
 
 def _keep_value_info_of(before: onnx.ModelProto, after: onnx.ModelProto) -> None:

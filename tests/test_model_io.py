@@ -145,3 +145,48 @@ def test_loaded_weights_own_their_data(tmp_path):
         got = loaded.graph.initializers[tensor.name].const_value
         np.testing.assert_array_equal(got.numpy(), onnx.numpy_helper.to_array(tensor))
         assert got.dtype == ir.DataType(tensor.data_type)
+
+
+def test_opset_upgrade_keeps_the_weights_in_place():
+    """The version converter sees big weights as references only: the upgraded model
+    holds the very same tensors (no copy), with their values, and runs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((64, 32)).astype(np.float32)
+    shape = np.array([1, 32], np.int64)  # small: inline through the converter
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"]),
+            helper.make_node("Reshape", ["h", "shape"], ["y"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(shape, "shape")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    proto.ir_version = 7
+    m = ir.from_proto(proto)
+    model.detach_from_proto(m)
+    before = m.graph.initializers["w"].const_value
+    up, old = model.upgrade_opset(m, 13)
+    assert old == 11 and model.opset(up) == 13
+    assert up.graph.initializers["w"].const_value is before
+    np.testing.assert_array_equal(up.graph.initializers["w"].const_value.numpy(), w)
+    # the model handed in is left as it was
+    assert m.graph.initializers["w"].const_value is before
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+    sess = ort.InferenceSession(
+        ir.to_proto(up).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-5, atol=1e-5)
+
+
+def test_opset_upgrade_refuses_a_weight_it_cannot_place_back():
+    stub = ir.ExternalTensor(
+        model._STUB_LOCATION, 0, 16, ir.DataType.FLOAT, shape=ir.Shape([4]), name="lost"
+    )
+    value = ir.Value(name="lost", const_value=stub)
+    graph = ir.Graph([], [], nodes=[], initializers=[value], opset_imports={"": 13})
+    assert not model._unstub(ir.Model(graph, ir_version=8), {})
