@@ -93,7 +93,7 @@ def compress(
     heap.trim()  # what the passes freed goes back before the output is serialized
     in_bytes = model_io.file_size(src)
     limit = None if options.allow_larger else in_bytes + max(GROWTH_SLACK, in_bytes // 100)
-    model_io.save(model, out, source=src, max_bytes=limit)
+    model_io.save(model, out, source=src, max_bytes=limit, release=True)
     result.input_path, result.output_path = str(src), str(out)
     result.input_bytes = in_bytes
     result.output_bytes = model_io.file_size(out)

@@ -8,7 +8,6 @@ failed run never leaves a half-written or invalid model behind.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import shutil
 from pathlib import Path
@@ -16,13 +15,18 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
-from onnxcomp import heap, opaque_types, safe_io
+from onnxcomp import heap, opaque_types, safe_io, stream_read
 from onnxcomp.errors import BudgetExceeded, OnnxcompError, one_line
+from onnxcomp.stream_write import save_streamed
 
 logger = logging.getLogger(__name__)
 
 # Above this many bytes of tensor data the model cannot live in one protobuf.
 _PROTO_LIMIT = 2_000_000_000
+# Models with this many tensor bytes are written by stream_write (weights straight from
+# their arrays); smaller ones by ir.save.
+_STREAMED_WRITE_BYTES = 64 << 20
+_STREAMED_READ_BYTES = 64 << 20  # files this big are read by stream_read
 # Tensors larger than this go to the external data file when one is used.
 _EXTERNAL_THRESHOLD = 1024
 
@@ -30,10 +34,12 @@ _EXTERNAL_THRESHOLD = 1024
 def load(path: str | os.PathLike) -> ir.Model:
     """Read a model, turning every way a file can be wrong into one clear error."""
     p = _existing_file(path)
-    try:
-        model = ir.load(p)
-    except Exception as exc:  # protobuf raises several unrelated types
-        model = _load_with_opaque_types(p, exc)
+    model = _load_streamed(p) if p.stat().st_size >= _STREAMED_READ_BYTES else None
+    if model is None:
+        try:
+            model = ir.load(p)
+        except Exception as exc:  # protobuf raises several unrelated types
+            model = _load_with_opaque_types(p, exc)
     if len(model.graph) == 0 and not model.graph.outputs:
         raise OnnxcompError(f"{p}: not an ONNX model (no graph)")
     for graph in _graphs(model):  # before any tensor is read: never a file outside its folder
@@ -43,6 +49,38 @@ def load(path: str | os.PathLike) -> ir.Model:
     detach_from_proto(model)
     heap.trim()  # the parsed protobuf is gone: its pages go back to the OS
     return model
+
+
+def _load_streamed(p: Path) -> ir.Model | None:
+    """The model with its big weights read straight into arrays (stream_read), or None
+    for the usual parse (a file it cannot walk, map-typed outputs)."""
+    try:
+        proto, raws = stream_read.read_split(p)
+        model = ir.serde.deserialize_model(proto)
+        del proto
+        ir.external_data.set_base_dir(model.graph, p.parent)
+        stream_read.fill(model, p, raws)
+    except Exception as exc:  # anything unusual: the normal parser decides
+        logger.debug("streamed read of %s not used: %s", p, exc)
+        return None
+    return model
+
+
+def _check_streamed(p: Path) -> bool:
+    """onnx.checker on the model with its big weights' bytes left in the file (the
+    checker reading a file holds it twice); False when stream_read cannot walk it."""
+    try:
+        proto, raws = stream_read.read_split(p)
+    except Exception as exc:
+        logger.debug("streamed check of %s not used: %s", p, exc)
+        return False
+    external = onnx.TensorProto.EXTERNAL
+    if any(
+        t.data_location == external and t.name not in raws for t in _all_initializers(proto.graph)
+    ):
+        return False  # the checker resolves external files against the model's own path
+    onnx.checker.check_model(stream_read.checkable(proto, raws))
+    return True
 
 
 def _load_with_opaque_types(p: Path, first: Exception) -> ir.Model:
@@ -94,9 +132,10 @@ def _existing_file(path: str | os.PathLike) -> Path:
 
 def check_input(path: str | os.PathLike) -> None:
     """Reject a model that fails onnx.checker, reading it from disk (no 2 GB limit)."""
-    _existing_file(path)
+    p = _existing_file(path)
     try:
-        onnx.checker.check_model(str(path))
+        if p.stat().st_size < _STREAMED_READ_BYTES or not _check_streamed(p):
+            onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise OnnxcompError(f"{path}: model fails onnx.checker: {one_line(exc)}") from None
     except Exception as exc:
@@ -125,9 +164,12 @@ def save(
     source: str | os.PathLike | None = None,
     check_runtime: bool = True,
     max_bytes: int | None = None,
+    release: bool = False,
 ) -> Path:
     """Write atomically after validating; never overwrite ``source``. With ``max_bytes``
-    (the input's size plus slack), a larger output is not written (exit 1).
+    (the input's size plus slack), a larger output is not written (exit 1). ``release``:
+    the caller is done with ``model``; its tensors are dropped once written, before the
+    checks read the file back (which otherwise held the weights a second time).
 
     Large models (tensor data near the 2 GB protobuf limit) get their weights in
     ``<name>.data`` beside the model; onnx_ir writes it.
@@ -142,6 +184,8 @@ def save(
     try:
         tmp_model = tmpdir / out.name
         _write(model, tmp_model, data_name if external else None)
+        if release:
+            _drop_tensors(model)
         _check_file(tmp_model, check_runtime)
         if max_bytes is not None:
             _refuse_larger(tmpdir, max_bytes)
@@ -152,6 +196,13 @@ def save(
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return out
+
+
+def _drop_tensors(model: ir.Model) -> None:
+    for graph in _graphs(model):
+        for value in graph.initializers.values():
+            value.const_value = None
+    heap.trim()
 
 
 def _refuse_larger(folder: Path, max_bytes: int) -> None:
@@ -169,6 +220,8 @@ def _write(model: ir.Model, path: Path, data_name: str | None) -> None:
         ir.external_data.load_to_model(model)
         if opaque_types.has_opaque(model):
             onnx.save(opaque_types.to_proto(model), str(path))
+        elif tensor_bytes(model) >= _STREAMED_WRITE_BYTES:
+            save_streamed(model, path)  # no second copy of the weights while writing
         else:
             ir.save(model, path)
     else:
@@ -177,7 +230,8 @@ def _write(model: ir.Model, path: Path, data_name: str | None) -> None:
 
 def _check_file(path: Path, check_runtime: bool) -> None:
     try:
-        onnx.checker.check_model(str(path))
+        if path.stat().st_size < _STREAMED_READ_BYTES or not _check_streamed(path):
+            onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as exc:
         raise OnnxcompError(f"refusing to write an invalid model: {one_line(exc)}") from None
     if not check_runtime:
@@ -303,6 +357,7 @@ def file_size(path: str | os.PathLike) -> int:
 
 # How an external-data entry's key is serialized: field 1, length 8, "location".
 _LOCATION_KEY = b"\x0a\x08location"
+_SCAN_CHUNK = 4 << 20
 
 
 def _may_reference_external_data(path: Path) -> bool:
@@ -310,8 +365,16 @@ def _may_reference_external_data(path: Path) -> bool:
     far cheaper than parsing a model of hundreds of MB to find none."""
     if path.stat().st_size == 0:
         return False
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        return data.find(_LOCATION_KEY) >= 0
+    # Read in chunks, not mapped: a mapped file's pages count in this process's RSS
+    # (a 419 MB model's scan doubled the peak of compressing it).
+    overlap = len(_LOCATION_KEY) - 1
+    tail = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(_SCAN_CHUNK):
+            if (tail + chunk).find(_LOCATION_KEY) >= 0:
+                return True
+            tail = chunk[-overlap:]
+    return False
 
 
 def _all_initializers(graph: onnx.GraphProto):

@@ -7,8 +7,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+from model_builders import conv_net
 from onnx import TensorProto, helper, numpy_helper
 
+import onnxcomp
 from onnxcomp import model_io, streaming
 from onnxcomp.passes import prune
 from onnxcomp.passes.prune import MagnitudePrunePass, _global_masks
@@ -134,3 +136,157 @@ def test_a_replaced_weight_is_freed_after_shape_inference():
     del model.graph.initializers["w"]
     gc.collect()
     assert alive() is None
+
+
+@pytest.mark.parametrize("streamed_from", [1, 64])  # every tensor / only the bigger ones
+def test_streamed_write_parses_to_the_model_ir_save_writes(tmp_path, monkeypatch, streamed_from):
+    """Initializers written as fields of their own are merged by every protobuf reader:
+    the parsed model equals ir.save's, order, types and doc strings included."""
+    import onnx_ir as ir
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxcomp import stream_write
+
+    monkeypatch.setattr(stream_write, "STREAM_MIN_BYTES", streamed_from)
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((32, 16)).astype(np.float32)
+    q = rng.integers(-127, 128, (16, 8)).astype(np.int8)
+    h = rng.standard_normal((8,)).astype(np.float16)
+    mask = rng.random((16,)) > 0.5
+    shape = np.array([1, 8], np.int64)
+    named = ((w, "w"), (q, "q"), (h, "h"), (mask, "mask"), (shape, "s"))
+    tensors = [numpy_helper.from_array(a, n) for a, n in named]
+    tensors[0].doc_string = "the first weight"
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["a"]),
+        helper.make_node("DequantizeLinear", ["q", "qs"], ["qd"]),
+        helper.make_node("MatMul", ["a", "qd"], ["b"]),
+        helper.make_node("Cast", ["h"], ["hf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["b", "hf"], ["c"]),
+        helper.make_node("Reshape", ["c", "s"], ["y"]),
+        helper.make_node("Cast", ["mask"], ["m"], to=TensorProto.FLOAT),
+    ]
+    tensors.append(numpy_helper.from_array(np.float32(0.02), "qs"))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8]),
+         helper.make_tensor_value_info("m", TensorProto.FLOAT, [16])],
+        tensors,
+    )  # fmt: skip
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]))
+    before = {n: v.const_value for n, v in model.graph.initializers.items()}
+    ir.save(model, tmp_path / "plain.onnx")
+    stream_write.save_streamed(model, tmp_path / "streamed.onnx")
+    assert {n: v.const_value for n, v in model.graph.initializers.items()} == before
+    plain, streamed = onnx.load(tmp_path / "plain.onnx"), onnx.load(tmp_path / "streamed.onnx")
+    assert streamed == plain
+    assert [t.name for t in streamed.graph.initializer] == ["w", "q", "h", "mask", "s", "qs"]
+    onnx.checker.check_model(str(tmp_path / "streamed.onnx"), full_check=True)
+    x = rng.standard_normal((1, 32)).astype(np.float32)
+    runs = [
+        ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x}
+        )
+        for f in ("plain.onnx", "streamed.onnx")
+    ]
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_big_outputs_are_written_streamed(tmp_path, monkeypatch):
+    from onnxcomp import model_io
+
+    calls = []
+    real = model_io.save_streamed
+    monkeypatch.setattr(model_io, "_STREAMED_WRITE_BYTES", 1)
+    monkeypatch.setattr(model_io, "save_streamed", lambda m, p: calls.append(p) or real(m, p))
+    src = tmp_path / "in.onnx"
+    onnx.save(conv_net(), src)
+    result = onnxcomp.compress(src, tmp_path / "out.onnx", quantize="weights")
+    assert len(calls) == 1 and result.output_bytes == (tmp_path / "out.onnx").stat().st_size
+    onnx.checker.check_model(str(tmp_path / "out.onnx"), full_check=True)
+
+
+def _mixed_model() -> onnx.ModelProto:
+    """Raw-data weights of several types, a typed-data tensor, a doc string, metadata, and
+    an If branch with its own initializer."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "w")
+    w.doc_string = "a weight"
+    meta = w.metadata_props.add()
+    meta.key, meta.value = "origin", "test"
+    q = numpy_helper.from_array(rng.integers(-127, 128, (32, 16)).astype(np.int8), "q")
+    h = numpy_helper.from_array(rng.standard_normal((16,)).astype(np.float16), "h")
+    typed = helper.make_tensor("typed", TensorProto.FLOAT, [16], rng.standard_normal(16).tolist())
+    branch_w = numpy_helper.from_array(rng.standard_normal((16,)).astype(np.float32), "bw")
+    then = helper.make_graph(
+        [helper.make_node("Add", ["c", "bw"], ["t"])], "then", [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 16])], [branch_w],
+    )  # fmt: skip
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["c"], ["e"])], "else", [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 16])],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["a"]),
+        helper.make_node("DequantizeLinear", ["q", "qs"], ["qd"]),
+        helper.make_node("MatMul", ["a", "qd"], ["b"]),
+        helper.make_node("Cast", ["h"], ["hf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["b", "hf"], ["b2"]),
+        helper.make_node("Add", ["b2", "typed"], ["c"]),
+        helper.make_node("If", ["flag"], ["y"], then_branch=then, else_branch=other),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64]),
+         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [w, q, h, typed, numpy_helper.from_array(np.float32(0.01), "qs")],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_streamed_read_loads_the_model_the_parser_loads(tmp_path, monkeypatch):
+    """Big raw-data weights read straight from the file into arrays equal what the
+    protobuf parser gives, with names, order, types, doc strings and metadata; the rest
+    (typed data, If-branch weights, small tensors) goes through the parser."""
+    import onnx_ir as ir
+
+    from onnxcomp import stream_read
+
+    monkeypatch.setattr(stream_read, "READ_MIN_BYTES", 32)
+    monkeypatch.setattr(model_io, "_STREAMED_READ_BYTES", 0)
+    path = tmp_path / "m.onnx"
+    onnx.save(_mixed_model(), path)
+    _, raws = stream_read.read_split(path)
+    assert sorted(raws) == ["h", "q", "w"]  # typed data and the If branch stay parsed
+    model_io.check_input(path)
+    got, want = model_io.load(path), ir.load(path)
+    assert list(got.graph.initializers) == list(want.graph.initializers)
+    for name, value in want.graph.initializers.items():
+        mine = got.graph.initializers[name].const_value
+        assert mine.dtype == value.const_value.dtype, name
+        np.testing.assert_array_equal(mine.numpy(), value.const_value.numpy())
+    w = got.graph.initializers["w"].const_value
+    assert w.doc_string == "a weight" and dict(w.metadata_props) == {"origin": "test"}
+    # compressed, it gives the bytes the parser's model gives
+    onnxcomp.compress(path, tmp_path / "streamed.onnx", quantize="weights")
+    monkeypatch.setattr(model_io, "_STREAMED_READ_BYTES", 1 << 40)
+    onnxcomp.compress(path, tmp_path / "parsed.onnx", quantize="weights")
+    assert (tmp_path / "streamed.onnx").read_bytes() == (tmp_path / "parsed.onnx").read_bytes()
+
+
+def test_streamed_read_of_a_bad_file_is_the_parser_s_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(model_io, "_STREAMED_READ_BYTES", 0)
+    good = _mixed_model().SerializeToString()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(good[: len(good) - 7])
+    with pytest.raises(onnxcomp.OnnxcompError, match=r"cut\.onnx"):
+        model_io.check_input(path)
+    # an invalid model: the checker's verdict, as without streaming
+    bad = _mixed_model()
+    bad.graph.node[0].op_type = "NoSuchOp"
+    onnx.save(bad, tmp_path / "bad.onnx")
+    with pytest.raises(onnxcomp.OnnxcompError, match=r"fails onnx\.checker"):
+        model_io.check_input(tmp_path / "bad.onnx")
