@@ -222,3 +222,27 @@ def test_benchmark_results_as_html(tmp_path):
     text = out.read_text()
     assert all(f'id="figure-{i}"' in text for i in (1, 2, 3, 4))
     assert "cdn." not in text.split("<body>")[1]  # plotly.js inlined in the head, no CDN
+
+
+def test_quant_cost_table_ratios_and_geometric_mean():
+    from benchmarks.quant_cost import table
+
+    def run(seconds, peak, base=70.0, ok=True):
+        return {"ok": ok, "seconds": seconds, "peak_rss_mb": peak, "baseline_rss_mb": base,
+                "error": None if ok else "boom"}  # fmt: skip
+
+    rows = [
+        {"model": "a", "onnxcomp-int8": run(4.0, 170), "onnxcomp-int8-no-measure": run(1.0, 120),
+         "ort-static-u8": run(2.0, 270)},
+        {"model": "b", "onnxcomp-int8": run(8.0, 470), "onnxcomp-int8-no-measure": run(1.0, 95),
+         "ort-static-u8": run(2.0, 170)},
+        {"model": "c", "onnxcomp-int8": run(0, 0, ok=False), "onnxcomp-int8-no-measure": run(1, 80),
+         "ort-static-u8": run(0, 0, ok=False)},
+    ]  # fmt: skip
+    lines = table(rows).splitlines()
+    assert lines[2].startswith("| a | 4.0 s | 1.0 s | 2.0 s | 2.00x | 0.50x |")
+    # net RSS: (120 - 70) / (270 - 70) = 0.25; gross: 170 / 270
+    assert lines[2].endswith("| 0.63x | 0.25x |")
+    assert "failed: boom" in lines[4] and lines[4].count("–x") == 4  # no ratio without ORT
+    # geometric means over the models with both: time sqrt(2 * 4), RSS sqrt(170/270 * 470/170)
+    assert lines[5] == "| geometric mean | | | | 2.83x | 0.50x | | | | 1.32x | 0.25x |"
