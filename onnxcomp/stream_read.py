@@ -13,6 +13,7 @@ size that does not match its shape) goes through the normal parser with the rest
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,25 +52,12 @@ class _Raw:
 def read_split(path: Path) -> tuple[onnx.ModelProto, dict[str, _Raw]]:
     """The model with its big main-graph initializers as placeholders, and where each
     one's bytes are."""
-    size = path.stat().st_size
-    out = bytearray()
     raws: dict[str, _Raw] = {}
     with path.open("rb") as f:
-        pos = 0
-        while pos < size:
-            key, body = _varint(f, pos)
-            if key == (_GRAPH_FIELD << 3) | 2:
-                length, start = _varint(f, body)
-                graph = _graph(f, start, start + length, raws)
-                out += _enc(key) + _enc(len(graph)) + graph
-                pos = start + length
-            else:
-                end = _skip(f, key & 7, body)
-                out += _read(f, pos, end - pos)
-                pos = end
-        if pos != size:
-            raise WireError("truncated")
-    return onnx.ModelProto.FromString(bytes(out)), raws
+        model = _rebuild(
+            f, 0, path.stat().st_size, _GRAPH_FIELD, lambda s, e: _graph(f, s, e, raws)
+        )
+    return onnx.ModelProto.FromString(model), raws
 
 
 def fill(model: ir.Model, path: Path, raws: dict[str, _Raw]) -> None:
@@ -117,42 +105,20 @@ def _is_stub(tensor) -> bool:
 
 
 def _graph(f: BinaryIO, start: int, end: int, raws: dict[str, _Raw]) -> bytes:
-    out = bytearray()
-    pos = start
-    while pos < end:
-        key, body = _varint(f, pos)
-        if key == (_INITIALIZER_FIELD << 3) | 2:
-            length, t_start = _varint(f, body)
-            tensor = _tensor(f, t_start, t_start + length, raws)
-            out += _enc(key) + _enc(len(tensor)) + tensor
-            pos = t_start + length
-        else:
-            stop = _skip(f, key & 7, body)
-            out += _read(f, pos, stop - pos)
-            pos = stop
-    if pos != end:
-        raise WireError("graph field overruns")
-    return bytes(out)
+    return _rebuild(f, start, end, _INITIALIZER_FIELD, lambda s, e: _tensor(f, s, e, raws))
 
 
 def _tensor(f: BinaryIO, start: int, end: int, raws: dict[str, _Raw]) -> bytes:
     """A TensorProto's bytes, or a placeholder for it when its raw data is read later."""
-    header = bytearray()
-    raw: tuple[int, int] | None = None
-    pos = start
-    while pos < end:
-        key, body = _varint(f, pos)
-        if key == (_RAW_DATA_FIELD << 3) | 2:
-            length, data = _varint(f, body)
-            raw = (data, length)
-            pos = data + length
-        else:
-            stop = _skip(f, key & 7, body)
-            header += _read(f, pos, stop - pos)
-            pos = stop
-    if pos != end:
-        raise WireError("tensor field overruns")
-    proto = onnx.TensorProto.FromString(bytes(header))
+    found: list[tuple[int, int]] = []
+
+    def note(s: int, e: int) -> bytes:
+        found.append((s, e - s))
+        return b""
+
+    header = _rebuild(f, start, end, _RAW_DATA_FIELD, note, drop=True)
+    raw = found[-1] if found else None
+    proto = onnx.TensorProto.FromString(header)
     dtype = _NUMPY.get(proto.data_type)
     dims = tuple(int(d) for d in proto.dims)
     count = int(np.prod(dims, dtype=np.int64)) if dims else 1
@@ -174,6 +140,37 @@ def _tensor(f: BinaryIO, start: int, end: int, raws: dict[str, _Raw]) -> bytes:
         entry = proto.external_data.add()
         entry.key, entry.value = k, v
     return proto.SerializeToString()
+
+
+def _rebuild(
+    f: BinaryIO,
+    start: int,
+    end: int,
+    field: int,
+    replace: Callable[[int, int], bytes],
+    *,
+    drop: bool = False,
+) -> bytes:
+    """The message in ``f[start:end]`` with each length-delimited ``field`` replaced by
+    what ``replace(value_start, value_end)`` gives (left out when ``drop``); every other
+    field copied as it is."""
+    out = bytearray()
+    pos = start
+    while pos < end:
+        key, body = _varint(f, pos)
+        if key == (field << 3) | 2:
+            length, value = _varint(f, body)
+            new = replace(value, value + length)
+            if not drop:
+                out += _enc(key) + _enc(len(new)) + new
+            pos = value + length
+        else:
+            stop = _skip(f, key & 7, body)
+            out += _read(f, pos, stop - pos)
+            pos = stop
+    if pos != end:
+        raise WireError("a field runs past its message")
+    return bytes(out)
 
 
 def _read(f: BinaryIO, pos: int, n: int) -> bytes:
