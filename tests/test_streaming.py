@@ -183,6 +183,16 @@ def test_streamed_write_parses_to_the_model_ir_save_writes(tmp_path, monkeypatch
     assert streamed == plain
     assert [t.name for t in streamed.graph.initializer] == ["w", "q", "h", "mask", "s", "qs"]
     onnx.checker.check_model(str(tmp_path / "streamed.onnx"), full_check=True)
+    # and stream_read takes the streamed layout (one graph field per initializer) back
+    from onnxcomp import stream_read
+
+    monkeypatch.setattr(stream_read, "READ_MIN_BYTES", 1)
+    monkeypatch.setattr(model_io, "_STREAMED_READ_BYTES", 0)
+    back = model_io.load(tmp_path / "streamed.onnx")
+    assert list(back.graph.initializers) == list(model.graph.initializers)
+    for name, value in model.graph.initializers.items():
+        got = back.graph.initializers[name].const_value
+        np.testing.assert_array_equal(got.numpy(), value.const_value.numpy())
     x = rng.standard_normal((1, 32)).astype(np.float32)
     runs = [
         ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(
