@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from onnxcomp import heap, opaque_types, safe_io, stream_read
 from onnxcomp.errors import BudgetExceeded, OnnxcompError, one_line
-from onnxcomp.stream_write import save_streamed
+from onnxcomp.stream_write import save_streamed, stub_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +260,8 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, int | None]:
     old = opset(model)
     if old >= target:
         return model, None
-    stash = _stub_weights(model)  # the converter never sees the weights' bytes
+    # the converter never sees the weights' bytes
+    stash = stub_tensors(list(_graphs(model)), _STUB_BYTES, _STUB_LOCATION)
     try:
         proto = opaque_types.to_proto(model)
     finally:
@@ -286,27 +287,6 @@ def upgrade_opset(model: ir.Model, target: int) -> tuple[ir.Model, int | None]:
 # more times (ddddocr's 54 MB model peaked at 4x its size in the upgrade).
 _STUB_BYTES = 1024
 _STUB_LOCATION = "onnxcomp-upgrade-stub"
-
-
-def _stub_weights(model: ir.Model) -> dict[str, ir.TensorProtocol]:
-    """Swap big in-memory initializers for external references to nowhere; returns them."""
-    counts: dict[str, int] = {}
-    for graph in _graphs(model):
-        for name in graph.initializers:
-            counts[name] = counts.get(name, 0) + 1
-    stash: dict[str, ir.TensorProtocol] = {}
-    for graph in _graphs(model):
-        for name, value in graph.initializers.items():
-            t = value.const_value
-            if t is None or isinstance(t, ir.ExternalTensor) or counts[name] > 1:
-                continue
-            if t.nbytes < _STUB_BYTES or t.dtype == ir.DataType.STRING:
-                continue
-            stash[name] = t
-            value.const_value = ir.ExternalTensor(
-                _STUB_LOCATION, 0, t.nbytes, t.dtype, shape=t.shape, name=name
-            )
-    return stash
 
 
 def _unstub(model: ir.Model, stash: dict[str, ir.TensorProtocol]) -> bool:

@@ -40,7 +40,7 @@ STREAM_MIN_BYTES = 1 << 20  # tensors this big are streamed; smaller ones go wit
 def save_streamed(model: ir.Model, path: Path) -> None:
     """Write ``model`` (every tensor in memory) to ``path`` as one .onnx file."""
     graph = model.graph
-    stash = _stub(graph)
+    stash = stub_tensors([graph], STREAM_MIN_BYTES, _STUB)
     try:
         proto = ir.serde.serialize_model(model)
     finally:
@@ -59,20 +59,29 @@ def save_streamed(model: ir.Model, path: Path) -> None:
                 _write_tensor(f, tp, tensor)
 
 
-def _stub(graph: ir.Graph) -> dict[str, ir.TensorProtocol]:
-    """Big in-memory initializers swapped for external references; returns the originals."""
+def stub_tensors(
+    graphs: list[ir.Graph], min_bytes: int, location: str
+) -> dict[str, ir.TensorProtocol]:
+    """Swap the in-memory initializers of at least ``min_bytes`` (names unique across
+    ``graphs``) for external references to ``location``, so serializing the model copies
+    no weight bytes; returns the originals by name."""
+    counts: dict[str, int] = {}
+    for graph in graphs:
+        for name in graph.initializers:
+            counts[name] = counts.get(name, 0) + 1
     stash: dict[str, ir.TensorProtocol] = {}
-    for name, value in graph.initializers.items():
-        t = value.const_value
-        if t is None or isinstance(t, ir.ExternalTensor) or t.nbytes < STREAM_MIN_BYTES:
-            continue
-        if t.dtype == ir.DataType.STRING:
-            continue
-        stash[name] = t
-        value.const_value = ir.ExternalTensor(
-            _STUB, 0, t.nbytes, t.dtype, shape=t.shape, name=name,  # type: ignore[arg-type]
-            doc_string=t.doc_string, metadata_props=dict(t.metadata_props),
-        )  # fmt: skip
+    for graph in graphs:
+        for name, value in graph.initializers.items():
+            t = value.const_value
+            if t is None or isinstance(t, ir.ExternalTensor) or counts[name] > 1:
+                continue
+            if t.nbytes < min_bytes or t.dtype == ir.DataType.STRING:
+                continue
+            stash[name] = t
+            value.const_value = ir.ExternalTensor(
+                location, 0, t.nbytes, t.dtype, shape=t.shape, name=name,  # type: ignore[arg-type]
+                doc_string=t.doc_string, metadata_props=dict(t.metadata_props),
+            )  # fmt: skip
     return stash
 
 
