@@ -293,7 +293,7 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
         if report.latency_ratio is not None:
             result.notes.append(
                 f"int8 runs at {report.latency_ratio:.2f}x the float latency (onnxruntime, "
-                f"1 thread), output cosine {report.cosine:.5f} on calibration data"
+                f"1 thread), {report.fidelity_metric} {report.fidelity:.5f} on calibration data"
             )
         # A functional pass returns a new model; a clone shares the tensors (not the meta).
         out = new.clone() if new is model else new
@@ -327,6 +327,7 @@ class Int4WeightsPass(_WeightsStepPass):
             include=self.include,
             calib=options.calib,
             awq=options.awq,
+            options=options,
         )
         result.quantized += records
         result.skipped.update({f"{k} (int4)": v for k, v in skipped.items()})

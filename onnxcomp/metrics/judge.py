@@ -55,6 +55,16 @@ class Verdict:
             return f"{self.task.task}: {self.task.metric}"
         return self.fidelity_label
 
+    def gauge(self) -> tuple[float, str]:
+        """(drop, its name) for decisions taken on a few calibration samples: a
+        continuous task metric (detection F1, mIoU, errors) as it is; for a 0/1 one
+        (agreement, decisions) the worst component, since a few samples resolve no flip
+        rate but do show how far the outputs moved."""
+        if self.task is not None and not self.task.binary:
+            return self.drop, f"{self.task.task} {self.task.metric}"
+        d = self.fidelity_drops
+        return (float(d.mean()) if d is not None and d.size else 0.0), "worst component cosine"
+
     @property
     def worst_cosine(self) -> float:
         return self.worst.worst_cosine if self.worst is not None else 1.0

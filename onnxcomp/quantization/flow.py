@@ -57,7 +57,9 @@ class Int8Report:
     families_dropped: dict[str, str] = field(default_factory=dict)
     decoded_at_load: int = 0  # int8 weights of float ops, decoded once by onnxruntime at load
     latency_ratio: float | None = None  # int8 / float, onnxruntime, 1 thread
-    cosine: float | None = None  # mean output cosine vs float on calibration data
+    # vs float on calibration data: 1 - the task metric's drop, or the worst component cosine
+    fidelity: float | None = None
+    fidelity_metric: str = ""
     trials: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -157,7 +159,7 @@ def quantize_int8(
 
     best, best_plan = build(families, m=model)
     if measure:
-        bench = Bench(reference, data, base_dir=base_dir)
+        bench = Bench(reference, data, base_dir=base_dir, options=options)
         families, best, best_plan = measure_step.tune(
             families, best, best_plan, build, bench, report, switchable
         )

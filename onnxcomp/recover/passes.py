@@ -24,7 +24,7 @@ from onnxcomp.passes.prune import MagnitudePrunePass, PruneRecord
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass, QuantRecord
 from onnxcomp.recover.bias_fold import correct_biases
 from onnxcomp.recover.driver import RecoverRecord, rebuild
-from onnxcomp.recover.guard import output_cosines
+from onnxcomp.recover.guard import output_fidelity
 from onnxcomp.recover.layers import find_layers
 from onnxcomp.weights import Weight
 
@@ -153,6 +153,7 @@ class Recovery:
     def __init__(self, options: CompressOptions, report: CompressReport | None = None) -> None:
         assert options.recover is not None
         self.method: str = options.recover
+        self.options = options
         self.source = options.calib
         self.report = report
         self.calib: DataSource | None = None
@@ -222,19 +223,20 @@ class BiasCorrectionPass(ir.passes.FunctionalPass):
         records = correct_biases(rec.teacher, candidate, rec.data())
         if not records:
             return ir.passes.PassResult(candidate, modified=False)
-        before, after = output_cosines(rec.teacher, [model, candidate], rec.data())
+        (before, after), gauge = output_fidelity(
+            rec.teacher, [model, candidate], rec.data(), rec.options
+        )
         if after < before:
             if rec.report is not None:
                 rec.report.notes.append(
                     f"bias correction not kept: it moved the outputs away from the original "
-                    f"model's (mean cosine {before:.5f} -> {after:.5f} on the calibration data)"
+                    f"model's ({gauge} {before:.5f} -> {after:.5f} on the calibration data)"
                 )
             return ir.passes.PassResult(_clone(model), modified=False)
         if rec.report is not None:
             rec.report.recovered += records
             rec.report.notes.append(
-                f"bias correction: mean output cosine {before:.5f} -> {after:.5f} "
-                "on the calibration data"
+                f"bias correction: {gauge} {before:.5f} -> {after:.5f} on the calibration data"
             )
         return ir.passes.PassResult(candidate, modified=True)
 
