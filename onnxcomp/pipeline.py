@@ -34,8 +34,10 @@ from onnxcomp.layers import (
     model_names,
     nodes_kept_out_of_int8,
     quantize_filter,
+    resolve,
     sparsity_overrides,
 )
+from onnxcomp.model_io import tensor_bytes
 from onnxcomp.options import CompressOptions
 from onnxcomp.passes.batchnorm_vectors import BatchNormTwoVectorsPass
 from onnxcomp.passes.codebook_step import CodebookStepPass
@@ -47,6 +49,7 @@ from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.passes.prune import MagnitudePrunePass
 from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
 from onnxcomp.passes.report import CompressReport
+from onnxcomp.passes.small_weights import saving_is_small, small_note, uncalibrated_warning
 from onnxcomp.passes.strip import RemoveUnusedSubgraphInitializersPass, strip_pass
 from onnxcomp.passes.strip_debug_info import StripDebugInfoPass
 from onnxcomp.passes.value_info import DropInferredValueInfoPass, RecordValueInfoPass
@@ -320,11 +323,22 @@ class Int4WeightsPass(_WeightsStepPass):
         from onnxcomp.quantization.int4 import quantize_int4
 
         options, result = self.options, self.report
+        total, small = tensor_bytes(model), []
+
+        def include(w: Weight) -> bool:
+            if not self.include(w):
+                return False
+            layer = resolve(w, options.layers)
+            if (layer is None or layer.precision != "int4") and saving_is_small(w, 4, total):
+                small.append(w.name)
+                return False
+            return True
+
         records, skipped, notes = quantize_int4(
             model,
             block_size=options.block_size,
             symmetric=options.symmetric,
-            include=self.include,
+            include=include,
             calib=options.calib,
             awq=options.awq,
             options=options,
@@ -332,6 +346,12 @@ class Int4WeightsPass(_WeightsStepPass):
         result.quantized += records
         result.skipped.update({f"{k} (int4)": v for k, v in skipped.items()})
         result.notes += notes
+        for note in (
+            small_note(sorted(set(small)), 4),
+            None if options.calib is not None else uncalibrated_warning(records, "int4"),
+        ):
+            if note:
+                result.notes.append(note)
         int4 = sum(r.bits == 4 for r in records)
         if int4:
             result.quantized_to = f"int4 ({int4}) and int8"

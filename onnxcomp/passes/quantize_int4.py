@@ -187,5 +187,11 @@ class QuantizeInt4Pass(ir.passes.InPlacePass):
                 stored,
                 max_block_error(w, quant),
                 bits=4,
+                relative_error=_relative(w, quant),
             )
         )
+
+
+def _relative(w: np.ndarray, quant: BlockQuant) -> float:
+    norm = float(np.linalg.norm(w))
+    return float(np.linalg.norm(quant.dequantize() - w)) / norm if norm else 0.0
