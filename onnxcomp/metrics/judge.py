@@ -113,7 +113,7 @@ class Judge:
         *,
         settings: TaskSettings | None = None,
         metric_fn: Any = None,
-        declared: dict[str, tuple] | None = None,
+        declared: dict[str, tuple | None] | None = None,
         detect: bool = True,
     ) -> None:
         self.names = list(names)

@@ -148,7 +148,7 @@ def output_guard(model: ir.Model, make_pass, calib: Any, options: Any):
     order = [n for n, _ in sorted(p.errors.items(), key=lambda kv: (-kv[1], kv[0]))]
     order = [n for n in order if n not in p.skipped]
     lo, hi = 0, len(order)  # keeping order[:hi] int8 fits (all int8: the int8 model)
-    found = {len(order): None}
+    found: dict[int, float | None] = {len(order): None}
     while lo < hi:
         mid = (lo + hi) // 2
         d, _ = drop(frozenset(order[:mid]))
