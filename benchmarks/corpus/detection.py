@@ -42,8 +42,8 @@ def read_targets(prep: Prepared) -> list:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float) -> list[int]:
-    """Greedy NMS by decreasing score (x1, y1, x2, y2 boxes); indices kept. The packages'
-    variants differ only in ties and in +1 pixel areas, which ``plus_one`` would add."""
+    """Greedy NMS by decreasing score (x1, y1, x2, y2 boxes); the indices kept. A box is
+    dropped when its IoU with a kept one exceeds ``iou_thresh``."""
     if len(boxes) == 0:
         return []
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
@@ -66,8 +66,12 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of ``a`` [N, 4] with every box of ``b`` [M, 4]."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    iw = np.clip(
+        np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None
+    )
+    ih = np.clip(
+        np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None
+    )
     inter = iw * ih
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
