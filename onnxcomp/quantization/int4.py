@@ -134,10 +134,13 @@ def output_guard(model: ir.Model, make_pass, calib: Any, options: Any):
     from onnxcomp.data import input_specs, open_data
     from onnxcomp.recover.guard import output_fidelity
 
+    from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
+
     def drop(keep: frozenset[str]) -> tuple[float, Any]:
         trial = model.clone()
         p = make_pass(keep)
         p(trial)
+        QuantizeWeightsPass(include=p.include)(trial)  # what int4 left goes int8 after it
         data = open_data(calib, input_specs(model))
         (fid,), gauge = output_fidelity(model, [trial], data, options)
         return 1.0 - fid, (p, gauge)
