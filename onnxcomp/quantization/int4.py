@@ -132,9 +132,8 @@ def output_guard(model: ir.Model, make_pass, calib: Any, options: Any):
     output component), fewest first: the layers with the largest int4 error go first,
     the count bisected on trial copies (GPTQ solved once per layer)."""
     from onnxcomp.data import input_specs, open_data
-    from onnxcomp.recover.guard import output_fidelity
-
     from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
+    from onnxcomp.recover.guard import output_fidelity
 
     def drop(keep: frozenset[str]) -> tuple[float, Any]:
         trial = model.clone()
