@@ -294,7 +294,7 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
                 f"{report.decoded_at_load} weights of ops kept float stay int8 in the file, "
                 "decoded once by onnxruntime at load (float speed)"
             )
-        if report.latency_ratio is not None:
+        if report.latency_ratio is not None and report.fidelity is not None:
             result.notes.append(
                 f"int8 runs at {report.latency_ratio:.2f}x the float latency (onnxruntime, "
                 f"1 thread), {report.fidelity_metric} {1 - report.fidelity:.4g} on calibration "
