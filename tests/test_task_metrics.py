@@ -254,3 +254,15 @@ def test_boxes_scores_and_suppressed_layouts_decode():
     v.update([rows], [moved])
     result = v.verdict()
     assert result.drop == 1.0 and result.task.figures["mAP@0.5"] == 0.0
+
+
+def test_only_a_head_with_box_and_score_values_is_taken_for_a_detector():
+    from onnxcomp.metrics.tasks import detect
+
+    rng = np.random.default_rng(5)
+    assert detect({"output0": _yolo_inputs(1)})[0] == "detect"
+    logits = rng.normal(size=(1, 128, 30522)).astype(np.float32)  # a language model's head
+    assert detect({"logits": logits}) is None
+    probs = np.exp(logits[:, :40, :6625])
+    probs /= probs.sum(-1, keepdims=True)  # a CTC recognizer's [N, T, classes]
+    assert detect({"probs": probs}) is None
