@@ -227,8 +227,8 @@ class Bench:
             metric_fn=getattr(o, "metric_fn", None),
             declared=self.declared,
         )
-        for ref, new in zip(self.ref_out, outputs, strict=True):
-            judge.update(ref, new)
+        for ref, new, feed in zip(self.ref_out, outputs, self.feeds, strict=True):
+            judge.update(ref, new, feed=feed)
         return judge.verdict()
 
     def fidelity(self, session) -> float:
