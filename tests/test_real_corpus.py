@@ -55,6 +55,27 @@ MODEL_MAX_DROP = {
     # loss); ours loses 1.2-2.5 points depending on the measure step's timing-based picks
     ("paddle-ocr-rec", "int8"): 0.03,
     ("paddle-ocr-rec", "recover"): 0.03,
+    # Vision detectors, scored against the fp32 model's own detections (F1 / landmark PCK):
+    # measured drops (2026-12, benchmarks/corpus/layout.py, faces.py) plus 1-3 points. They
+    # record today's losses, not goals (issue 25): centerface's landmarks lose ~6 points
+    # to int8 (its offset output has cosine 0.965), picodet's score outputs collapse under
+    # int8 (F1 0.51; cosine of the class-score maps ~0.70) and lose 3.4 points even to
+    # weight-only int8.
+    ("centerface-landmarks", "int8"): 0.08,
+    ("centerface-landmarks", "recover"): 0.08,
+    ("centerface-landmarks", "prune-int8"): 0.30,
+    ("picodet-layout-cdla", "weights"): 0.05,
+    ("picodet-layout-cdla", "int8"): 0.55,
+    # doclaynet's boxes shift ~10 px under every int8 weight mode (its 16-weight DFL Conv,
+    # arange(16), is not exact in int8): F1 0.66-0.67 against fp32 in weights/int8/int4
+    ("doclaynet-yolov8n", "weights"): 0.36,
+    ("doclaynet-yolov8n", "int8"): 0.36,
+    ("doclaynet-yolov8n", "int4"): 0.36,
+    # provisional, not yet measured (the run was cut by the machine's load): int8's figure
+    ("picodet-layout-cdla", "recover"): 0.55,
+    ("doclaynet-yolov8n", "recover"): 0.36,
+    ("picodet-layout-cdla", "prune-int8"): 0.60,
+    ("doclaynet-yolov8n", "prune-int8"): 0.45,
 }
 
 
