@@ -28,13 +28,26 @@ def test_one_scale_per_channel_on_the_channel_axis():
 
 
 def test_zeros_stay_zero_and_extremes_hit_127():
-    w = np.array([[0.0, 0.5, -1.0], [0.0, 0.0, 0.0]], np.float32)
+    w = np.array([[0.0, 0.37, -1.0], [0.0, 0.0, 0.0]], np.float32)
     q, scale = quantize_weight_symmetric(w, 0)
     assert q.dtype == np.int8
     assert q[0, 0] == 0 and np.all(q[1] == 0)
     assert q[0, 2] == -127
     assert scale[1] == 1.0  # an all-zero channel still gets a valid, non-zero scale
     assert np.all(dequantize(q, scale, axis=0)[w == 0] == 0)
+
+
+def test_values_on_a_lattice_are_stored_exactly():
+    """YOLOv8's DFL Conv holds 0..15: max/127 scaling would store 1 as 0.945."""
+    w = np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1)
+    q, scale = quantize_weight_symmetric(w, 0)
+    assert np.array_equal(dequantize(q, scale, axis=0), w) and q.max() == 15
+    halves = np.array([[0.0, 0.5, -1.0], [0.0, 0.0, 0.0]], np.float32)
+    q, scale = quantize_weight_symmetric(halves, 0)
+    assert np.array_equal(dequantize(q, scale, axis=0), halves) and np.all(scale > 0)
+    noisy = w + np.float32(1e-3)  # off the lattice: the usual max scaling
+    q, _ = quantize_weight_symmetric(noisy, 0)
+    assert q.max() == 127
 
 
 def test_scales_are_float32_and_never_zero():
