@@ -21,7 +21,7 @@ import onnx_ir as ir
 from onnx import numpy_helper
 
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.safe_io import regular_data, regular_file
+from onnxcomp.io.safe_io import regular_data, regular_file
 
 Feed = dict[str, np.ndarray]
 DEFAULT_BATCH = 32

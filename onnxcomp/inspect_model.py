@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp import model_io
-from onnxcomp.storage_forms import StoredWeight, storage_forms
-from onnxcomp.structured.removed import removed_channels
+from onnxcomp.graph.storage_forms import StoredWeight, storage_forms
+from onnxcomp.io import model_io
+from onnxcomp.methods.channels.removed import removed_channels
 
 # Which inputs of each integer op hold quantized data (not scales or zero points).
 QUANT_DATA_INPUTS = {

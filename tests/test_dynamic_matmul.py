@@ -11,11 +11,11 @@ import onnxruntime as ort
 from model_builders import _init, _model, vin
 from onnx import helper
 
-from onnxcomp.passes.dynamic_matmul import DynamicMatMulPass, dynamic_candidates
-from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
-from onnxcomp.quantization.flow import prepare_int8
-from onnxcomp.quantization.measure_step import _next_trial
-from onnxcomp.quantization.saturation import saturating_ops
+from onnxcomp.methods.int8.dynamic_matmul import DynamicMatMulPass, dynamic_candidates
+from onnxcomp.methods.int8.flow import prepare_int8
+from onnxcomp.methods.int8.measure_step import _next_trial
+from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass
+from onnxcomp.methods.weights.saturation import saturating_ops
 
 
 def _linear_model(seed: int = 0) -> onnx.ModelProto:

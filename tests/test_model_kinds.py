@@ -210,7 +210,7 @@ def test_small_embedding_table_is_decoded_once_at_load(save_model, tmp_path):
 
 
 def test_embedding_rows_are_gathered_before_dequantizing(save_model, tmp_path, monkeypatch):
-    from onnxcomp.passes import gather_dequantize
+    from onnxcomp.methods.weights import gather_dequantize
 
     monkeypatch.setattr(gather_dequantize, "MIN_TABLE_ELEMENTS", 1)  # as if it were big
     src = save_model(embedding_model())

@@ -11,8 +11,8 @@ from model_builders import _init, _model, ort_session, vin
 from onnx import helper, numpy_helper
 
 from onnxcomp.cli import main
-from onnxcomp.compress import compress
-from onnxcomp.quantization.saturation import saturating_ops
+from onnxcomp.methods.weights.saturation import saturating_ops
+from onnxcomp.pipeline.compress import compress
 
 K, N = 64, 8
 

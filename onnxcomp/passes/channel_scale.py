@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.graph_edit import add_initializer
-from onnxcomp.naming import NameAllocator
-from onnxcomp.weights import Weight
+from onnxcomp.graph.edit import add_initializer
+from onnxcomp.graph.naming import NameAllocator
+from onnxcomp.graph.weights import Weight
 
 
 @dataclass

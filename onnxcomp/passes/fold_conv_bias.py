@@ -13,8 +13,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.graph_edit import add_initializer
-from onnxcomp.naming import NameAllocator
+from onnxcomp.graph.edit import add_initializer
+from onnxcomp.graph.naming import NameAllocator
 
 logger = logging.getLogger(__name__)
 

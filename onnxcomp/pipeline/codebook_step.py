@@ -1,0 +1,62 @@
+"""The pipeline's codebook step (``--quantize codebook``): run CodebookQuantizePass on the
+calibration data once the model is known, and report it into the CompressReport."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import onnx_ir as ir
+
+from onnxcomp.graph.weights import Weight
+from onnxcomp.methods.codebook.quantize_codebook import CodebookQuantizePass
+from onnxcomp.pipeline.layers import layer_bits
+
+if TYPE_CHECKING:
+    from onnxcomp.data import DataSource
+    from onnxcomp.options import CompressOptions
+    from onnxcomp.passes.report import CompressReport
+
+
+class CodebookStepPass(ir.passes.InPlacePass):
+    """Codebook-quantize every included weight; with calibration data (``--calib``, or the
+    recovery's, already opened), importance-weighted codebooks and GPTQ codes."""
+
+    def __init__(
+        self,
+        options: CompressOptions,
+        include: Callable[[Weight], bool],
+        report: CompressReport,
+        calib: Callable[[], DataSource] | None = None,
+    ) -> None:
+        super().__init__()
+        self.options, self.include, self.report, self.calib = options, include, report, calib
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        options, result = self.options, self.report
+        calib = None
+        if self.calib is not None:
+            calib = self.calib()
+        elif options.calib is not None:
+            from onnxcomp.data import input_specs, open_data
+
+            calib = open_data(options.calib, input_specs(model))
+        step = CodebookQuantizePass(
+            options.bits, include=self.include, calib=calib, pack=options.pack,
+            bits_of=lambda w: layer_bits(w, options.layers),
+        )  # fmt: skip
+        step(model)  # inferred shapes are dropped for every mode at the end (value_info.py)
+        result.quantized += step.records
+        result.recovered += step.recovered
+        result.quantized_to = f"codebook ({options.bits}-bit)"
+        forms: dict[str, int] = {}
+        for r in step.records:
+            kind = r.storage.split(", ")[-1].split(" (")[0]
+            forms[kind] = forms.get(kind, 0) + 1
+        if step.records:
+            summary = ", ".join(f"{n} {k}" for k, n in sorted(forms.items()))
+            result.notes.append(
+                f"codebook weights are decoded once by onnxruntime at load ({summary}): the "
+                "model runs at fp32 speed and fp32 memory; this mode shrinks downloads and disk"
+            )
+        return ir.passes.PassResult(model, modified=bool(step.records))
