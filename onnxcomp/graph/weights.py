@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
+from onnxcomp.graph.edit import all_graphs
+
 FLOAT_TYPES = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE}
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
 
@@ -51,11 +53,6 @@ class Weight:
         return sorted({u.node.op_type for u in self.uses})
 
 
-def _graphs(graph: ir.Graph) -> Iterator[ir.Graph]:
-    yield graph
-    yield from graph.subgraphs()
-
-
 def _is_constant(value: ir.Value | None) -> bool:
     return (
         value is not None
@@ -87,7 +84,7 @@ def _weight_slot(node: ir.Node) -> Iterator[tuple[int, int | None]]:
 def find_weights(model: ir.Model, min_size: int = 16) -> list[Weight]:
     """Every weight of the model in a stable order (graph order of first use)."""
     found: dict[int, Weight] = {}
-    for graph in _graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for node in graph:
             for index, axis in _weight_slot(node):
                 if index >= len(node.inputs):

@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.graph.edit import folded_const
 from onnxcomp.methods.channels import regroup
 from onnxcomp.methods.channels.channels import Group, Segments, Slot, coalesce, width
-from onnxcomp.methods.channels.regroup import const as _const
 from onnxcomp.methods.channels.regroup import single_use as _single_use
 
 __all__ = ["Group", "Slot", "find_groups", "producer_axis"]
@@ -44,14 +44,14 @@ def producer_axis(node: ir.Node) -> tuple[int, int] | None:
     if node.domain not in ("", "ai.onnx") or len(node.inputs) < 2:
         return None
     w = node.inputs[1]
-    arr = _const(w)
+    arr = folded_const(w)
     if w is None or arr is None or arr.dtype != np.float32 or not _single_use(w):
         return None
     if node.op_type == "Conv" and arr.ndim >= 3 and node.attributes.get_int("group", 1) == 1:
         return 0, arr.ndim
     if node.op_type == "Gemm" and arr.ndim == 2 and not node.attributes.get_int("transA", 0):
         bias = node.inputs[2] if len(node.inputs) > 2 else None
-        if bias is not None and (_const(bias) is None or _const(bias).ndim != 1):  # type: ignore[union-attr]
+        if bias is not None and (folded_const(bias) is None or folded_const(bias).ndim != 1):  # type: ignore[union-attr]
             return None
         return (0 if node.attributes.get_int("transB", 0) else 1), 2
     if node.op_type == "MatMul" and arr.ndim == 2:
@@ -112,7 +112,7 @@ class _Analysis:
             if found is None:
                 continue
             axis, rank = found
-            w = _const(node.inputs[1])
+            w = folded_const(node.inputs[1])
             assert w is not None
             size = int(w.shape[axis])
             whole: Segments = ((0, size),)
@@ -171,7 +171,7 @@ class _Analysis:
         if self._consume(node, g, hit):
             return
         groups = node.attributes.get_int("group", 1)
-        w = _const(node.inputs[1]) if len(node.inputs) > 1 else None
+        w = folded_const(node.inputs[1]) if len(node.inputs) > 1 else None
         depthwise = op == "Conv" and w is not None and w.shape[1] == 1 and groups == w.shape[0]
         if op in ("Conv", "ConvTranspose") and groups > 1 and not depthwise:
             # Removing channels would have to keep every group the same width.
@@ -180,7 +180,7 @@ class _Analysis:
             if out.is_graph_output():
                 g.block(f"tensor {out.name} is a graph output")
         if op in UNARY or (
-            op == "Clip" and all(_const(v) is not None for v in node.inputs[1:] if v)
+            op == "Clip" and all(folded_const(v) is not None for v in node.inputs[1:] if v)
         ):
             if i0 != 0 or len(hit) > 1:
                 return g.block(f"{op} {node.name} reads the channels as a parameter")
@@ -192,7 +192,7 @@ class _Analysis:
         if op == "BatchNormalization" and i0 == 0 and len(hit) == 1:
             if not self._axis_is(node, axis, 1):
                 return g.block(f"BatchNormalization {node.name}: channels not on axis 1")
-            if any(_const(v) is None for v in node.inputs[1:5]):
+            if any(folded_const(v) is None for v in node.inputs[1:5]):
                 return g.block(f"BatchNormalization {node.name}: parameters not constant")
             for k in range(1, 5):
                 g.slots.append(Slot(node, k, 0, segments=g.segments[v0]))
@@ -235,7 +235,7 @@ class _Analysis:
         for i, v in enumerate(node.inputs):
             if v is None or self.traced(v) is not None:
                 continue
-            arr = _const(v)
+            arr = folded_const(v)
             if arr is None:
                 return g.block(
                     f"{node.op_type} {node.name} joins the channels with {v.name}, "
@@ -261,15 +261,15 @@ class _Analysis:
             return g.block(f"{node.op_type} {node.name}: input rank unknown")
         pos = len(shape) + axis
         if node.op_type == "Pad":
-            pads = _const(node.inputs[1]) if len(node.inputs) > 1 else None
-            axes = _const(node.inputs[3]) if len(node.inputs) > 3 else None
+            pads = folded_const(node.inputs[1]) if len(node.inputs) > 1 else None
+            axes = folded_const(node.inputs[3]) if len(node.inputs) > 3 else None
             if pads is None or axes is not None:
                 return g.block(f"Pad {node.name}: pads not a plain constant")
             half = len(pads) // 2
             if pads[pos] != 0 or pads[half + pos] != 0:
                 return g.block(f"Pad {node.name} pads the channel axis")
         else:
-            scales = _const(node.inputs[2]) if len(node.inputs) > 2 else None
+            scales = folded_const(node.inputs[2]) if len(node.inputs) > 2 else None
             sizes = node.inputs[3] if len(node.inputs) > 3 else None
             if sizes is not None or scales is None or scales[pos] != 1:
                 return g.block(f"Resize {node.name}: channel axis not kept by constant scales")
@@ -277,7 +277,7 @@ class _Analysis:
         return None
 
     def _depthwise(self, node: ir.Node, g: Group, axis: int) -> bool:
-        w = _const(node.inputs[1])
+        w = folded_const(node.inputs[1])
         segs = g.segments[node.inputs[0]]  # type: ignore[index]
         n = width(segs)
         groups = node.attributes.get_int("group", 1)
@@ -301,7 +301,7 @@ class _Analysis:
         segs = g.segments[hit[0][1]]
         n = width(segs)
         w_value = node.inputs[1]
-        w = _const(w_value)
+        w = folded_const(w_value)
         op = node.op_type
         if op not in ("Conv", "Gemm", "MatMul") or w is None or w.dtype != np.float32:
             return False

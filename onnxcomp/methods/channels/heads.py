@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.graph.edit import folded_const
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.methods.channels.groups import Group, Slot
 
@@ -46,13 +47,6 @@ class HeadBlock:
     width: ShapeEntry  # the D in the context Reshape
 
 
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.is_graph_input():
-        return None
-    tensor = ir.convenience.get_const_tensor(value)
-    return tensor.numpy() if tensor is not None else None
-
-
 def _only_use(value: ir.Value) -> ir.Node | None:
     """The one consumer of ``value`` besides Shape ops (which read batch/seq sizes)."""
     if value.is_graph_output():
@@ -71,7 +65,7 @@ def _perm(node: ir.Node | None) -> tuple[int, ...] | None:
 def _shape_entry(reshape: ir.Node, position: int) -> tuple[ShapeEntry, int] | None:
     """Where element ``position`` of the Reshape's target shape is stored, and its value."""
     shape = reshape.inputs[1] if len(reshape.inputs) > 1 else None
-    arr = _const(shape)
+    arr = folded_const(shape)
     if arr is not None:
         if arr.ndim != 1 or position >= arr.size:
             return None
@@ -79,7 +73,7 @@ def _shape_entry(reshape: ir.Node, position: int) -> tuple[ShapeEntry, int] | No
     concat = shape.producer() if shape is not None else None
     if concat is None or concat.op_type != "Concat" or position >= len(concat.inputs):
         return None
-    part = _const(concat.inputs[position])
+    part = folded_const(concat.inputs[position])
     if part is None or part.size != 1:
         return None
     return ShapeEntry(concat, position, 0), int(part.reshape(-1)[0])
@@ -91,7 +85,7 @@ def _projection(value: ir.Value, group: Group) -> ir.Value | None:
     if node is None:
         return None
     if node.op_type == "Add":
-        consts = [i for i in (0, 1) if _const(node.inputs[i]) is not None]
+        consts = [i for i in (0, 1) if folded_const(node.inputs[i]) is not None]
         if len(consts) != 1:
             return None
         other = node.inputs[1 - consts[0]]
@@ -103,7 +97,7 @@ def _projection(value: ir.Value, group: Group) -> ir.Value | None:
             return None
     if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
         return None
-    w = _const(node.inputs[1])
+    w = folded_const(node.inputs[1])
     weight = node.inputs[1]
     if w is None or w.ndim != 2 or weight is None or len(weight.uses()) != 1:
         return None
@@ -162,7 +156,7 @@ def _block(softmax: ir.Node) -> HeadBlock | None:
     if out_reshape is None or out_reshape.op_type != "Reshape":
         return None
     out = _only_use(out_reshape.outputs[0])
-    wo = _const(out.inputs[1]) if out is not None and out.op_type == "MatMul" else None
+    wo = folded_const(out.inputs[1]) if out is not None and out.op_type == "MatMul" else None
     if out is None or wo is None or wo.ndim != 2 or out.inputs[0] is not out_reshape.outputs[0]:
         return None
     group = Group(size=int(wo.shape[0]))
@@ -209,7 +203,7 @@ def find_heads(model: ir.Model) -> list[HeadBlock]:
 def set_entry(entry: ShapeEntry, number: int, names: NameAllocator) -> None:
     """Rewrite one number of a target shape (into a new constant: the old may be shared)."""
     value = entry.node.inputs[entry.index]
-    arr = _const(value)
+    arr = folded_const(value)
     assert value is not None and arr is not None and entry.node.graph is not None
     new = arr.copy().reshape(-1)
     new[entry.position] = number

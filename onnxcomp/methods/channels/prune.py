@@ -26,6 +26,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxcomp.data import DataSource, input_specs, open_data
+from onnxcomp.graph.edit import const_array, set_constant
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Use, Weight
 from onnxcomp.methods.channels.channels import Segments, local, spread, width
@@ -35,10 +36,8 @@ from onnxcomp.methods.channels.removed import record_removed
 from onnxcomp.methods.channels.slicing import (
     apply_slices,
     clear_shapes,
-    const_array,
     cost,
     kept_features,
-    set_constant,
 )
 from onnxcomp.methods.recover.layers import RebuildLayer, assign_rounds, describe_layer
 from onnxcomp.numerics.hessian import HessianAccumulator

@@ -14,14 +14,8 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.graph.edit import const_array, folded_const, set_constant
 from onnxcomp.methods.channels.channels import Group, Segments, coalesce, width
-
-
-def const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.is_graph_input():
-        return None
-    tensor = ir.convenience.get_const_tensor(value)  # initializer or Constant node
-    return tensor.numpy() if tensor is not None else None
 
 
 def single_use(value: ir.Value) -> bool:
@@ -54,7 +48,7 @@ def flatten(owner: dict, node: ir.Node, g: Group, value: ir.Value, axis: int) ->
         why = _not_to_features(node, width(segs) * per, shape[0])
         if why:
             return g.block(f"Reshape {node.name}: {why}")
-        target = const(node.inputs[1])
+        target = folded_const(node.inputs[1])
         if target is not None and int(target[1]) != -1:
             g.reshapes.append((node, per, segs))
     _carry(owner, g, node.outputs[0], -1, segs, per)
@@ -63,7 +57,7 @@ def flatten(owner: dict, node: ir.Node, g: Group, value: ir.Value, axis: int) ->
 
 def _not_to_features(node: ir.Node, features: int, batch: object) -> str | None:
     """Why this Reshape is not [N, C*H*W] with a constant shape we can rewrite."""
-    target = const(node.inputs[1]) if len(node.inputs) > 1 else None
+    target = folded_const(node.inputs[1]) if len(node.inputs) > 1 else None
     if target is None or target.ndim != 1 or len(target) != 2:
         return "shape is not a constant [batch, features]"
     if node.attributes.get_int("allowzero", 0):
@@ -118,9 +112,9 @@ def slice_(owner: dict, node: ir.Node, g: Group, value: ir.Value, axis: int) -> 
     step-1 range of it carries that part of the segments (its bounds rewritten)."""
     shape = value.shape
     rank = len(shape) if shape is not None else None
-    starts, ends = (const(node.inputs[i]) if len(node.inputs) > i else None for i in (1, 2))
-    axes = const(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
-    steps = const(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else None
+    starts, ends = (folded_const(node.inputs[i]) if len(node.inputs) > i else None for i in (1, 2))
+    axes = folded_const(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] else None
+    steps = folded_const(node.inputs[4]) if len(node.inputs) > 4 and node.inputs[4] else None
     if rank is None or starts is None or ends is None:
         return g.block(f"Slice {node.name}: bounds not constant or rank unknown")
     listed = [int(a) % rank for a in (axes if axes is not None else range(len(starts)))]
@@ -147,7 +141,6 @@ def slice_(owner: dict, node: ir.Node, g: Group, value: ir.Value, axis: int) -> 
 
 def rewrite_slice(node: ir.Node, k: int, kept_positions: np.ndarray, start: int, end: int) -> None:
     """New bounds: the kept positions before ``start`` and before ``end``."""
-    from onnxcomp.methods.channels.slicing import const_array, set_constant
 
     for index, bound in ((1, start), (2, end)):
         array = const_array(node.inputs[index]).copy()  # type: ignore[arg-type]
@@ -159,7 +152,7 @@ def _split_sizes(node: ir.Node, total: int) -> list[int] | str:
     n = len(node.outputs)
     given = node.inputs[1] if len(node.inputs) > 1 else None
     if given is not None:
-        sizes = const(given)
+        sizes = folded_const(given)
         if sizes is None or not single_use(given):
             return "sizes are not a constant of its own"
         found = [int(s) for s in sizes]
@@ -179,8 +172,6 @@ def rewrite_split(node: ir.Node, sizes: list[int], new_constant) -> None:
     given = node.inputs[1] if len(node.inputs) > 1 else None
     opset = node.graph.opset_imports.get("", 13) if node.graph is not None else 13
     if given is not None:
-        from onnxcomp.methods.channels.slicing import set_constant
-
         set_constant(given, array)
     elif "split" in node.attributes or opset < 13:
         node.attributes["split"] = ir.AttrInt64s("split", sizes)

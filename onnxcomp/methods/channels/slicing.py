@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.graph.edit import const_array, set_constant
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.methods.channels.channels import local
 from onnxcomp.methods.channels.groups import Group
@@ -75,25 +76,6 @@ def kept_features(kept: np.ndarray, per: int) -> np.ndarray:
     if per == 1:
         return kept
     return (np.asarray(kept)[:, None] * per + np.arange(per)[None, :]).ravel()
-
-
-def const_array(value: ir.Value) -> np.ndarray:
-    tensor = ir.convenience.get_const_tensor(value)
-    assert tensor is not None, value.name
-    return tensor.numpy()
-
-
-def set_constant(value: ir.Value, array: np.ndarray) -> None:
-    """New contents for an initializer or a Constant node's output (what is saved)."""
-    tensor = ir.tensor(np.ascontiguousarray(array), name=value.name)
-    node = value.producer()
-    if node is not None:
-        assert node.op_type == "Constant", node.op_type
-        for key in [k for k in node.attributes if k.startswith("value")]:
-            del node.attributes[key]
-        node.attributes["value"] = ir.AttrTensor("value", tensor)
-    value.const_value = tensor
-    value.shape = ir.Shape(array.shape)
 
 
 def clear_shapes(model: ir.Model) -> None:

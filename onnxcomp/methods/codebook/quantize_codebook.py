@@ -22,10 +22,11 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.data import DataSource
+from onnxcomp.graph.edit import insert_at_front
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Use, Weight, find_weights
 from onnxcomp.methods.codebook.pack import Emitter, Form, choose, emit_codes
-from onnxcomp.methods.weights.decode_at_load import QDQ, SHAPE_READERS, _insert_front
+from onnxcomp.methods.weights.decode_at_load import QDQ, SHAPE_READERS
 from onnxcomp.numerics.codebook import (
     Codebook,
     fit_codebook,
@@ -253,7 +254,8 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
             s = em.const("channel_scale", book.scale.astype(np.float32).reshape(bshape))
             out = em.op("Mul", [out, s], ir.DataType.FLOAT, shape, "scaled")
             extra = book.scale.nbytes
-        _insert_front(graph, em.nodes, cursors)
+        for added in em.nodes:
+            insert_at_front(graph, added, cursors)
         out.dtype, out.shape = ir.DataType.FLOAT, ir.Shape(shape)
         out.name = names.new(f"{base}_decoded")  # what inspect and debug show
         w.value.replace_all_uses_with(out)

@@ -14,14 +14,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.graph.edit import add_initializer
+from onnxcomp.graph.edit import add_initializer, const
 from onnxcomp.graph.naming import NameAllocator
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
 
 
 def _weight(node: ir.Node, value: ir.Value | None, axis_wanted: int) -> tuple | None:
@@ -29,8 +23,8 @@ def _weight(node: ir.Node, value: ir.Value | None, axis_wanted: int) -> tuple | 
     dq = value.producer() if value is not None else None
     if dq is None or dq.op_type != "DequantizeLinear" or dq.domain not in ("", "ai.onnx"):
         return None
-    q, scale = _const(dq.inputs[0]), _const(dq.inputs[1])
-    zero = _const(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] is not None else None
+    q, scale = const(dq.inputs[0]), const(dq.inputs[1])
+    zero = const(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] is not None else None
     if q is None or scale is None or q.dtype != np.int8 or q.ndim != 2:
         return None
     if zero is not None and np.any(zero != 0):
@@ -57,7 +51,7 @@ def _candidate(node: ir.Node) -> tuple[ir.Value, np.ndarray, np.ndarray] | None:
     if node.attributes.get_float("alpha", 1.0) != 1.0:
         return None
     bias = node.inputs[2] if len(node.inputs) > 2 else None
-    if bias is not None and (node.attributes.get_float("beta", 1.0) != 1.0 or _const(bias) is None):
+    if bias is not None and (node.attributes.get_float("beta", 1.0) != 1.0 or const(bias) is None):
         return None
     trans_b = node.attributes.get_int("transB", 0)
     found = _weight(node, node.inputs[1], axis_wanted=0 if trans_b else 1)
@@ -178,7 +172,7 @@ def _bias_second(out: ir.Value) -> None:
     add, idx = uses[0].node, uses[0].idx
     if add.op_type != "Add" or idx != 1 or len(add.inputs) != 2:
         return
-    bias = _const(add.inputs[0])
+    bias = const(add.inputs[0])
     if bias is None or bias.ndim < 1 or bias.shape[-1] <= 1 or any(d != 1 for d in bias.shape[:-1]):
         return
     first = add.inputs[0]

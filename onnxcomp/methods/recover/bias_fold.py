@@ -16,6 +16,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.data import DataSource
+from onnxcomp.graph.edit import add_initializer, const
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.methods.recover.driver import RecoverRecord
 from onnxcomp.methods.recover.layers import assign_rounds
@@ -47,12 +48,6 @@ class BiasLayer:
         return 1 if self.node.op_type in ("Conv", "ConvTranspose") else -1
 
 
-def _constant(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
-
-
 def _weight_changed(node: ir.Node, teacher: dict[str, ir.Value]) -> bool:
     w = node.inputs[1] if len(node.inputs) > 1 else None
     if w is None:
@@ -62,7 +57,7 @@ def _weight_changed(node: ir.Node, teacher: dict[str, ir.Value]) -> bool:
         # a quantized weight; an activation behind its Q/DQ pair (attention's K) is no layer
         q = producer.inputs[0]
         return q is not None and q.const_value is not None
-    mine, theirs = _constant(w), _constant(teacher.get(w.name or ""))
+    mine, theirs = const(w), const(teacher.get(w.name or ""))
     return mine is not None and theirs is not None and not np.array_equal(mine, theirs)
 
 
@@ -137,7 +132,9 @@ def fold(node: ir.Node, shift: np.ndarray, graph: ir.Graph, names: NameAllocator
         return "skipped: Gemm with beta = 0"
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     if bias is None:
-        new = _initializer(graph, names.new(f"{node.name or 'layer'}_bias"), -shift / beta)
+        new = add_initializer(
+            graph, names.new(f"{node.name or 'layer'}_bias"), np.asarray(-shift / beta, np.float32)
+        )
         node.resize_inputs(3)
         node.replace_input_with(2, new)
         return "new bias"
@@ -148,8 +145,8 @@ def _adjust(node: ir.Node, index: int, bias: ir.Value, shift: np.ndarray, graph,
     """Move a float or DequantizeLinear(int32) bias by -shift, copying it if shared."""
     producer = bias.producer()
     if producer is not None and producer.op_type == "DequantizeLinear":
-        q, scale = _constant(producer.inputs[0]), _constant(producer.inputs[1])
-        zp = _constant(producer.inputs[2]) if len(producer.inputs) > 2 else None
+        q, scale = const(producer.inputs[0]), const(producer.inputs[1])
+        zp = const(producer.inputs[2]) if len(producer.inputs) > 2 else None
         if q is None or scale is None or (zp is not None and np.any(zp)):
             return "skipped: bias is not a constant"
         q_value = producer.inputs[0]
@@ -159,14 +156,18 @@ def _adjust(node: ir.Node, index: int, bias: ir.Value, shift: np.ndarray, graph,
         new_q = corrected_int_bias(q, scale, shift)
         q_value.const_value = ir.tensor(new_q, name=q_value.name)
         return "int32 bias adjusted"
-    current = _constant(bias)
+    current = const(bias)
     if current is None or not bias.is_initializer():
         return "skipped: bias is not a constant"
     new = corrected_bias(current, shift)
     if len(bias.uses()) == 1 and new.shape == current.shape:
         bias.const_value = ir.tensor(new.astype(current.dtype), name=bias.name)
         return "bias adjusted"
-    value = _initializer(graph, names.new(f"{bias.name}_corrected"), new.astype(current.dtype))
+    value = add_initializer(
+        graph,
+        names.new(f"{bias.name}_corrected"),
+        np.asarray(new.astype(current.dtype), np.float32),
+    )
     node.replace_input_with(index, value)
     return "bias copied and adjusted"
 
@@ -183,7 +184,9 @@ def _fold_matmul(node: ir.Node, shift: np.ndarray, graph: ir.Graph, names) -> st
             if dims and dims[-1] == shift.size and all(d == 1 for d in dims[:-1]):
                 return _adjust(add, 1 - idx, other, shift, graph, names)
     name = out.name or names.new("matmul_out")
-    bias = _initializer(graph, names.new(f"{node.name or name}_bias"), -shift)
+    bias = add_initializer(
+        graph, names.new(f"{node.name or name}_bias"), np.asarray(-shift, np.float32)
+    )
     out.name = names.new(f"{name}_unbiased")
     add = ir.node("Add", [out, bias], name=names.new(f"{node.name or name}_bias_add"))
     result = add.outputs[0]
@@ -193,15 +196,3 @@ def _fold_matmul(node: ir.Node, shift: np.ndarray, graph: ir.Graph, names) -> st
     result.name = name
     graph.insert_after(node, add)
     return "new bias Add"
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    array = np.asarray(array, np.float32)
-    value = ir.Value(
-        name=name,
-        shape=ir.Shape(array.shape),
-        type=ir.TensorType(ir.DataType.FLOAT),
-        const_value=ir.tensor(array, name=name),
-    )
-    graph.register_initializer(value)
-    return value

@@ -15,18 +15,10 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.graph.edit import add_initializer
+from onnxcomp.graph.edit import add_initializer, const
 from onnxcomp.graph.naming import NameAllocator
 
 logger = logging.getLogger(__name__)
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    if value.dtype != ir.DataType.FLOAT:
-        return None
-    return value.const_value.numpy()
 
 
 class BatchNormTwoVectorsPass(ir.passes.InPlacePass):
@@ -47,7 +39,7 @@ class BatchNormTwoVectorsPass(ir.passes.InPlacePass):
                     continue  # training mode outputs in use
                 if node.attributes.get_int("training_mode", 0):
                     continue
-                params = [_const(v) for v in node.inputs[1:5]]
+                params = [const(v, ir.DataType.FLOAT) for v in node.inputs[1:5]]
                 if len(params) != 4 or any(p is None or p.ndim != 1 for p in params):
                     continue
                 gamma, beta, mean, var = (p.astype(np.float64) for p in params)  # type: ignore[union-attr]

@@ -15,12 +15,12 @@ constant (LSTM/GRU weights, tensors read by Slice/Add/Unsqueeze...) the same way
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.graph.edit import add_initializer
+from onnxcomp.graph.edit import add_initializer, all_graphs, const, insert_at_front
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Use, Weight
 from onnxcomp.numerics.scales import max_rounding_error, quantize_weight_symmetric
@@ -91,7 +91,7 @@ def rename_decoded(model: ir.Model, pending: list[tuple[ir.Value, str]]) -> None
     if not pending:
         return
     live: set[str] = set()
-    for graph in _graphs(model):
+    for graph in all_graphs(model.graph):
         live.update(v.name for v in (*graph.inputs, *graph.outputs) if v.name)
         live.update(graph.initializers)
         live.update(o.name for n in graph for o in n.outputs if o.name)
@@ -100,30 +100,6 @@ def rename_decoded(model: ir.Model, pending: list[tuple[ir.Value, str]]) -> None
             live.discard(out.name or "")
             out.name = base
             live.add(base)
-
-
-def _insert_front(graph: ir.Graph, nodes: list[ir.Node], cursors: dict[int, ir.Node]) -> None:
-    """New nodes at the top of their graph in creation order (deterministic)."""
-    for node in nodes:
-        last = cursors.get(id(graph))
-        if last is not None:
-            graph.insert_after(last, node)
-        elif len(graph) > 0:
-            graph.insert_before(next(iter(graph)), node)
-        else:
-            graph.append(node)
-        cursors[id(graph)] = node
-
-
-def _graphs(model: ir.Model) -> Iterator[ir.Graph]:
-    yield model.graph
-    yield from model.graph.subgraphs()
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
 
 
 class DecodeAtLoadPass(ir.passes.InPlacePass):
@@ -144,7 +120,7 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
         self._renames: list[tuple[ir.Value, str]] = []
         names = NameAllocator(model)
         cursors: dict[int, ir.Node] = {}
-        for graph in list(_graphs(model)):
+        for graph in list(all_graphs(model.graph)):
             for node in list(graph):
                 if self._convertible(node):
                     self._convert(graph, node, names, cursors)
@@ -156,10 +132,10 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
     def _convertible(self, node: ir.Node) -> bool:
         if node.op_type != "DequantizeLinear" or node.domain != "":
             return False
-        q, scale = _const(node.inputs[0]), _const(node.inputs[1])
+        q, scale = const(node.inputs[0]), const(node.inputs[1])
         if q is None or scale is None or q.dtype != np.int8:
             return False
-        zero = _const(node.inputs[2]) if len(node.inputs) > 2 else None
+        zero = const(node.inputs[2]) if len(node.inputs) > 2 else None
         if zero is not None and np.any(zero):
             return False
         if node.attributes.get_int("block_size", 0):
@@ -197,7 +173,8 @@ class DecodeAtLoadPass(ir.passes.InPlacePass):
             axis += len(shape)
         base = (q_value.name or "weight").removesuffix("_quantized")
         nodes, out = decode_nodes(graph, q_value, scale, axis, names, base, shape)
-        _insert_front(graph, nodes, cursors)
+        for added in nodes:
+            insert_at_front(graph, added, cursors)
         dq.outputs[0].replace_all_uses_with(out)
         graph.remove(dq, safe=True)
         self._renames.append((out, base))
@@ -222,7 +199,7 @@ class StoreConstantsInt8Pass(ir.passes.InPlacePass):
         self._renames: list[tuple[ir.Value, str]] = []
         names = NameAllocator(model)
         cursors: dict[int, ir.Node] = {}
-        for graph in list(_graphs(model)):
+        for graph in list(all_graphs(model.graph)):
             for value in list(graph.initializers.values()):
                 self._store(graph, value, names, cursors)
         rename_decoded(model, self._renames)
@@ -261,7 +238,8 @@ class StoreConstantsInt8Pass(ir.passes.InPlacePass):
         base = value.name or "constant"
         q_value = add_initializer(graph, names.new(f"{base}_quantized"), q)
         nodes, out = decode_nodes(graph, q_value, scale, axis, names, base, shape)
-        _insert_front(graph, nodes, cursors)
+        for added in nodes:
+            insert_at_front(graph, added, cursors)
         value.replace_all_uses_with(out)
         if graph.initializers.get(base) is value:
             del graph.initializers[base]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp.graph.edit import all_graphs, insert_at_front
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.methods.codebook.pack import Emitter, choose, emit_codes
-from onnxcomp.methods.weights.decode_at_load import _graphs, _insert_front, rename_decoded
+from onnxcomp.methods.weights.decode_at_load import rename_decoded
 
 MIN_ELEMENTS = 1024  # below this the decode chain costs more than it saves
 
@@ -31,7 +32,7 @@ class PackInt8Pass(ir.passes.InPlacePass):
         pool: dict = {}
         cursors: dict[int, ir.Node] = {}
         self._renames: list[tuple[ir.Value, str]] = []
-        for graph in list(_graphs(model)):
+        for graph in list(all_graphs(model.graph)):
             for value in list(graph.initializers.values()):
                 self._pack(model, graph, value, names, pool, cursors)
         rename_decoded(model, self._renames)
@@ -71,7 +72,8 @@ class PackInt8Pass(ir.passes.InPlacePass):
             "Gather", [em.const("table", table.astype(np.int8)), decoded], ir.DataType.INT8,
             array.shape, "decoded", axis=0,
         )  # fmt: skip
-        _insert_front(graph, em.nodes, cursors)
+        for added in em.nodes:
+            insert_at_front(graph, added, cursors)
         out.dtype, out.shape = ir.DataType.INT8, ir.Shape(array.shape)
         value.replace_all_uses_with(out)
         if graph.initializers.get(base) is value:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.graph.edit import add_initializer
+from onnxcomp.graph.edit import add_initializer, insert_at_front
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.streaming import release
 from onnxcomp.graph.weights import Weight, find_weights
@@ -58,7 +58,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         self.records, self.skipped = [], {}
         names = NameAllocator(model)
-        cursors: dict[int, ir.Node | None] = {}
+        cursors: dict[int, ir.Node] = {}
         for weight in find_weights(model):
             reason = self._skip_reason(weight)
             if reason:
@@ -67,7 +67,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
             float_tensor = weight.value.const_value
             dq = self._rewrite(weight, names)
             release(float_tensor)  # its pages count until unmapped; nothing reads it now
-            _insert_at_front(weight.graph, dq, cursors)
+            insert_at_front(weight.graph, dq, cursors)
         modified = bool(self.records)
         if modified:
             before = sum(r.bytes_before for r in self.records)
@@ -156,15 +156,3 @@ def dequantize_weight(
     if weight.graph.initializers.get(base) is weight.value:
         del weight.graph.initializers[base]
     return dq
-
-
-def _insert_at_front(graph: ir.Graph, node: ir.Node, cursors: dict[int, ir.Node | None]) -> None:
-    """Keep new nodes at the top of their graph, in creation order (deterministic)."""
-    last = cursors.get(id(graph))
-    if last is not None:
-        graph.insert_after(last, node)
-    elif len(graph) > 0:
-        graph.insert_before(next(iter(graph)), node)
-    else:
-        graph.append(node)
-    cursors[id(graph)] = node
