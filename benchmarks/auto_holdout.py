@@ -21,9 +21,9 @@ from pathlib import Path
 from onnxcomp.auto import auto
 from onnxcomp.auto.space import build_space, deflate_size
 from onnxcomp.auto.split import split_data
-from onnxcomp.data import input_specs, open_data
 from onnxcomp.evaluate import Evaluator
 from onnxcomp.io import model_io
+from onnxcomp.io.data import input_specs, open_data
 from onnxcomp.pipeline.compress import CompressOptions, compress
 from onnxcomp.stats import drop_bound
 

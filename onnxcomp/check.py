@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from onnxcomp.data import DataSource, input_specs, open_data, synthetic
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.io import model_io
+from onnxcomp.io.data import DataSource, input_specs, open_data, synthetic
 from onnxcomp.metrics import Accuracy, OutputComparison
 from onnxcomp.options import CheckOptions
 from onnxcomp.persample import DropRows

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.io import model_io
+from onnxcomp.io.data import DataSource, input_specs, open_data
 from onnxcomp.numerics.scales import quantize
 from onnxcomp.runtime import capture
 

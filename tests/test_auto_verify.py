@@ -55,8 +55,8 @@ def test_a_01_metric_score_carries_how_far_the_outputs_moved(save_model, tmp_pat
     from model_builders import robust_fragile_model, write_data
 
     from onnxcomp import compress
-    from onnxcomp.data import input_specs, open_data
     from onnxcomp.evaluate import Evaluator
+    from onnxcomp.io.data import input_specs, open_data
     from onnxcomp.io.model_io import load
 
     src = save_model(robust_fragile_model())

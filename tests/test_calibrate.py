@@ -10,7 +10,7 @@ from model_builders import int8_conv_net as conv_net
 from onnx import TensorProto, helper
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcomp.data import input_specs, open_data
+from onnxcomp.io.data import input_specs, open_data
 from onnxcomp.methods.int8.calibrate import (
     NONNEGATIVE_OPS,
     Statistics,

@@ -12,8 +12,8 @@ from onnxcomp import check
 from onnxcomp.auto import auto
 from onnxcomp.auto.split import split_data
 from onnxcomp.cli import main
-from onnxcomp.data import InputSpec, open_data
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.io.data import InputSpec, open_data
 
 SPECS = [InputSpec("x", np.dtype(np.float32), ("N", 4))]
 

@@ -18,7 +18,7 @@ from model_builders import _init, _model, vin
 from onnx import helper
 
 from onnxcomp.cli import main
-from onnxcomp.data import input_specs, open_data
+from onnxcomp.io.data import input_specs, open_data
 from onnxcomp.methods.channels.groups import find_groups
 from onnxcomp.methods.channels.prune import PruneChannelsPass, kept_count
 from onnxcomp.passes.report import CompressReport

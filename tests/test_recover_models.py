@@ -9,8 +9,8 @@ import pytest
 from model_builders import _init, _model, conv_net, vin
 from onnx import helper
 
-from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.io.data import input_specs, open_data
 from onnxcomp.io.model_io import load
 from onnxcomp.pipeline.compress import CompressOptions, compress
 from onnxcomp.runtime import capture

@@ -17,9 +17,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.io import model_io
+from onnxcomp.io.data import input_specs, open_data
 from onnxcomp.methods.int8.calibrate import collect
 from onnxcomp.runtime import capture, latency
 from onnxcomp.runtime import session as rt

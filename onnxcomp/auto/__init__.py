@@ -36,10 +36,10 @@ from onnxcomp.auto.space import build_space, deflate_size
 from onnxcomp.auto.split import Split, split_data
 from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.auto.verify import Verification
-from onnxcomp.data import InputSpec, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.evaluate import Evaluator
 from onnxcomp.io import model_io, safe_io
+from onnxcomp.io.data import InputSpec, input_specs, open_data
 from onnxcomp.options import AutoOptions
 from onnxcomp.pipeline.compress import CompressOptions, compress
 from onnxcomp.recipe import save_recipe
@@ -297,7 +297,7 @@ def _by_latency(state, src: Path, cands: list[TrialResult], result: AutoResult):
         p = Path(state.workdir) / f"latency_{c.id}.onnx"
         compress(src, p, state.space.to_options(c.config))
         paths.append(p)
-    from onnxcomp.data import input_specs, synthetic
+    from onnxcomp.io.data import input_specs, synthetic
 
     feed = next(iter(synthetic(input_specs(model_io.load(src)), batches=1))).feed
     sessions = [session(src)] + [session(p) for p in paths]

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from onnxcomp.data import Batch, InputSpec, open_data
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.io.data import Batch, InputSpec, open_data
 
 ROWS_PER_FILE = 64
 

@@ -1,7 +1,8 @@
 """The compress pipeline: one onnx_ir PassManager, built from the options.
 
     prepare (with layer keys: each must name something before or after it)
-      -> drop exporter debug info -> (recovery: open data, snapshot teacher)
+      -> drop exporter debug info -> note the inputs --calib is read for
+      -> (recovery: snapshot teacher)
       -> plan per-layer settings
       -> prune + strip -> (int8: shape inference, float reference)
       -> quantize weights -> gather before dequantize -> activations (int8)
@@ -13,6 +14,11 @@ Every step is an onnx_ir pass; what they did goes into the ``CompressReport`` ha
 them. Steps that depend on the model (which weights a layer setting names, whether
 anything is pruned at all) learn it from ``Context`` at run time, filled by the passes
 before them. Recovery swaps its data-aware passes in for the plain ones (``recover/``).
+
+The calibration data is opened here and nowhere else: ``Context.data`` opens ``--calib``
+once, at the first step that reads it, for the prepared model's inputs, and every method
+that needs data (channels, smoothquant, int8, int4, codebook, recovery) gets that one
+``DataSource``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph import opaque_types
 from onnxcomp.graph.weights import Weight, find_weights
+from onnxcomp.io.data import DataSource, InputSpec, input_specs, open_data
 from onnxcomp.methods.prune.magnitude import MagnitudePrunePass
 from onnxcomp.methods.weights.batchnorm_vectors import BatchNormTwoVectorsPass
 from onnxcomp.methods.weights.decode_at_load import DecodeAtLoadPass, StoreConstantsInt8Pass
@@ -65,10 +72,21 @@ class Context:
     int8_options: CompressOptions | None = None  # options + nodes kept out of int8
     reference: bytes | str | None = None  # the float model int8 is measured against
     names: set[str] = field(default_factory=set)  # what a layer key may name (LayerNamesPass)
+    specs: list[InputSpec] | None = None  # the prepared model's inputs (InputSpecsPass)
+    calib: DataSource | None = None  # --calib, once opened (data())
 
     @property
     def prunes(self) -> bool:
         return self.options.prunes or bool(self.overrides)
+
+    def data(self) -> DataSource:
+        """The calibration data, opened on first use and shared by every step after."""
+        if self.calib is None:
+            assert self.specs is not None, "InputSpecsPass has not run"
+            if self.options.calib is None:
+                raise OnnxcompError("this step needs calibration data: give --calib")
+            self.calib = open_data(self.options.calib, self.specs)
+        return self.calib
 
 
 def build_pipeline(
@@ -84,7 +102,7 @@ def build_pipeline(
     if options.recover is not None:
         from onnxcomp.methods.recover import Recovery
 
-        recovery = Recovery(options, report)
+        recovery = Recovery(options, ctx.data, report)
 
     shapes = RecordValueInfoPass()
     passes: list[ir.passes.PassBase] = [shapes, prepare_pass()]
@@ -92,13 +110,14 @@ def build_pipeline(
         passes = [shapes, LayerNamesPass(ctx), prepare_pass(), LayerNamesPass(ctx, check=True)]
     if not options.keep_debug_info:
         passes.append(StripDebugInfoPass(report))
+    passes.append(InputSpecsPass(ctx))
     if recovery is not None:
         passes.append(recovery.start_pass())
     passes.append(PlanLayersPass(ctx))
     if options.channel_pruning:
         from onnxcomp.methods.channels.prune import channel_pass
 
-        passes.append(channel_pass(options, report))
+        passes.append(channel_pass(options, report, ctx.data))
 
     prune: ir.passes.InPlacePass = MagnitudePrunePass(
         threshold=options.prune_threshold,
@@ -118,7 +137,7 @@ def build_pipeline(
 
             wanted = quantize_filter(include, options.layers, options.quantize)
             bits = bits_for(["MatMul", "Gemm"], _reduced_ops(options))
-            passes.append(SmoothQuantPass(options.calib, wanted, report, bits))
+            passes.append(SmoothQuantPass(ctx.data, wanted, report, bits))
         passes.append(Int8ReferencePass(ctx))
     if options.quantize == "codebook":
         passes.append(
@@ -126,14 +145,14 @@ def build_pipeline(
                 options,
                 quantize_filter(include, options.layers, options.quantize),
                 report,
-                calib=recovery.data if recovery is not None else None,
+                calib=ctx.data if options.calib is not None else None,
             )
         )
     elif options.quantizes:
         wanted = quantize_filter(include, options.layers, options.quantize)
         if options.int4:
             int4 = int4_filter(include, options.layers, options.quantize)
-            passes.append(Int4WeightsPass(options, int4, report))
+            passes.append(Int4WeightsPass(options, int4, report, ctx))
         quantize: ir.passes.InPlacePass = QuantizeWeightsPass(
             per_channel=not options.per_tensor,
             include=wanted,
@@ -190,6 +209,18 @@ class When(ir.passes.InPlacePass):
         if not self.condition():
             return ir.passes.PassResult(model, modified=False)
         return self.passes(model)
+
+
+class InputSpecsPass(ir.passes.InPlacePass):
+    """Note the prepared model's inputs: what ``Context.data`` opens ``--calib`` for."""
+
+    def __init__(self, ctx: Context) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.ctx.specs = input_specs(model)
+        return ir.passes.PassResult(model, modified=False)
 
 
 class LayerNamesPass(ir.passes.InPlacePass):
@@ -266,6 +297,7 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
             model,
             options,
             self.ctx.reference,
+            self.ctx.data(),
             progress=options.progress,
             tune=options.measure,
             base_dir=str(Path(source).parent) if source is not None else None,
@@ -305,10 +337,14 @@ class _WeightsStepPass(ir.passes.InPlacePass):
     """A step over the weights ``include`` accepts, reporting into ``report``."""
 
     def __init__(
-        self, options: CompressOptions, include: Callable[[Weight], bool], report: CompressReport
+        self,
+        options: CompressOptions,
+        include: Callable[[Weight], bool],
+        report: CompressReport,
+        ctx: Context | None = None,
     ) -> None:
         super().__init__()
-        self.options, self.include, self.report = options, include, report
+        self.options, self.include, self.report, self.ctx = options, include, report, ctx
 
 
 class Int4WeightsPass(_WeightsStepPass):
@@ -325,7 +361,7 @@ class Int4WeightsPass(_WeightsStepPass):
             block_size=options.block_size,
             symmetric=options.symmetric,
             include=self.include,
-            calib=options.calib,
+            calib=self.ctx.data() if self.ctx and options.calib is not None else None,
             awq=options.awq,
         )
         result.quantized += records

@@ -13,14 +13,14 @@ from onnxcomp.methods.codebook.quantize_codebook import CodebookQuantizePass
 from onnxcomp.pipeline.layers import layer_bits
 
 if TYPE_CHECKING:
-    from onnxcomp.data import DataSource
+    from onnxcomp.io.data import DataSource
     from onnxcomp.options import CompressOptions
     from onnxcomp.passes.report import CompressReport
 
 
 class CodebookStepPass(ir.passes.InPlacePass):
-    """Codebook-quantize every included weight; with calibration data (``--calib``, or the
-    recovery's, already opened), importance-weighted codebooks and GPTQ codes."""
+    """Codebook-quantize every included weight; with calibration data (``--calib``, opened
+    by the pipeline), importance-weighted codebooks and GPTQ codes."""
 
     def __init__(
         self,
@@ -34,13 +34,7 @@ class CodebookStepPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         options, result = self.options, self.report
-        calib = None
-        if self.calib is not None:
-            calib = self.calib()
-        elif options.calib is not None:
-            from onnxcomp.data import input_specs, open_data
-
-            calib = open_data(options.calib, input_specs(model))
+        calib = self.calib() if self.calib is not None else None
         step = CodebookQuantizePass(
             options.bits, include=self.include, calib=calib, pack=options.pack,
             bits_of=lambda w: layer_bits(w, options.layers),

@@ -25,10 +25,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.graph.edit import const_array, set_constant
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Use, Weight
+from onnxcomp.io.data import DataSource
 from onnxcomp.methods.channels.channels import Segments, local, spread, width
 from onnxcomp.methods.channels.groups import Group, find_groups
 from onnxcomp.methods.channels.heads import plan_heads, rewrite_shapes
@@ -345,7 +345,9 @@ def _add_bias(
     node.replace_input_with(index, new)
 
 
-def channel_pass(options: CompressOptions, report: CompressReport) -> PruneChannelsPass:
+def channel_pass(
+    options: CompressOptions, report: CompressReport, calib: Callable[[], DataSource]
+) -> PruneChannelsPass:
     """The pass for ``--prune-channels`` and per-layer ``prune_channels`` (recipes)."""
     layers = options.layers
 
@@ -358,9 +360,6 @@ def channel_pass(options: CompressOptions, report: CompressReport) -> PruneChann
                     return layer.prune_channels
         return None
 
-    def data(model: ir.Model) -> DataSource:
-        return open_data(options.calib, input_specs(model))
-
     return PruneChannelsPass(
-        options.prune_channels or 0.0, data, ratio_for=ratio_for, report=report
+        options.prune_channels or 0.0, lambda _model: calib(), ratio_for=ratio_for, report=report
     )

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.data import DataSource
 from onnxcomp.graph.edit import insert_at_front
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Use, Weight, find_weights
+from onnxcomp.io.data import DataSource
 from onnxcomp.methods.codebook.pack import Emitter, Form, choose, emit_codes
 from onnxcomp.methods.weights.decode_at_load import QDQ, SHAPE_READERS
 from onnxcomp.numerics.codebook import (

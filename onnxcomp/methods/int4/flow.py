@@ -9,12 +9,12 @@ a layer whose relative output error stays above MAX_OUTPUT_ERROR keeps int8 weig
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.graph.weights import Weight, find_weights
+from onnxcomp.io.data import DataSource
 from onnxcomp.methods.int4.gather_int4 import GatherInt4Pass
 from onnxcomp.methods.int4.quantize_int4 import (
     MAX_OUTPUT_ERROR,
@@ -28,9 +28,10 @@ from onnxcomp.passes.report import QuantRecord
 logger = logging.getLogger(__name__)
 
 
-def layer_hessians(model: ir.Model, weights: list[Weight], calib: Any) -> dict[str, np.ndarray]:
+def layer_hessians(
+    model: ir.Model, weights: list[Weight], data: DataSource
+) -> dict[str, np.ndarray]:
     """Mean X^T X of the activation input of each MatMul/Gemm weight, one streamed run."""
-    from onnxcomp.data import input_specs, open_data
     from onnxcomp.numerics.hessian import HessianAccumulator
     from onnxcomp.runtime import capture
 
@@ -51,7 +52,6 @@ def layer_hessians(model: ir.Model, weights: list[Weight], calib: Any) -> dict[s
         if node.op_type == "Gemm" and bool(node.attributes.get_int("transB", 0)):
             features[w.name] = w.array.shape[1]
     accs = {name: HessianAccumulator(features[name]) for name in readers}
-    data = open_data(calib, input_specs(model))
     for _, values in capture.stream(model, sorted(set(readers.values())), data):
         for name, x_name in readers.items():
             accs[name].update(np.asarray(values[x_name], np.float32))
@@ -165,7 +165,7 @@ def quantize_int4(
     block_size: int,
     symmetric: bool,
     include,
-    calib: Any = None,
+    calib: DataSource | None = None,
     awq: bool = True,
 ) -> tuple[list[QuantRecord], dict[str, str], list[str]]:
     """int4 MatMul/Gemm (GPTQ and sensitivity when ``calib`` is given) and embedding tables.

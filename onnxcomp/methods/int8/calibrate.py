@@ -19,9 +19,9 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.io import heap
+from onnxcomp.io.data import DataSource
 from onnxcomp.io.progress import bar as progress_bar
 from onnxcomp.numerics.histogram import (
     DEFAULT_BINS,

@@ -19,9 +19,9 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
-from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph import opaque_types
+from onnxcomp.io.data import DataSource, input_specs
 from onnxcomp.methods.int8 import measure_step
 from onnxcomp.methods.int8.calibrate import Statistics, collect
 from onnxcomp.methods.int8.dynamic_matmul import DynamicMatMulPass, dynamic_candidates
@@ -71,6 +71,7 @@ def quantize_int8(
     model: ir.Model,
     options: CompressOptions,
     reference: bytes | str | None,
+    calib: DataSource,
     *,
     progress: bool = True,
     tune: bool = True,
@@ -78,7 +79,8 @@ def quantize_int8(
 ) -> tuple[ir.Model, Int8Report]:
     """Quantize activations of a weight-quantized ``model``; ``reference`` is the float
     model (serialized, or its path) that the measure step times and compares against;
-    ``base_dir``: the folder external data is relative to (the input model's)."""
+    ``calib``: the calibration data the pipeline opened; ``base_dir``: the folder external
+    data is relative to (the input model's)."""
     dtype, why = resolve_activation_type(getattr(options, "activation_type", "auto"))
     reduced, reduced_why = int8_reduced_ops(options)
     report = Int8Report(dtype, why, options.calib_method, sorted(reduced), reduced_why)
@@ -87,7 +89,7 @@ def quantize_int8(
     specs = input_specs(model)
     # Small batches: peak memory is one batch's activations of every calibrated tensor.
     fixed = any(s.fixed_batch is not None for s in specs)
-    data = open_data(options.calib, specs, batch_size=None if fixed else CALIB_BATCH)
+    data = calib if fixed else calib.batched(CALIB_BATCH)
     stats = collect(
         model, [v.name for v in [*plan.roots, *plan.shared] if v.name], data,
         method=options.calib_method,

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.io.data import DataSource
 from onnxcomp.metrics import cosine_rows
 
 if TYPE_CHECKING:

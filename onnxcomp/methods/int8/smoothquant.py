@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Weight, find_weights
+from onnxcomp.io.data import DataSource
 from onnxcomp.passes.channel_scale import ScaleGroup, apply_scale, scale_groups, weight_kn
 from onnxcomp.passes.report import CompressReport
 
@@ -111,12 +111,10 @@ def smooth_scale(
     return best_s.astype(np.float32), best_alpha, base, best
 
 
-def collect(model: ir.Model, groups: list[ScaleGroup], calib: Any) -> dict[str, _Stats]:
-    from onnxcomp.data import input_specs, open_data
+def collect(model: ir.Model, groups: list[ScaleGroup], data: DataSource) -> dict[str, _Stats]:
     from onnxcomp.runtime import capture
 
     stats = {g.name: _Stats(weight_kn(g.weights[0]).shape[0]) for g in groups}
-    data = open_data(calib, input_specs(model))
     for _, values in capture.stream(model, sorted(stats), data):
         for name, acc in stats.items():
             acc.update(values[name])
@@ -136,7 +134,7 @@ class SmoothQuantPass(ir.passes.InPlacePass):
 
     def __init__(
         self,
-        calib: Any,
+        calib: Callable[[], DataSource],
         include: Callable[[Weight], bool],
         report: CompressReport,
         weight_bits: int = 8,
@@ -150,7 +148,7 @@ class SmoothQuantPass(ir.passes.InPlacePass):
         groups = [g for g in groups if g.x.name and _in_main_graph(g.x, model)]
         if not groups:
             return ir.passes.PassResult(model, modified=False)
-        stats = collect(model, groups, self.calib)
+        stats = collect(model, groups, self.calib())
         names = NameAllocator(model)
         smoothed, before, after = [], 0.0, 0.0
         for group in groups:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.data import DataSource
 from onnxcomp.graph.edit import add_initializer, const
 from onnxcomp.graph.naming import NameAllocator
+from onnxcomp.io.data import DataSource
 from onnxcomp.methods.recover.driver import RecoverRecord
 from onnxcomp.methods.recover.layers import assign_rounds
 from onnxcomp.numerics.bias_correction import (

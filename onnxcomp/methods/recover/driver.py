@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.data import DataSource
 from onnxcomp.graph.naming import NameAllocator
+from onnxcomp.io.data import DataSource
 from onnxcomp.methods.prune.magnitude import sparsity_mask
 from onnxcomp.methods.recover.layers import RebuildLayer
 from onnxcomp.methods.weights.quantize_weights import dequantize_weight

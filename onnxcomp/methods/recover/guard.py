@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.data import DataSource
+from onnxcomp.io.data import DataSource
 from onnxcomp.metrics import cosine_rows
 from onnxcomp.runtime.session import make_session
 

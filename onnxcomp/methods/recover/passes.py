@@ -5,9 +5,10 @@ MagnitudePrunePass stood: the layers they can rebuild get the data-aware treatme
 other weight the plain one *first*, so the student the rebuilt layers see is the final
 one. Records keep the plain passes' shapes, so reports need no special case.
 
-``Recovery`` is built with the pipeline: ``start_pass`` (right after prepare) opens the
-calibration data and snapshots the teacher, ``prune_pass``/``quantize_pass`` swap the
-recovering passes in, ``bias_pass`` (last) corrects biases against the teacher.
+``Recovery`` is built with the pipeline, which hands it the calibration data it opened:
+``start_pass`` (right after prepare) snapshots the teacher, ``prune_pass`` and
+``quantize_pass`` swap the recovering passes in, ``bias_pass`` (last) corrects biases
+against the teacher.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.graph import opaque_types
 from onnxcomp.graph.weights import Weight
+from onnxcomp.io.data import DataSource
 from onnxcomp.methods.prune.magnitude import MagnitudePrunePass
 from onnxcomp.methods.recover.bias_fold import correct_biases
 from onnxcomp.methods.recover.driver import RecoverRecord, rebuild
@@ -151,17 +152,17 @@ class Recovery:
     (opened once the model is prepared) and the teacher (a cheap clone sharing tensors,
     taken right after prepare: the model before any compression)."""
 
-    def __init__(self, options: CompressOptions, report: CompressReport | None = None) -> None:
+    def __init__(
+        self,
+        options: CompressOptions,
+        data: Callable[[], DataSource],
+        report: CompressReport | None = None,
+    ) -> None:
         assert options.recover is not None
         self.method: str = options.recover
-        self.source = options.calib
+        self.data = data  # the pipeline's calibration data, opened once
         self.report = report
-        self.calib: DataSource | None = None
         self.teacher: ir.Model | None = None
-
-    def data(self) -> DataSource:
-        assert self.calib is not None, "Recovery.start_pass has not run"
-        return self.calib
 
     def start_pass(self) -> ir.passes.InPlacePass:
         return StartRecoveryPass(self)
@@ -193,7 +194,7 @@ class Recovery:
 
 
 class StartRecoveryPass(ir.passes.InPlacePass):
-    """Open the calibration data for the model's inputs; snapshot the teacher for bias."""
+    """Snapshot the teacher (the prepared model, before any compression) for bias."""
 
     def __init__(self, recovery: Recovery) -> None:
         super().__init__()
@@ -201,7 +202,6 @@ class StartRecoveryPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         rec = self.recovery
-        rec.calib = open_data(rec.source, input_specs(model))
         rec.teacher = model.clone() if rec.method == "bias" else None
         return ir.passes.PassResult(model, modified=False)
 

@@ -83,11 +83,18 @@ class DataSource:
         *,
         num_samples: int | None = None,
         synthetic: bool = False,
+        rebatch: Callable[[int], DataSource] | None = None,
     ) -> None:
         self._make = make
         self.description = description
         self.num_samples = num_samples
         self.synthetic = synthetic
+        self._rebatch = rebatch
+
+    def batched(self, size: int) -> DataSource:
+        """The same opened data in batches of ``size`` samples where the source can split
+        them (one .npz file of samples); other sources keep their batches (a feed is one)."""
+        return self._rebatch(size) if self._rebatch is not None else self
 
     def __iter__(self) -> Iterator[Batch]:
         return self._make()
@@ -166,17 +173,19 @@ def _npz_file(
         raise OnnxcompError(f"{path}: inputs disagree on the number of samples: {sorted(counts)}")
     n = counts.pop()
     fixed = {s.fixed_batch for s in specs if s.fixed_batch is not None}
-    step = batch_size or (fixed.pop() if fixed else DEFAULT_BATCH)
     loaded = {s.name: _cast(s.name, arrays[s.name], s) for s in specs}
     label_array = np.asarray(arrays[labels]) if labels is not None else None
 
-    def make() -> Iterator[Batch]:
-        for start in range(0, n - step + 1 if fixed else n, step):
-            feed = {k: v[start : start + step] for k, v in loaded.items()}
-            lab = label_array[start : start + step] if label_array is not None else None
-            yield Batch(feed, lab)
+    def source(step: int) -> DataSource:
+        def make() -> Iterator[Batch]:
+            for start in range(0, n - step + 1 if fixed else n, step):
+                feed = {k: v[start : start + step] for k, v in loaded.items()}
+                lab = label_array[start : start + step] if label_array is not None else None
+                yield Batch(feed, lab)
 
-    return DataSource(make, f"{path.name} ({n} samples)", num_samples=n)
+        return DataSource(make, f"{path.name} ({n} samples)", num_samples=n, rebatch=source)
+
+    return source(batch_size or (next(iter(fixed)) if fixed else DEFAULT_BATCH))
 
 
 def _npz_folder(path: Path, specs: list[InputSpec], labels: str | None) -> DataSource:
