@@ -361,7 +361,7 @@ class Int4WeightsPass(_WeightsStepPass):
             block_size=options.block_size,
             symmetric=options.symmetric,
             include=self.include,
-            calib=self.ctx.data() if self.ctx and options.calib is not None else None,
+            calib=self.ctx.data if self.ctx and options.calib is not None else None,
             awq=options.awq,
         )
         result.quantized += records

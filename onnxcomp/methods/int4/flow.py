@@ -9,6 +9,7 @@ a layer whose relative output error stays above MAX_OUTPUT_ERROR keeps int8 weig
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -29,9 +30,10 @@ logger = logging.getLogger(__name__)
 
 
 def layer_hessians(
-    model: ir.Model, weights: list[Weight], data: DataSource
+    model: ir.Model, weights: list[Weight], data: Callable[[], DataSource]
 ) -> dict[str, np.ndarray]:
-    """Mean X^T X of the activation input of each MatMul/Gemm weight, one streamed run."""
+    """Mean X^T X of the activation input of each MatMul/Gemm weight, one streamed run
+    (``data`` is only asked for when some layer can be read)."""
     from onnxcomp.numerics.hessian import HessianAccumulator
     from onnxcomp.runtime import capture
 
@@ -52,7 +54,7 @@ def layer_hessians(
         if node.op_type == "Gemm" and bool(node.attributes.get_int("transB", 0)):
             features[w.name] = w.array.shape[1]
     accs = {name: HessianAccumulator(features[name]) for name in readers}
-    for _, values in capture.stream(model, sorted(set(readers.values())), data):
+    for _, values in capture.stream(model, sorted(set(readers.values())), data()):
         for name, x_name in readers.items():
             accs[name].update(np.asarray(values[x_name], np.float32))
         del values
@@ -165,7 +167,7 @@ def quantize_int4(
     block_size: int,
     symmetric: bool,
     include,
-    calib: DataSource | None = None,
+    calib: Callable[[], DataSource] | None = None,
     awq: bool = True,
 ) -> tuple[list[QuantRecord], dict[str, str], list[str]]:
     """int4 MatMul/Gemm (GPTQ and sensitivity when ``calib`` is given) and embedding tables.
