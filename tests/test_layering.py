@@ -158,6 +158,31 @@ def test_top_of_the_package_is_small() -> None:
     assert len(top_modules()) <= MAX_TOP_MODULES, top_modules()
 
 
+def tested_modules() -> set[str]:
+    """The onnxcomp modules some test file imports (``from pkg import mod`` counts ``mod``)."""
+    known = modules()
+    found: set[str] = set()
+    for path in Path(__file__).resolve().parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("onnxcomp"):
+                base = (node.module or "").removeprefix("onnxcomp").removeprefix(".")
+                found.add(base)
+                found.update(f"{base}.{a.name}".lstrip(".") for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name.removeprefix("onnxcomp.") for a in node.names)
+    return found & set(known)
+
+
+def test_every_method_and_numerics_module_has_a_test() -> None:
+    known = modules()
+    wanted = {
+        name
+        for name, path in known.items()
+        if name.startswith(("methods.", "numerics.")) and path.name != "__init__.py"
+    }
+    assert sorted(wanted - tested_modules()) == []
+
+
 if __name__ == "__main__":
     edges = graph()
     by_floor: dict[int, list[str]] = {}
