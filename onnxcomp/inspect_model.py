@@ -23,7 +23,7 @@ QUANT_DATA_INPUTS = {
     "MatMulInteger": (0, 1),
     "ConvInteger": (0, 1),
     "Gather": (0,),  # an int8 embedding table read row by row (gather_dequantize.py)
-    "Cast": (0,),  # int8 decoded once at load (passes/decode_at_load.py)
+    "Cast": (0,),  # int8 decoded once at load (methods/weights/decode_at_load.py)
 }
 
 

@@ -1,5 +1,5 @@
 """int8 weights that onnxruntime's uint8 x int8 kernels cannot overflow where this CPU
-needs it (quantization/saturation.py): the probe tells the truth, auto stays within the
+needs it (methods/weights/saturation.py): the probe tells the truth, auto stays within the
 rounding bound, reduced and full ranges give the codes they promise."""
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ class Setting:
 
 
 # Latency rungs past full int8: output channels removed (with least-squares repair), only
-# for layers whose channels can be removed safely (structured/groups.py).
+# for layers whose channels can be removed safely (methods/channels/groups.py).
 CHANNEL_RATIOS = (0.25, 0.5)
 
 

@@ -1,10 +1,10 @@
 """GPTQ for block-wise 4-bit weights: each block's scale is fixed when the sweep reaches it.
 
-recover/gptq.py works with one scale per output channel known up front. With blocks of
+numerics/gptq.py works with one scale per output channel known up front. With blocks of
 K rows sharing a scale, the scale of a block is chosen from the weights *as updated*
 by the error compensation of the blocks before it (Frantar et al.'s group-wise GPTQ),
 then the block's rows are rounded one by one, each rounding error spread over the rows
-not yet fixed through the upper Cholesky factor of H^-1 (recover/obs.py). Columns go in
+not yet fixed through the upper Cholesky factor of H^-1 (numerics/obs.py). Columns go in
 their natural order so a block is a contiguous run of K rows, which MatMulNBits needs.
 """
 

@@ -279,7 +279,7 @@ class Int8ReferencePass(ir.passes.InPlacePass):
 
 
 class QuantizeActivationsPass(ir.passes.FunctionalPass):
-    """Activations: calibrate, place Q/DQ, measure against the float model (quantization/flow.py).
+    """Activations: calibrate, place Q/DQ, measure against the float model (methods/int8/flow.py).
 
     Functional: the measure step may pick a candidate rebuilt from a serialized copy."""
 
@@ -349,7 +349,7 @@ class _WeightsStepPass(ir.passes.InPlacePass):
 
 class Int4WeightsPass(_WeightsStepPass):
     """--quantize int4: MatMul/Gemm weights as 4-bit blocks (GPTQ from --calib), embedding
-    tables as 4-bit rows (quantization/int4.py). What int4 cannot serve stays float for the
+    tables as 4-bit rows (methods/int4/flow.py). What int4 cannot serve stays float for the
     int8 weights step after it; each such weight is said with its reason."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:

@@ -1,4 +1,4 @@
-"""The compress job: load, run the pipeline (pipeline.py), validate, save.
+"""The compress job: load, run the pipeline (build.py), validate, save.
 
 Options are ``options.CompressOptions``, so the CLI, recipes and ``auto`` build the same thing.
 """

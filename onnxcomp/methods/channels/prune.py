@@ -1,13 +1,13 @@
 """Structured pruning: remove whole channels so the dense graph gets smaller and faster.
 
 Zeros inside a dense weight cost onnxruntime as much as any number; removed channels do
-not. For every dependency group (``structured/groups.py``) the channels whose removal
+not. For every dependency group (``methods/channels/groups.py``) the channels whose removal
 changes the consumers' outputs least on the calibration data go, then each consumer's
 weights are rebuilt by least squares so its output on that data matches the teacher's:
 
     W' = argmin || X_S W'^T + b' - X W^T ||^2   (X: the consumer's input, S: kept features)
 
-solved from the streamed Gram matrix of X (``recover/hessian.py``), with a ones column so
+solved from the streamed Gram matrix of X (``numerics/hessian.py``), with a ones column so
 the bias absorbs the mean of what was removed. Importance of a channel: the energy of its
 contribution to the consumers' outputs, E[x_j^2] ||W[:, j]||^2 summed over its features,
 each consumer normalised by its total output energy (a residual group sums over layers).

@@ -2,7 +2,7 @@
 
 Without calibration data the blocks are rounded to nearest with a searched range per
 block. With ``--calib`` the inputs of every candidate layer are streamed once through
-the float model for H = X^T X: GPTQ then picks the codes (recover/gptq_blocks.py) and
+the float model for H = X^T X: GPTQ then picks the codes (numerics/gptq_blocks.py) and
 a layer whose relative output error stays above MAX_OUTPUT_ERROR keeps int8 weights.
 """
 
@@ -69,7 +69,7 @@ def awq_step(
     symmetric: bool,
     solutions: dict[str, tuple[np.ndarray, BlockQuant]] | None = None,
 ) -> list[str]:
-    """Activation-aware scales (quantization/awq.py) on every group of int4 candidates
+    """Activation-aware scales (methods/int4/awq.py) on every group of int4 candidates
     reading one activation, kept where GPTQ's own output error drops with them (the
     scale is searched with rounding; GPTQ already repairs part of what it fixes); their
     H becomes that of the scaled activation. The GPTQ codes of the kept variant go into

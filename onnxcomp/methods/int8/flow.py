@@ -2,7 +2,7 @@
 
 The flow (``quantize_int8``): plan where Q/DQ go on the weight-quantized model, collect
 statistics of exactly those tensors in one streamed onnxruntime pass, insert the pairs,
-then hand the result to the measure step (quantization/measure_step.py), which times it
+then hand the result to the measure step (methods/int8/measure_step.py), which times it
 against the float model and keeps float the op families that do not pay.
 """
 
@@ -56,7 +56,7 @@ def resolve_activation_type(requested: str) -> tuple[str, str]:
 
 
 def int8_reduced_ops(options: CompressOptions) -> tuple[frozenset[str], str]:
-    """Op types whose int8 weights get 7 bits under ``options`` (quantization/saturation.py)."""
+    """Op types whose int8 weights get 7 bits under ``options`` (methods/weights/saturation.py)."""
     dtype, _ = resolve_activation_type(getattr(options, "activation_type", "auto"))
     return resolve_weight_bits(getattr(options, "weight_range", "auto"), dtype)
 

@@ -30,9 +30,9 @@ DROP_ORDER = (
     "matmul", "conv", "skip_layernorm",
 )  # fmt: skip
 # Steps that *add* a switch instead of dropping a family: "dynamic" quantizes the inputs
-# of weight MatMul/Gemm at run time (passes/dynamic_matmul.py) instead of with a
+# of weight MatMul/Gemm at run time (methods/int8/dynamic_matmul.py) instead of with a
 # calibrated Q/DQ pair; "skip_layernorm" lets onnxruntime fuse residual Add + LayerNorm
-# (passes/layernorm_guard.py says why it is blocked by default).
+# (methods/int8/layernorm_guard.py says why it is blocked by default).
 SWITCHES = frozenset({"dynamic", "skip_layernorm"})
 # 1 - cosine above this triggers the search: int8 transformers sit near 0.99, and
 # dropping op families rarely buys fidelity there, only time.

@@ -209,7 +209,7 @@ class StartRecoveryPass(ir.passes.InPlacePass):
 class BiasCorrectionPass(ir.passes.FunctionalPass):
     """Fold each compressed layer's mean output shift into its bias (last, after every
     other change), the teacher's outputs as the target; kept only when the corrected
-    model's outputs are closer to the teacher's (recover/guard.py)."""
+    model's outputs are closer to the teacher's (methods/recover/guard.py)."""
 
     def __init__(self, recovery: Recovery) -> None:
         super().__init__()

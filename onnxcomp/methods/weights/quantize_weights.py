@@ -40,7 +40,7 @@ class QuantizeWeightsPass(ir.passes.InPlacePass):
     ) -> None:
         super().__init__()
         self.per_channel = per_channel
-        # Weights read by these op types get codes in [-63, 63] (quantization/saturation.py).
+        # Weights read by these op types get codes in [-63, 63] (methods/weights/saturation.py).
         self.reduced = reduced
         self.include = include
         self.report = report
