@@ -64,7 +64,7 @@ def build_models(folder: Path) -> dict[str, Path]:
     try:
         from onnxcomp.cli.demo import build_digits
     except ImportError:  # before the redesign
-        from onnxcomp.demo import build_digits  # type: ignore[no-redef]
+        from onnxcomp.cli.demo import build_digits  # type: ignore[no-redef]
     paths["digits"], _test, calib = build_digits(demo)
     (folder / "digits_calib.npz").write_bytes(Path(calib).read_bytes())
     return paths

@@ -11,9 +11,8 @@ import numpy as np
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.io import model_io
 from onnxcomp.io.data import DataSource, input_specs, open_data, synthetic
-from onnxcomp.metrics import Accuracy, OutputComparison
+from onnxcomp.metrics import Judge, OutputComparison, Verdict
 from onnxcomp.options import CheckOptions
-from onnxcomp.persample import DropRows
 from onnxcomp.runtime.latency import LatencyStats, compare_latency, session
 from onnxcomp.stats import DropBound, drop_bound
 
@@ -22,9 +21,12 @@ from onnxcomp.stats import DropBound, drop_bound
 class OutputFidelity:
     name: str
     top1_agreement: float | None
-    cosine: float | None
+    cosine: float | None  # whole-tensor cosine, mean over samples: reported, never decides
     max_abs_error: float
     exact: bool
+    worst_component: str | None = None  # e.g. "output0[:, 37]"
+    worst_component_cosine: float | None = None
+    components: int | None = None
 
 
 @dataclass
@@ -50,6 +52,9 @@ class CheckResult:
     confidence: float | None = None  # gate on the drop's upper bound at this confidence
     drop_bound: DropBound | None = None
     notes: list[str] = field(default_factory=list)
+    metric: str | None = None  # what the gate reads: the task's metric or the worst component
+    measured_drop: float | None = None
+    judgement: dict[str, Any] | None = None  # Verdict.to_dict(): task figures, components
 
     @property
     def size_ratio(self) -> float:
@@ -63,14 +68,9 @@ class CheckResult:
 
     @property
     def drop(self) -> float | None:
-        """What ``--max-drop`` gates: accuracy drop, else 1 - worst top-1 agreement."""
-        if self.accuracy_drop is not None:
-            return self.accuracy_drop
-        agreements = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
-        if agreements:
-            return 1.0 - min(agreements)
-        cosines = [o.cosine for o in self.outputs if o.cosine is not None]
-        return 1.0 - min(cosines) if cosines else None
+        """What ``--max-drop`` gates: the task metric's drop (accuracy with labels, top-1
+        agreement, detection F1, ...) or, without a task, 1 - the worst component cosine."""
+        return self.measured_drop
 
     @property
     def latency_ratio(self) -> float | None:
@@ -137,7 +137,7 @@ def check(
             "codebook weights are decoded by onnxruntime at session creation: the model runs "
             "at fp32 speed with fp32 memory (a download/disk-size mode)"
         )
-    first_feed = _compare_outputs(ref_sess, new_sess, source, result)
+    first_feed = _compare_outputs(ref_sess, new_sess, source, result, options)
     if first_feed is None:
         raise OnnxcompError("the data source yielded no samples")
     if runs > 0:
@@ -160,12 +160,14 @@ def _same_interface(ref, new) -> None:
         raise OnnxcompError(f"models have different inputs: {ref_in} vs {new_in}")
 
 
-def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult):
+def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult, options):
     names = [o.name for o in ref_sess.get_outputs()]
+    declared = {o.name: tuple(o.shape) if o.shape else None for o in ref_sess.get_outputs()}
     comparisons = [OutputComparison(n) for n in names]
-    acc_ref, acc_new = Accuracy(), Accuracy()
-    rows = DropRows()
-    label_index: int | None = None
+    judge = Judge(
+        names, options.task, settings=options.task_settings(), metric_fn=options.metric_fn,
+        declared=declared,
+    )  # fmt: skip
     first_feed = None
     for batch in source:
         if first_feed is None:
@@ -176,36 +178,41 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
         except Exception as exc:
             raise OnnxcompError(f"onnxruntime failed on the data: {one_line(exc)}") from None
         for comp, r, n in zip(comparisons, ref_out, new_out, strict=True):
-            comp.update(np.asarray(r), np.asarray(n))
-        rows.update(ref_out, new_out)
+            if np.shape(r) == np.shape(n):
+                comp.update(np.asarray(r), np.asarray(n))
+        judge.update(ref_out, new_out, batch.labels)
         result.samples += batch.size
-        if batch.labels is not None:
-            if label_index is None:
-                label_index = _label_output_index(ref_out, batch.labels)
-            acc_ref.update(np.asarray(ref_out[label_index]), batch.labels)
-            acc_new.update(np.asarray(new_out[label_index]), batch.labels)
-            rows.update_accuracy(ref_out[label_index], new_out[label_index], batch.labels)
-    result.outputs = [
-        OutputFidelity(c.name, c.top1_agreement, c.cosine, c.max_abs_error, c.exact)
-        for c in comparisons
-    ]
-    result.accuracy_original, result.accuracy_compressed = acc_ref.value, acc_new.value
+    if first_feed is None:
+        return None
+    verdict = judge.verdict()
+    worst = {c.name: c for c in verdict.outputs}
+    result.outputs = []
+    for c in comparisons:
+        w = worst.get(c.name)
+        result.outputs.append(
+            OutputFidelity(
+                c.name, c.top1_agreement, c.cosine, c.max_abs_error, c.exact,
+                w.label if w else None, w.worst_cosine if w else None,
+                w.components if w else None,
+            )
+        )  # fmt: skip
+    _task_fields(result, verdict)
     if result.confidence is not None:
-        metric = "accuracy" if acc_ref.value is not None else "agreement"
-        if rows.drops(metric) is None:
-            metric = "cosine"
-        result.drop_bound = drop_bound(rows.drops(metric), metric, result.confidence)
+        result.drop_bound = drop_bound(
+            verdict.drops, verdict.metric, result.confidence, binary=verdict.binary
+        )
     return first_feed
 
 
-def _label_output_index(outputs: list, labels: np.ndarray) -> int:
-    """Prefer an output of predicted labels; else the first score matrix of the right size."""
-    n = np.asarray(labels).reshape(-1).shape[0]
-    arrays = [np.asarray(o) for o in outputs]
-    for i, a in enumerate(arrays):
-        if a.dtype.kind in "iu" and a.ndim >= 1 and a.shape[0] == n and a.size == n:
-            return i
-    for i, a in enumerate(arrays):
-        if a.dtype.kind == "f" and a.ndim == 2 and a.shape[0] == n and a.shape[1] > 1:
-            return i
-    raise OnnxcompError("no model output looks like class scores or labels to compare with")
+def _task_fields(result: CheckResult, verdict: Verdict) -> None:
+    result.metric = verdict.metric
+    result.measured_drop = verdict.drop if verdict.drops.size else None
+    result.judgement = verdict.to_dict()
+    task = verdict.task
+    if task is not None and task.against == "labels" and task.task == "classify":
+        result.accuracy_original, result.accuracy_compressed = task.original, task.compressed
+    if verdict.detected:
+        result.notes.append(f"task detected: {verdict.task.task if verdict.task else ''} "
+                            f"({verdict.detected}); --task sets it")  # fmt: skip
+    for name in verdict.mismatched:
+        result.notes.append(f"output {name}: the models give different shapes")

@@ -1,9 +1,11 @@
 """One number per candidate model: the metric an accuracy budget is spent on.
 
-accuracy: against labels in the evaluation data; agreement: top-1 agreement with the
-original on classifier-like outputs; cosine: mean cosine similarity of the outputs.
-A Python callable ``metric(session, data) -> float`` (higher is better) also works.
-The original's outputs are computed once and kept (evaluation sets are small).
+Every candidate is judged by metrics.Judge against the original's outputs, computed once
+and kept (evaluation sets are small): the task's metric (``--task``, ``--metric-fn``, or
+detected from the outputs: a YOLO head, class scores), else the worst output component.
+The older names still work: ``accuracy`` (classify against labels), ``agreement``
+(classify against the original), ``cosine`` (the worst component). A Python callable
+``metric(session, data) -> float`` (higher is better) also works, without a bound.
 """
 
 from __future__ import annotations
@@ -18,12 +20,29 @@ import onnxruntime as ort
 
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.io.data import DataSource
-from onnxcomp.metrics import Accuracy, is_classifier_like
+from onnxcomp.metrics import Judge, TaskSettings, Verdict
 from onnxcomp.options import METRICS
-from onnxcomp.persample import DropRows
 from onnxcomp.runtime.latency import session
 
 MetricFn = Callable[[ort.InferenceSession, DataSource], float]
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """How candidates are judged, picklable for worker processes (with a string
+    ``metric_fn``)."""
+
+    metric: str | None = None  # accuracy | agreement | cosine (older names)
+    task: str | None = None
+    task_arg: tuple[str, ...] = ()
+    metric_fn: Any = None  # "module:function" or a callable(orig, new, labels) -> scores
+
+    @classmethod
+    def of(cls, options: Any) -> JudgeSpec | MetricFn | None:
+        """From AutoOptions: a callable ``metric`` (session, data) stays as it is."""
+        if callable(options.metric):
+            return options.metric
+        return cls(options.metric, options.task, tuple(options.task_arg), options.metric_fn)
 
 
 @dataclass
@@ -31,10 +50,11 @@ class Score:
     value: float  # the metric, higher is better
     drop: float  # original's value minus this one (what the budget limits)
     drops: np.ndarray | None = None  # per-sample drops (mean = drop); None: custom metric
-    # For a 0/1 metric (accuracy, agreement): the mean cosine drop of the outputs against
-    # the original's, a continuous gauge of how far a candidate moved before any sample
+    # For a 0/1 metric (accuracy, agreement, decisions): the mean worst-component drop of
+    # the outputs, a continuous gauge of how far a candidate moved before any sample
     # flips (a few hundred samples resolve no 0/1 difference between close candidates).
     deviation: float | None = None
+    verdict: Verdict | None = None
 
 
 class Evaluator:
@@ -43,78 +63,82 @@ class Evaluator:
         original: str | os.PathLike,
         data: DataSource,
         *,
-        metric: str | MetricFn | None = None,
+        metric: JudgeSpec | str | MetricFn | None = None,
         threads: int = 1,
     ) -> None:
         self.data = data
         self.threads = threads
         ref = session(original, threads)
+        self._names = [o.name for o in ref.get_outputs()]
+        self._declared = {o.name: tuple(o.shape) if o.shape else None for o in ref.get_outputs()}
         self._reference = [(b, _run(ref, b.feed)) for b in data]
         if not self._reference:
             raise OnnxcompError("the evaluation data yielded no samples")
-        has_labels = all(b.labels is not None for b, _ in self._reference)
-        self.metric = metric or self._default_metric(has_labels)
-        if self.metric == "accuracy" and not has_labels:
-            raise OnnxcompError("metric 'accuracy' needs labels: give --labels NAME")
-        if isinstance(self.metric, str) and self.metric not in METRICS:
-            raise OnnxcompError(
-                f"--metric must be one of {', '.join(METRICS)}, got {self.metric!r}"
-            )
-        self.baseline = self._value(ref, reference=True)[0]
+        self.has_labels = all(b.labels is not None for b, _ in self._reference)
+        self.custom: MetricFn | None = metric if callable(metric) else None
+        spec = metric if isinstance(metric, JudgeSpec) else JudgeSpec(metric=metric)  # type: ignore[arg-type]
+        self.spec = spec if self.custom is None else JudgeSpec()
+        self._check_spec()
+        if self.custom is not None:
+            self.baseline = float(self.custom(ref, self.data))
+            self.binary = False
+            self.metric_name = getattr(self.custom, "__name__", "custom")
+            return
+        verdict = self._judge(lambda b, out: out)
+        self.binary = verdict.binary
+        self.metric_name = verdict.metric
+        task = verdict.task
+        self.baseline = task.original if task is not None else 1.0
 
-    def _default_metric(self, has_labels: bool) -> str:
-        if has_labels:
-            return "accuracy"
-        outputs = self._reference[0][1]
-        return "agreement" if any(is_classifier_like(np.asarray(o)) for o in outputs) else "cosine"
+    @property
+    def metric(self) -> str | MetricFn:
+        """The callable for a custom metric, else what the judge decides on."""
+        return self.custom if self.custom is not None else self.metric_name
+
+    def _check_spec(self) -> None:
+        name = self.spec.metric
+        if name is not None and name not in METRICS:
+            raise OnnxcompError(f"--metric must be one of {', '.join(METRICS)}, got {name!r}")
+        if name is not None and (self.spec.task or self.spec.metric_fn):
+            raise OnnxcompError("give --metric or --task/--metric-fn, not both")
+        if name == "accuracy" and not self.has_labels:
+            raise OnnxcompError("metric 'accuracy' needs labels: give --labels NAME")
+
+    def _make_judge(self) -> Judge:
+        spec = self.spec
+        task, detect = spec.task, True
+        if spec.metric in ("accuracy", "agreement"):
+            task = "classify"
+        elif spec.metric == "cosine":
+            detect = False
+        return Judge(
+            self._names, task, settings=TaskSettings.parse(spec.task_arg),
+            metric_fn=spec.metric_fn, declared=self._declared, detect=detect,
+        )  # fmt: skip
+
+    def _judge(self, outputs: Callable[[Any, list[Any]], list[Any]]) -> Verdict:
+        judge = self._make_judge()
+        labelled = self.has_labels and (self.spec.metric != "agreement")
+        for batch, ref_out in self._reference:
+            judge.update(ref_out, outputs(batch, ref_out), batch.labels if labelled else None)
+        return judge.verdict()
 
     @property
     def samples(self) -> int:
         return sum(b.size for b, _ in self._reference)
 
-    @property
-    def metric_name(self) -> str:
-        return (
-            self.metric
-            if isinstance(self.metric, str)
-            else getattr(self.metric, "__name__", "custom")
-        )
-
     def score(self, path: str | os.PathLike) -> Score:
-        rows = DropRows()
-        value, drops = self._value(session(path, self.threads), reference=False, rows=rows)
+        sess = session(path, self.threads)
+        if self.custom is not None:
+            value = float(self.custom(sess, self.data))
+            return Score(value, self.baseline - value)
+        verdict = self._judge(lambda b, _: _run(sess, b.feed))
+        drops = verdict.drops
+        drop = float(drops.mean()) if drops.size else 0.0
         deviation = None
-        if self.metric in ("accuracy", "agreement"):
-            cos = rows.drops("cosine")
-            deviation = float(cos.mean()) if cos is not None else None
-        return Score(value, self.baseline - value, drops, deviation)
-
-    def _value(
-        self, sess: ort.InferenceSession, *, reference: bool, rows: DropRows | None = None
-    ) -> tuple[float, np.ndarray | None]:
-        if callable(self.metric):
-            return float(self.metric(sess, self.data)), None
-        rows = rows if rows is not None else DropRows()
-        if self.metric == "accuracy":
-            acc = Accuracy()
-            for batch, ref_out in self._reference:
-                out = ref_out if reference else _run(sess, batch.feed)
-                if not reference:
-                    rows.update(ref_out, out)
-                assert batch.labels is not None
-                acc.update(np.asarray(_label_scores(out)), batch.labels)
-                rows.update_accuracy(_label_scores(ref_out), _label_scores(out), batch.labels)
-            return float(acc.value or 0.0), rows.drops("accuracy")
-        if reference:
-            return 1.0, None
-        for batch, ref_out in self._reference:
-            rows.update(ref_out, _run(sess, batch.feed))
-        drops = rows.drops(self.metric)
-        if drops is None:
-            if self.metric == "agreement":
-                raise OnnxcompError("metric 'agreement' needs a classifier-like output")
-            raise OnnxcompError("metric 'cosine' needs a float output to compare")
-        return 1.0 - float(drops.mean()), drops
+        if verdict.binary and verdict.fidelity_drops is not None:
+            deviation = float(verdict.fidelity_drops.mean())
+        return Score(self.baseline - drop, drop, drops, deviation, verdict)
 
 
 def _run(sess: ort.InferenceSession, feed: dict) -> list[Any]:
@@ -123,15 +147,3 @@ def _run(sess: ort.InferenceSession, feed: dict) -> list[Any]:
         return sess.run(None, feed)
     except Exception as exc:
         raise OnnxcompError(f"onnxruntime failed on the data: {one_line(exc)}") from None
-
-
-def _label_scores(outputs: list[Any]) -> Any:
-    """The output holding labels or class scores (the first that looks like it)."""
-    for o in outputs:
-        a = np.asarray(o)
-        if a.dtype.kind in "iu" and a.ndim == 1:
-            return a
-    for o in outputs:
-        if is_classifier_like(np.asarray(o)):
-            return o
-    raise OnnxcompError("no model output looks like class scores or labels")

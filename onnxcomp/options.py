@@ -27,6 +27,7 @@ Precision = Literal["float", "weights", "int8", "int4"]  # per layer: ..., int4 
 Objective = Literal["size", "latency"]
 Engine = Literal["local", "ray"]
 Metric = Literal["accuracy", "agreement", "cosine"]
+Task = Literal["classify", "detect", "segment", "sequence", "ctc", "embed", "threshold", "regress"]
 
 QUANTIZE_MODES: tuple[str, ...] = get_args(Quantize)
 CALIB_METHODS: tuple[str, ...] = get_args(CalibMethod)
@@ -35,6 +36,7 @@ RECOVER_METHODS: tuple[str, ...] = get_args(RecoverMethod)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 METRICS: tuple[str, ...] = get_args(Metric)
+TASKS: tuple[str, ...] = get_args(Task)
 # --quantize int4: rows of a MatMul/Gemm weight sharing one scale (MatMulNBits block sizes)
 BLOCK_SIZES: tuple[int, ...] = (16, 32, 64, 128, 256)
 
@@ -158,8 +160,50 @@ def validate_prune(threshold: float | None, sparsity: float | None) -> None:
         raise OnnxcompError(f"prune sparsity must be in [0, 1), got {sparsity}")
 
 
-@dataclass
-class CompressOptions:
+@dataclass(kw_only=True)
+class TaskOptions:
+    """How outputs are judged: a task metric, the user's own, or (neither) the worst
+    output component. check's gate, auto's budget and compress's guards all use it."""
+
+    task: Task | None = option(
+        help="What the outputs mean, so fidelity is judged on the task: classify, detect, "
+        "segment, sequence (ctc), embed, threshold, regress. Default: detected where the "
+        "outputs are unambiguous (a YOLO-style head: detect; class scores: classify), "
+        "else the worst output component."
+    )
+    task_arg: tuple[str, ...] = option(
+        (),
+        "KEY=VALUE setting of the task metric (repeatable): output, score (0.25), iou "
+        "(NMS, 0.45), match_iou (0.5), format (auto|yolov8|yolov5|boxes-scores|nms), "
+        "max_det, threshold (0.5), blank (0), k (5), time_major.",
+        metavar="KEY=VALUE",
+    )
+    # A "module:function" (or "file.py:function") spec, or (from Python) the callable.
+    metric_fn: Any = option(
+        help="Your own metric: FUNCTION(original_outputs, compressed_outputs, labels) -> "
+        "one score per sample, higher is better.",
+        metavar="MODULE:FUNCTION",
+    )
+
+    def task_settings(self) -> Any:
+        from onnxcomp.metrics.task import TaskSettings
+
+        return TaskSettings.parse(tuple(self.task_arg or ()))
+
+    def validate_task(self) -> None:
+        if self.task is not None and self.task not in TASKS:
+            raise OnnxcompError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task is not None and self.metric_fn is not None:
+            raise OnnxcompError("give --task or --metric-fn, not both")
+        if self.metric_fn is not None and not (
+            callable(self.metric_fn) or isinstance(self.metric_fn, str)
+        ):
+            raise OnnxcompError("--metric-fn takes MODULE:FUNCTION or a callable")
+        self.task_settings()
+
+
+@dataclass(kw_only=True)
+class CompressOptions(TaskOptions):
     prune_threshold: float | None = option(
         help="Zero every weight element with |w| <= EPS.", metavar="EPS"
     )
@@ -265,6 +309,7 @@ class CompressOptions:
     layers: dict[str, LayerOptions] = option(factory=dict, cli=False, recipe=False)
 
     def validate(self) -> None:
+        self.validate_task()
         validate_prune(self.prune_threshold, self.prune_sparsity)
         if self.global_prune and self.prune_sparsity is None:
             raise OnnxcompError("--global ranks weights for --prune-sparsity; give a sparsity")
@@ -377,7 +422,7 @@ class CompressOptions:
 
 
 @dataclass(kw_only=True)
-class CheckOptions:
+class CheckOptions(TaskOptions):
     data: Any = option(help=".npz, folder of .npz, or ONNX test-data folder.", metavar="DATA")
     labels: str | None = option(help="Array in DATA holding the true labels.", metavar="NAME")
     runs: int = option(50, "Timed runs per model.", show_default=True, min=0)
@@ -395,6 +440,7 @@ class CheckOptions:
     )
 
     def validate(self) -> None:
+        self.validate_task()
         if self.runs < 0:
             raise OnnxcompError(f"--runs must be >= 0, got {self.runs}")
         if self.threads < 1:
@@ -410,7 +456,7 @@ class CheckOptions:
 
 
 @dataclass(kw_only=True)
-class AutoOptions:
+class AutoOptions(TaskOptions):
     calib: Any = option(help="Calibration data (needed for int8).", metavar="DATA")
     data: Any = option(help="Evaluation data (default: the calibration data).", metavar="DATA")
     labels: str | None = option(help="Array in DATA with the true labels.", metavar="NAME")
@@ -470,6 +516,7 @@ class AutoOptions:
     log: Callable[[str], None] | None = option(cli=False)
 
     def validate(self) -> None:
+        self.validate_task()
         if self.objective not in OBJECTIVES:
             raise OnnxcompError(f"--objective must be size or latency, got {self.objective!r}")
         if not 0 <= self.max_drop <= 1:

@@ -121,18 +121,28 @@ def bootstrap_upper(drops: np.ndarray, confidence: float, seed: int = 0) -> floa
     return mean + max(q - mean, 0.0) * math.sqrt(n / (n - 1))
 
 
-def loss(drops: np.ndarray | None, metric: str) -> float | None:
+def is_binary(metric: str, binary: bool | None = None) -> bool:
+    """Whether per-sample drops are decisions: said by the judge, else by the name."""
+    return binary if binary is not None else metric in BINARY_METRICS
+
+
+def loss(drops: np.ndarray | None, metric: str, *, binary: bool | None = None) -> float | None:
     """The statistic the bound is on: the share of samples newly wrong (or disagreeing)
     for binary metrics, the mean drop otherwise. Searching on it keeps the search from
     banking on samples a candidate happens to fix."""
     if drops is None or not np.size(drops):
         return None
     d = np.asarray(drops, dtype=np.float64)
-    return float(np.mean(d > 0)) if metric in BINARY_METRICS else float(d.mean())
+    return float(np.mean(d > 0)) if is_binary(metric, binary) else float(d.mean())
 
 
 def drop_bound(
-    drops: np.ndarray | None, metric: str, confidence: float, *, seed: int = 0
+    drops: np.ndarray | None,
+    metric: str,
+    confidence: float,
+    *,
+    seed: int = 0,
+    binary: bool | None = None,
 ) -> DropBound | None:
     """Upper bound of the mean drop; None without per-sample drops (a custom metric)."""
     if drops is None:
@@ -140,22 +150,24 @@ def drop_bound(
     d = np.asarray(drops, dtype=np.float64).reshape(-1)
     n = int(d.size)
     estimate = float(d.mean()) if n else float("nan")
-    if metric in BINARY_METRICS:
+    if is_binary(metric, binary):
         upper = binomial_upper(int(np.count_nonzero(d > 0)), n, confidence)
         return DropBound(estimate, upper, n, confidence, "exact binomial")
     return DropBound(estimate, bootstrap_upper(d, confidence, seed), n, confidence, "bootstrap")
 
 
-def smallest_bound(n: int, metric: str, confidence: float) -> float:
+def smallest_bound(n: int, metric: str, confidence: float, *, binary: bool | None = None) -> float:
     """The best upper bound ``n`` samples can give (a candidate that loses nothing)."""
-    if metric in BINARY_METRICS:
+    if is_binary(metric, binary):
         return binomial_upper(0, n, confidence)
     return 0.0 if n >= MIN_BOOTSTRAP_SAMPLES else float("inf")
 
 
-def samples_needed(budget: float, metric: str, confidence: float) -> int | None:
+def samples_needed(
+    budget: float, metric: str, confidence: float, *, binary: bool | None = None
+) -> int | None:
     """Fewest samples whose best bound fits ``budget``; None when no count can."""
-    if metric not in BINARY_METRICS:
+    if not is_binary(metric, binary):
         return MIN_BOOTSTRAP_SAMPLES
     if budget <= 0.0:
         return None

@@ -70,7 +70,7 @@ def test_a_01_metric_score_carries_how_far_the_outputs_moved(save_model, tmp_pat
     acc = Evaluator(src, open_data(str(tmp_path / "l.npz"), specs, labels="y"))
     cos = Evaluator(src, open_data(str(data), specs), metric="cosine")
     moved, same = acc.score(out), acc.score(src)
-    assert acc.metric_name == "accuracy" and moved.deviation > 1e-4
+    assert acc.metric_name == "classify: accuracy" and acc.binary and moved.deviation > 1e-4
     assert abs(same.deviation) < 1e-12  # the original against itself: float rounding
     # the cosine metric is its own continuous gauge: no second one
     c = cos.score(out)

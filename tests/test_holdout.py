@@ -66,7 +66,7 @@ def test_too_little_data_is_refused_up_front_with_the_count_needed(setup, tmp_pa
     assert main(args) == 2
     err = capsys.readouterr().err
     # 100 held back; a 1% agreement budget at 95% needs 299: (1 - 0.01) ** 299 < 0.05
-    assert "cannot resolve" in err and "in agreement" in err and "299 would" in err
+    assert "cannot resolve" in err and "top-1 agreement" in err and "299 would" in err
     assert "--allow-small-data" in err
     assert not (tmp_path / "o.onnx.report.json").exists()  # refused before searching
 

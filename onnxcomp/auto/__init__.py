@@ -37,7 +37,7 @@ from onnxcomp.auto.split import Split, split_data
 from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.auto.verify import Verification
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.evaluate import Evaluator
+from onnxcomp.evaluate import Evaluator, JudgeSpec
 from onnxcomp.io import model_io, safe_io
 from onnxcomp.io.data import InputSpec, input_specs, open_data
 from onnxcomp.options import AutoOptions
@@ -88,7 +88,8 @@ def auto(
     options = options or AutoOptions(**kwargs)
     src, out = Path(model), Path(output)
     _validate(src, out, options)
-    calib, data, labels, metric = options.calib, options.data, options.labels, options.metric
+    calib, data, labels = options.calib, options.data, options.labels
+    metric = JudgeSpec.of(options)
     objective, max_drop, recover = options.objective, options.max_drop, options.recover
     max_trials, time_limit, workers = options.max_trials, options.time_limit, options.workers
     executor: TrialExecutor | None = options.executor
@@ -125,7 +126,8 @@ def auto(
         if executor is None:
             owned = True
             picklable = all(isinstance(x, (str, type(None))) for x in (eval_data, calib)) and (
-                metric is None or isinstance(metric, str)
+                isinstance(metric, JudgeSpec)
+                and (metric.metric_fn is None or isinstance(metric.metric_fn, str))
             )
             executor = (
                 process_pool(workers, init_worker, init_args)
@@ -225,7 +227,7 @@ def _verifier(
     """An evaluator on the held-back data and its plan (``quiet``: a plan that cannot
     resolve the budget is returned, as if --allow-small-data, for the caller to decide)."""
     verifier = Evaluator(str(src), open_data(verify, specs, labels=options.labels),
-                         metric=options.metric)  # fmt: skip
+                         metric=JudgeSpec.of(options))  # fmt: skip
     allow = options.allow_small_data or quiet
     plan = verify_mod.plan(verifier, options.max_drop, options.confidence, allow, where)
     return verifier, plan

@@ -93,7 +93,9 @@ def run_trial(task: TrialTask) -> TrialResult:
         assert _State.evaluator is not None
         score = _State.evaluator.score(out)
         result.value, result.drop = score.value, score.drop
-        result.loss = loss(score.drops, _State.evaluator.metric_name)
+        result.loss = loss(
+            score.drops, _State.evaluator.metric_name, binary=_State.evaluator.binary
+        )
         result.deviation = score.deviation
         if score.deviation is not None and score.drops is not None:
             result.lost = int(np.count_nonzero(np.asarray(score.drops) > 0))

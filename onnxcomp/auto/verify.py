@@ -70,17 +70,18 @@ def plan(
     n = evaluator.samples
     test_conf = confidence  # fixed-sequence testing: no per-test correction
     metric = evaluator.metric_name
-    if callable(evaluator.metric):
+    binary = evaluator.binary
+    if evaluator.custom is not None:
         return Verification(
             data, n, confidence, test_conf, "point estimate", budget,
             note="a custom metric gives no per-sample scores: judged on the point estimate",
         )  # fmt: skip
-    method = "exact binomial" if metric in ("accuracy", "agreement") else "bootstrap"
-    floor = smallest_bound(n, metric, test_conf)
+    method = "exact binomial" if binary else "bootstrap"
+    floor = smallest_bound(n, metric, test_conf, binary=binary)
     v = Verification(data, n, confidence, test_conf, method, budget)
     if floor <= budget + 1e-12:
         return v
-    v.samples_needed = samples_needed(budget, metric, test_conf)
+    v.samples_needed = samples_needed(budget, metric, test_conf, binary=binary)
     need = "no sample count can" if v.samples_needed is None else f"{v.samples_needed} would"
     v.note = (
         f"the verification data ({n} samples) cannot resolve a drop of {budget} in {metric} "
@@ -178,7 +179,10 @@ def judge(
             f.error = str(exc)
             path.unlink(missing_ok=True)
             break  # an untested hypothesis ends the sequence like a rejected one
-        bound = drop_bound(score.drops, evaluator.metric_name, v.test_confidence, seed=seed)
+        bound = drop_bound(
+            score.drops, evaluator.metric_name, v.test_confidence, seed=seed,
+            binary=evaluator.binary,
+        )  # fmt: skip
         f.verify_drop = float(score.drop)
         if bound is not None and v.method != "point estimate":
             f.bound = bound.upper

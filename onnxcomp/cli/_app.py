@@ -47,3 +47,19 @@ def json_progress(as_json: bool) -> None:
     """Under --json, progress goes to stderr as JSON lines too (unless --quiet)."""
     if as_json and progress.get_mode() != "off":
         progress.set_mode("json")
+
+
+def escape(text: str) -> str:
+    """A name from a model as one printable line: control characters shown escaped
+    (``\\n``, ``\\x1b``), so a node name cannot forge a line or drive the terminal."""
+    out = []
+    for ch in str(text):
+        if ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 32 or ord(ch) == 127 or 0x80 <= ord(ch) < 0xA0:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)

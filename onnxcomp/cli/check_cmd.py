@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from onnxcomp.check import CheckResult, check
-from onnxcomp.cli._app import app, emit_json, say, wrote
+from onnxcomp.cli._app import app, emit_json, escape, say, wrote
 from onnxcomp.cli._options import click_options
 from onnxcomp.options import CheckOptions
 from onnxcomp.report import require_plotly
@@ -67,10 +67,19 @@ def render(r: CheckResult) -> str:
         )
     for o in r.outputs:
         cos = "n/a" if o.cosine is None else f"{o.cosine:.6f}"
+        worst = ""
+        if o.worst_component_cosine is not None and o.components and o.components > 1:
+            worst = (
+                f", worst of {o.components} components {o.worst_component} cosine "
+                f"{o.worst_component_cosine:.6f}"
+            )
+        elif o.worst_component_cosine is not None:
+            worst = f", pooled cosine {o.worst_component_cosine:.6f}"
         lines.append(
-            f"output {o.name}: top-1 agreement {_pct(o.top1_agreement)}, cosine {cos}, "
-            f"max abs error {o.max_abs_error:.4g}"
+            f"output {escape(o.name)}: top-1 agreement {_pct(o.top1_agreement)}, "
+            f"global cosine {cos}{worst}, max abs error {o.max_abs_error:.4g}"
         )
+    lines += _task_lines(r)
     kind = "SYNTHETIC inputs (no --data given)" if r.synthetic else "data"
     timing = f"; latency at {r.threads} thread(s), batch {r.latency_batch}" if lo else ""
     lines.append(f"{kind}: {r.data}, {r.samples} samples{timing}")
@@ -80,5 +89,26 @@ def render(r: CheckResult) -> str:
         bound = (
             "" if b is None else f", upper bound {b.upper:.2%} at {b.confidence:.0%} ({b.method})"
         )
-        lines.append(f"{verdict}: drop {_pct(r.drop)}{bound} vs max {_pct(r.max_drop)}")
+        lines.append(
+            f"{verdict}: drop {_pct(r.drop)}{bound} vs max {_pct(r.max_drop)} "
+            f"({escape(r.metric or 'no metric')})"
+        )
     return "\n".join(lines)
+
+
+def _task_lines(r: CheckResult) -> list[str]:
+    task = (r.judgement or {}).get("task")
+    if not task:
+        return [f"judged on: {escape(r.metric or 'nothing comparable')} (no task: --task sets one)"]
+    figures = ", ".join(
+        f"{k} {v:,.0f}" if k.startswith("detections") else f"{k} {v:.4g}"
+        for k, v in task["figures"].items()
+    )
+    against = "labels" if task["against"] == "labels" else "the original"
+    lines = [
+        f"task {task['task']} ({escape(task['detail'])}) against {against}: "
+        f"{task['metric']} {task['original']:.4f} -> {task['compressed']:.4f}"
+    ]
+    if figures:
+        lines.append(f"  {figures}")
+    return lines

@@ -53,7 +53,7 @@ def compress_command(
 
 
 def render(r: CompressResult) -> str:
-    lines = [f"note: {n}" for n in r.notes]
+    lines = [n if n.startswith("warning:") else f"note: {n}" for n in r.notes]
     for p in r.pruned:
         lines.append(
             f"pruned {p.name} ({', '.join(p.op_types)}): {p.zeros_after:,}/{p.size:,} zeros "

@@ -33,6 +33,7 @@ class QuantRecord:
     bytes_after: int
     max_abs_error: float
     bits: int = 8
+    relative_error: float | None = None  # ||W' - W|| / ||W||: the error on isotropic inputs
 
 
 @dataclass

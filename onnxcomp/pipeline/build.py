@@ -35,6 +35,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph import opaque_types
 from onnxcomp.graph.weights import Weight, find_weights
 from onnxcomp.io.data import DataSource, InputSpec, input_specs, open_data
+from onnxcomp.io.model_io import tensor_bytes
 from onnxcomp.methods.prune.magnitude import MagnitudePrunePass
 from onnxcomp.methods.weights.batchnorm_vectors import BatchNormTwoVectorsPass
 from onnxcomp.methods.weights.decode_at_load import DecodeAtLoadPass, StoreConstantsInt8Pass
@@ -43,6 +44,7 @@ from onnxcomp.methods.weights.gather_dequantize import GatherBeforeDequantizePas
 from onnxcomp.methods.weights.gemm_nbits_layout import GemmWeightLayoutPass
 from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass
 from onnxcomp.methods.weights.saturation import bits_for
+from onnxcomp.methods.weights.small_weights import saving_is_small, small_note, uncalibrated_warning
 from onnxcomp.options import CompressOptions
 from onnxcomp.passes.prepare import prepare_pass
 from onnxcomp.passes.report import CompressReport
@@ -57,6 +59,7 @@ from onnxcomp.pipeline.layers import (
     model_names,
     nodes_kept_out_of_int8,
     quantize_filter,
+    resolve,
     sparsity_overrides,
 )
 
@@ -325,7 +328,7 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
         if report.latency_ratio is not None:
             result.notes.append(
                 f"int8 runs at {report.latency_ratio:.2f}x the float latency (onnxruntime, "
-                f"1 thread), output cosine {report.cosine:.5f} on calibration data"
+                f"1 thread), {report.fidelity_metric} {report.fidelity:.5f} on calibration data"
             )
         # A functional pass returns a new model; a clone shares the tensors (not the meta).
         out = new.clone() if new is model else new
@@ -356,17 +359,35 @@ class Int4WeightsPass(_WeightsStepPass):
         from onnxcomp.methods.int4.flow import quantize_int4
 
         options, result = self.options, self.report
+        total, small = tensor_bytes(model), []
+
+        def include(w: Weight) -> bool:
+            if not self.include(w):
+                return False
+            layer = resolve(w, options.layers)
+            if (layer is None or layer.precision != "int4") and saving_is_small(w, 4, total):
+                small.append(w.name)
+                return False
+            return True
+
         records, skipped, notes = quantize_int4(
             model,
             block_size=options.block_size,
             symmetric=options.symmetric,
-            include=self.include,
+            include=include,
             calib=self.ctx.data if self.ctx and options.calib is not None else None,
             awq=options.awq,
+            options=options,
         )
         result.quantized += records
         result.skipped.update({f"{k} (int4)": v for k, v in skipped.items()})
         result.notes += notes
+        for note in (
+            small_note(sorted(set(small)), 4),
+            None if options.calib is not None else uncalibrated_warning(records, "int4"),
+        ):
+            if note:
+                result.notes.append(note)
         int4 = sum(r.bits == 4 for r in records)
         if int4:
             result.quantized_to = f"int4 ({int4}) and int8"

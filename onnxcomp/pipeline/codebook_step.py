@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import onnx_ir as ir
 
 from onnxcomp.graph.weights import Weight
+from onnxcomp.io.model_io import tensor_bytes
 from onnxcomp.methods.codebook.quantize_codebook import CodebookQuantizePass
+from onnxcomp.methods.weights.small_weights import saving_is_small, small_note, uncalibrated_warning
 from onnxcomp.pipeline.layers import layer_bits
 
 if TYPE_CHECKING:
@@ -35,11 +37,28 @@ class CodebookStepPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         options, result = self.options, self.report
         calib = self.calib() if self.calib is not None else None
+        total = tensor_bytes(model)
+        small: list[str] = []
+
+        def bits_of(w: Weight) -> int | None:
+            own = layer_bits(w, options.layers)
+            if own is None and options.bits < 8 and saving_is_small(w, options.bits, total):
+                small.append(w.name)
+                return 8
+            return own
+
         step = CodebookQuantizePass(
-            options.bits, include=self.include, calib=calib, pack=options.pack,
-            bits_of=lambda w: layer_bits(w, options.layers),
-        )  # fmt: skip
-        step(model)  # inferred shapes are dropped for every mode at the end (value_info.py)
+            options.bits, include=self.include, calib=calib, pack=options.pack, bits_of=bits_of
+        )
+        step(model)
+        for note in (
+            small_note(sorted(set(small)), options.bits),
+            None if calib is not None else uncalibrated_warning(step.records, "codebook"),
+        ):
+            if note:
+                result.notes.append(
+                    note
+                )  # inferred shapes are dropped for every mode at the end (value_info.py)
         result.quantized += step.records
         result.recovered += step.recovered
         result.quantized_to = f"codebook ({options.bits}-bit)"

@@ -59,6 +59,12 @@ class CodebookRecord(QuantRecord):
     storage: str = ""
 
 
+def relative_error(original: np.ndarray, decoded: np.ndarray) -> float:
+    """||decoded - original|| / ||original||: a layer's output error on isotropic inputs."""
+    norm = float(np.linalg.norm(original))
+    return float(np.linalg.norm(decoded - original)) / norm if norm else 0.0
+
+
 def _everything(weight: Weight) -> bool:
     return True
 
@@ -272,6 +278,7 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
                 original.nbytes,
                 form.nbytes + book.values.nbytes + extra,
                 float(np.max(np.abs(book.decode() - original))) if original.size else 0.0,
+                relative_error=relative_error(original, book.decode()),
                 k=k,
                 storage=f"{kind}codebook k={k}, {form.describe()}",
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -27,6 +28,10 @@ from onnxcomp.numerics.blocks import BlockQuant
 from onnxcomp.passes.report import QuantRecord
 
 logger = logging.getLogger(__name__)
+
+# Largest drop of the model's outputs (1 - worst component cosine, or a continuous task
+# metric's drop) int4 may cost on calibration data before its worst layers go int8.
+OUTPUT_TOLERANCE = 0.01
 
 
 def layer_hessians(
@@ -124,6 +129,43 @@ def awq_step(
     ]
 
 
+def output_guard(model: ir.Model, make_pass, calib: Callable[[], DataSource], options: Any):
+    """The layers that stay int8 so the model's outputs stay within OUTPUT_TOLERANCE of
+    the float model's on calibration data (metrics.Judge: the task's metric, or the worst
+    output component), fewest first: the layers with the largest int4 error go first,
+    the count bisected on trial copies (GPTQ solved once per layer)."""
+    from onnxcomp.methods.recover.guard import output_fidelity
+
+    def drop(keep: frozenset[str]) -> tuple[float, Any]:
+        trial = model.clone()
+        p = make_pass(keep)
+        p(trial)
+        (fid,), gauge = output_fidelity(model, [trial], calib(), options)
+        return 1.0 - fid, (p, gauge)
+
+    first, (p, gauge) = drop(frozenset())
+    if first <= OUTPUT_TOLERANCE or not p.records:
+        return frozenset(), None
+    order = [n for n, _ in sorted(p.errors.items(), key=lambda kv: (-kv[1], kv[0]))]
+    order = [n for n in order if n not in p.skipped]
+    lo, hi = 0, len(order)  # keeping order[:hi] int8 fits (all int8: the int8 model)
+    found = {len(order): None}
+    while lo < hi:
+        mid = (lo + hi) // 2
+        d, _ = drop(frozenset(order[:mid]))
+        if d <= OUTPUT_TOLERANCE:
+            hi, found[mid] = mid, d
+        else:
+            lo = mid + 1
+    keep = frozenset(order[:hi])
+    after = found.get(hi)
+    tail = f"{after:.4f}" if after is not None else "not measured (every layer int8)"
+    return keep, (
+        f"{len(keep)} of {len(order)} int4 layers kept int8 so the model's {gauge} drop on "
+        f"calibration data stays <= {OUTPUT_TOLERANCE:g} (all int4: {first:.4f}; now {tail})"
+    )
+
+
 def unfused_int4(model: ir.Model) -> list[str]:
     """Weights of int4 DequantizeLinear nodes that onnxruntime's optimized graph still holds.
 
@@ -169,6 +211,7 @@ def quantize_int4(
     include,
     calib: Callable[[], DataSource] | None = None,
     awq: bool = True,
+    options: Any = None,
 ) -> tuple[list[QuantRecord], dict[str, str], list[str]]:
     """int4 MatMul/Gemm (GPTQ and sensitivity when ``calib`` is given) and embedding tables.
 
@@ -181,6 +224,7 @@ def quantize_int4(
             "(needs >= 1.19): int4 weights are dequantized on every run"
         )
     solver = sensitivity = None
+    hessians: dict[str, np.ndarray] = {}
     solutions: dict[str, tuple[np.ndarray, BlockQuant]] = {}
     if calib is not None:
         from onnxcomp.numerics.gptq_blocks import gptq_blocks, output_error
@@ -201,19 +245,25 @@ def quantize_int4(
             done = solutions.get(weight.name)
             if done is not None and np.array_equal(done[0], w):
                 return done[1]  # solved while judging the scales, on this very weight
-            return gptq_blocks(w, h, block_size, symmetric=symmetric)
+            solved = gptq_blocks(w, h, block_size, symmetric=symmetric)
+            solutions[weight.name] = (w.copy(), solved)  # a guard trial asks again
+            return solved
 
         def sensitivity(weight: Weight, w: np.ndarray, quant: BlockQuant) -> float:
             h = hessians.get(weight.name)
             return output_error(w, quant, h) if h is not None else 0.0
 
-    p = QuantizeInt4Pass(
-        block_size=block_size,
-        symmetric=symmetric,
-        include=include,
-        solver=solver,
-        sensitivity=sensitivity,
-    )
+    def make_pass(keep: frozenset[str]) -> QuantizeInt4Pass:
+        return QuantizeInt4Pass(
+            block_size=block_size, symmetric=symmetric, include=include, solver=solver,
+            sensitivity=sensitivity, keep_int8=keep,
+        )  # fmt: skip
+
+    keep: frozenset[str] = frozenset()
+    if calib is not None and hessians:  # the data fed the layers: it can judge the model
+        keep, note = output_guard(model, make_pass, calib, options)
+        notes += [note] if note else []
+    p = make_pass(keep)
     p(model)
     tables = GatherInt4Pass(block_size=block_size, include=include)
     tables(model)

@@ -89,6 +89,7 @@ class QuantizeInt4Pass(ir.passes.InPlacePass):
         include: Callable[[Weight], bool] = lambda w: True,
         solver: Callable[[Weight, np.ndarray], BlockQuant | None] | None = None,
         sensitivity: Callable[[Weight, np.ndarray, BlockQuant], float] | None = None,
+        keep_int8: frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self.block_size = block_size
@@ -96,6 +97,7 @@ class QuantizeInt4Pass(ir.passes.InPlacePass):
         self.include = include
         self.solver = solver
         self.sensitivity = sensitivity
+        self.keep_int8 = keep_int8  # judged on the model's outputs (quantization/int4.py)
         self.records: list[QuantRecord] = []
         self.skipped: dict[str, str] = {}
         self.errors: dict[str, float] = {}
@@ -124,6 +126,12 @@ class QuantizeInt4Pass(ir.passes.InPlacePass):
             if self.sensitivity is not None:
                 err = self.sensitivity(weight, w, quant)
                 self.errors[weight.name] = err
+                if weight.name in self.keep_int8:
+                    self.skipped[weight.name] = (
+                        f"sensitive: with int4 here the model's outputs moved past the "
+                        f"tolerance on calibration data (layer error {err:.3g}), int8"
+                    )
+                    continue
                 if err > MAX_OUTPUT_ERROR:
                     self.skipped[weight.name] = (
                         f"sensitive: int4 output error {err:.3g} > {MAX_OUTPUT_ERROR:g} "
@@ -179,5 +187,11 @@ class QuantizeInt4Pass(ir.passes.InPlacePass):
                 stored,
                 max_block_error(w, quant),
                 bits=4,
+                relative_error=_relative(w, quant),
             )
         )
+
+
+def _relative(w: np.ndarray, quant: BlockQuant) -> float:
+    norm = float(np.linalg.norm(w))
+    return float(np.linalg.norm(quant.dequantize() - w)) / norm if norm else 0.0

@@ -136,7 +136,7 @@ def quantize_int8(
 
     best, best_plan = build(families, m=model)
     if measure:
-        bench = Bench(reference, data, base_dir=base_dir)
+        bench = Bench(reference, data, base_dir=base_dir, options=options)
         families, best, best_plan = measure_step.tune(
             families, best, best_plan, build, bench, report, switchable
         )

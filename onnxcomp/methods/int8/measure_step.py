@@ -18,7 +18,7 @@ import onnx_ir as ir
 
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.io.data import DataSource
-from onnxcomp.metrics import cosine_rows
+from onnxcomp.metrics import Judge
 
 if TYPE_CHECKING:
     from onnxcomp.methods.int8.report import Int8Report
@@ -34,14 +34,17 @@ DROP_ORDER = (
 # calibrated Q/DQ pair; "skip_layernorm" lets onnxruntime fuse residual Add + LayerNorm
 # (methods/int8/layernorm_guard.py says why it is blocked by default).
 SWITCHES = frozenset({"dynamic", "skip_layernorm"})
-# 1 - cosine above this triggers the search: int8 transformers sit near 0.99, and
-# dropping op families rarely buys fidelity there, only time.
+# A fidelity loss (the task metric's drop, or 1 - the worst component cosine) above this
+# triggers the search: int8 transformers sit near 0.99, and dropping op families rarely
+# buys fidelity there, only time.
 FIDELITY_TOLERANCE = 1e-2
 COMPUTE_FAMILIES = frozenset({"conv", "gemm", "matmul"})
 CHEAP_FAMILIES = frozenset(DROP_ORDER) - COMPUTE_FAMILIES - SWITCHES
 SPEEDUP_MARGIN = 0.97  # a drop must make the model at least 3% faster to count
 MAX_PASSES = 3  # rounds over DROP_ORDER while the model is still slower than float
 MIN_ROUNDS = 12  # timing rounds before a measurement may stop early
+FIDELITY_SAMPLES = 16  # calibration samples candidates are judged on ...
+FIDELITY_RUNS = 8  # ... in at most this many runs
 
 
 def _next_trial(
@@ -72,7 +75,7 @@ def tune(families, model, plan, build, bench: Bench, report: Int8Report, switcha
     wasted)."""
     state = _Incumbent(families, model, plan, bench)
     report.trials.append(
-        {"families": sorted(families), "latency_ratio": state.ratio, "cosine": state.cos}
+        {"families": sorted(families), "latency_ratio": state.ratio, "fidelity": state.cos}
     )
     tried: set[frozenset[str]] = {frozenset(families)}
     for _ in range(MAX_PASSES):  # once the Convs went float, a lone int8 Add may not pay
@@ -98,7 +101,8 @@ def tune(families, model, plan, build, bench: Bench, report: Int8Report, switcha
                 changed = True
         if not changed or state.ratio <= SPEEDUP_MARGIN:
             break
-    report.latency_ratio, report.cosine = round(state.ratio, 3), round(state.cos, 6)
+    report.latency_ratio, report.fidelity = round(state.ratio, 3), round(state.cos, 6)
+    report.fidelity_metric = bench.metric
     return state.families, state.model, state.plan
 
 
@@ -126,20 +130,20 @@ class _Incumbent:
     def __init__(self, families, model, plan, bench: Bench) -> None:
         self.families, self.model, self.plan, self.bench = families, model, plan, bench
         self.session = bench.session(model)
-        self.ratio, self.cos = bench.latency(self.session), bench.cosine(self.session)
+        self.ratio, self.cos = bench.latency(self.session), bench.fidelity(self.session)
 
     def judge(self, trial, build, report: Int8Report, fam: str | None) -> _Verdict | None:
         """Build and measure ``trial``; a verdict when it beats the incumbent, else None."""
         m, p = build(trial)
         session = self.bench.session(m)
-        c = self.bench.cosine(session)
+        c = self.bench.fidelity(session)
         slow = self.ratio > SPEEDUP_MARGIN
         loose = 1.0 - self.cos > FIDELITY_TOLERANCE
         halves_error = loose and (1.0 - c) < 0.5 * (1.0 - self.cos)
         # Both candidates timed in one interleaved run: a ratio from an earlier run
         # carries that run's noise (on a loaded machine, more than the 3% margin).
         self.ratio, r = self.bench.latency(self.session, session)
-        entry = {"families": sorted(trial), "latency_ratio": r, "cosine": c}
+        entry = {"families": sorted(trial), "latency_ratio": r, "fidelity": c}
         report.trials.append(entry if fam is not None else {**entry, "probe": "cheap"})
         # Slower than float, any measurable gain counts; already faster, a cheap family
         # only goes float when that keeps the output as close.
@@ -157,15 +161,20 @@ class _Incumbent:
         what = "slower" if v.faster else "less accurate"
         before, after = ("without", "with") if fam in SWITCHES else ("with", "without")
         report.families_dropped[fam] = (
-            f"{what} {before} it: {self.ratio:.2f}x float latency, cosine {self.cos:.5f}; "
-            f"{v.ratio:.2f}x, cosine {v.cos:.5f} {after}"
+            f"{what} {before} it: {self.ratio:.2f}x float latency, fidelity {self.cos:.5f}; "
+            f"{v.ratio:.2f}x, fidelity {v.cos:.5f} {after}"
         )
         self.families, self.model, self.plan = v.families, v.model, v.plan
         self.session, self.ratio, self.cos = v.session, v.ratio, v.cos
 
 
 class Bench:
-    """Latency and output cosine of candidates against the float model, same process."""
+    """Latency and fidelity of candidates against the float model, same process.
+
+    Fidelity is 1 - the drop a metrics.Judge sees on up to ``FIDELITY_SAMPLES``
+    calibration samples: the task's metric when compress was given one (``--task``,
+    ``--metric-fn``) or the outputs show one, else the worst output component, so a
+    head whose class scores int8 broke is not hidden by its box coordinates."""
 
     def __init__(
         self,
@@ -174,8 +183,10 @@ class Bench:
         *,
         budget: float = 0.3,
         base_dir: str | None = None,
+        options: Any = None,
     ) -> None:
         self.budget = budget
+        self.options = options
         try:
             self.ref = _session(reference, base_dir)
         except Exception as exc:
@@ -184,27 +195,43 @@ class Bench:
                 f"the float model does not run in onnxruntime, so int8 cannot be measured "
                 f"against it ({first}); use --no-measure"
             ) from None
-        batch = next(iter(data), None)
-        if batch is None:
-            raise OnnxcompError("calibration data is empty")
         names = {i.name for i in self.ref.get_inputs()}
-        self.feeds = [{k: v for k, v in batch.feed.items() if k in names}]
+        self.feeds: list[dict[str, np.ndarray]] = []
+        seen = 0
+        for batch in data:
+            self.feeds.append({k: v for k, v in batch.feed.items() if k in names})
+            seen += batch.size
+            if seen >= FIDELITY_SAMPLES or len(self.feeds) >= FIDELITY_RUNS:
+                break
+        if not self.feeds:
+            raise OnnxcompError("calibration data is empty")
         self.timing_feed = _one_sample(self.feeds[0], self.ref)
         self.ref_out = [self.ref.run(None, f) for f in self.feeds]
+        self.outputs = [o.name for o in self.ref.get_outputs()]
+        self.declared = {
+            o.name: tuple(o.shape) if o.shape else None for o in self.ref.get_outputs()
+        }
+        self.metric = self._judge(self.ref_out).gauge()[1]
 
     def session(self, model: ir.Model):
         return _session(model)
 
-    def cosine(self, session) -> float:
-        """Mean row cosine of every float output on the first calibration batch."""
-        cos = []
-        for feed, ref in zip(self.feeds, self.ref_out, strict=True):
-            for a, b in zip(ref, session.run(None, feed), strict=True):
-                if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.size:
-                    n = a.shape[0] if a.ndim > 1 else 1
-                    rows = cosine_rows(a.reshape(n, -1).astype(np.float64), b.reshape(n, -1))
-                    cos.append(float(rows.mean()))
-        return float(np.mean(cos)) if cos else 1.0
+    def _judge(self, outputs: list[list[Any]]):
+        o = self.options
+        judge = Judge(
+            self.outputs,
+            getattr(o, "task", None),
+            settings=o.task_settings() if o is not None else None,
+            metric_fn=getattr(o, "metric_fn", None),
+            declared=self.declared,
+        )
+        for ref, new in zip(self.ref_out, outputs, strict=True):
+            judge.update(ref, new)
+        return judge.verdict()
+
+    def fidelity(self, session) -> float:
+        """1 - the drop on the calibration samples (1.0: the float model's)."""
+        return 1.0 - self._judge([session.run(None, f) for f in self.feeds]).gauge()[0]
 
     def latency(self, *sessions) -> Any:
         """Each candidate's latency over float latency, 1 thread, timed together."""

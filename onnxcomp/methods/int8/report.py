@@ -23,7 +23,9 @@ class Int8Report:
     families_dropped: dict[str, str] = field(default_factory=dict)
     decoded_at_load: int = 0  # int8 weights of float ops, decoded once by onnxruntime at load
     latency_ratio: float | None = None  # int8 / float, onnxruntime, 1 thread
-    cosine: float | None = None  # mean output cosine vs float on calibration data
+    # vs float on calibration data: 1 - the task metric's drop, or the worst component cosine
+    fidelity: float | None = None
+    fidelity_metric: str = ""
     trials: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

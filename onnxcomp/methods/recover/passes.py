@@ -25,7 +25,7 @@ from onnxcomp.io.data import DataSource
 from onnxcomp.methods.prune.magnitude import MagnitudePrunePass
 from onnxcomp.methods.recover.bias_fold import correct_biases
 from onnxcomp.methods.recover.driver import RecoverRecord, rebuild
-from onnxcomp.methods.recover.guard import output_cosines
+from onnxcomp.methods.recover.guard import output_fidelity
 from onnxcomp.methods.recover.layers import find_layers
 from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass
 from onnxcomp.passes.report import PruneRecord, QuantRecord
@@ -160,6 +160,7 @@ class Recovery:
     ) -> None:
         assert options.recover is not None
         self.method: str = options.recover
+        self.options = options
         self.data = data  # the pipeline's calibration data, opened once
         self.report = report
         self.teacher: ir.Model | None = None
@@ -223,19 +224,20 @@ class BiasCorrectionPass(ir.passes.FunctionalPass):
         records = correct_biases(rec.teacher, candidate, rec.data())
         if not records:
             return ir.passes.PassResult(candidate, modified=False)
-        before, after = output_cosines(rec.teacher, [model, candidate], rec.data())
+        (before, after), gauge = output_fidelity(
+            rec.teacher, [model, candidate], rec.data(), rec.options
+        )
         if after < before:
             if rec.report is not None:
                 rec.report.notes.append(
                     f"bias correction not kept: it moved the outputs away from the original "
-                    f"model's (mean cosine {before:.5f} -> {after:.5f} on the calibration data)"
+                    f"model's ({gauge} {before:.5f} -> {after:.5f} on the calibration data)"
                 )
             return ir.passes.PassResult(_clone(model), modified=False)
         if rec.report is not None:
             rec.report.recovered += records
             rec.report.notes.append(
-                f"bias correction: mean output cosine {before:.5f} -> {after:.5f} "
-                "on the calibration data"
+                f"bias correction: {gauge} {before:.5f} -> {after:.5f} on the calibration data"
             )
         return ir.passes.PassResult(candidate, modified=True)
 

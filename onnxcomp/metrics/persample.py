@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.metrics import cosine_rows, is_classifier_like, predictions
+from onnxcomp.metrics.compare import cosine_rows, is_classifier_like, predictions
 
 
 def agree_rows(ref: np.ndarray, new: np.ndarray) -> np.ndarray | None:

@@ -1,0 +1,64 @@
+"""embed: the neighbours an embedding retrieves. For each sample, its nearest neighbour
+among the other samples under the original's embeddings must be among the compressed
+model's k nearest (recall@k of the original's neighbour; per-sample 0/1), with the
+per-sample cosine reported beside it. Token outputs [N, T, D] are mean-pooled."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxcomp.metrics.compare import cosine_rows
+from onnxcomp.metrics.task import Outputs, TaskMetric, TaskResult
+
+MIN_SAMPLES = 3  # a neighbour needs at least two other samples to be a choice
+
+
+class Embed(TaskMetric):
+    name = "embed"
+    binary = True
+
+    def __init__(self, settings=None) -> None:
+        super().__init__(settings)
+        self._ref: list[np.ndarray] = []
+        self._new: list[np.ndarray] = []
+
+    def update(self, ref: Outputs, new: Outputs, labels: np.ndarray | None) -> None:
+        name, r = self.pick(ref)
+        self._ref.append(_pool(r))
+        self._new.append(_pool(np.asarray(new[name])))
+
+    def result(self) -> TaskResult:
+        r, n = np.concatenate(self._ref), np.concatenate(self._new)
+        cos = cosine_rows(r, n)
+        figures = {"mean cosine": float(cos.mean()), "min cosine": float(cos.min())}
+        if r.shape[0] < MIN_SAMPLES:
+            return TaskResult(self.name, "mean cosine", 1.0, float(cos.mean()), 1.0 - cos,
+                              False, figures, detail="too few samples for neighbours")  # fmt: skip
+        k = min(self.settings.k, r.shape[0] - 1)
+        truth = np.argmax(_similarity(r), axis=1)
+        sim_n = _similarity(n)
+        top = np.argsort(-sim_n, axis=1, kind="stable")[:, :k]
+        hit_k = np.any(top == truth[:, None], axis=1)
+        hit_1 = top[:, 0] == truth
+        figures["recall@1 of the original's neighbour"] = float(hit_1.mean())
+        figures[f"recall@{k} of the original's neighbour"] = float(hit_k.mean())
+        return TaskResult(
+            self.name, "recall@1 of the original's neighbour", 1.0, float(hit_1.mean()),
+            1.0 - hit_1.astype(np.float64), True, figures,
+            detail=f"cosine neighbours among {r.shape[0]} samples",
+        )  # fmt: skip
+
+
+def _pool(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 3:
+        x = x.mean(axis=1)
+    return x.reshape(x.shape[0], -1)
+
+
+def _similarity(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    u = x / np.where(norm == 0, 1.0, norm)
+    sim = u @ u.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim

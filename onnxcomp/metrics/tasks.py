@@ -1,0 +1,72 @@
+"""The built-in task metrics by name, and which task a model's outputs show.
+
+Detection from the outputs is limited to what is unambiguous (and said): a YOLO-style
+head is a detector; [N, C] scores or [N] labels are a classifier. Everything else is
+judged per output component unless ``--task`` says what the outputs mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxcomp.errors import OnnxcompError
+from onnxcomp.metrics.boxes import yolo_axis
+from onnxcomp.metrics.classify import Classify
+from onnxcomp.metrics.custom import Custom, load, spec_name
+from onnxcomp.metrics.detect import Detect
+from onnxcomp.metrics.embed import Embed
+from onnxcomp.metrics.regress import Regress
+from onnxcomp.metrics.segment import Segment
+from onnxcomp.metrics.sequence import Sequence
+from onnxcomp.metrics.task import Outputs, TaskMetric, TaskSettings
+from onnxcomp.metrics.threshold import Threshold
+
+TASKS: dict[str, type[TaskMetric]] = {
+    "classify": Classify,
+    "detect": Detect,
+    "segment": Segment,
+    "sequence": Sequence,
+    "ctc": Sequence,
+    "embed": Embed,
+    "threshold": Threshold,
+    "regress": Regress,
+}
+TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+
+
+def make(
+    task: str | None, settings: TaskSettings | None = None, metric_fn=None
+) -> TaskMetric | None:
+    if metric_fn is not None:
+        if task is not None:
+            raise OnnxcompError("give --task or --metric-fn, not both")
+        return Custom(load(metric_fn), spec_name(metric_fn), settings)
+    if task is None:
+        return None
+    if task not in TASKS:
+        raise OnnxcompError(f"--task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
+    return TASKS[task](settings)
+
+
+def detect(outputs: Outputs) -> tuple[str, str] | None:
+    """(task, why) when the outputs show it unambiguously, else None."""
+    arrays = {k: np.asarray(v) for k, v in outputs.items()}
+    heads = [(k, a) for k, a in arrays.items() if a.dtype.kind == "f" and yolo_axis(a.shape)]
+    if len(heads) == 1 and not _softmax_rows(heads[0][1]):
+        name, a = heads[0]
+        style = "channel-first (v8/v11)" if yolo_axis(a.shape) == 1 else "channel-last (v5)"
+        return "detect", f"output '{name}' {list(a.shape)} is a YOLO-style head, {style}"
+    for k, a in arrays.items():
+        if a.dtype.kind == "f" and a.ndim == 2 and a.shape[1] > 1:
+            return "classify", f"output '{k}' {list(a.shape)} holds class scores"
+        if a.dtype.kind in "iu" and a.ndim == 1:
+            return "classify", f"output '{k}' {list(a.shape)} holds labels"
+    return None
+
+
+def _softmax_rows(a: np.ndarray) -> bool:
+    """Rows along the long axis summing to 1: class probabilities per step (a CTC
+    recognizer's [N, T, classes]), not a detector's anchors."""
+    axis = 2 if a.shape[2] > a.shape[1] else 1
+    sums = a.sum(axis=axis)
+    return bool(np.all(a >= 0) and np.allclose(sums, 1.0, atol=1e-2))
