@@ -25,6 +25,7 @@ class OutputFidelity:
     max_abs_error: float
     exact: bool
     worst_component: str | None = None  # e.g. "output0[:, 37]"
+    worst_component_error: float | None = None  # relative squared error (decides)
     worst_component_cosine: float | None = None
     components: int | None = None
 
@@ -69,7 +70,7 @@ class CheckResult:
     @property
     def drop(self) -> float | None:
         """What ``--max-drop`` gates: the task metric's drop (accuracy with labels, top-1
-        agreement, detection F1, ...) or, without a task, 1 - the worst component cosine."""
+        agreement, detection F1, ...) or, without a task, the worst component's error."""
         return self.measured_drop
 
     @property
@@ -192,7 +193,8 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
         result.outputs.append(
             OutputFidelity(
                 c.name, c.top1_agreement, c.cosine, c.max_abs_error, c.exact,
-                w.label if w else None, w.worst_cosine if w else None,
+                w.label if w else None, w.worst_error if w else None,
+                w.worst_cosine if w else None,
                 w.components if w else None,
             )
         )  # fmt: skip

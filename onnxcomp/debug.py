@@ -72,6 +72,10 @@ class LayerError:
     weights: str = ""  # how its weight was compressed: quantized, pruned, both or ""
     hint: str = ""
     index: int = 0  # position in the original graph's order (layers are sorted worst first)
+    # The task metric's drop won back when this layer alone gets its original weight
+    # (the compressed model otherwise unchanged); None: not measured (no weight, or past
+    # the TASK_LAYERS worst).
+    task_effect: float | None = None
 
 
 @dataclass
@@ -85,6 +89,8 @@ class DebugResult:
     unmatched: list[str] = field(default_factory=list)
     # Tensors whose channel count changed (structured pruning): name -> "before -> after".
     channels: dict[str, str] = field(default_factory=dict)
+    metric: str = ""  # what task_effect is measured in (metrics.Judge)
+    drop: float | None = None  # the compressed model's drop in it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -211,6 +217,7 @@ def debug(
     data: Any,
     *,
     threads: int = 0,
+    options: Any = None,
 ) -> DebugResult:
     """Per-layer error of COMPRESSED against ORIGINAL on ``data``, worst contributor first."""
     if data is None:
@@ -278,20 +285,97 @@ def debug(
             weights=weight_state(theirs[orig].producer() if orig in theirs else None, node),
             index=index,
         )
-        layer.hint = _hint(layer)
+        layer.hint = _hint(layer, _upstream_weight(node))
         result.layers.append(layer)
     result.layers.sort(key=lambda layer: (-_finite(layer.added_error), -_finite(layer.rel_error)))
+    task_effects(ref, new, source, result, options)
+    result.layers.sort(key=lambda la: (-(la.task_effect or 0.0), -_finite(la.added_error)))
     return result
+
+
+TASK_LAYERS = 8  # weighted layers (worst added error first) whose task effect is measured
+
+
+def task_effects(
+    ref: ir.Model, new: ir.Model, source: DataSource, result: DebugResult, options: Any
+) -> None:
+    """Each of the worst weighted layers restored alone to its original weight: how much
+    of the compressed model's task drop (metrics.Judge: --task, or the worst component)
+    that wins back. Layers are then ranked by it, SQNR beside."""
+    from onnxcomp.metrics import Judge
+    from onnxcomp.runtime.session import make_session
+
+    originals = {n.name: n for n in ref.graph if n.name}
+    ref_sess = make_session(ref)
+    names = [o.name for o in ref_sess.get_outputs()]
+    expected = [(b, ref_sess.run(None, b.feed)) for b in source]
+
+    def drop(model: ir.Model) -> tuple[float, str]:
+        sess = make_session(model)
+        judge = Judge(
+            names, getattr(options, "task", None),
+            settings=options.task_settings() if options is not None else None,
+            metric_fn=getattr(options, "metric_fn", None),
+        )  # fmt: skip
+        for batch, out in expected:
+            judge.update(out, sess.run(None, batch.feed))
+        verdict = judge.verdict()
+        return verdict.drop, verdict.metric
+
+    result.drop, result.metric = drop(new)
+    if not result.drop:
+        return
+    chosen = [la for la in result.layers if la.weights and la.node in originals]
+    for layer in chosen[:TASK_LAYERS]:
+        trial = new.clone()
+        if _restore(trial, originals[layer.node]):
+            layer.task_effect = result.drop - drop(trial)[0]
+
+
+def _restore(model: ir.Model, original: ir.Node) -> bool:
+    """Give the node of ``original``'s name in ``model`` the original's weight input."""
+    index = 0 if original.op_type == "Gather" else 1
+    weight = _const(original.inputs[index]) if len(original.inputs) > index else None
+    node = next((n for n in model.graph if n.name == original.name), None)
+    if weight is None or node is None or len(node.inputs) <= index:
+        return False
+    value = ir.Value(name=f"{original.name}__original_weight", const_value=ir.tensor(weight))
+    model.graph.initializers.add(value)
+    node.replace_input_with(index, value)
+    return True
+
+
+def _upstream_weight(node: ir.Node, depth: int = 6) -> str | None:
+    """The nearest layer with a weight that feeds ``node`` (a Sigmoid's error is made by
+    the Conv before it: that is what a hint should name)."""
+    frontier = [node]
+    for _ in range(depth):
+        nxt = []
+        for n in frontier:
+            for v in n.inputs:
+                p = v.producer() if v is not None else None
+                if p is None:
+                    continue
+                if p.op_type in WEIGHT_OPS and len(p.inputs) > 1:
+                    return p.name or None
+                nxt.append(p)
+        frontier = nxt
+    return None
 
 
 def _finite(x: float) -> float:
     return x if math.isfinite(x) else 1e300
 
 
-def _hint(layer: LayerError) -> str:
+def _hint(layer: LayerError, upstream: str | None = None) -> str:
     if layer.added_error < HINT_THRESHOLD:
         return ""
     name = layer.node
+    if not layer.weights and not layer.quantized_output and upstream:
+        return (
+            f"error grows here ({layer.op_type}, no weight) from {upstream}'s output: "
+            f"--exclude {upstream} or --recover gptq"
+        )
     if layer.weights:
         repair = "sparsegpt" if "pruned" in layer.weights else "gptq"
         return (

@@ -4,7 +4,7 @@ Every candidate is judged by metrics.Judge against the original's outputs, compu
 and kept (evaluation sets are small): the task's metric (``--task``, ``--metric-fn``, or
 detected from the outputs: a YOLO head, class scores), else the worst output component.
 The older names still work: ``accuracy`` (classify against labels), ``agreement``
-(classify against the original), ``cosine`` (the worst component). A Python callable
+(classify against the original), ``cosine`` (the worst component's error). A Python callable
 ``metric(session, data) -> float`` (higher is better) also works, without a bound.
 """
 

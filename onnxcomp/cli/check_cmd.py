@@ -68,13 +68,13 @@ def render(r: CheckResult) -> str:
     for o in r.outputs:
         cos = "n/a" if o.cosine is None else f"{o.cosine:.6f}"
         worst = ""
-        if o.worst_component_cosine is not None and o.components and o.components > 1:
+        if o.worst_component_error is not None and o.components and o.components > 1:
             worst = (
-                f", worst of {o.components} components {o.worst_component} cosine "
-                f"{o.worst_component_cosine:.6f}"
+                f", worst of {o.components} components {escape(o.worst_component or '')} "
+                f"error {o.worst_component_error:.4g} (cosine {o.worst_component_cosine:.6f})"
             )
-        elif o.worst_component_cosine is not None:
-            worst = f", pooled cosine {o.worst_component_cosine:.6f}"
+        elif o.worst_component_error is not None:
+            worst = f", error {o.worst_component_error:.4g}"
         lines.append(
             f"output {escape(o.name)}: top-1 agreement {_pct(o.top1_agreement)}, "
             f"global cosine {cos}{worst}, max abs error {o.max_abs_error:.4g}"

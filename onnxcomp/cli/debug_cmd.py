@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import click
 
-from onnxcomp.cli._app import app, emit_json, say, wrote
+from onnxcomp.cli._app import app, emit_json, escape, say, wrote
+from onnxcomp.cli._options import click_options
 from onnxcomp.debug import DebugResult, debug
+from onnxcomp.options import TaskOptions
 from onnxcomp.report import require_plotly
 
 
@@ -32,13 +35,23 @@ from onnxcomp.report import require_plotly
     "--html", "html", metavar="FILE", type=click.Path(dir_okay=False),
     help="Also write a self-contained HTML report with plots (needs onnxcomp[report]).",
 )  # fmt: skip
+@click_options(TaskOptions)
 def debug_command(
-    original: str, compressed: str, data: str, top: int, as_json: bool, html: str | None
+    original: str,
+    compressed: str,
+    data: str,
+    top: int,
+    as_json: bool,
+    html: str | None,
+    **task: Any,
 ) -> int:
-    """Per-layer error of COMPRESSED against ORIGINAL, the layers adding most error first."""
+    """Per-layer error of COMPRESSED against ORIGINAL: the layers whose original weight
+    wins back most of the task metric's drop first, then by the error they add."""
     if html:
         require_plotly()
-    result = debug(original, compressed, data)
+    options = TaskOptions(**task)
+    options.validate_task()
+    result = debug(original, compressed, data, options=options)
     if html:
         from onnxcomp.report.debug_page import write_debug_html
 
@@ -61,18 +74,23 @@ def _fmt_db(x: float) -> str:
 def render(result: DebugResult, top: int | None = 20) -> str:
     """A text table, worst contributor first, hints below."""
     rows = result.layers if top is None else result.layers[:top]
-    width = max([len(r.node) for r in rows] + [5])
-    lines = [
-        f"{'layer':<{width}}  {'op':<14}{'SQNR dB':>9}{'rel err':>10}{'added':>10}  weights",
-    ]
+    width = max([len(escape(r.node)) for r in rows] + [5])
+    lines = []
+    if result.drop is not None:
+        lines.append(f"compressed model: {escape(result.metric)} drop {result.drop:.4g}")
+    lines.append(
+        f"{'layer':<{width}}  {'op':<14}{'SQNR dB':>9}{'rel err':>10}{'added':>10}"
+        f"{'task won':>10}  weights"
+    )
     for r in rows:
         tags = [r.weights] if r.weights else []
         tags += ["int8 output"] if r.quantized_output else []
+        won = "" if r.task_effect is None else f"{r.task_effect:.3g}"
         lines.append(
-            f"{r.node:<{width}}  {r.op_type:<14}{_fmt_db(r.sqnr_db):>9}"
-            f"{r.rel_error:>10.3g}{r.added_error:>10.3g}  {', '.join(tags)}"
+            f"{escape(r.node):<{width}}  {r.op_type:<14}{_fmt_db(r.sqnr_db):>9}"
+            f"{r.rel_error:>10.3g}{r.added_error:>10.3g}{won:>10}  {', '.join(tags)}"
         )
-    hints = [f"  {r.node}: {r.hint}" for r in rows if r.hint]
+    hints = [f"  {escape(r.node)}: {escape(r.hint)}" for r in rows if r.hint]
     if hints:
         lines.append("hints:")
         lines += hints

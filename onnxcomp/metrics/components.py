@@ -4,18 +4,19 @@ One cosine over a whole output tensor is dominated by its largest values: a YOLO
 ``[N, 4 + classes, anchors]`` is mostly box coordinates in pixels, and class scores
 (0..1) that collapsed to nothing leave that cosine at 0.995. Here each *component* (one
 slice along the output's feature axis: every row of a ``[N, C, A]`` head, every class
-score, every hidden feature) gets its own cosine, pooled over samples and positions, and
-the output is judged by its worst component.
+score, every hidden feature) gets its own relative error, pooled over samples and
+positions, ``e = ||new - ref||^2 / ||ref||^2`` (capped at 1), and the output is judged
+by its worst component. Unlike a cosine, the error sees a component that only shrank
+(class scores scaled down below a threshold keep a cosine of 1.0).
 
 The component axis is the smallest non-batch axis the model declares with a fixed size
 > 1 (exporters leave batch, sequence and anchor counts symbolic, or they are the long
 axes: ``[1, 84, 8400]`` -> 84 rows, ``[N, 40, 6625]`` with only 6625 fixed -> classes,
 ``[N, T, 384]`` -> features), else the last axis.
 
-Per-sample drops decompose the pooled figure exactly: with ``a``, ``b`` one component's
-values normalized by their pooled norms, ``1 - cos = sum_i 0.5 * |a_i - b_i|^2``, so
-``N * 0.5 * |a_i - b_i|^2`` is sample ``i``'s share and their mean is ``1 - cos``: the
-statistical bound on a drop works on them as on any per-sample metric.
+Per-sample drops decompose the pooled error exactly: sample ``i``'s share is
+``N * ||new_i - ref_i||^2 / ||ref||^2``, and their mean is ``e``, so the statistical
+bound on a drop works on them as on any per-sample metric.
 """
 
 from __future__ import annotations
@@ -96,37 +97,48 @@ class ComponentStats:
     def samples(self) -> int:
         return sum(r.shape[0] for r in self.rows)
 
-    def cosines(self) -> np.ndarray:
-        """Pooled cosine of every component (NaN for a negligible one)."""
-        assert self.ab is not None and self.aa is not None and self.bb is not None
-        cos = _cos(self.ab, self.aa, self.bb)
+    def _negligible(self) -> np.ndarray:
+        assert self.aa is not None and self.bb is not None
         energy = np.maximum(self.aa, self.bb)
         floor = NEGLIGIBLE_ENERGY * float(np.median(energy)) if energy.size else 0.0
-        return np.where(energy <= floor, np.nan, cos)
+        return energy <= floor
+
+    def cosines(self) -> np.ndarray:
+        """Pooled cosine of every component (reported beside the error)."""
+        assert self.ab is not None and self.aa is not None and self.bb is not None
+        return _cos(self.ab, self.aa, self.bb)
+
+    def errors(self) -> np.ndarray:
+        """Pooled relative squared error of every component, capped at 1 (NaN for a
+        negligible one)."""
+        assert self.ab is not None and self.aa is not None and self.bb is not None
+        sse = np.maximum(self.aa - 2.0 * self.ab + self.bb, 0.0)
+        err = np.where(self.aa > 0, sse / np.where(self.aa > 0, self.aa, 1.0), 1.0)
+        err = np.where((self.aa == 0) & (self.bb == 0), 0.0, np.minimum(err, 1.0))
+        return np.where(self._negligible(), np.nan, err)
 
     def worst(self) -> tuple[int, float]:
-        """(index, cosine) of the worst component; (-1, 1.0) when all are negligible."""
-        cos = self.cosines()
-        if np.all(np.isnan(cos)):
-            return -1, 1.0
-        i = int(np.nanargmin(cos))
-        return i, float(cos[i])
+        """(index, error) of the worst component; (-1, 0.0) when all are negligible."""
+        err = self.errors()
+        if np.all(np.isnan(err)):
+            return -1, 0.0
+        i = int(np.nanargmax(err))
+        return i, float(err[i])
 
     def drops(self, component: int | None = None) -> np.ndarray:
-        """Per-sample drops of one component (default: the worst); mean = 1 - cosine."""
+        """Per-sample drops of one component (default: the worst); their mean is its
+        error."""
         c = self.worst()[0] if component is None else component
         n = self.samples
         if c < 0 or n == 0:
             return np.zeros(n)
-        assert self.aa is not None and self.bb is not None
+        assert self.aa is not None
         per = np.concatenate(self.rows).astype(np.float64)[:, :, c]  # [n, 3]
-        A, B = float(self.aa[c]), float(self.bb[c])
-        if A == 0.0 and B == 0.0:
-            return np.zeros(n)
-        if A == 0.0 or B == 0.0:
-            return np.ones(n)  # one model is all zero there: orthogonal
-        ab, aa, bb = per[:, 0], per[:, 1], per[:, 2]
-        return n * 0.5 * np.maximum(aa / A + bb / B - 2.0 * ab / np.sqrt(A * B), 0.0)
+        total = float(self.errors()[c])
+        sse = np.maximum(per[:, 1] - 2.0 * per[:, 0] + per[:, 2], 0.0)
+        if not total or not sse.sum():
+            return np.full(n, total)
+        return sse * (n * total / float(sse.sum()))  # mean = the (capped) pooled error
 
     def global_cosine(self) -> float:
         """The old figure: mean per-sample cosine of the whole tensor (reported only)."""
@@ -134,7 +146,7 @@ class ComponentStats:
         return float(cos.mean()) if cos.size else 1.0
 
     def negligible(self) -> int:
-        return int(np.isnan(self.cosines()).sum()) if self.ab is not None else 0
+        return int(self._negligible().sum()) if self.ab is not None else 0
 
 
 def _by_component(x: np.ndarray, axis: int | None) -> np.ndarray:
@@ -162,7 +174,8 @@ class ComponentSummary:
     axis: int | None
     components: int
     worst_index: int
-    worst_cosine: float
+    worst_error: float  # pooled relative squared error of the worst component
+    worst_cosine: float  # that component's pooled cosine
     global_cosine: float
     negligible: int
 
@@ -174,8 +187,9 @@ class ComponentSummary:
 
 
 def summarize(stats: ComponentStats) -> ComponentSummary:
-    i, cos = stats.worst()
+    i, err = stats.worst()
+    cos = float(stats.cosines()[i]) if i >= 0 else 1.0
     return ComponentSummary(
-        stats.name, stats.axis, stats.components, i, cos, stats.global_cosine(),
+        stats.name, stats.axis, stats.components, i, err, cos, stats.global_cosine(),
         stats.negligible(),
     )  # fmt: skip

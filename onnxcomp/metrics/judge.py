@@ -63,7 +63,7 @@ class Verdict:
         if self.task is not None and not self.task.binary:
             return self.drop, f"{self.task.task} {self.task.metric}"
         d = self.fidelity_drops
-        return (float(d.mean()) if d is not None and d.size else 0.0), "worst component cosine"
+        return (float(d.mean()) if d is not None and d.size else 0.0), "worst component error"
 
     @property
     def worst_cosine(self) -> float:
@@ -90,6 +90,7 @@ def _component_dict(c: ComponentSummary) -> dict[str, Any]:
         "axis": c.axis,
         "components": c.components,
         "worst_index": c.worst_index,
+        "worst_error": c.worst_error,
         "worst_cosine": c.worst_cosine,
         "global_cosine": c.global_cosine,
         "negligible_components": c.negligible,
@@ -173,13 +174,13 @@ class Judge:
         candidates: list[tuple[float, str, np.ndarray]] = []
         for s, summary in zip(live, outputs, strict=True):
             d = s.drops(summary.worst_index)
-            candidates.append((_mean(d), f"worst component cosine ({summary.label})", d))
+            candidates.append((_mean(d), f"worst component error ({summary.label})", d))
         for name, rows in self._exact.items():
             candidates.append((_mean(d := np.concatenate(rows)), f"agreement of '{name}'", d))
         for name, rows in self._mismatch.items():
             d = np.concatenate(rows)
             candidates.append((_mean(d), f"output '{name}' changed shape", d))
-        worst = min(outputs, key=lambda c: c.worst_cosine) if outputs else None
+        worst = max(outputs, key=lambda c: c.worst_error) if outputs else None
         drops, label = None, "no output to compare"
         if candidates:
             _, label, drops = max(candidates, key=lambda c: c[0])

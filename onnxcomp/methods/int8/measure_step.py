@@ -34,10 +34,10 @@ DROP_ORDER = (
 # calibrated Q/DQ pair; "skip_layernorm" lets onnxruntime fuse residual Add + LayerNorm
 # (methods/int8/layernorm_guard.py says why it is blocked by default).
 SWITCHES = frozenset({"dynamic", "skip_layernorm"})
-# A fidelity loss (the task metric's drop, or 1 - the worst component cosine) above this
+# A fidelity loss (a continuous task metric's drop, or the worst component's error) above this
 # triggers the search: int8 transformers sit near 0.99, and dropping op families rarely
 # buys fidelity there, only time.
-FIDELITY_TOLERANCE = 1e-2
+FIDELITY_TOLERANCE = 2e-2
 COMPUTE_FAMILIES = frozenset({"conv", "gemm", "matmul"})
 CHEAP_FAMILIES = frozenset(DROP_ORDER) - COMPUTE_FAMILIES - SWITCHES
 SPEEDUP_MARGIN = 0.97  # a drop must make the model at least 3% faster to count

@@ -23,7 +23,7 @@ class Int8Report:
     families_dropped: dict[str, str] = field(default_factory=dict)
     decoded_at_load: int = 0  # int8 weights of float ops, decoded once by onnxruntime at load
     latency_ratio: float | None = None  # int8 / float, onnxruntime, 1 thread
-    # vs float on calibration data: 1 - the task metric's drop, or the worst component cosine
+    # vs float on calibration data: 1 - the task metric's drop, or 1 - the worst component's error
     fidelity: float | None = None
     fidelity_metric: str = ""
     trials: list[dict[str, Any]] = field(default_factory=list)
