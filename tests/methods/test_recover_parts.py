@@ -1,4 +1,4 @@
-"""methods/recover/: the layers it rebuilds, the output energy, the guard's cosines."""
+"""methods/recover/: the layers it rebuilds, the output energy, the guard's fidelity."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 from _models import data_for, mlp
 
 from onnxcomp.methods.recover.driver import output_energy
-from onnxcomp.methods.recover.guard import output_cosines
+from onnxcomp.methods.recover.guard import output_fidelity
 from onnxcomp.methods.recover.layers import find_layers
+from onnxcomp.options import CompressOptions
 
 
 def test_find_layers_sees_both_matmuls() -> None:
@@ -23,5 +24,5 @@ def test_output_energy_is_the_trace() -> None:
 
 def test_a_model_is_its_own_teacher() -> None:
     model = mlp()
-    (cos,) = output_cosines(model, [mlp()], data_for(model))
-    assert cos > 0.9999
+    (fidelity,), _gauge = output_fidelity(model, [mlp()], data_for(model), CompressOptions())
+    assert fidelity > 0.9999

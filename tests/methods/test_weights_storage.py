@@ -9,10 +9,12 @@ import onnxruntime as ort
 from _models import mlp
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxcomp.graph.weights import find_weights
 from onnxcomp.methods.codebook.quantize_codebook import CodebookQuantizePass
 from onnxcomp.methods.weights.batchnorm_vectors import BatchNormTwoVectorsPass
 from onnxcomp.methods.weights.gemm_nbits_layout import GemmWeightLayoutPass
 from onnxcomp.methods.weights.pack_int8 import PackInt8Pass
+from onnxcomp.methods.weights.small_weights import saving_is_small, small_note
 
 
 def test_passes_without_their_ops_do_nothing() -> None:
@@ -59,3 +61,10 @@ def test_batchnorm_as_two_vectors_keeps_the_outputs() -> None:
     step = BatchNormTwoVectorsPass()
     assert step(model).modified and step.rewritten
     np.testing.assert_allclose(_run(model, x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_a_weight_saving_under_a_thousandth_keeps_8_bits() -> None:
+    w2 = next(w for w in find_weights(mlp()) if w.name == "w2")  # 512 of 4608 weights
+    assert not saving_is_small(w2, 4, total_bytes=4 * 4608)
+    assert saving_is_small(w2, 4, total_bytes=10**9)
+    assert small_note([], 4) is None and "w2" in (small_note(["w2"], 4) or "")
