@@ -181,7 +181,7 @@ def _compare_outputs(ref_sess, new_sess, source: DataSource, result: CheckResult
         for comp, r, n in zip(comparisons, ref_out, new_out, strict=True):
             if np.shape(r) == np.shape(n):
                 comp.update(np.asarray(r), np.asarray(n))
-        judge.update(ref_out, new_out, batch.labels)
+        judge.update(ref_out, new_out, batch.labels, feed=batch.feed)
         result.samples += batch.size
     if first_feed is None:
         return None

@@ -303,6 +303,7 @@ def task_effects(
     of the compressed model's task drop (metrics.Judge: --task, or the worst component)
     that wins back. Layers are then ranked by it, SQNR beside."""
     from onnxcomp.metrics import Judge
+    from onnxcomp.metrics.judge import declared_shapes
     from onnxcomp.runtime.session import make_session
 
     originals = {n.name: n for n in ref.graph if n.name}
@@ -315,10 +316,10 @@ def task_effects(
         judge = Judge(
             names, getattr(options, "task", None),
             settings=options.task_settings() if options is not None else None,
-            metric_fn=getattr(options, "metric_fn", None),
+            metric_fn=getattr(options, "metric_fn", None), declared=declared_shapes(ref_sess),
         )  # fmt: skip
         for batch, out in expected:
-            judge.update(out, sess.run(None, batch.feed))
+            judge.update(out, sess.run(None, batch.feed), feed=batch.feed)
         verdict = judge.verdict()
         return verdict.drop, verdict.metric
 

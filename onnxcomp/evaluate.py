@@ -120,7 +120,8 @@ class Evaluator:
         judge = self._make_judge()
         labelled = self.has_labels and (self.spec.metric != "agreement")
         for batch, ref_out in self._reference:
-            judge.update(ref_out, outputs(batch, ref_out), batch.labels if labelled else None)
+            labels = batch.labels if labelled else None
+            judge.update(ref_out, outputs(batch, ref_out), labels, feed=batch.feed)
         return judge.verdict()
 
     @property

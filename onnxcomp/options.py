@@ -27,6 +27,7 @@ Precision = Literal["float", "weights", "int8", "int4"]  # per layer: ..., int4 
 Objective = Literal["size", "latency"]
 Engine = Literal["local", "ray"]
 Metric = Literal["accuracy", "agreement", "cosine"]
+MeasureMode = Literal["cached", "fresh", "off"]
 Task = Literal["classify", "detect", "segment", "sequence", "ctc", "embed", "threshold", "regress"]
 
 QUANTIZE_MODES: tuple[str, ...] = get_args(Quantize)
@@ -288,12 +289,30 @@ class CompressOptions(TaskOptions):
     )
     # Calibration progress bar on stderr (when it is a TTY).
     progress: bool = option(True, cli=False, recipe=False)
-    measure: bool = option(
-        True,
-        "int8: time the result against float in onnxruntime and keep float the op families "
-        "that do not pay (decisions depend on timing; --no-measure is bit-for-bit reproducible).",
+    # True/False from Python mean cached/off.
+    measure: MeasureMode | bool = option(
+        "cached",
+        "int8: time the result against float (this thread's CPU time, so load does not "
+        "sway it) and keep float the op families that do not pay. cached: reuse this "
+        "machine's stored decision for the same model and data; fresh: measure again; "
+        "off: never (bit-for-bit reproducible anywhere).",
         show_default=True,
     )
+    no_measure: bool = option(False, "Same as --measure off.", recipe=False)
+    # The families the measure step chose (CompressResult.activations["families"]): a
+    # recipe pins them, so a replay builds the same graph without timing anything.
+    int8_families: tuple[str, ...] | None = option(
+        None, "int8: use exactly these op families (a measured decision, replayed; "
+        "repeatable; none: all float).",
+        metavar="FAMILY",
+    )  # fmt: skip
+
+    @property
+    def measure_mode(self) -> str:
+        if self.no_measure or self.measure is False:
+            return "off"
+        return "cached" if self.measure is True else str(self.measure)
+
     recover: RecoverMethod | None = option(
         help="Teacher-guided repair from --calib data: bias correction, GPTQ weight "
         "reconstruction, or SparseGPT pruning."
@@ -310,6 +329,8 @@ class CompressOptions(TaskOptions):
 
     def validate(self) -> None:
         self.validate_task()
+        if self.measure not in (True, False, "cached", "fresh", "off"):
+            raise OnnxcompError(f"--measure must be cached, fresh or off, got {self.measure!r}")
         validate_prune(self.prune_threshold, self.prune_sparsity)
         if self.global_prune and self.prune_sparsity is None:
             raise OnnxcompError("--global ranks weights for --prune-sparsity; give a sparsity")

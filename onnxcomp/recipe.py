@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 def _types(hint: Any) -> tuple[type, ...] | None:
     """The TOML/JSON value types a field of this annotation accepts (None: any)."""
     if choices_of(hint) is not None:
-        return (str,)
+        return (str, bool) if "bool" in str(hint) else (str,)
     text = str(hint)
     if hint is bool:
         return (bool,)

@@ -6,6 +6,13 @@ import onnx
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _own_measure_cache(tmp_path_factory, monkeypatch):
+    """Each test measures for itself: no decision cached by another test (or by the
+    user's own runs in ~/.cache) decides what a test builds."""
+    monkeypatch.setenv("ONNXCOMP_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def save_model(tmp_path):
     """Write a ModelProto into the test's folder and return its path."""

@@ -19,7 +19,8 @@ def _save(nodes, inits, path, inputs, output, opset=17) -> str:
         nodes, "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
         [helper.make_tensor_value_info(output[0], TensorProto.FLOAT, output[1])],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
+        [numpy_helper.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k)
+         for k, v in inits.items()],
     )  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
@@ -96,3 +97,32 @@ def test_int4_keeps_its_worst_layers_int8_when_the_outputs_move(tmp_path):
     judge = Judge([x], detect=False)
     judge.update(ref.run(None, feed), new.run(None, feed))
     assert judge.verdict().drop <= 0.02
+
+
+def test_anchor_grids_and_arange_weights_stay_exact(tmp_path):
+    """A YOLOv8 tail: a DFL Conv whose weights are 0..15 and an anchor grid added to the
+    box distances. int8 rows moved every anchor by up to half a step (10 px boxes on a
+    real export, F1 vs fp32 0.67); both must come out exact."""
+    rng = np.random.default_rng(4)
+    grid = (np.arange(2 * 4096, dtype=np.float32).reshape(1, 2, 4096) % 128) + 0.5
+    inits = {
+        "dfl.w": np.arange(16, dtype=np.float32).reshape(1, 16, 1, 1),
+        "anchors": grid,
+        "head.w": rng.normal(size=(16 * 2, 16, 1, 1)),
+        "shape": np.array([1, 16, 2, 4096], np.int64),
+        "shape2": np.array([1, 2, 4096], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "head.w"], ["h"], name="head"),
+        helper.make_node("Reshape", ["h", "shape"], ["r"]),
+        helper.make_node("Softmax", ["r"], ["p"], axis=1),
+        helper.make_node("Conv", ["p", "dfl.w"], ["d"], name="dfl"),
+        helper.make_node("Reshape", ["d", "shape2"], ["dd"]),
+        helper.make_node("Add", ["dd", "anchors"], ["y"]),
+    ]
+    src = _save(nodes, inits, tmp_path / "m.onnx", [("x", [1, 16, 1, 4096])], ("y", [1, 2, 4096]))
+    x = rng.normal(size=(1, 16, 1, 4096)).astype(np.float32)
+    ref = make_session(onnx.load(src)).run(None, {"x": x})[0]
+    weights_only = compress(src, tmp_path / "w2.onnx", quantize="weights", exclude=("head",))
+    new = make_session(onnx.load(tmp_path / "w2.onnx")).run(None, {"x": x})[0]
+    assert np.array_equal(new, ref), weights_only.notes  # DFL exact, anchors exact

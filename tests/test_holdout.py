@@ -156,3 +156,33 @@ def test_split_tops_up_to_at_least_and_keeps_classes_balanced(tmp_path):
     assert (s.search_samples, s.verify_samples) == (50, 250)
     counts = np.bincount(_rows(s.verify, "y")[1])
     assert counts.max() - counts.min() <= 1
+
+
+def test_a_fixed_batch_model_gets_one_sample_per_held_back_file(tmp_path):
+    """A detector exported at batch 1 with a folder of one-image feeds: the split must
+    not join images into one [k, ...] feed the model refuses."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxcomp.auto.split import split_data
+    from onnxcomp.io.data import input_specs, open_data
+    from onnxcomp.io.model_io import load
+
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    feeds = tmp_path / "feeds"
+    feeds.mkdir()
+    for i in range(9):
+        np.savez(feeds / f"{i}.npz", x=np.full((1, 4), i, np.float32))
+    specs = input_specs(load(tmp_path / "m.onnx"))
+    split = split_data(str(feeds), specs, tmp_path / "split")
+    for part in (split.search, split.verify):
+        batches = list(open_data(part, specs))
+        assert batches and all(b.feed["x"].shape == (1, 4) for b in batches)

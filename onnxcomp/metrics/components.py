@@ -12,7 +12,8 @@ by its worst component. Unlike a cosine, the error sees a component that only sh
 The component axis is the smallest non-batch axis the model declares with a fixed size
 > 1 (exporters leave batch, sequence and anchor counts symbolic, or they are the long
 axes: ``[1, 84, 8400]`` -> 84 rows, ``[N, 40, 6625]`` with only 6625 fixed -> classes,
-``[N, T, 384]`` -> features), else the last axis.
+``[N, T, 384]`` -> features), else the channel axis of an image ([N, C, H, W]) or the
+last axis (a sequence length varies by batch).
 
 Per-sample drops decompose the pooled error exactly: sample ``i``'s share is
 ``N * ||new_i - ref_i||^2 / ||ref||^2``, and their mean is ``e``, so the statistical
@@ -46,11 +47,9 @@ def component_axis(shape: tuple[int, ...], declared: tuple | None = None) -> int
     sized = [a for a in axes if shape[a] > 1]
     if not sized:
         return None
-    if len(sized) == 1:
-        return sized[0]
-    if declared is None or len(declared) != len(shape):
-        return min(sized, key=lambda a: (shape[a], a))
-    return sized[-1]
+    if len(shape) >= 4 and 1 in sized:
+        return 1  # ONNX images are [N, C, H, W]
+    return sized[-1]  # features last ([N, T, D]); a YOLO head declares its sizes
 
 
 @dataclass

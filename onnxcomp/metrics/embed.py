@@ -1,7 +1,10 @@
 """embed: the neighbours an embedding retrieves. For each sample, its nearest neighbour
 among the other samples under the original's embeddings must be among the compressed
 model's k nearest (recall@k of the original's neighbour; per-sample 0/1), with the
-per-sample cosine reported beside it. Token outputs [N, T, D] are mean-pooled."""
+per-sample cosine reported beside it. Token outputs [N, T, D] are mean-pooled over the
+real tokens: the attention mask input (``--task-arg mask=NAME``, else an input whose
+name holds "mask" with T positions; 0/1, or additive with 0 for a real token), else
+over every position."""
 
 from __future__ import annotations
 
@@ -24,8 +27,26 @@ class Embed(TaskMetric):
 
     def update(self, ref: Outputs, new: Outputs, labels: np.ndarray | None) -> None:
         name, r = self.pick(ref)
-        self._ref.append(_pool(r))
-        self._new.append(_pool(np.asarray(new[name])))
+        weights = self._mask(r)
+        self._ref.append(_pool(r, weights))
+        self._new.append(_pool(np.asarray(new[name]), weights))
+
+    def _mask(self, x: np.ndarray) -> np.ndarray | None:
+        """[N, T] weights of the real tokens, when the output has tokens and a mask is fed."""
+        if x.ndim != 3 or not self.feed:
+            return None
+        n, t = x.shape[0], x.shape[1]
+        names = [self.settings.mask] if self.settings.mask else sorted(self.feed)
+        for key in names:
+            if key not in self.feed or (not self.settings.mask and "mask" not in key.lower()):
+                continue
+            m = np.asarray(self.feed[key], dtype=np.float64)
+            if m.size != n * t:
+                continue
+            m = m.reshape(n, t)
+            binary = bool(np.all((m == 0) | (m == 1)))
+            return m if binary and m.any() else (m >= 0).astype(np.float64)
+        return None
 
     def result(self) -> TaskResult:
         r, n = np.concatenate(self._ref), np.concatenate(self._new)
@@ -49,9 +70,12 @@ class Embed(TaskMetric):
         )  # fmt: skip
 
 
-def _pool(x: np.ndarray) -> np.ndarray:
+def _pool(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 3:
+    if x.ndim == 3 and weights is not None:
+        w = weights[:, :, None]
+        x = (x * w).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-12)
+    elif x.ndim == 3:
         x = x.mean(axis=1)
     return x.reshape(x.shape[0], -1)
 

@@ -132,7 +132,11 @@ class Judge:
         self._mismatch: dict[str, list[np.ndarray]] = {}
         self._labels_seen = False
 
-    def update(self, ref: Sequence[Any], new: Sequence[Any], labels: Any = None) -> None:
+    def update(
+        self, ref: Sequence[Any], new: Sequence[Any], labels: Any = None, feed: Any = None
+    ) -> None:
+        """One batch of both models' outputs (``feed``: its inputs, for tasks that read
+        them, e.g. the attention mask embeddings are pooled with)."""
         ref_d = {n: _array(v) for n, v in zip(self.names, ref, strict=True)}
         new_d = {n: _array(v) for n, v in zip(self.names, new, strict=True)}
         if self._detect:
@@ -150,6 +154,7 @@ class Judge:
                     "give --task to say how the outputs are read"
                 )
         if self.task is not None:
+            self.task.feed = feed
             self.task.update(ref_d, new_d, labels)
 
     def _fidelity(self, name: str, r: np.ndarray, n: np.ndarray) -> None:
@@ -196,6 +201,12 @@ class Judge:
 
 def _mean(d: np.ndarray) -> float:
     return float(d.mean()) if d.size else 0.0
+
+
+def declared_shapes(session: Any) -> dict[str, tuple | None]:
+    """An onnxruntime session's output shapes as declared (symbolic dims as strings):
+    what tells a component axis from batch, sequence and anchor axes."""
+    return {o.name: tuple(o.shape) if o.shape else None for o in session.get_outputs()}
 
 
 def _array(value: Any) -> np.ndarray:

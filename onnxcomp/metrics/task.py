@@ -64,6 +64,7 @@ class TaskSettings:
     blank: int = 0  # sequence: the CTC blank index
     k: int = 5  # classify: top-k agreement; embed: neighbours for recall@k
     time_major: bool = False  # sequence: outputs are [T, N, C]
+    mask: str | None = None  # embed: the input holding the attention mask (default: found)
 
     @classmethod
     def parse(cls, args: dict[str, Any] | list[str] | tuple[str, ...] | None) -> TaskSettings:
@@ -113,6 +114,7 @@ class TaskMetric:
 
     def __init__(self, settings: TaskSettings | None = None) -> None:
         self.settings = settings or TaskSettings()
+        self.feed: dict[str, np.ndarray] | None = None  # the batch's inputs, when known
 
     def update(self, ref: Outputs, new: Outputs, labels: np.ndarray | None) -> None:
         raise NotImplementedError

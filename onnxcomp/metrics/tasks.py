@@ -52,7 +52,7 @@ def detect(outputs: Outputs) -> tuple[str, str] | None:
     """(task, why) when the outputs show it unambiguously, else None."""
     arrays = {k: np.asarray(v) for k, v in outputs.items()}
     heads = [(k, a) for k, a in arrays.items() if a.dtype.kind == "f" and yolo_axis(a.shape)]
-    if len(heads) == 1 and not _softmax_rows(heads[0][1]):
+    if len(heads) == 1 and _looks_like_boxes_and_scores(heads[0][1]):
         name, a = heads[0]
         style = "channel-first (v8/v11)" if yolo_axis(a.shape) == 1 else "channel-last (v5)"
         return "detect", f"output '{name}' {list(a.shape)} is a YOLO-style head, {style}"
@@ -64,9 +64,14 @@ def detect(outputs: Outputs) -> tuple[str, str] | None:
     return None
 
 
-def _softmax_rows(a: np.ndarray) -> bool:
-    """Rows along the long axis summing to 1: class probabilities per step (a CTC
-    recognizer's [N, T, classes]), not a detector's anchors."""
-    axis = 2 if a.shape[2] > a.shape[1] else 1
-    sums = a.sum(axis=axis)
-    return bool(np.all(a >= 0) and np.allclose(sums, 1.0, atol=1e-2))
+def _looks_like_boxes_and_scores(a: np.ndarray) -> bool:
+    """A YOLO head's values: widths and heights >= 0, scores in [0, 1], and not rows of
+    probabilities along the long axis. A language model's [N, T, vocab] logits or a CTC
+    recognizer's [N, T, classes] probabilities have the shape but not these values."""
+    fields = a if yolo_axis(a.shape) == 1 else np.swapaxes(a, 1, 2)  # [N, fields, anchors]
+    if fields.shape[1] < 5:
+        return False
+    wh, scores = fields[:, 2:4], fields[:, 4:]
+    if float(wh.min()) < 0.0 or float(scores.min()) < 0.0 or float(scores.max()) > 1.0:
+        return False
+    return not np.allclose(a.sum(axis=2 if a.shape[2] > a.shape[1] else 1), 1.0, atol=1e-2)

@@ -116,11 +116,29 @@ def max_rounding_error(array: np.ndarray, q: np.ndarray, scale: np.ndarray, axis
     return worst
 
 
+def lattice_step(array: np.ndarray, qmax: int) -> float | None:
+    """The step q when every value is an integer multiple of q within ``qmax`` steps (an
+    arange, a mask, a one-hot): int8 with scale q stores them exactly, where the max/qmax
+    scale would move 0..15 to 0, 0.94, 2.01, ... (and a detector's boxes with them)."""
+    nonzero = np.abs(array[array != 0]).astype(np.float64)
+    if nonzero.size == 0:
+        return None
+    q = float(nonzero.min())
+    k = np.asarray(array, dtype=np.float64) / q
+    if float(np.abs(k).max()) > qmax or not np.array_equal(k, np.round(k)):
+        return None
+    return q if np.float32(q) == q else None
+
+
 def quantize_weight_symmetric(
     array: np.ndarray, axis: int | None, qmax: int = QMAX_SYMMETRIC
 ) -> tuple[np.ndarray, np.ndarray]:
-    """int8 weight (codes in [-qmax, qmax]) and its float32 scale(s); zeros stay zero."""
+    """int8 weight (codes in [-qmax, qmax]) and its float32 scale(s); zeros stay zero.
+    Values on a lattice (YOLOv8's DFL Conv holds 0..15) keep it: stored exactly."""
     scale = symmetric_scale(array, axis, qmax)
+    step = lattice_step(array, qmax)
+    if step is not None:
+        scale = np.full(np.shape(scale), step, dtype=np.float32)
     q = quantize(array, scale, 0, axis=axis, qmin=-qmax, qmax=qmax)
     return q, scale
 

@@ -270,7 +270,8 @@ class Int8ReferencePass(ir.passes.InPlacePass):
 
         prepare_int8(model)
         ctx = self.ctx
-        if ctx.options.measure:  # the float model, to measure int8 against
+        pinned = bool(ctx.options.int8_families)
+        if ctx.options.measure_mode != "off" and not pinned:  # float, to measure int8 against
             # Unpruned, the input file is that model (onnxruntime folds BatchNorm and
             # constants itself): no 2x-model serialization held through calibration.
             pruned = ctx.prunes or ctx.options.channel_pruning
@@ -302,7 +303,7 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
             self.ctx.reference,
             self.ctx.data(),
             progress=options.progress,
-            tune=options.measure,
+            tune=options.measure_mode,
             base_dir=str(Path(source).parent) if source is not None else None,
         )
         result.activations = report.as_dict()
@@ -325,10 +326,18 @@ class QuantizeActivationsPass(ir.passes.FunctionalPass):
                 f"{report.decoded_at_load} weights of ops kept float stay int8 in the file, "
                 "decoded once by onnxruntime at load (float speed)"
             )
-        if report.latency_ratio is not None:
+        if report.latency_ratio is not None and report.fidelity is not None:
             result.notes.append(
                 f"int8 runs at {report.latency_ratio:.2f}x the float latency (onnxruntime, "
-                f"1 thread), {report.fidelity_metric} {report.fidelity:.5f} on calibration data"
+                f"1 thread), {report.fidelity_metric} {1 - report.fidelity:.4g} on calibration "
+                "data"
+            )
+        if report.busy:
+            result.notes.append(report.busy)
+        if report.decided_by:
+            result.notes.append(
+                f"int8 op families {' '.join(report.families) or 'none'}: decided by "
+                f"{report.decided_by} (a recipe's int8-families pins them)"
             )
         # A functional pass returns a new model; a clone shares the tensors (not the meta).
         out = new.clone() if new is model else new

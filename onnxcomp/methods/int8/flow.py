@@ -12,6 +12,7 @@ import logging
 import platform
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import (
@@ -22,7 +23,7 @@ from onnx_ir.passes.common import (
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph import opaque_types
 from onnxcomp.io.data import DataSource, input_specs
-from onnxcomp.methods.int8 import measure_step
+from onnxcomp.methods.int8 import measure_cache, measure_step
 from onnxcomp.methods.int8.calibrate import Statistics, collect
 from onnxcomp.methods.int8.dynamic_matmul import DynamicMatMulPass, dynamic_candidates
 from onnxcomp.methods.int8.layernorm_guard import KeepLayerNormUnfusedPass, fusable_adds
@@ -74,7 +75,7 @@ def quantize_int8(
     calib: DataSource,
     *,
     progress: bool = True,
-    tune: bool = True,
+    tune: bool | str = True,
     base_dir: str | None = None,
 ) -> tuple[ir.Model, Int8Report]:
     """Quantize activations of a weight-quantized ``model``; ``reference`` is the float
@@ -102,7 +103,15 @@ def quantize_int8(
     # Weight MatMul/Gemm anywhere (If/Loop bodies too) can run int8 with run-time ranges.
     dynamic = {op.lower() for op in dynamic_candidates(model)}
     families = (frozenset(plan.families) | dynamic) & DEFAULT_FAMILIES
-    measure = tune and bool(families) and reference is not None
+    mode = {True: "cached", False: "off"}.get(tune, tune) if isinstance(tune, bool) else tune
+    pinned = set(options.int8_families or ())  # empty: not pinned; ["none"]: all float
+    if pinned:
+        unknown = pinned - set(DEFAULT_FAMILIES) - set(SWITCHES) - {"none"}
+        if unknown:
+            raise OnnxcompError(f"int8-families: unknown families {sorted(unknown)}")
+        families, mode = frozenset(pinned - {"none"}), "off"
+        report.decided_by = "recipe (int8-families)"
+    measure = mode != "off" and bool(families) and reference is not None
     switchable = _switchable(model, families)
     # Trials rebuild from a serialized copy; the first candidate is the model itself.
     base = opaque_types.to_proto(model).SerializeToString() if measure else b""
@@ -134,18 +143,61 @@ def quantize_int8(
         TopologicalSortPass()(m)
         return m, p
 
-    best, best_plan = build(families, m=model)
+    cache_key = cached = None
     if measure:
+        cache_key = measure_cache.key(base, params_digest(params), _judged_options(options))
+        cached = measure_cache.load(cache_key) if mode == "cached" else None
+    if cached is not None:
+        families = frozenset(cached["families"]) & (families | SWITCHES)
+        report.families_dropped = dict(cached.get("dropped", {}))
+        report.latency_ratio, report.fidelity = cached.get("latency"), cached.get("fidelity")
+        report.fidelity_metric = cached.get("fidelity_metric", "")
+        report.decided_by = f"this machine's cached measurement ({cached.get('stored', '?')})"
+        best, best_plan = build(families)
+    else:
+        best, best_plan = build(families, m=model)
+    if measure and cached is None:
         bench = Bench(reference, data, base_dir=base_dir, options=options)
         families, best, best_plan = measure_step.tune(
             families, best, best_plan, build, bench, report, switchable
         )
+        report.decided_by = "measured now (thread CPU time, 1 thread)"
+        assert cache_key is not None
+        measure_cache.store(cache_key, {
+            "families": sorted(families), "dropped": report.families_dropped,
+            "latency": report.latency_ratio, "fidelity": report.fidelity,
+            "fidelity_metric": report.fidelity_metric,
+        })  # fmt: skip
+    report.families = sorted(families)
     report.tensors = len(best_plan.roots) + len(best_plan.shared)
     report.quantized_ops = _count_ops(best_plan)
     report.kept_float = dict(best_plan.kept_float)
     report.decoded_at_load = best_plan.decoded_at_load
     report.dynamic = list(best_plan.dynamic)
     return best, report
+
+
+def params_digest(params: Any) -> str:
+    """A digest of the calibrated ranges (what the calibration data decided)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(params):
+        h.update(name.encode())
+        for part in params[name] if isinstance(params[name], tuple) else (params[name],):
+            h.update(np.asarray(part).tobytes())
+    return h.hexdigest()
+
+
+def _judged_options(options: CompressOptions) -> dict[str, Any]:
+    """What shapes the int8 graph or judges it, beyond the model and the ranges."""
+    fn = options.metric_fn
+    return {
+        "exclude": sorted(options.exclude), "activation_type": options.activation_type,
+        "weight_range": options.weight_range, "task": options.task,
+        "task_arg": list(options.task_arg),
+        "metric_fn": fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)),
+    }  # fmt: skip
 
 
 def _switchable(model: ir.Model, families: frozenset[str]) -> frozenset[str]:

@@ -9,6 +9,7 @@ measurably helps; a drop is judged against the incumbent in the same timing run.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -102,6 +103,7 @@ def tune(families, model, plan, build, bench: Bench, report: Int8Report, switcha
         if not changed or state.ratio <= SPEEDUP_MARGIN:
             break
     report.latency_ratio, report.fidelity = round(state.ratio, 3), round(state.cos, 6)
+    report.busy = bench.busy()
     report.fidelity_metric = bench.metric
     return state.families, state.model, state.plan
 
@@ -225,17 +227,32 @@ class Bench:
             metric_fn=getattr(o, "metric_fn", None),
             declared=self.declared,
         )
-        for ref, new in zip(self.ref_out, outputs, strict=True):
-            judge.update(ref, new)
+        for ref, new, feed in zip(self.ref_out, outputs, self.feeds, strict=True):
+            judge.update(ref, new, feed=feed)
         return judge.verdict()
 
     def fidelity(self, session) -> float:
         """1 - the drop on the calibration samples (1.0: the float model's)."""
         return 1.0 - self._judge([session.run(None, f) for f in self.feeds]).gauge()[0]
 
+    cpu_seconds = 0.0  # this thread's CPU time over the timed runs ...
+    wall_seconds = 0.0  # ... and their wall time: the share says how busy the machine is
+
+    def busy(self) -> str:
+        """A note when this thread got clearly less than the wall time it waited."""
+        if self.wall_seconds <= 0 or self.cpu_seconds >= 0.8 * self.wall_seconds:
+            return ""
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        return (
+            f"the machine is busy (this thread got {self.cpu_seconds / self.wall_seconds:.0%} "
+            f"of the wall time, load average {load:.1f}): timings used its CPU time"
+        )
+
     def latency(self, *sessions) -> Any:
         """Each candidate's latency over float latency, 1 thread, timed together."""
-        ratios = _latency_ratios(self.ref, sessions, self.timing_feed, self.budget)
+        ratios, cpu, wall = _latency_ratios(self.ref, sessions, self.timing_feed, self.budget)
+        self.cpu_seconds += cpu
+        self.wall_seconds += wall
         rounded = [round(r, 3) for r in ratios]
         return rounded[0] if len(rounded) == 1 else rounded
 
@@ -256,9 +273,13 @@ def _one_sample(feed: dict[str, np.ndarray], session) -> dict[str, np.ndarray]:
     return out
 
 
-def _latency_ratios(ref, cands, feed, budget: float) -> list[float]:
+def _latency_ratios(ref, cands, feed, budget: float) -> tuple[list[float], float, float]:
     """Median run time of each of ``cands`` over ``ref``, runs interleaved so noise
-    cancels.
+    cancels; with the CPU and wall seconds they took.
+
+    A run's time is the calling thread's CPU time: with one intra-op thread onnxruntime
+    computes on it, so time another process takes from this core is not counted (on a
+    loaded 2-core machine wall time put a 0.59x-speed int8 model ahead of float).
 
     Runs fill ``budget`` seconds per candidate; a model slower than that gets 3 rounds,
     each long enough to time well. They stop sooner once the pair the measure step decides
@@ -271,18 +292,20 @@ def _latency_ratios(ref, cands, feed, budget: float) -> list[float]:
         sess.run(None, feed)
     times: list[list[float]] = [[] for _ in sessions]
     decisive = (len(sessions) - 1, 1 if len(cands) > 1 else 0)
-    stop = time.perf_counter() + budget * len(cands)
-    while len(times[0]) < 3 or (time.perf_counter() < stop and len(times[0]) < 200):
+    cpu_start, wall_start = time.thread_time(), time.perf_counter()
+    stop = cpu_start + budget * len(cands)  # the budget is CPU time too: load cannot cut it
+    while len(times[0]) < 3 or (time.thread_time() < stop and len(times[0]) < 200):
         for sess, out in zip(sessions, times, strict=True):
-            t = time.perf_counter()
+            t = time.thread_time()
             sess.run(None, feed)
-            out.append(time.perf_counter() - t)
+            out.append(time.thread_time() - t)
         rounds = len(times[0])
         settled = rounds >= MIN_ROUNDS and rounds % 4 == 0
         if settled and _settled(times[decisive[0]], times[decisive[1]]):
             break
     base = max(float(np.median(times[0])), 1e-9)
-    return [float(np.median(t)) / base for t in times[1:]]
+    cpu, wall = time.thread_time() - cpu_start, time.perf_counter() - wall_start
+    return [float(np.median(t)) / base for t in times[1:]], cpu, wall
 
 
 def _settled(cand: list[float], base: list[float]) -> bool:

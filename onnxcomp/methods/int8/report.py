@@ -27,6 +27,9 @@ class Int8Report:
     fidelity: float | None = None
     fidelity_metric: str = ""
     trials: list[dict[str, Any]] = field(default_factory=list)
+    families: list[str] = field(default_factory=list)  # what stayed int8 (int8-families)
+    decided_by: str = ""  # measured now, cached, the recipe, or nothing (--measure off)
+    busy: str = ""  # what the timing saw of the machine's load
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

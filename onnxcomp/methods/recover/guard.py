@@ -16,6 +16,7 @@ import onnx_ir as ir
 
 from onnxcomp.io.data import DataSource
 from onnxcomp.metrics import Judge
+from onnxcomp.metrics.judge import declared_shapes
 from onnxcomp.runtime.session import make_session
 
 MAX_SAMPLES = 64
@@ -29,12 +30,14 @@ def output_fidelity(
     sessions = [make_session(s) for s in students]
     names = {i.name for i in ref.get_inputs()}
     outputs = [o.name for o in ref.get_outputs()]
+    declared = declared_shapes(ref)
     judges = [
         Judge(
             outputs,
             getattr(options, "task", None),
             settings=options.task_settings() if options is not None else None,
             metric_fn=getattr(options, "metric_fn", None),
+            declared=declared,
         )
         for _ in students
     ]
@@ -43,7 +46,7 @@ def output_fidelity(
         feed = {k: v for k, v in batch.feed.items() if k in names}
         expected = ref.run(None, feed)
         for judge, session in zip(judges, sessions, strict=True):
-            judge.update(expected, session.run(None, feed))
+            judge.update(expected, session.run(None, feed), feed=feed)
         seen += batch.size
         if seen >= MAX_SAMPLES:
             break

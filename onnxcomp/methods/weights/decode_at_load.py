@@ -23,6 +23,7 @@ import onnx_ir as ir
 from onnxcomp.graph.edit import add_initializer, all_graphs, const, insert_at_front
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Use, Weight
+from onnxcomp.methods.weights.float16_vectors import exact_in_float16
 from onnxcomp.numerics.scales import max_rounding_error, quantize_weight_symmetric
 from onnxcomp.passes.report import QuantRecord
 
@@ -231,6 +232,11 @@ class StoreConstantsInt8Pass(ir.passes.InPlacePass):
         array = tensor.numpy()
         if not np.isfinite(array).all():
             self.skipped[value.name or ""] = "holds inf or NaN; kept float"
+            return
+        if exact_in_float16(array):
+            # Grids and ranges (a detector's anchor points 0.5 .. 127.5, its strides):
+            # int8 rows would move each by up to half a step, every box with them.
+            self.skipped[value.name or ""] = "exact grid values (anchors, ranges); kept float"
             return
         axis = long_axes[0]
         q, scale = quantize_weight_symmetric(array, axis)

@@ -1,4 +1,5 @@
-"""Small float32 vectors (per-channel scales, biases, norm weights) stored as float16.
+"""Small float32 vectors (per-channel scales, biases, norm weights) stored as float16,
+and constants float16 holds exactly (anchor grids, strides: int8 would move them).
 
 Once the weights are int8, what is left float is mostly vectors: on the PaddleOCR
 direction classifier the decode scales and the biases folded from BatchNorm were 16% of
@@ -41,6 +42,14 @@ def exact_enough(array: np.ndarray) -> bool:
     return bool(np.all(err <= MAX_RELATIVE_ERROR * np.abs(array)))
 
 
+def exact_in_float16(array: np.ndarray) -> bool:
+    """Values float16 holds exactly: structured data (integers, halves: a detector's
+    anchor grid and strides), never trained float32 weights, whose mantissas use all
+    their bits."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.array_equal(array.astype(np.float16).astype(array.dtype), array))
+
+
 class StoreVectorsFloat16Pass(ir.passes.InPlacePass):
     """float32 vectors (one axis longer than 1) of at least MIN_ELEMENTS that no Q/DQ
     node reads and ``wanted`` accepts (a layer kept float keeps its bias float32)."""
@@ -71,8 +80,11 @@ class StoreVectorsFloat16Pass(ir.passes.InPlacePass):
         tensor = value.const_value
         if tensor is None or tensor.dtype != ir.DataType.FLOAT:
             return False
-        if tensor.size < MIN_ELEMENTS or sum(d > 1 for d in tensor.shape.numpy()) != 1:
-            return False  # a matrix is a weight: int8 or, if kept out, float32
+        if tensor.size < MIN_ELEMENTS:
+            return False
+        if sum(d > 1 for d in tensor.shape.numpy()) != 1 and not exact_in_float16(tensor.numpy()):
+            return False  # a matrix is a weight: int8 or, if kept out, float32; a grid
+            # of exact values (anchors) is float16 without loss
         uses = list(value.uses())
         if not uses or any(
             u.node.op_type in QDQ_OPS or u.node.domain not in ("", "ai.onnx") for u in uses
