@@ -18,18 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from onnxcomp import model_io
 from onnxcomp.auto import auto
 from onnxcomp.auto.space import build_space, deflate_size
-from onnxcomp.compress import CompressOptions, compress
-from onnxcomp.data import input_specs, open_data
+from onnxcomp.auto.split import split_data
 from onnxcomp.evaluate import Evaluator
-from onnxcomp.split import split_data
+from onnxcomp.io import model_io
+from onnxcomp.io.data import input_specs, open_data
+from onnxcomp.pipeline.compress import CompressOptions, compress
 from onnxcomp.stats import drop_bound
 
 
 def _digits(folder: Path) -> dict:
-    from onnxcomp.demo import LABELS, build_digits
+    from onnxcomp.cli.demo import LABELS, build_digits
 
     model, test, calib = build_digits(folder)
     return dict(

@@ -67,11 +67,11 @@ def parse(config: str) -> dict:
         elif key in ("prune_sparsity",):
             opts[key] = float(value)
         elif key.startswith("layer:"):  # layer:NAME=S sets that layer's sparsity
-            from onnxcomp.layers import LayerOptions
+            from onnxcomp.pipeline.layers import LayerOptions
 
             opts.setdefault("layers", {})[key[6:]] = LayerOptions(prune_sparsity=float(value))
         elif key.startswith("bits:"):  # bits:NAME=N sets that layer's codebook bits
-            from onnxcomp.layers import LayerOptions
+            from onnxcomp.pipeline.layers import LayerOptions
 
             opts.setdefault("layers", {})[key[5:]] = LayerOptions(bits=int(value))
         else:
@@ -80,7 +80,7 @@ def parse(config: str) -> dict:
 
 
 def _digits(folder: Path):
-    from onnxcomp.demo import build_digits
+    from onnxcomp.cli.demo import build_digits
 
     model, test, calib = build_digits(folder)
     data = np.load(test)
@@ -109,7 +109,7 @@ def _corpus(name: str):
 
 
 def main(argv: list[str]) -> None:
-    from onnxcomp.compress import CompressOptions, compress
+    from onnxcomp.pipeline.compress import CompressOptions, compress
 
     name, configs = argv[0], argv[1:]
     work = Path(tempfile.mkdtemp(prefix=f"cb-{name}-"))

@@ -99,7 +99,7 @@ def _auto(objective: str) -> Compress:
     ) -> dict:
         from onnxcomp.auto import auto
         from onnxcomp.auto.space import build_space
-        from onnxcomp.compress import CompressOptions, compress
+        from onnxcomp.pipeline.compress import CompressOptions, compress
 
         res = auto(
             src, out, calib=str(calib), data=str(calib), labels=labels, max_drop=max_drop,

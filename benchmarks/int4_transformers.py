@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import measure, zoo
-from onnxcomp.compress import compress
+from onnxcomp.pipeline.compress import compress
 
 HERE = Path(__file__).parent
 
@@ -44,8 +44,8 @@ class _Reader:
     iterates the reader and deep-copies it, so it is also an iterable of feeds)."""
 
     def __init__(self, model: Path, calib: str) -> None:
-        from onnxcomp import model_io
-        from onnxcomp.data import input_specs, open_data
+        from onnxcomp.io import model_io
+        from onnxcomp.io.data import input_specs, open_data
 
         data = open_data(calib, input_specs(model_io.load(model)))
         self.feeds = [b.feed for b in data]

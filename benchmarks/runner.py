@@ -176,7 +176,7 @@ def _latencies(entry: dict, rows: dict, built: zoo.Built, produced: dict, cfg: R
 
 
 def _file_bytes(path: Path) -> int:
-    from onnxcomp.model_io import file_size
+    from onnxcomp.io.model_io import file_size
 
     return file_size(path)
 

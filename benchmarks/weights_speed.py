@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from benchmarks import measure, zoo
-from onnxcomp.compress import compress
+from onnxcomp.pipeline.compress import compress
 
 HERE = Path(__file__).parent
 

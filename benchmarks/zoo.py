@@ -83,7 +83,7 @@ def _light(name: str) -> Callable[[Path], Built]:
 
 
 def _digits(folder: Path) -> Built:
-    from onnxcomp.demo import LABELS, OUTPUT, build_digits
+    from onnxcomp.cli.demo import LABELS, OUTPUT, build_digits
 
     model, test, calib = build_digits(folder)
     return Built("digits", model, calib, test, OUTPUT, labels=LABELS)
@@ -122,7 +122,7 @@ MODELS: dict[str, ZooModel] = {
         ZooModel(
             "digits",
             "classifier",
-            "MLP 64-512-256-10 trained on scikit-learn's digits (onnxcomp.demo, BSD-3 data)",
+            "MLP 64-512-256-10 trained on scikit-learn's digits (onnxcomp.cli.demo, BSD-3 data)",
             "held-out digits splits: calibration and labelled test are disjoint",
             _digits,
             calib_n=(360, 120),

@@ -1,10 +1,10 @@
 """onnxcomp: make exported ONNX models smaller and faster, and prove they still work."""
 
 from onnxcomp.check import CheckResult, check
-from onnxcomp.compress import CompressOptions, CompressResult, compress, compress_model
 from onnxcomp.errors import BudgetExceeded, OnnxcompError
 from onnxcomp.inspect_model import InspectResult, inspect
-from onnxcomp.model_io import load, save
+from onnxcomp.io.model_io import load, save
+from onnxcomp.pipeline.compress import CompressOptions, CompressResult, compress, compress_model
 
 __all__ = [
     "BudgetExceeded",

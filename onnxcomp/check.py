@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from onnxcomp import model_io
-from onnxcomp.data import DataSource, input_specs, open_data, synthetic
 from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.io import model_io
+from onnxcomp.io.data import DataSource, input_specs, open_data, synthetic
 from onnxcomp.metrics import Judge, OutputComparison, Verdict
 from onnxcomp.options import CheckOptions
 from onnxcomp.runtime.latency import LatencyStats, compare_latency, session
@@ -131,7 +131,7 @@ def check(
         max_drop=max_drop,
         confidence=confidence,
     )
-    from onnxcomp.storage_forms import storage_forms
+    from onnxcomp.graph.storage_forms import storage_forms
 
     if any(f.form.startswith("codebook") for f in storage_forms(new_model)):
         result.notes.append(

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp import model_io
-from onnxcomp.data import DataSource, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.quantization.numeric import quantize
+from onnxcomp.io import model_io
+from onnxcomp.io.data import DataSource, input_specs, open_data
+from onnxcomp.numerics.scales import quantize
 from onnxcomp.runtime import capture
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from onnxcomp.data import DataSource
 from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.io.data import DataSource
 from onnxcomp.metrics import Judge, TaskSettings, Verdict
 from onnxcomp.options import METRICS
 from onnxcomp.runtime.latency import session

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp import model_io
-from onnxcomp.storage_forms import StoredWeight, storage_forms
-from onnxcomp.structured.removed import removed_channels
+from onnxcomp.graph.storage_forms import StoredWeight, storage_forms
+from onnxcomp.io import model_io
+from onnxcomp.methods.channels.removed import removed_channels
 
 # Which inputs of each integer op hold quantized data (not scales or zero points).
 QUANT_DATA_INPUTS = {
@@ -23,7 +23,7 @@ QUANT_DATA_INPUTS = {
     "MatMulInteger": (0, 1),
     "ConvInteger": (0, 1),
     "Gather": (0,),  # an int8 embedding table read row by row (gather_dequantize.py)
-    "Cast": (0,),  # int8 decoded once at load (passes/decode_at_load.py)
+    "Cast": (0,),  # int8 decoded once at load (methods/weights/decode_at_load.py)
 }
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from onnxcomp.errors import OnnxcompError, one_line
-from onnxcomp.jsonio import write_text_atomic
+from onnxcomp.io.jsonio import write_text_atomic
+from onnxcomp.io.safe_io import regular_file
 from onnxcomp.options import CompressOptions, LayerOptions, choices_of, option_fields
-from onnxcomp.safe_io import regular_file
 
 if sys.version_info >= (3, 11):
     import tomllib

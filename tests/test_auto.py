@@ -12,8 +12,8 @@ from model_builders import robust_fragile_model, write_data
 
 from onnxcomp import check
 from onnxcomp.auto import auto
+from onnxcomp.auto.executor import process_pool
 from onnxcomp.cli import main
-from onnxcomp.executor import process_pool
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_latency_ladder_removes_channels_only_where_they_can_go(tmp_path):
     from model_builders import transformer
 
     from onnxcomp.auto.space import build_space
-    from onnxcomp.compress import compress
+    from onnxcomp.pipeline.compress import compress
 
     src = tmp_path / "t.onnx"
     onnx.save(transformer(dim=128, ff=256, layers=1), src)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from onnxcomp.auto.executor import SerialExecutor
 from onnxcomp.auto.search import SearchState
 from onnxcomp.auto.space import Space
 from onnxcomp.auto.trials import TrialResult
 from onnxcomp.auto.verify import _sequence, pick_finalists
-from onnxcomp.executor import SerialExecutor
 
 
 def _t(id_, nbytes, drop=0.0, deviation=None, lost=None, samples=None):
@@ -55,9 +55,9 @@ def test_a_01_metric_score_carries_how_far_the_outputs_moved(save_model, tmp_pat
     from model_builders import robust_fragile_model, write_data
 
     from onnxcomp import compress
-    from onnxcomp.data import input_specs, open_data
     from onnxcomp.evaluate import Evaluator
-    from onnxcomp.model_io import load
+    from onnxcomp.io.data import input_specs, open_data
+    from onnxcomp.io.model_io import load
 
     src = save_model(robust_fragile_model())
     data = tmp_path / "d.npz"

@@ -8,7 +8,7 @@ import onnxruntime as ort
 from model_builders import _init, _model, vin
 from onnx import helper
 
-from onnxcomp.compress import compress
+from onnxcomp.pipeline.compress import compress
 
 
 def bn_relu_conv() -> onnx.ModelProto:

@@ -10,22 +10,22 @@ from model_builders import int8_conv_net as conv_net
 from onnx import TensorProto, helper
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcomp.data import input_specs, open_data
-from onnxcomp.quantization.calibrate import (
+from onnxcomp.io.data import input_specs, open_data
+from onnxcomp.methods.int8.calibrate import (
     NONNEGATIVE_OPS,
     Statistics,
     TensorStats,
     _reducible,
     collect,
 )
-from onnxcomp.quantization.histogram import (
+from onnxcomp.numerics.histogram import (
     Histogram,
     entropy_range,
     fitting_exp,
     mse_range,
     percentile_range,
 )
-from onnxcomp.quantization.numeric import activation_params, dequantize, quantize, quantize_bias
+from onnxcomp.numerics.scales import activation_params, dequantize, quantize, quantize_bias
 
 
 def _parts(seed: int = 0) -> list[np.ndarray]:

@@ -13,10 +13,10 @@ from model_builders import _init, _model, ort_session, vin
 from onnx import helper
 
 from onnxcomp.cli import main
-from onnxcomp.compress import compress
-from onnxcomp.naming import NameAllocator
+from onnxcomp.graph.naming import NameAllocator
+from onnxcomp.graph.weights import find_weights
 from onnxcomp.passes.channel_scale import apply_scale, scale_groups
-from onnxcomp.weights import find_weights
+from onnxcomp.pipeline.compress import compress
 
 K, N = 128, 256
 

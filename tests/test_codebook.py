@@ -19,9 +19,9 @@ from model_builders import (
 
 from onnxcomp import compress
 from onnxcomp.cli import main
-from onnxcomp.codebook import fit_codebook, fit_values, gptq_assign, refit_values
-from onnxcomp.naming import NameAllocator
-from onnxcomp.passes.pack import Emitter, choose, decode_exact, emit_codes
+from onnxcomp.graph.naming import NameAllocator
+from onnxcomp.methods.codebook.pack import Emitter, choose, decode_exact, emit_codes
+from onnxcomp.numerics.codebook import fit_codebook, fit_values, gptq_assign, refit_values
 from onnxcomp.recipe import load_recipe
 
 DECODE_OPS = {"BitShift", "Mod", "CumSum", "ScatterElements", "ConstantOfShape", "Gather"}
@@ -257,7 +257,7 @@ def test_a_lone_outlier_gets_its_own_value_instead_of_dragging_a_neighbour():
 
 
 def test_a_huge_tensor_is_fitted_on_merged_runs_within_a_hair_of_the_full_fit(monkeypatch):
-    import onnxcomp.codebook as cb
+    import onnxcomp.numerics.codebook as cb
 
     x = np.random.default_rng(1).standard_normal(1 << 17)
 

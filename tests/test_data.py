@@ -7,7 +7,7 @@ import pytest
 from onnx import numpy_helper
 
 from onnxcomp import OnnxcompError
-from onnxcomp.data import InputSpec, open_data, synthetic
+from onnxcomp.io.data import InputSpec, open_data, synthetic
 
 SPECS = [InputSpec("x", np.dtype(np.float32), ("N", 4))]
 FIXED = [InputSpec("x", np.dtype(np.float32), (1, 4))]

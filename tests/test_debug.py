@@ -12,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp.cli import main
 from onnxcomp.cli.debug_cmd import render
-from onnxcomp.compress import compress
 from onnxcomp.debug import debug
+from onnxcomp.pipeline.compress import compress
 
 
 def mlp(depth: int = 4, width: int = 24, seed: int = 0) -> onnx.ModelProto:

@@ -1,4 +1,4 @@
-"""Weight MatMul/Gemm with run-time activation quantization (passes/dynamic_matmul.py)."""
+"""Weight MatMul/Gemm with run-time activation quantization (methods/int8/dynamic_matmul.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import onnxruntime as ort
 from model_builders import _init, _model, vin
 from onnx import helper
 
-from onnxcomp.passes.dynamic_matmul import DynamicMatMulPass, dynamic_candidates
-from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
-from onnxcomp.quantization.flow import prepare_int8
-from onnxcomp.quantization.measure_step import _next_trial
-from onnxcomp.quantization.saturation import saturating_ops
+from onnxcomp.methods.int8.dynamic_matmul import DynamicMatMulPass, dynamic_candidates
+from onnxcomp.methods.int8.flow import prepare_int8
+from onnxcomp.methods.int8.measure_step import _next_trial
+from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass
+from onnxcomp.methods.weights.saturation import saturating_ops
 
 
 def _linear_model(seed: int = 0) -> onnx.ModelProto:
@@ -57,7 +57,7 @@ def _run(proto: onnx.ModelProto, feed, optimized: str | None = None):
 def _weights_and_dynamic() -> tuple[onnx.ModelProto, onnx.ModelProto, list[str]]:
     model = ir.from_proto(_linear_model())
     prepare_int8(model)  # shape inference: only float32 tensors are rewritten
-    # 7-bit where this CPU's u8 x s8 kernels would saturate (quantization/saturation.py)
+    # 7-bit where this CPU's u8 x s8 kernels would saturate (methods/weights/saturation.py)
     QuantizeWeightsPass(reduced=saturating_ops())(model)
     weights_only = ir.to_proto(model)
     assert dynamic_candidates(model) == {"MatMul": 3, "Gemm": 1}
@@ -105,7 +105,7 @@ def test_onnxruntime_fuses_scale_and_bias_into_one_kernel(tmp_path) -> None:
 def test_a_node_excluded_by_name_stays_float() -> None:
     model = ir.from_proto(_linear_model())
     prepare_int8(model)  # shape inference: only float32 tensors are rewritten
-    # 7-bit where this CPU's u8 x s8 kernels would saturate (quantization/saturation.py)
+    # 7-bit where this CPU's u8 x s8 kernels would saturate (methods/weights/saturation.py)
     QuantizeWeightsPass(reduced=saturating_ops())(model)
     rewrite = DynamicMatMulPass(exclude=frozenset({"head"}))
     rewrite(model)

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 from model_builders import robust_fragile_model, write_data
 
-from onnxcomp import safe_io
 from onnxcomp.cli import main
+from onnxcomp.io import safe_io
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -151,7 +151,7 @@ def _auto_setup(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_full_disk_stops_auto_with_the_cause(capsys, tmp_path, monkeypatch):
-    from onnxcomp import model_io
+    from onnxcomp.io import model_io
 
     src, data = _auto_setup(tmp_path)
 
@@ -170,7 +170,7 @@ def test_full_disk_stops_auto_with_the_cause(capsys, tmp_path, monkeypatch):
 
 
 def test_full_disk_in_compress_is_exit_2(capsys, tmp_path, monkeypatch):
-    from onnxcomp import model_io
+    from onnxcomp.io import model_io
 
     src, _ = _auto_setup(tmp_path)
     monkeypatch.setattr(
@@ -184,7 +184,7 @@ def test_full_disk_in_compress_is_exit_2(capsys, tmp_path, monkeypatch):
 
 def test_recipe_calib_replays_from_another_folder(tmp_path, monkeypatch):
     """A recipe stores calib relative to itself; compress --recipe finds it from anywhere."""
-    from onnxcomp.compress import CompressOptions
+    from onnxcomp.pipeline.compress import CompressOptions
     from onnxcomp.recipe import load_recipe, save_recipe
 
     work = tmp_path / "job"
@@ -199,7 +199,7 @@ def test_recipe_calib_replays_from_another_folder(tmp_path, monkeypatch):
 
 
 def test_recipe_with_calib_replays_from_another_folder(tmp_path, monkeypatch):
-    from onnxcomp.compress import CompressOptions
+    from onnxcomp.pipeline.compress import CompressOptions
     from onnxcomp.recipe import save_recipe
 
     src, _ = _auto_setup(tmp_path)

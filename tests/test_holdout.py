@@ -10,10 +10,10 @@ from model_builders import robust_fragile_model, write_data
 
 from onnxcomp import check
 from onnxcomp.auto import auto
+from onnxcomp.auto.split import split_data
 from onnxcomp.cli import main
-from onnxcomp.data import InputSpec, open_data
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.split import split_data
+from onnxcomp.io.data import InputSpec, open_data
 
 SPECS = [InputSpec("x", np.dtype(np.float32), ("N", 4))]
 
@@ -164,9 +164,9 @@ def test_a_fixed_batch_model_gets_one_sample_per_held_back_file(tmp_path):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from onnxcomp.data import input_specs, open_data
-    from onnxcomp.model_io import load
-    from onnxcomp.split import split_data
+    from onnxcomp.auto.split import split_data
+    from onnxcomp.io.data import input_specs, open_data
+    from onnxcomp.io.model_io import load
 
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
     graph = helper.make_graph(

@@ -15,13 +15,13 @@ from model_builders import int8_conv_net as conv_net
 from onnx import TensorProto, helper
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcomp.passes.decode_at_load import DecodeAtLoadPass
-from onnxcomp.passes.layernorm_guard import KeepLayerNormUnfusedPass
-from onnxcomp.passes.quantize_activations import InsertQDQPass
-from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
-from onnxcomp.quantization.flow import prepare_int8
-from onnxcomp.quantization.numeric import activation_params
-from onnxcomp.quantization.placement import plan_qdq
+from onnxcomp.methods.int8.flow import prepare_int8
+from onnxcomp.methods.int8.layernorm_guard import KeepLayerNormUnfusedPass
+from onnxcomp.methods.int8.placement import plan_qdq
+from onnxcomp.methods.int8.quantize_activations import InsertQDQPass
+from onnxcomp.methods.weights.decode_at_load import DecodeAtLoadPass
+from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass
+from onnxcomp.numerics.scales import activation_params
 
 
 def _optimized(proto: onnx.ModelProto, tmp_path) -> onnx.ModelProto:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from onnxcomp import compress
-from onnxcomp.quantization import measure_cache
-from onnxcomp.quantization.measure_step import _latency_ratios
+from onnxcomp.methods.int8 import measure_cache
+from onnxcomp.methods.int8.measure_step import _latency_ratios
 
 
 def _sha(path) -> str:

@@ -12,7 +12,7 @@ import pytest
 from model_builders import big_matmul_model, conv_net
 
 from onnxcomp import OnnxcompError, compress, load, save
-from onnxcomp import model_io as model
+from onnxcomp.io import model_io as model
 
 
 def test_same_input_same_options_same_bytes(save_model, tmp_path):

@@ -57,7 +57,7 @@ def _dq_weights(model: onnx.ModelProto) -> list[str]:
         names += [n.input[0] for n in g.node if n.op_type == "DequantizeLinear"]
         int8 = {t.name for t in g.initializer if t.data_type == onnx.TensorProto.INT8}
         names += [n.input[0] for n in g.node if n.op_type == "Gather" and n.input[0] in int8]
-        # decoded once at load: Cast(int8) * scale (passes/decode_at_load.py)
+        # decoded once at load: Cast(int8) * scale (methods/weights/decode_at_load.py)
         names += [n.input[0] for n in g.node if n.op_type == "Cast" and n.input[0] in int8]
         for n in g.node:
             graphs += [a.g for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
@@ -210,7 +210,7 @@ def test_small_embedding_table_is_decoded_once_at_load(save_model, tmp_path):
 
 
 def test_embedding_rows_are_gathered_before_dequantizing(save_model, tmp_path, monkeypatch):
-    from onnxcomp.passes import gather_dequantize
+    from onnxcomp.methods.weights import gather_dequantize
 
     monkeypatch.setattr(gather_dequantize, "MIN_TABLE_ELEMENTS", 1)  # as if it were big
     src = save_model(embedding_model())

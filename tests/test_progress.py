@@ -9,8 +9,8 @@ import onnx
 import pytest
 from model_builders import robust_fragile_model, write_data
 
-from onnxcomp import progress
 from onnxcomp.cli import main
+from onnxcomp.io import progress
 
 
 class Tty(io.StringIO):

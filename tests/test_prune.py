@@ -10,7 +10,7 @@ import pytest
 from model_builders import conv_net, embedding_model, shared_weight_model
 
 from onnxcomp import CompressOptions, compress, compress_model
-from onnxcomp.passes.prune import MagnitudePrunePass, sparsity_mask
+from onnxcomp.methods.prune.magnitude import MagnitudePrunePass, sparsity_mask
 
 
 def _weights(path):

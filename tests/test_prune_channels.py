@@ -18,11 +18,11 @@ from model_builders import _init, _model, vin
 from onnx import helper
 
 from onnxcomp.cli import main
-from onnxcomp.data import input_specs, open_data
-from onnxcomp.passes.prune_channels import PruneChannelsPass, kept_count
+from onnxcomp.io.data import input_specs, open_data
+from onnxcomp.methods.channels.groups import find_groups
+from onnxcomp.methods.channels.prune import PruneChannelsPass, kept_count
 from onnxcomp.passes.report import CompressReport
 from onnxcomp.passes.shape_inference import InferShapesPass
-from onnxcomp.structured.groups import find_groups
 
 N = 64  # calibration samples
 # Outputs of the kept channels are computed the same way: only float re-association
@@ -366,7 +366,7 @@ def test_kept_counts_are_aligned_and_never_empty():
 
 def test_digits_mlp_half_the_parameters_within_one_point(tmp_path):
     pytest.importorskip("sklearn")
-    from onnxcomp.demo import build_digits
+    from onnxcomp.cli.demo import build_digits
 
     model, test, calib = build_digits(tmp_path)
     out = tmp_path / "small.onnx"

@@ -9,8 +9,8 @@ import onnx_ir as ir
 from model_builders import _init, _model, ort_session, vin
 from onnx import helper
 
-from onnxcomp.compress import compress
-from onnxcomp.structured.heads import find_heads
+from onnxcomp.methods.channels.heads import find_heads
+from onnxcomp.pipeline.compress import compress
 
 D, H, T = 64, 4, 6
 DH = D // H

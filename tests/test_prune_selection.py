@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxcomp.passes.prune import _global_masks, sparsity_mask
+from onnxcomp.methods.prune.magnitude import _global_masks, sparsity_mask
 
 
 def _reference(arrays: list[np.ndarray], sparsity: float) -> np.ndarray:

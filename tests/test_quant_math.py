@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxcomp.quantization.numeric import dequantize, quantize_weight_symmetric, symmetric_scale
+from onnxcomp.numerics.scales import dequantize, quantize_weight_symmetric, symmetric_scale
 
 
 @pytest.mark.parametrize("axis", [None, 0, 1, 3])
@@ -60,7 +60,7 @@ def test_scales_are_float32_and_never_zero():
 def test_blockwise_weight_quantization_is_bit_identical(monkeypatch, axis) -> None:
     # Big weights go through quant_math in row blocks to bound temporaries; the
     # result must not depend on the block size.
-    from onnxcomp.quantization import numeric as quant_math
+    from onnxcomp.numerics import scales as quant_math
 
     rng = np.random.default_rng(7)
     w = (rng.standard_normal((37, 5, 3)) * rng.random((37, 1, 1)) * 3).astype(np.float32)

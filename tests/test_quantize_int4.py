@@ -11,9 +11,9 @@ from model_builders import _init, _model, vin
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxcomp.cli import main
-from onnxcomp.compress import compress
-from onnxcomp.quantization.blocks import CLIP_RATIOS, expand, quantize_blocks
-from onnxcomp.recover.gptq_blocks import gptq_blocks, output_error
+from onnxcomp.numerics.blocks import CLIP_RATIOS, expand, quantize_blocks
+from onnxcomp.numerics.gptq_blocks import gptq_blocks, output_error
+from onnxcomp.pipeline.compress import compress
 
 K, N, V = 256, 128, 300
 

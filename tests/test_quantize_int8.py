@@ -14,10 +14,10 @@ from model_builders import transformer
 from onnx import TensorProto, helper
 
 from onnxcomp import CompressOptions, compress, compress_model
-from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
-from onnxcomp.quantization.flow import prepare_int8, resolve_activation_type
-from onnxcomp.quantization.measure_step import _settled
-from onnxcomp.quantization.placement import plan_qdq
+from onnxcomp.methods.int8.flow import prepare_int8, resolve_activation_type
+from onnxcomp.methods.int8.measure_step import _settled
+from onnxcomp.methods.int8.placement import plan_qdq
+from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass
 
 
 def _run(path_or_proto, feed):

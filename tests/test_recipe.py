@@ -9,7 +9,7 @@ from model_builders import conv_net
 
 from onnxcomp import CompressOptions, OnnxcompError, compress
 from onnxcomp.cli import main
-from onnxcomp.layers import LayerOptions
+from onnxcomp.pipeline.layers import LayerOptions
 from onnxcomp.recipe import dump_toml, load_recipe, save_recipe
 
 

@@ -7,13 +7,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcomp.passes.prune import sparsity_mask
-from onnxcomp.quantization.numeric import quantize_weight_symmetric
-from onnxcomp.recover.bias_correction import ChannelMean, corrected_int_bias, mean_shift
-from onnxcomp.recover.gptq import gptq_quantize, rtn_quantize
-from onnxcomp.recover.hessian import HessianAccumulator, conv_pads, im2col
-from onnxcomp.recover.obs import output_error
-from onnxcomp.recover.sparsegpt import sparsegpt_prune
+from onnxcomp.methods.prune.magnitude import sparsity_mask
+from onnxcomp.numerics.bias_correction import ChannelMean, corrected_int_bias, mean_shift
+from onnxcomp.numerics.gptq import gptq_quantize, rtn_quantize
+from onnxcomp.numerics.hessian import HessianAccumulator, conv_pads, im2col
+from onnxcomp.numerics.obs import output_error
+from onnxcomp.numerics.scales import quantize_weight_symmetric
+from onnxcomp.numerics.sparsegpt import sparsegpt_prune
 
 
 def _correlated(rng: np.random.Generator, n: int, k: int) -> np.ndarray:

@@ -9,10 +9,10 @@ import pytest
 from model_builders import _init, _model, conv_net, vin
 from onnx import helper
 
-from onnxcomp.compress import CompressOptions, compress
-from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.model_io import load
+from onnxcomp.io.data import input_specs, open_data
+from onnxcomp.io.model_io import load
+from onnxcomp.pipeline.compress import CompressOptions, compress
 from onnxcomp.runtime import capture
 
 LAYER_OUTPUTS = ["c1", "c2", "a1", "y"]  # mm1's shift goes into add1's bias
@@ -201,7 +201,7 @@ def test_recover_options_are_validated(kwargs, message):
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_low_bit_gptq_uses_low_bit_scales(save_model, per_channel):
     """bits=4 (int8 storage): codes in [-7, 7], scale max|w| / 7, as plain 4-bit rounding."""
-    from onnxcomp.recover import GPTQPass
+    from onnxcomp.methods.recover import GPTQPass
 
     model = load(save_model(small_net()))
     originals = {n: model.graph.initializers[n].const_value.numpy() for n in ("w3", "w4")}
@@ -217,11 +217,11 @@ def test_low_bit_gptq_uses_low_bit_scales(save_model, per_channel):
 def test_bias_correction_that_moves_outputs_away_is_not_kept(tmp_path, save_model, monkeypatch):
     """A correction that hurts (here: every shift made 50x too big) is measured against
     the teacher on the calibration data and dropped, with a note saying so."""
-    from onnxcomp.recover import passes
-    from onnxcomp.recover.bias_fold import correct_biases
+    from onnxcomp.methods.recover import passes
+    from onnxcomp.methods.recover.bias_fold import correct_biases
 
     def overdone(teacher, student, calib, threads=0):
-        from onnxcomp.recover import bias_fold
+        from onnxcomp.methods.recover import bias_fold
 
         real = bias_fold.mean_shift
         monkeypatch.setattr(bias_fold, "mean_shift", lambda s, t: 50 * real(s, t))

@@ -17,10 +17,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxcomp import model_io
-from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.quantization.calibrate import collect
+from onnxcomp.io import model_io
+from onnxcomp.io.data import input_specs, open_data
+from onnxcomp.methods.int8.calibrate import collect
 from onnxcomp.runtime import capture, latency
 from onnxcomp.runtime import session as rt
 
@@ -189,7 +189,7 @@ def test_latency_session_reads_the_models_own_data(external: Path) -> None:
 
 
 def test_int8_bench_session_reads_the_models_own_data(external: Path) -> None:
-    from onnxcomp.quantization.measure_step import _session
+    from onnxcomp.methods.int8.measure_step import _session
 
     _same(_session(model_io.load(external)).run(None, {"x": X})[0], "y")
 
@@ -197,7 +197,7 @@ def test_int8_bench_session_reads_the_models_own_data(external: Path) -> None:
 def test_int8_measure_step_of_a_pruned_model_reads_its_own_data(external: Path) -> None:
     """Pruned, the float reference is serialized from memory: its external data must
     still come from the model's folder, not the decoy in the working directory."""
-    from onnxcomp.compress import CompressOptions, compress_model
+    from onnxcomp.pipeline.compress import CompressOptions, compress_model
     from onnxcomp.runtime import session as factory
 
     seen: list[str | None] = []

@@ -14,7 +14,7 @@ from model_builders import _init, _model, vin
 from onnx import helper, numpy_helper
 
 from onnxcomp import compress
-from onnxcomp.passes.float16_vectors import MAX_RELATIVE_ERROR, exact_enough
+from onnxcomp.methods.weights.float16_vectors import MAX_RELATIVE_ERROR, exact_enough
 from onnxcomp.passes.fold_conv_bias import FoldConvBiasAddPass
 
 C = 96  # channels: vectors long enough to be worth a Cast node

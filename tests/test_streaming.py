@@ -11,10 +11,11 @@ from model_builders import conv_net
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxcomp
-from onnxcomp import model_io, streaming
-from onnxcomp.passes import prune
-from onnxcomp.passes.prune import MagnitudePrunePass, _global_masks
-from onnxcomp.passes.quantize_weights import QuantizeWeightsPass
+from onnxcomp.graph import streaming
+from onnxcomp.io import model_io
+from onnxcomp.methods.prune import magnitude as prune
+from onnxcomp.methods.prune.magnitude import MagnitudePrunePass, _global_masks
+from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass
 
 
 def _external_model(tmp_path, rng) -> tuple[ir.Model, list[np.ndarray]]:
@@ -146,7 +147,7 @@ def test_streamed_write_parses_to_the_model_ir_save_writes(tmp_path, monkeypatch
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from onnxcomp import stream_write
+    from onnxcomp.io import stream_write
 
     monkeypatch.setattr(stream_write, "STREAM_MIN_BYTES", streamed_from)
     rng = np.random.default_rng(0)
@@ -184,7 +185,7 @@ def test_streamed_write_parses_to_the_model_ir_save_writes(tmp_path, monkeypatch
     assert [t.name for t in streamed.graph.initializer] == ["w", "q", "h", "mask", "s", "qs"]
     onnx.checker.check_model(str(tmp_path / "streamed.onnx"), full_check=True)
     # and stream_read takes the streamed layout (one graph field per initializer) back
-    from onnxcomp import stream_read
+    from onnxcomp.io import stream_read
 
     monkeypatch.setattr(stream_read, "READ_MIN_BYTES", 1)
     monkeypatch.setattr(model_io, "_STREAMED_READ_BYTES", 0)
@@ -205,7 +206,7 @@ def test_streamed_write_parses_to_the_model_ir_save_writes(tmp_path, monkeypatch
 
 
 def test_big_outputs_are_written_streamed(tmp_path, monkeypatch):
-    from onnxcomp import model_io
+    from onnxcomp.io import model_io
 
     calls = []
     real = model_io.save_streamed
@@ -263,7 +264,7 @@ def test_streamed_read_loads_the_model_the_parser_loads(tmp_path, monkeypatch):
     (typed data, If-branch weights, small tensors) goes through the parser."""
     import onnx_ir as ir
 
-    from onnxcomp import stream_read
+    from onnxcomp.io import stream_read
 
     monkeypatch.setattr(stream_read, "READ_MIN_BYTES", 32)
     monkeypatch.setattr(model_io, "_STREAMED_READ_BYTES", 0)

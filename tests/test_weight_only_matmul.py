@@ -8,8 +8,8 @@ import onnxruntime as ort
 from model_builders import _init, _model, vin
 from onnx import helper
 
-from onnxcomp.compress import compress
-from onnxcomp.passes.decode_at_load import NBITS_MIN_ELEMENTS
+from onnxcomp.methods.weights.decode_at_load import NBITS_MIN_ELEMENTS
+from onnxcomp.pipeline.compress import compress
 
 
 def two_matmuls() -> onnx.ModelProto:

@@ -1,5 +1,5 @@
 """int8 weights that onnxruntime's uint8 x int8 kernels cannot overflow where this CPU
-needs it (quantization/saturation.py): the probe tells the truth, auto stays within the
+needs it (methods/weights/saturation.py): the probe tells the truth, auto stays within the
 rounding bound, reduced and full ranges give the codes they promise."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from model_builders import _init, _model, ort_session, vin
 from onnx import helper, numpy_helper
 
 from onnxcomp.cli import main
-from onnxcomp.compress import compress
-from onnxcomp.quantization.saturation import saturating_ops
+from onnxcomp.methods.weights.saturation import saturating_ops
+from onnxcomp.pipeline.compress import compress
 
 K, N = 64, 8
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnxcomp import model_io, safe_io
 from onnxcomp.auto import verify as verify_mod
+from onnxcomp.auto.executor import SerialExecutor, TrialExecutor, process_pool
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -33,17 +33,17 @@ from onnxcomp.auto.search import (
     predict_risk,
 )
 from onnxcomp.auto.space import build_space, deflate_size
+from onnxcomp.auto.split import Split, split_data
 from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.auto.verify import Verification
-from onnxcomp.compress import CompressOptions, compress
-from onnxcomp.data import InputSpec, input_specs, open_data
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.evaluate import Evaluator, JudgeSpec
-from onnxcomp.executor import SerialExecutor, TrialExecutor, process_pool
+from onnxcomp.io import model_io, safe_io
+from onnxcomp.io.data import InputSpec, input_specs, open_data
 from onnxcomp.options import AutoOptions
+from onnxcomp.pipeline.compress import CompressOptions, compress
 from onnxcomp.recipe import save_recipe
 from onnxcomp.runtime.latency import compare_latency, session
-from onnxcomp.split import Split, split_data
 
 # The held-back share may grow to this when a third cannot resolve the budget.
 MAX_VERIFY_FRACTION = 5 / 6
@@ -302,7 +302,7 @@ def _by_latency(state, src: Path, cands: list[TrialResult], result: AutoResult):
         p = Path(state.workdir) / f"latency_{c.id}.onnx"
         compress(src, p, state.space.to_options(c.config))
         paths.append(p)
-    from onnxcomp.data import input_specs, synthetic
+    from onnxcomp.io.data import input_specs, synthetic
 
     feed = next(iter(synthetic(input_specs(model_io.load(src)), batches=1))).feed
     sessions = [session(src)] + [session(p) for p in paths]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from onnxcomp.jsonio import jsonable, write_text_atomic
+from onnxcomp.io.jsonio import jsonable, write_text_atomic
 
 
 def write_reports(result: Any, out: Path) -> list[Path]:

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from onnxcomp.auto.executor import TrialExecutor
 from onnxcomp.auto.space import Space
 from onnxcomp.auto.trials import TrialResult, TrialTask, run_trial
-from onnxcomp.executor import TrialExecutor
 from onnxcomp.stats import binomial_lower
 
 EPS = 1e-9

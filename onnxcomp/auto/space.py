@@ -13,11 +13,11 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from onnxcomp import model_io
-from onnxcomp.compress import CompressOptions
+from onnxcomp.graph.weights import find_weights
+from onnxcomp.io import model_io
 from onnxcomp.options import LayerOptions, Precision, Quantize
 from onnxcomp.passes.prepare import prepare_pass
-from onnxcomp.weights import find_weights
+from onnxcomp.pipeline.compress import CompressOptions
 
 # The size ladder: k-means codebooks, packed (pack.py), then pruning under the codebook
 # (pruned codes pack sparse). Ordered by bits a weight costs in the file, roughly.
@@ -39,7 +39,7 @@ class Setting:
 
 
 # Latency rungs past full int8: output channels removed (with least-squares repair), only
-# for layers whose channels can be removed safely (structured/groups.py).
+# for layers whose channels can be removed safely (methods/channels/groups.py).
 CHANNEL_RATIOS = (0.25, 0.5)
 
 
@@ -135,8 +135,8 @@ def build_space(model_path: str, *, objective: str, has_calib: bool) -> Space:
 
 def channel_layers(model: ir.Model) -> set[str]:
     """Weights whose output channels structured pruning can remove (a group not blocked)."""
+    from onnxcomp.methods.channels.groups import find_groups
     from onnxcomp.passes.shape_inference import InferShapesPass
-    from onnxcomp.structured.groups import find_groups
 
     InferShapesPass()(model)
     names = set()

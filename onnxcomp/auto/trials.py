@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from onnxcomp import model_io
 from onnxcomp.auto.space import deflate_size
-from onnxcomp.compress import CompressOptions, compress
-from onnxcomp.data import input_specs, open_data
 from onnxcomp.errors import OnnxcompError, environment_error, one_line
 from onnxcomp.evaluate import Evaluator
+from onnxcomp.io import model_io
+from onnxcomp.io.data import input_specs, open_data
+from onnxcomp.pipeline.compress import CompressOptions, compress
 from onnxcomp.stats import loss
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import click
 
-from onnxcomp import progress, runtime
-from onnxcomp.jsonio import jsonable
+from onnxcomp import runtime
+from onnxcomp.io import progress
+from onnxcomp.io.jsonio import jsonable
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

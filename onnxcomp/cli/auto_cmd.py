@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from onnxcomp import progress
 from onnxcomp.auto import AutoResult, auto
 from onnxcomp.auto.report import verification_lines
 from onnxcomp.cli._app import app, emit_json, json_progress, say
 from onnxcomp.cli._options import click_options
+from onnxcomp.io import progress
 from onnxcomp.options import AutoOptions
 from onnxcomp.report import require_plotly
 

@@ -6,9 +6,9 @@ import click
 
 from onnxcomp.cli._app import app, emit_json, json_progress, say
 from onnxcomp.cli._options import click_options
-from onnxcomp.compress import CompressResult
-from onnxcomp.compress import compress as run_compress
 from onnxcomp.options import CompressOptions
+from onnxcomp.pipeline.compress import CompressResult
+from onnxcomp.pipeline.compress import compress as run_compress
 from onnxcomp.recipe import load_recipe
 
 

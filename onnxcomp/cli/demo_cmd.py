@@ -9,8 +9,8 @@ import click
 from onnxcomp.check import check
 from onnxcomp.cli import check_cmd, compress_cmd
 from onnxcomp.cli._app import app, say
-from onnxcomp.compress import CompressOptions, compress
-from onnxcomp.demo import LABELS, build_digits
+from onnxcomp.cli.demo import LABELS, build_digits
+from onnxcomp.pipeline.compress import CompressOptions, compress
 
 
 @app.command("demo")

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from onnxcomp.cli._app import app, emit_json, say
+from onnxcomp.graph.storage_forms import StoredWeight
 from onnxcomp.inspect_model import InspectResult, TensorInfo, inspect
-from onnxcomp.storage_forms import StoredWeight
 
 
 @app.command("inspect")

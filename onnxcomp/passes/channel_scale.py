@@ -4,7 +4,7 @@
 but not after rounding. AWQ (int4 weights) scales up the rows of W that meet large
 activations, so their rounding error counts less; SmoothQuant (int8 activations) divides
 outlier channels of X down, so one activation scale fits them all. Both are this edit;
-only the choice of ``s`` differs (quantization/awq.py, quantization/smoothquant.py).
+only the choice of ``s`` differs (methods/int4/awq.py, methods/int8/smoothquant.py).
 
 The ``1 / s`` goes where it costs nothing when it can: into a Mul by a constant that makes
 X (GELU's last ``* 0.5``) or LayerNormalization's scale and bias, when the weights' ops
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.graph_edit import add_initializer
-from onnxcomp.naming import NameAllocator
-from onnxcomp.weights import Weight
+from onnxcomp.graph.edit import add_initializer
+from onnxcomp.graph.naming import NameAllocator
+from onnxcomp.graph.weights import Weight
 
 
 @dataclass

@@ -13,16 +13,10 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.graph_edit import add_initializer
-from onnxcomp.naming import NameAllocator
+from onnxcomp.graph.edit import add_initializer, const
+from onnxcomp.graph.naming import NameAllocator
 
 logger = logging.getLogger(__name__)
-
-
-def _const(value: ir.Value | None) -> np.ndarray | None:
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
 
 
 def _per_channel(c: np.ndarray, channels: int, rank: int) -> np.ndarray | None:
@@ -39,7 +33,7 @@ def _bias_add(add: ir.Node) -> tuple[ir.Node, np.ndarray] | None:
     if add.op_type != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
         return None
     for conv_side, const_side in ((0, 1), (1, 0)):
-        x, c = add.inputs[conv_side], _const(add.inputs[const_side])
+        x, c = add.inputs[conv_side], const(add.inputs[const_side])
         conv = x.producer() if x is not None else None
         if x is None or conv is None or c is None or conv.op_type != "Conv":
             continue
@@ -47,9 +41,9 @@ def _bias_add(add: ir.Node) -> tuple[ir.Node, np.ndarray] | None:
             continue
         if len(x.uses()) != 1 or x.is_graph_output() or c.dtype != np.float32:
             continue
-        w = _const(conv.inputs[1])
+        w = const(conv.inputs[1])
         b = conv.inputs[2] if len(conv.inputs) > 2 else None
-        if w is None or (b is not None and _const(b) is None):
+        if w is None or (b is not None and const(b) is None):
             continue
         vector = _per_channel(c, w.shape[0], w.ndim)
         if vector is not None:
@@ -76,7 +70,7 @@ class FoldConvBiasAddPass(ir.passes.InPlacePass):
 
     def _fold(self, graph, add: ir.Node, conv: ir.Node, vector: np.ndarray, names) -> None:
         old = conv.inputs[2] if len(conv.inputs) > 2 else None
-        bias = vector if old is None else _const(old).astype(np.float32) + vector  # type: ignore[union-attr]
+        bias = vector if old is None else const(old).astype(np.float32) + vector  # type: ignore[union-attr]
         base = (old.name if old is not None else None) or f"{conv.name or 'conv'}_bias"
         value = add_initializer(graph, names.new(f"{base}_folded"), bias.astype(np.float32))
         if old is None:

@@ -7,11 +7,33 @@ say; each appends its records as it runs. Nobody reads pass attributes afterward
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from onnxcomp.passes.prune import PruneRecord
-    from onnxcomp.passes.quantize_weights import QuantRecord
+
+@dataclass
+class PruneRecord:
+    name: str
+    op_types: list[str]
+    size: int
+    zeros_before: int
+    zeros_after: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros_after / self.size if self.size else 0.0
+
+
+@dataclass
+class QuantRecord:
+    name: str
+    op_types: list[str]
+    shape: tuple[int, ...]
+    axis: int | None
+    bytes_before: int
+    bytes_after: int
+    max_abs_error: float
+    bits: int = 8
+    relative_error: float | None = None  # ||W' - W|| / ||W||: the error on isotropic inputs
 
 
 @dataclass

@@ -20,7 +20,7 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
-from onnxcomp import opaque_types
+from onnxcomp.graph import opaque_types
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.jsonio import write_text_atomic
+from onnxcomp.io.jsonio import write_text_atomic
 
 INSTALL_HINT = "--html needs plotly: pip install 'onnxcomp[report]'"
 

@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from onnxcomp.data import Batch, DataSource
 from onnxcomp.errors import OnnxcompError, one_line
+from onnxcomp.io.data import Batch, DataSource
 from onnxcomp.runtime.session import make_session
 
 

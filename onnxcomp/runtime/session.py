@@ -22,7 +22,8 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxcomp import opaque_types, runtime
+from onnxcomp import runtime
+from onnxcomp.graph import opaque_types
 
 ModelLike = str | os.PathLike | bytes | ir.Model | onnx.ModelProto
 

@@ -1,0 +1,368 @@
+"""File safety: what may be read, what may be replaced, and temp folders we can clean up.
+
+Inputs must be regular files: a FIFO would block a read forever and a device never ends.
+A model file is sniffed (its top-level protobuf fields walked with seeks, no tensor
+read) before anything parses it, so a 3 GB file of zeros is refused in microseconds.
+An output never replaces a device, a FIFO, the input, or a data file the input reads
+its weights from, and keeps the permissions of the file it replaces.
+
+Temp folders (``.onnxcomp-*`` beside the destination) carry an owner file with our pid
+and start time. A later run removes the ones whose owner is gone (kill -9, power cut);
+one holding a ``publish`` manifest was killed while renaming its files into place, so
+the renames are finished first (the new set of files lands whole, never half).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from onnxcomp.errors import OnnxcompError
+
+if TYPE_CHECKING:
+    import onnx
+
+OWNER = ".onnxcomp-owner"
+MANIFEST = ".onnxcomp-publish"
+PREFIX = ".onnxcomp-"
+
+# ModelProto field number -> protobuf wire type (0 varint, 2 length-delimited).
+_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 21: 2, 25: 2}
+_GRAPH_FIELD = 7
+
+
+def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` if it is a regular file (or a symlink to one); else one clear error."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise OnnxcompError(f"{p}: no such {what}") from None
+    except OSError as exc:
+        raise OnnxcompError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise OnnxcompError(f"{p}: is a folder, not a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        raise OnnxcompError(f"{p}: not a regular file ({_kind(st.st_mode)}); give a {what}")
+    return p
+
+
+def regular_data(source) -> None:
+    """A data source given as a path must be a folder or a regular file (not a FIFO)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return
+    p = Path(source)
+    try:
+        st = p.stat()
+    except OSError:
+        return  # data.py says "no such data file or folder"
+    if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+        raise OnnxcompError(f"{p}: not a regular file or folder ({_kind(st.st_mode)})")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _varint(f) -> int | None:
+    shift, value = 0, 0
+    for _ in range(10):
+        byte = f.read(1)
+        if not byte:
+            return None
+        b = byte[0]
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value
+        shift += 7
+    return None
+
+
+def sniff_model(path: Path) -> None:
+    """Refuse a file whose top level is not an ONNX ModelProto with a graph.
+
+    Walks the field tags and skips each length-delimited field with a seek: the cost
+    is the number of top-level fields, never the file size.
+    """
+    size = path.stat().st_size
+    seen_graph = False
+    with open(path, "rb") as f:
+        fields = 0
+        while f.tell() < size:
+            tag = _varint(f)
+            if tag is None:
+                raise OnnxcompError(f"{path}: not an ONNX model (truncated header)")
+            number, wire = tag >> 3, tag & 7
+            expected = _MODEL_FIELDS.get(number)
+            if (
+                number == 0
+                or wire not in (0, 1, 2, 5)
+                or (expected is not None and wire != expected)
+            ):
+                where = "at byte 0" if fields == 0 else str(number)
+                raise OnnxcompError(f"{path}: not an ONNX model (bad protobuf field {where})")
+            if wire == 0:
+                if _varint(f) is None:
+                    raise OnnxcompError(f"{path}: not an ONNX model (truncated)")
+            elif wire == 1 or wire == 5:
+                f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+            else:
+                length = _varint(f)
+                if length is None or f.tell() + length > size:
+                    raise OnnxcompError(f"{path}: not an ONNX model (truncated or corrupt)")
+                f.seek(length, os.SEEK_CUR)
+            seen_graph = seen_graph or number == _GRAPH_FIELD
+            fields += 1
+    if not seen_graph:
+        raise OnnxcompError(f"{path}: not an ONNX model (no graph)")
+
+
+def external_data_files(model_path: Path) -> set[Path]:
+    """The files a model reads its external tensors from (resolved), without tensors."""
+    try:
+        regular_file(model_path)
+        sniff_model(model_path)  # a huge non-model file is not scanned
+    except OnnxcompError:
+        return set()
+    if not may_reference_external_data(model_path):
+        return set()
+    import onnx
+
+    try:
+        proto = onnx.load(str(model_path), load_external_data=False)
+    except Exception:
+        return set()
+    out = set()
+    for tensor in all_initializers(proto.graph):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                out.add((model_path.parent / entry.value).resolve())
+    return out
+
+
+def check_external_tensor(tensor, model_path: Path) -> None:
+    """An external tensor must name a regular file inside the model's folder that holds
+    all its bytes: a location like ``/etc/shadow`` or ``../../x`` would otherwise be read
+    (and written into the output), and a short file fails deep inside numpy."""
+    name, location = tensor.name, str(tensor.location)
+    where = f"{model_path}: tensor '{name}'"
+    folder = Path(tensor.base_dir or model_path.parent)
+    if os.path.isabs(location) or ".." in Path(location).parts:
+        raise OnnxcompError(f"{where}: external data location '{location}' is outside the folder")
+    path = folder / location
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        inside = False
+    if not inside:
+        raise OnnxcompError(f"{where}: external data '{location}' links outside the model folder")
+    try:
+        st = path.stat()
+    except OSError:
+        raise OnnxcompError(f"{where}: external data file '{location}' is missing") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise OnnxcompError(f"{where}: external data '{location}' is {_kind(st.st_mode)}")
+    offset = tensor.offset or 0
+    needed = tensor.length if tensor.length is not None else tensor.nbytes
+    if offset < 0 or needed < tensor.nbytes or offset + needed > st.st_size:
+        raise OnnxcompError(
+            f"{where}: external data '{location}' holds {st.st_size:,} bytes, the tensor needs "
+            f"{tensor.nbytes:,} at offset {offset:,} (truncated or wrong file)"
+        )
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_destination(
+    out: Path, source: Path | None = None, *, also: tuple[Path, ...] = ()
+) -> None:
+    """Refuse before any work: a destination that is not a regular file, the input
+    model, or any file the input's weights live in (``also``: extra files written)."""
+    if not out.parent.exists():
+        raise OnnxcompError(f"{out.parent}: output folder does not exist")
+    for target in (out, *also):
+        try:
+            st = target.stat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise OnnxcompError(f"{target}: cannot be written ({exc.strerror or exc})") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise OnnxcompError(f"{target}: is a folder")
+        if not stat.S_ISREG(st.st_mode):
+            raise OnnxcompError(
+                f"{target}: is {_kind(st.st_mode)}, not a file: will not replace it"
+            )
+    if source is None:
+        return
+    for target in (out, *also):
+        if _same(target, source):
+            raise OnnxcompError(f"{target}: output would overwrite the input model")
+        for data in external_data_files(source):
+            if _same(target, data):
+                raise OnnxcompError(
+                    f"{target}: output would overwrite the input's external data file"
+                )
+
+
+def keep_mode(new: Path, old: Path) -> None:
+    """Give ``new`` the permission bits of the file it is about to replace."""
+    try:
+        mode = stat.S_IMODE(old.stat().st_mode)
+    except FileNotFoundError:
+        return
+    os.chmod(new, mode)
+
+
+# --- temp folders we own ---------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        return text.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not started or _start_time(pid) in ("", started)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """SIGINT and SIGTERM wait until the block ends: a step that must not be cut in two."""
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def make_temp_dir(parent: Path, prefix: str = PREFIX) -> Path:
+    """A temp folder in ``parent`` that names its owner, for ``sweep_stale``.
+
+    A SIGTERM or Ctrl-C that came while the folder was made is delivered when the
+    deferral ends, before the caller holds the folder: it is removed here, not left to
+    the next run's sweep."""
+    folder: Path | None = None
+    try:
+        with signals_deferred():  # never a folder without its owner file
+            folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            pid = os.getpid()
+            (folder / OWNER).write_text(json.dumps({"pid": pid, "started": _start_time(pid)}))
+        return folder
+    except BaseException:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def publish(folder: Path, dest: Path, names: list[str]) -> None:
+    """Rename ``names`` from ``folder`` into ``dest`` as one unit.
+
+    The manifest is written (and renamed into place, so it is whole) before the first
+    rename: if we die midway, ``sweep_stale`` finds it and finishes the renames.
+    """
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"dest": str(dest.resolve()), "names": names}))
+    with signals_deferred():  # Ctrl-C or SIGTERM land after the last rename, not between
+        os.replace(tmp, folder / MANIFEST)
+        _finish_publish(folder)
+
+
+def _finish_publish(folder: Path) -> None:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    dest = Path(manifest["dest"])
+    for name in manifest["names"]:
+        src = folder / name
+        if src.exists():
+            os.replace(src, dest / name)
+    (folder / MANIFEST).unlink()
+
+
+def sweep_stale(parent: Path) -> list[Path]:
+    """Remove temp folders in ``parent`` whose owning process is gone (finishing an
+    interrupted publish first). Folders without our owner file are never touched."""
+    removed: list[Path] = []
+    try:
+        candidates = [p for p in parent.iterdir() if p.name.startswith(PREFIX) and p.is_dir()]
+    except OSError:
+        return removed
+    for folder in candidates:
+        try:
+            owner = json.loads((folder / OWNER).read_text())
+            pid, started = int(owner["pid"]), str(owner.get("started", ""))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _alive(pid, started):
+            continue
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if (folder / MANIFEST).exists():
+                _finish_publish(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+# How an external-data entry's key is serialized: field 1, length 8, "location".
+_LOCATION_KEY = b"\x0a\x08location"
+_SCAN_CHUNK = 4 << 20
+
+
+def may_reference_external_data(path: Path) -> bool:
+    """False when the bytes cannot hold an external-data entry: a scan of the file is
+    far cheaper than parsing a model of hundreds of MB to find none."""
+    if path.stat().st_size == 0:
+        return False
+    # Read in chunks, not mapped: a mapped file's pages count in this process's RSS
+    # (a 419 MB model's scan doubled the peak of compressing it).
+    overlap = len(_LOCATION_KEY) - 1
+    tail = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(_SCAN_CHUNK):
+            if (tail + chunk).find(_LOCATION_KEY) >= 0:
+                return True
+            tail = chunk[-overlap:]
+    return False
+
+
+def all_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every initializer of ``graph`` and of its subgraphs (If/Loop/Scan bodies)."""
+    import onnx
+
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from all_initializers(attr.g)
+            for g in attr.graphs:
+                yield from all_initializers(g)

@@ -1,0 +1,1 @@
+"""Magnitude pruning (magnitude.py); SparseGPT is recover/'s data-aware variant."""

@@ -1,1 +1,0 @@
-"""Structured (channel) pruning: dependency analysis."""

@@ -1,0 +1,8 @@
+"""tests/methods/ mirrors onnxcomp/methods/: one test module per method folder's parts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
