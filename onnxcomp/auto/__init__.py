@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxcomp.auto import verify as verify_mod
-from onnxcomp.auto.executor import SerialExecutor, TrialExecutor, process_pool
+from onnxcomp.auto.executor import SerialExecutor, TrialExecutor, process_pool, worker_cap
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -91,7 +91,8 @@ def auto(
     calib, data, labels = options.calib, options.data, options.labels
     metric = JudgeSpec.of(options)
     objective, max_drop, recover = options.objective, options.max_drop, options.recover
-    max_trials, time_limit, workers = options.max_trials, options.time_limit, options.workers
+    max_trials, time_limit = options.max_trials, options.time_limit
+    workers = worker_cap(options.workers)
     executor: TrialExecutor | None = options.executor
     say = options.log or (lambda line: print(line, file=sys.stderr))
     safe_io.check_destination(out, src)  # hardlinks, devices, the input's data: before the search

@@ -101,7 +101,7 @@ def _write_log(exc: Exception, args: list[str]) -> Path | None:
         except Exception:
             release = "unknown"
         folder.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
+        with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
             f.write(f"onnxcomp {release}, python {sys.version.split()[0]}\n")
             f.write(f"command: onnxcomp {' '.join(args)}\n\n")
             f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))

@@ -34,7 +34,10 @@ def emit_json(obj: Any) -> None:
 
 
 def say(text: str) -> None:
-    click.echo(text)
+    """Print a report; a character the terminal cannot encode (a file name that is not
+    UTF-8) is shown escaped instead of failing the command."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    click.echo(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
 
 
 def wrote(path: Any, as_json: bool) -> None:
@@ -50,16 +53,20 @@ def json_progress(as_json: bool) -> None:
 
 
 def escape(text: str) -> str:
-    """A name from a model as one printable line: control characters shown escaped
-    (``\\n``, ``\\x1b``), so a node name cannot forge a line or drive the terminal."""
+    """A name from a model or a path as one printable line: control characters shown
+    escaped (``\\n``, ``\\x1b``), so a node name cannot forge a line or drive the terminal;
+    the bytes of a file name that is not UTF-8 shown as ``\\xe9``, never an encoding error."""
     out = []
     for ch in str(text):
+        code = ord(ch)
         if ch == "\n":
             out.append("\\n")
         elif ch == "\t":
             out.append("\\t")
-        elif ord(ch) < 32 or ord(ch) == 127 or 0x80 <= ord(ch) < 0xA0:
-            out.append(f"\\x{ord(ch):02x}")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 32 or code == 127 or 0x80 <= code < 0xA0 or 0xD800 <= code < 0xE000:
+            out.append(f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}")
         else:
             out.append(ch)
     return "".join(out)

@@ -6,7 +6,7 @@ import click
 
 from onnxcomp.auto import AutoResult, auto
 from onnxcomp.auto.report import verification_lines
-from onnxcomp.cli._app import app, emit_json, json_progress, say
+from onnxcomp.cli._app import app, emit_json, escape, json_progress, say
 from onnxcomp.cli._options import click_options
 from onnxcomp.io import progress
 from onnxcomp.options import AutoOptions
@@ -46,16 +46,18 @@ def render(r: AutoResult) -> str:
         c = r.chosen
         assert c.bytes is not None and c.deflate_bytes is not None
         lines.append(
-            f"wrote {r.output}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
+            f"wrote {escape(r.output)}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
             f"{c.deflate_bytes:,} B deflated ({c.deflate_bytes / r.original_deflate_bytes:.1%}); "
             f"{r.metric} {c.value:.4f} vs {r.baseline:.4f} (search drop {c.drop:.4f})"
         )
-        lines.append(f"recipe: {r.recipe}")
+        lines.append(f"recipe: {escape(r.recipe)}")
     else:
         lines.append(f"nothing fits: no compressed model keeps the {r.metric} drop <= {r.max_drop}")
-    lines += verification_lines(r)
+    lines += [escape(line) for line in verification_lines(r)]
     if r.best_global is not None and r.best_global.bytes:
         g = r.best_global
         lines.append(f"best global setting: {g.bytes:,} B, drop {g.drop:.4f}")
-    lines.append(f"{len(r.trials)} trials in {r.seconds:.1f} s; reports: {', '.join(r.reports)}")
+    lines.append(
+        f"{len(r.trials)} trials in {r.seconds:.1f} s; reports: {escape(', '.join(r.reports))}"
+    )
     return "\n".join(lines)

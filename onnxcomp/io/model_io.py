@@ -18,7 +18,7 @@ import onnx_ir as ir
 from onnxcomp.errors import BudgetExceeded, OnnxcompError, one_line
 from onnxcomp.graph import opaque_types
 from onnxcomp.graph.edit import all_graphs
-from onnxcomp.io import heap, safe_io, stream_read
+from onnxcomp.io import heap, safe_io, stream_read, validate
 from onnxcomp.io.stream_write import save_streamed, stub_tensors
 
 logger = logging.getLogger(__name__)
@@ -44,12 +44,7 @@ def load(path: str | os.PathLike) -> ir.Model:
             model = _load_with_opaque_types(p, exc)
     if len(model.graph) == 0 and not model.graph.outputs:
         raise OnnxcompError(f"{p}: not an ONNX model (no graph)")
-    for graph in all_graphs(
-        model.graph
-    ):  # before any tensor is read: never a file outside its folder
-        for value in graph.initializers.values():
-            if isinstance(value.const_value, ir.ExternalTensor):
-                safe_io.check_external_tensor(value.const_value, p)
+    validate.check_model(model, p)  # before any tensor is read: never a file outside its folder
     detach_from_proto(model)
     heap.trim()  # the parsed protobuf is gone: its pages go back to the OS
     return model

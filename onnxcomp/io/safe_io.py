@@ -75,6 +75,8 @@ def _kind(mode: int) -> str:
         return "a device"
     if stat.S_ISSOCK(mode):
         return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a folder"
     return "not a regular file"
 
 
@@ -154,35 +156,46 @@ def external_data_files(model_path: Path) -> set[Path]:
     return out
 
 
-def check_external_tensor(tensor, model_path: Path) -> None:
+def check_external_tensor(tensor, model_path: Path, what: str | None = None) -> None:
     """An external tensor must name a regular file inside the model's folder that holds
     all its bytes: a location like ``/etc/shadow`` or ``../../x`` would otherwise be read
     (and written into the output), and a short file fails deep inside numpy."""
-    name, location = tensor.name, str(tensor.location)
-    where = f"{model_path}: tensor '{name}'"
+    where = f"{model_path}: {what or f'tensor {tensor.name!r}'}"
     folder = Path(tensor.base_dir or model_path.parent)
-    if os.path.isabs(location) or ".." in Path(location).parts:
+    offset = tensor.offset or 0
+    needed = tensor.length if tensor.length is not None else tensor.nbytes
+    if needed < tensor.nbytes:
+        needed = -1
+    confine(folder, str(tensor.location), where, offset, needed, tensor.nbytes)
+
+
+def confine(
+    folder: Path, location: str, where: str, offset: int = 0, length: int = 0, nbytes: int = 0
+) -> Path:
+    """The file ``location`` names inside ``folder``, refused unless it is a regular file
+    there (no absolute path, no ``..``, no symlink out, no FIFO or device) holding
+    ``length`` bytes from ``offset``: for models' and test data's external tensors."""
+    if not location or os.path.isabs(location) or ".." in Path(location).parts:
         raise OnnxcompError(f"{where}: external data location '{location}' is outside the folder")
     path = folder / location
     try:
         inside = path.resolve().is_relative_to(folder.resolve())
-    except OSError:
+    except (OSError, RuntimeError):
         inside = False
     if not inside:
-        raise OnnxcompError(f"{where}: external data '{location}' links outside the model folder")
+        raise OnnxcompError(f"{where}: external data '{location}' links outside the folder")
     try:
         st = path.stat()
     except OSError:
         raise OnnxcompError(f"{where}: external data file '{location}' is missing") from None
     if not stat.S_ISREG(st.st_mode):
         raise OnnxcompError(f"{where}: external data '{location}' is {_kind(st.st_mode)}")
-    offset = tensor.offset or 0
-    needed = tensor.length if tensor.length is not None else tensor.nbytes
-    if offset < 0 or needed < tensor.nbytes or offset + needed > st.st_size:
+    if offset < 0 or length < 0 or offset + length > st.st_size:
         raise OnnxcompError(
             f"{where}: external data '{location}' holds {st.st_size:,} bytes, the tensor needs "
-            f"{tensor.nbytes:,} at offset {offset:,} (truncated or wrong file)"
+            f"{nbytes:,} at offset {offset:,} (truncated or wrong file)"
         )
+    return path
 
 
 def _same(a: Path, b: Path) -> bool:
