@@ -19,6 +19,7 @@ from typing import Any
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.io.jsonio import write_text_atomic
 from onnxcomp.io.safe_io import regular_file
+from onnxcomp.io.writer import note_input
 from onnxcomp.options import CompressOptions, LayerOptions, choices_of, option_fields
 
 if sys.version_info >= (3, 11):
@@ -87,6 +88,7 @@ def load_recipe(path: str | os.PathLike) -> CompressOptions:
     """Read and validate a recipe; every error names the file and the key."""
     p = Path(path)
     regular_file(p, "recipe file")
+    note_input(p, "the recipe")
     if p.stat().st_size > _MAX_RECIPE_BYTES:
         raise OnnxcompError(f"{p}: {p.stat().st_size:,} bytes is not a recipe (at most 1 MB)")
     try:

@@ -137,7 +137,8 @@ def test_stale_folders_of_others_are_left_alone(tmp_path):
     foreign = tmp_path / ".onnxcomp-not-ours"
     foreign.mkdir()
     dead = safe_io.make_temp_dir(tmp_path)
-    (dead / safe_io.OWNER).write_text(json.dumps({"pid": 2**22 + 12345, "started": "1"}))
+    owner = json.loads((dead / safe_io.OWNER).read_text())  # its identity kept
+    (dead / safe_io.OWNER).write_text(json.dumps({**owner, "pid": 2**22 + 12345, "started": "1"}))
     removed = safe_io.sweep_stale(tmp_path)
     assert removed == [dead]
     assert alive.exists() and foreign.exists()

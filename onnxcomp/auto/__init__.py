@@ -38,7 +38,7 @@ from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.auto.verify import Verification
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.evaluate import Evaluator, JudgeSpec
-from onnxcomp.io import model_io, safe_io
+from onnxcomp.io import model_io, safe_io, writer
 from onnxcomp.io.data import InputSpec, input_specs, open_data
 from onnxcomp.options import AutoOptions
 from onnxcomp.pipeline.compress import CompressOptions, compress
@@ -95,7 +95,14 @@ def auto(
     workers = worker_cap(options.workers)
     executor: TrialExecutor | None = options.executor
     say = options.log or (lambda line: print(line, file=sys.stderr))
-    safe_io.check_destination(out, src)  # hardlinks, devices, the input's data: before the search
+    # hardlinks, devices, the input's data, over-long names: all before the search
+    sides = tuple(out.with_name(out.name + s) for s in SIDE_FILES)
+    html = Path(options.html) if options.html else None
+    safe_io.check_destination(out, src, also=sides)
+    if html is not None:
+        writer.check_target(html, "--html report", (src,))
+        if html.resolve() in {p.resolve() for p in (out, *sides)}:
+            raise OnnxcompError(f"{html}: --html would overwrite an output of this run")
     for source in (calib, data, options.verify):
         safe_io.regular_data(source)
     model_io.load(src)
@@ -109,6 +116,7 @@ def auto(
     # The held-back split lands here too (it needs the folder before the search starts).
     workdir = str(safe_io.make_temp_dir(out.parent, ".onnxcomp-auto-"))
     stage: Path | None = None
+    html_stage: Path | None = None
     owned = False
     try:
         eval_data, verifier, plan = _holdout(
@@ -158,15 +166,37 @@ def auto(
         result.seconds = time.monotonic() - start
         reports = write_reports(result, stage / out.name)
         result.reports = [str(out.with_name(p.name)) for p in reports]
+        if html is not None:
+            html_stage = _stage_html(result, html, out, stage)
         names = sorted(p.name for p in stage.iterdir() if p.name != safe_io.OWNER)
-        safe_io.publish(stage, out.parent, names)
+        with safe_io.signals_deferred():  # the model, its side files and the page together
+            if html is not None and html_stage is not None and html_stage != stage:
+                safe_io.publish(html_stage, html.parent, [html.name])
+            safe_io.publish(stage, out.parent, names)
     finally:
+        if html is not None and html_stage not in (None, stage):
+            shutil.rmtree(html_stage, ignore_errors=True)
         if owned and executor is not None:
             executor.shutdown(wait=True)
         shutil.rmtree(workdir, ignore_errors=True)
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
     return result
+
+
+SIDE_FILES = (".recipe.toml", ".report.json", ".report.md")
+
+
+def _stage_html(result: AutoResult, html: Path, out: Path, stage: Path) -> Path:
+    """Render the HTML page into ``stage`` (or a stage beside it when it goes to another
+    folder); returns that stage. Nothing is published yet."""
+    from onnxcomp.report.auto_page import write_auto_html
+
+    result.reports.append(str(html))
+    same = html.parent.resolve() == out.parent.resolve()
+    folder = stage if same else safe_io.make_temp_dir(html.parent)
+    write_auto_html(result, folder / html.name)
+    return folder
 
 
 def _validate(src: Path, out: Path, options: AutoOptions) -> None:

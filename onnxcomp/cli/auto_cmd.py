@@ -28,11 +28,7 @@ def auto_command(model: str, output: str, as_json: bool, html: str | None, **kwa
     kwargs["log"] = progress.status_log("auto")  # trial lines: quiet under -q, JSON under --json
     if html:
         require_plotly()
-    result = auto(model, output, **kwargs)
-    if html:
-        from onnxcomp.report.auto_page import write_auto_html
-
-        result.reports.append(str(write_auto_html(result, html)))
+    result = auto(model, output, html=html, **kwargs)
     if as_json:
         emit_json(result)
     else:
@@ -46,11 +42,11 @@ def render(r: AutoResult) -> str:
         c = r.chosen
         assert c.bytes is not None and c.deflate_bytes is not None
         lines.append(
-            f"wrote {escape(r.output)}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
+            f"wrote {escape(str(r.output))}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
             f"{c.deflate_bytes:,} B deflated ({c.deflate_bytes / r.original_deflate_bytes:.1%}); "
             f"{r.metric} {c.value:.4f} vs {r.baseline:.4f} (search drop {c.drop:.4f})"
         )
-        lines.append(f"recipe: {escape(r.recipe)}")
+        lines.append(f"recipe: {escape(str(r.recipe))}")
     else:
         lines.append(f"nothing fits: no compressed model keeps the {r.metric} drop <= {r.max_drop}")
     lines += [escape(line) for line in verification_lines(r)]

@@ -7,6 +7,7 @@ import click
 from onnxcomp.check import CheckResult, check
 from onnxcomp.cli._app import app, emit_json, escape, say, wrote
 from onnxcomp.cli._options import click_options
+from onnxcomp.io.writer import check_target
 from onnxcomp.options import CheckOptions
 from onnxcomp.report import require_plotly
 
@@ -24,6 +25,8 @@ def check_command(original: str, compressed: str, as_json: bool, html: str | Non
     """Compare ORIGINAL and COMPRESSED: size, fidelity or accuracy, latency."""
     if html:
         require_plotly()
+        inputs = (original, compressed, *([kwargs["data"]] if kwargs.get("data") else []))
+        check_target(html, "--html report", inputs)
     result = check(original, compressed, **kwargs)
     if html:
         from onnxcomp.report.check_page import write_check_html

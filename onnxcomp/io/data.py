@@ -25,6 +25,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.io import npz
 from onnxcomp.io.safe_io import confine, regular_data, regular_file
 from onnxcomp.io.validate import check_proto_data
+from onnxcomp.io.writer import note_input
 
 Feed = dict[str, np.ndarray]
 DEFAULT_BATCH = 32
@@ -126,6 +127,7 @@ def open_data(
             if sorted(path.glob("test_data_set_*")) or sorted(path.glob("input_*.pb")):
                 return _onnx_test_data(path, specs)
             return _npz_folder(path, specs, labels)
+        note_input(path, "a data file")
         return _npz_file(path, specs, labels, batch_size)
     if hasattr(source, "get_next"):
         return _reader(source, specs)

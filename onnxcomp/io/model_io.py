@@ -18,7 +18,7 @@ import onnx_ir as ir
 from onnxcomp.errors import BudgetExceeded, OnnxcompError, one_line
 from onnxcomp.graph import opaque_types
 from onnxcomp.graph.edit import all_graphs
-from onnxcomp.io import heap, safe_io, stream_read, validate
+from onnxcomp.io import heap, safe_io, stream_read, validate, writer
 from onnxcomp.io.stream_write import save_streamed, stub_tensors
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ def load(path: str | os.PathLike) -> ir.Model:
     if len(model.graph) == 0 and not model.graph.outputs:
         raise OnnxcompError(f"{p}: not an ONNX model (no graph)")
     validate.check_model(model, p)  # before any tensor is read: never a file outside its folder
+    for data in safe_io.external_data_files(p):
+        writer.note_input(data, "the input's external data")
     detach_from_proto(model)
     heap.trim()  # the parsed protobuf is gone: its pages go back to the OS
     return model
@@ -124,6 +126,7 @@ def _own(tensor):
 
 def _existing_file(path: str | os.PathLike) -> Path:
     p = safe_io.regular_file(path, "file")
+    writer.note_input(p)  # no output of this run may replace it
     if p.stat().st_size == 0:
         raise OnnxcompError(f"{p}: empty file, not an ONNX model")
     safe_io.sniff_model(p)  # before anything reads the whole file

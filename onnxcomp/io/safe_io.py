@@ -6,17 +6,20 @@ read) before anything parses it, so a 3 GB file of zeros is refused in microseco
 An output never replaces a device, a FIFO, the input, or a data file the input reads
 its weights from, and keeps the permissions of the file it replaces.
 
-Temp folders (``.onnxcomp-*`` beside the destination) carry an owner file with our pid
-and start time. A later run removes the ones whose owner is gone (kill -9, power cut);
-one holding a ``publish`` manifest was killed while renaming its files into place, so
-the renames are finished first (the new set of files lands whole, never half).
+Temp folders (``.onnxcomp-*`` beside the destination) carry an owner file with our pid,
+start time and an identity a planted folder cannot forge. A later run removes the ones
+whose owner is gone (kill -9, power cut). One killed while publishing holds a manifest
+of plain names: those files alone are renamed into the folder's own parent first (the
+new set lands whole); a folder that is not provably ours is never read or touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 import signal
 import stat
@@ -227,6 +230,10 @@ def check_destination(
             raise OnnxcompError(
                 f"{target}: is {_kind(st.st_mode)}, not a file: will not replace it"
             )
+    from onnxcomp.io.writer import check_target
+
+    for target in (out, *also):  # name length, this run's inputs and outputs
+        check_target(target)
     if source is None:
         return
     for target in (out, *also):
@@ -280,6 +287,41 @@ def signals_deferred():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _identity(folder: Path) -> str:
+    """What a planted folder cannot forge: the folder's own device and inode, keyed
+    with a secret only this user can read. Another user's folder fails the owner check;
+    a copy or a renamed forgery has another inode."""
+    st = folder.lstat()
+    return hmac.new(_user_key(), f"{st.st_dev}:{st.st_ino}".encode(), "sha256").hexdigest()
+
+
+def _user_key() -> bytes:
+    """A random key in a 0700 folder of this user's (created once, O_EXCL|O_NOFOLLOW)."""
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onnxcomp"
+    path = home / "sweep.key"
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = f.read(64)
+        if st.st_uid == os.getuid() and not st.st_mode & 0o077 and len(key) == 32:
+            return key
+    except OSError:
+        pass
+    return _PROCESS_KEY  # no cache folder: only this process's folders are recognised
+
+
+_PROCESS_KEY = secrets.token_bytes(32)
+
+
 def make_temp_dir(parent: Path, prefix: str = PREFIX) -> Path:
     """A temp folder in ``parent`` that names its owner, for ``sweep_stale``.
 
@@ -291,7 +333,8 @@ def make_temp_dir(parent: Path, prefix: str = PREFIX) -> Path:
         with signals_deferred():  # never a folder without its owner file
             folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
             pid = os.getpid()
-            (folder / OWNER).write_text(json.dumps({"pid": pid, "started": _start_time(pid)}))
+            owner = {"pid": pid, "started": _start_time(pid), "id": _identity(folder)}
+            (folder / OWNER).write_text(json.dumps(owner))
         return folder
     except BaseException:
         if folder is not None:
@@ -300,48 +343,87 @@ def make_temp_dir(parent: Path, prefix: str = PREFIX) -> Path:
 
 
 def publish(folder: Path, dest: Path, names: list[str]) -> None:
-    """Rename ``names`` from ``folder`` into ``dest`` as one unit.
+    """Rename ``names`` from ``folder`` into ``dest`` (its parent) as one unit.
 
-    The manifest is written (and renamed into place, so it is whole) before the first
-    rename: if we die midway, ``sweep_stale`` finds it and finishes the renames.
-    """
+    The manifest (plain names, never a path) is renamed into place before the first
+    rename: if we are killed midway, ``sweep_stale`` finishes the renames, so the new
+    set of files lands whole, never half. Ctrl-C and SIGTERM wait until the end."""
+    if dest.resolve() != folder.resolve().parent:
+        raise ValueError("publish: a temp folder publishes into its own parent")
     tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"dest": str(dest.resolve()), "names": names}))
-    with signals_deferred():  # Ctrl-C or SIGTERM land after the last rename, not between
+    tmp.write_text(json.dumps({"names": names}))
+    with signals_deferred():
         os.replace(tmp, folder / MANIFEST)
         _finish_publish(folder)
 
 
 def _finish_publish(folder: Path) -> None:
-    manifest = json.loads((folder / MANIFEST).read_text())
-    dest = Path(manifest["dest"])
-    for name in manifest["names"]:
-        src = folder / name
-        if src.exists():
-            os.replace(src, dest / name)
+    """Finish the renames a manifest lists, from ``folder`` into its parent only: each
+    name a plain file name of a regular file inside ``folder``, each destination absent
+    or a regular file (a FIFO or a folder planted there meanwhile is left alone)."""
+    from onnxcomp.io.writer import note_written
+
+    fd = os.open(folder / MANIFEST, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd) as f:
+        names = json.loads(f.read(1 << 16))["names"]
+    for name in names:
+        if (
+            not isinstance(name, str)
+            or name in ("", ".", "..", OWNER, MANIFEST)
+            or "/" in name
+            or "\0" in name
+            or Path(name).name != name
+        ):
+            continue
+        src, dst = folder / name, folder.parent / name
+        try:
+            if not stat.S_ISREG(src.lstat().st_mode):
+                continue
+            try:
+                if not stat.S_ISREG(dst.lstat().st_mode):
+                    continue
+            except FileNotFoundError:
+                pass
+            os.replace(src, dst)
+            note_written(dst)
+        except OSError:
+            continue
     (folder / MANIFEST).unlink()
 
 
 def sweep_stale(parent: Path) -> list[Path]:
-    """Remove temp folders in ``parent`` whose owning process is gone (finishing an
-    interrupted publish first). Folders without our owner file are never touched."""
+    """Remove temp folders in ``parent`` that this user made and whose owning process is
+    gone. A folder is ours when it is a real folder (not a symlink) owned by this user,
+    mode 0700, whose owner file carries its identity (``_identity``); anything else is
+    never touched, and no path found inside is followed out of the folder."""
     removed: list[Path] = []
     try:
-        candidates = [p for p in parent.iterdir() if p.name.startswith(PREFIX) and p.is_dir()]
+        candidates = [p for p in parent.iterdir() if p.name.startswith(PREFIX)]
     except OSError:
         return removed
     for folder in candidates:
         try:
-            owner = json.loads((folder / OWNER).read_text())
+            st = folder.lstat()
+            if (
+                not stat.S_ISDIR(st.st_mode)
+                or st.st_uid != os.getuid()
+                or stat.S_IMODE(st.st_mode) != 0o700
+            ):
+                continue
+            fd = os.open(folder / OWNER, os.O_RDONLY | os.O_NOFOLLOW)
+            with os.fdopen(fd) as f:
+                owner = json.loads(f.read(4096))
             pid, started = int(owner["pid"]), str(owner.get("started", ""))
-        except (OSError, ValueError, KeyError, TypeError):
+            if not hmac.compare_digest(str(owner.get("id", "")), _identity(folder)):
+                continue
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
         if _alive(pid, started):
             continue
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            if (folder / MANIFEST).exists():
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            if (folder / MANIFEST).exists():  # killed while publishing: finish it
                 _finish_publish(folder)
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)  # fd-based: never follows a symlink
         removed.append(folder)
     return removed
 

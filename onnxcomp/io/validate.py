@@ -39,12 +39,12 @@ _RUNTIME_DOMAINS = frozenset(
 
 # TensorProto field that holds the values when raw_data is empty, per data type.
 _T = onnx.TensorProto
-_FIELD = {
+_FIELD: dict[int, str] = {
     _T.FLOAT: "float_data", _T.COMPLEX64: "float_data", _T.DOUBLE: "double_data",
     _T.COMPLEX128: "double_data", _T.INT64: "int64_data", _T.UINT32: "uint64_data",
     _T.UINT64: "uint64_data", _T.STRING: "string_data",
 }  # fmt: skip
-_PER_ELEMENT = {_T.COMPLEX64: 2, _T.COMPLEX128: 2}
+_PER_ELEMENT: dict[int, int] = {_T.COMPLEX64: 2, _T.COMPLEX128: 2}
 
 
 def check_model(model: ir.Model, path: Path) -> None:
@@ -78,7 +78,7 @@ def check_tensor(tensor: ir.TensorProtocol, path: Path, what: str) -> None:
         check_proto_data(tensor.raw, where)
 
 
-def _check_dims(shape: ir.Shape | None, where: str, declared: bool = False) -> None:
+def _check_dims(shape: ir.ShapeProtocol | None, where: str, declared: bool = False) -> None:
     if shape is None:
         return
     dims = [d for d in shape if isinstance(d, int)]
