@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -26,6 +27,30 @@ def app(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s: %(message)s")
     runtime.set_verbosity(verbose)  # onnxruntime's own log lines only from -vv
+    if verbose == 0:
+        _quiet_third_parties(click.get_current_context())
+
+
+def _ours_or_error(record: logging.LogRecord) -> bool:
+    return record.name.split(".")[0] == "onnxcomp" or record.levelno >= logging.ERROR
+
+
+def _quiet_third_parties(ctx: click.Context) -> None:
+    """Without -v no library's log line (onnx_ir's shape inference, onnxscript) or warning
+    (numpy's RuntimeWarning with its source path) reaches stderr: onnxcomp says what
+    matters itself. Undone when the command ends (main() may run again in-process)."""
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is sys.stderr]
+    for handler in handlers:
+        handler.addFilter(_ours_or_error)
+    saved = warnings.filters[:]
+    warnings.simplefilter("ignore")
+
+    def restore() -> None:
+        warnings.filters[:] = saved
+        for handler in handlers:
+            handler.removeFilter(_ours_or_error)
+
+    ctx.call_on_close(restore)
 
 
 def emit_json(obj: Any) -> None:
