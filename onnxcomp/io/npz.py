@@ -63,6 +63,9 @@ def _check_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -
 def read(arrays: np.lib.npyio.NpzFile, name: str, path: Path) -> np.ndarray:
     """One array, a CRC or decompression error named (the header was checked)."""
     try:
-        return arrays[name]
+        array = arrays[name]
     except Exception as exc:
         raise OnnxcompError(f"{path}: array '{name}' cannot be read ({one_line(exc)})") from None
+    if not isinstance(array, np.ndarray):  # a member not named .npy comes back as bytes
+        raise OnnxcompError(f"{path}: '{name}' is not a .npy array")
+    return array
