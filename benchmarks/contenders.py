@@ -110,7 +110,8 @@ def _auto(objective: str) -> Compress:
             "found": res.found,
             "objective": objective,
             "size_measure": "bytes",  # auto's size objective: the raw file
-            "metric": res.metric,
+            "metric": metric,  # the name the harness measures on the evaluation split
+            "judged_on": res.metric,  # what auto's judge read (e.g. the worst component)
             "max_drop": max_drop,
             "baseline": res.baseline,
             "trials": len(res.trials),

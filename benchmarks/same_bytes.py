@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import subprocess
 import sys
@@ -62,9 +63,10 @@ def build_models(folder: Path) -> dict[str, Path]:
         onnx.save(proto, paths[name])
     demo = folder / "demo"
     try:
-        from onnxcomp.cli.demo import build_digits
-    except ImportError:  # before the redesign
-        from onnxcomp.cli.demo import build_digits  # type: ignore[no-redef]
+        demo_module = importlib.import_module("onnxcomp.cli.demo")
+    except ImportError:  # a checkout from before the redesign (issue 28)
+        demo_module = importlib.import_module("onnxcomp." + "demo")
+    build_digits = demo_module.build_digits
     paths["digits"], _test, calib = build_digits(demo)
     (folder / "digits_calib.npz").write_bytes(Path(calib).read_bytes())
     return paths

@@ -231,3 +231,26 @@ def test_metric_fn_scores_per_sample(tmp_path, capsys, monkeypatch):
     assert "cannot import nosuch" in capsys.readouterr().err
     assert main(["check", orig, str(bent), "--task-arg", "score", "--runs", "0"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_boxes_scores_and_suppressed_layouts_decode():
+    from onnxcomp.metrics.boxes import decode, guess_layout
+
+    s = TaskSettings()
+    boxes = np.array([[[0, 0, 10, 10], [0, 0, 10.5, 10], [20, 20, 40, 40]]], float)
+    # softmax rows with the background first: anchors 0 and 1 are one face, anchor 2 none
+    scores = np.array([[[0.1, 0.9], [0.2, 0.8], [0.95, 0.05]]])
+    outputs = {"scores": scores, "boxes": boxes}
+    assert guess_layout(outputs) == "boxes-scores"
+    (det,) = decode(outputs, "boxes-scores", s)
+    assert len(det) == 1 and det.classes.tolist() == [0] and det.scores[0] == 0.9
+    # already suppressed: [N, K, 6] rows x1, y1, x2, y2, score, class
+    rows = np.array([[[0, 0, 10, 10, 0.9, 3], [5, 5, 9, 9, 0.1, 1]]], float)
+    (det,) = decode({"dets": rows}, "nms", s)
+    assert det.classes.tolist() == [3]  # the 0.1 row is under the score threshold
+    v = Judge(["dets"], "detect", settings=TaskSettings.parse(["format=nms"]))
+    moved = rows.copy()
+    moved[0, 0, :4] += 6  # IoU of the moved box with the original < 0.5
+    v.update([rows], [moved])
+    result = v.verdict()
+    assert result.drop == 1.0 and result.task.figures["mAP@0.5"] == 0.0

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
-from benchmarks.corpus import RealModel, files, ocr, speech, tabular, text
+from benchmarks.corpus import RealModel, faces, files, layout, ocr, speech, tabular, text
 
-ALL: list[RealModel] = [*ocr.MODELS, *speech.MODELS, *text.MODELS, *files.MODELS, *tabular.MODELS]
+ALL: list[RealModel] = [
+    *ocr.MODELS,
+    *speech.MODELS,
+    *text.MODELS,
+    *files.MODELS,
+    *tabular.MODELS,
+    *layout.MODELS,
+    *faces.MODELS,
+]

@@ -110,8 +110,11 @@ def auto(
     if not space.layers or len(space.ladder) < 2:
         raise OnnxcompError(f"{src}: nothing to compress: no float weights to prune or quantize")
     space.base = CompressOptions(
-        calib=str(calib) if isinstance(calib, os.PathLike) else calib, recover=recover
-    )
+        calib=str(calib) if isinstance(calib, os.PathLike) else calib, recover=recover,
+        # the task travels with the recipe: compress's guards judge on it too
+        task=options.task, task_arg=tuple(options.task_arg),
+        metric_fn=options.metric_fn if isinstance(options.metric_fn, str) else None,
+    )  # fmt: skip
     safe_io.sweep_stale(out.parent)  # what a killed run left behind
     # The held-back split lands here too (it needs the folder before the search starts).
     workdir = str(safe_io.make_temp_dir(out.parent, ".onnxcomp-auto-"))

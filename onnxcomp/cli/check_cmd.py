@@ -108,8 +108,9 @@ def _task_lines(r: CheckResult) -> list[str]:
         for k, v in task["figures"].items()
     )
     against = "labels" if task["against"] == "labels" else "the original"
+    detail = f" ({escape(task['detail'])})" if task["detail"] else ""
     lines = [
-        f"task {task['task']} ({escape(task['detail'])}) against {against}: "
+        f"task {task['task']}{detail} against {against}: "
         f"{task['metric']} {task['original']:.4f} -> {task['compressed']:.4f}"
     ]
     if figures:

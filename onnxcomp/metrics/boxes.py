@@ -115,6 +115,7 @@ def _yolo(outputs, layout: str):
     out = []
     for i in range(head.shape[0]):
         if cls.shape[2] == 0:
+            assert obj is not None  # yolov5 without classes: objectness is the score
             scores, classes = obj[i], np.zeros(head.shape[1], np.int64)
         else:
             classes = np.argmax(cls[i], axis=1)

@@ -37,6 +37,7 @@ class OutputComparison:
     max_abs_error: float = 0.0
     ref_max_abs: float = 0.0
     exact: bool = True
+    numeric: int = 0  # samples of a numeric output (a sequence of maps has no cosine)
 
     def update(self, ref: np.ndarray, new: np.ndarray) -> None:
         if ref.shape != new.shape:
@@ -59,6 +60,7 @@ class OutputComparison:
             self.agree += int(np.all(ref.reshape(n, -1) == new.reshape(n, -1), axis=1).sum())
         r = ref.astype(np.float64).reshape(n, -1)
         c = new.astype(np.float64).reshape(n, -1)
+        self.numeric += n
         self.cos_sum += float(cosine_rows(r, c).sum())
         err = float(np.max(np.abs(r - c))) if r.size else 0.0
         self.max_abs_error = max(self.max_abs_error, err)
@@ -73,7 +75,7 @@ class OutputComparison:
 
     @property
     def cosine(self) -> float | None:
-        return self.cos_sum / self.samples if self.samples else None
+        return self.cos_sum / self.numeric if self.numeric else None
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -109,12 +109,12 @@ class ComponentStats:
         return _cos(self.ab, self.aa, self.bb)
 
     def errors(self) -> np.ndarray:
-        """Pooled relative squared error of every component, capped at 1 (NaN for a
-        negligible one)."""
+        """Pooled relative squared error of every component (NaN for a negligible one;
+        uncapped, so comparisons still rank two broken models; drops cap it at 1)."""
         assert self.ab is not None and self.aa is not None and self.bb is not None
         sse = np.maximum(self.aa - 2.0 * self.ab + self.bb, 0.0)
-        err = np.where(self.aa > 0, sse / np.where(self.aa > 0, self.aa, 1.0), 1.0)
-        err = np.where((self.aa == 0) & (self.bb == 0), 0.0, np.minimum(err, 1.0))
+        err = np.where(self.aa > 0, sse / np.where(self.aa > 0, self.aa, 1.0), np.inf)
+        err = np.where((self.aa == 0) & (self.bb == 0), 0.0, err)
         return np.where(self._negligible(), np.nan, err)
 
     def worst(self) -> tuple[int, float]:
@@ -134,7 +134,7 @@ class ComponentStats:
             return np.zeros(n)
         assert self.aa is not None
         per = np.concatenate(self.rows).astype(np.float64)[:, :, c]  # [n, 3]
-        total = float(self.errors()[c])
+        total = min(float(self.errors()[c]), 1.0)
         sse = np.maximum(per[:, 1] - 2.0 * per[:, 0] + per[:, 2], 0.0)
         if not total or not sse.sum():
             return np.full(n, total)
@@ -174,7 +174,7 @@ class ComponentSummary:
     axis: int | None
     components: int
     worst_index: int
-    worst_error: float  # pooled relative squared error of the worst component
+    worst_error: float  # pooled relative squared error of the worst component (uncapped)
     worst_cosine: float  # that component's pooled cosine
     global_cosine: float
     negligible: int

@@ -63,7 +63,10 @@ class Verdict:
         if self.task is not None and not self.task.binary:
             return self.drop, f"{self.task.task} {self.task.metric}"
         d = self.fidelity_drops
-        return (float(d.mean()) if d is not None and d.size else 0.0), "worst component error"
+        value = float(d.mean()) if d is not None and d.size else 0.0
+        if self.worst is not None:  # uncapped: two broken candidates still rank
+            value = max(value, self.worst.worst_error)
+        return value, "worst component error"
 
     @property
     def worst_cosine(self) -> float:
@@ -113,7 +116,7 @@ class Judge:
         *,
         settings: TaskSettings | None = None,
         metric_fn: Any = None,
-        declared: dict[str, tuple] | None = None,
+        declared: dict[str, tuple | None] | None = None,
         detect: bool = True,
     ) -> None:
         self.names = list(names)

@@ -32,7 +32,7 @@ class Regress(TaskMetric):
         scale = np.sqrt(np.mean((r - r.mean(axis=(0, 2), keepdims=True)) ** 2, axis=(0, 2)))
         level = np.sqrt(np.mean(r**2, axis=(0, 2)))
         scale = np.where(scale > 1e-6 * np.maximum(level, 1e-30), scale, np.maximum(level, 1e-12))
-        rel = np.abs(n - r).mean(axis=2) / scale[None, :]  # [N, C]
+        rel = np.abs(n - r).mean(axis=2) / np.asarray(scale)[None, :]  # [N, C]
         per_sample = np.minimum(rel, 1.0).mean(axis=1)
         per_comp = rel.mean(axis=0)
         worst = int(np.argmax(per_comp)) if per_comp.size else 0

@@ -2,7 +2,7 @@
 exact match and character error rate against the original's decode, or against labels.
 
 The class axis is the last ([N, T, C], or [T, N, C] with --task-arg time_major=1); an
-integer output is taken as already decoded ids (0 = blank/padding by default)."""
+integer output [N, T] is taken as the argmax per step (ddddocr's export), decoded alike."""
 
 from __future__ import annotations
 
@@ -26,13 +26,11 @@ class Sequence(TaskMetric):
 
     def decode(self, x: np.ndarray) -> list[tuple[int, ...]]:
         if x.dtype.kind in "iu":
-            rows = x.reshape(x.shape[0], -1)
-            return [tuple(int(v) for v in row if v != self.settings.blank) for row in rows]
-        if x.ndim != 3:
+            ids = x.reshape(x.shape[0], -1)
+        elif x.ndim != 3:
             raise OnnxcompError(f"task 'sequence': output of shape {x.shape} is not [N, T, C]")
-        if self.settings.time_major:
-            x = np.swapaxes(x, 0, 1)
-        ids = np.argmax(x, axis=-1)
+        else:
+            ids = np.argmax(np.swapaxes(x, 0, 1) if self.settings.time_major else x, axis=-1)
         out = []
         for row in ids:
             keep = np.ones(row.shape, bool)

@@ -88,8 +88,8 @@ class TaskSettings:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    kind = {"score": float, "iou": float, "match_iou": float, "threshold": float}
-    kind.update({"max_det": int, "blank": int, "k": int})
+    kind: dict[str, type] = {"score": float, "iou": float, "match_iou": float}
+    kind.update({"threshold": float, "max_det": int, "blank": int, "k": int})
     try:
         if name in kind:
             out = kind[name](value)

@@ -57,6 +57,8 @@ def check_page(r: CheckResult) -> Page:
     panels = ["size (MB)", "latency (ms)"]
     metric_name = "accuracy" if r.accuracy_original is not None else "top-1 agreement"
     panels.append(metric_name)
+    if (r.judgement or {}).get("task"):
+        panels[2] = f"task: {r.judgement['task']['task']}"  # type: ignore[index]
     fig = make_subplots(rows=1, cols=3, subplot_titles=panels)
     mb = 1e6
     size_x = ["file", "parameters"]
@@ -69,7 +71,11 @@ def check_page(r: CheckResult) -> Page:
         "original": [lo.median_ms, lo.p90_ms] if lo else [],
         "compressed": [lc.median_ms, lc.p90_ms] if lc else [],
     }
-    if r.accuracy_original is not None:
+    task = (r.judgement or {}).get("task")
+    if task:
+        met_x = [task["metric"]]
+        met = {"original": [task["original"]], "compressed": [task["compressed"]]}
+    elif r.accuracy_original is not None:
         met = {"original": [r.accuracy_original], "compressed": [r.accuracy_compressed]}
         met_x = ["accuracy"]
     else:  # the original agrees with itself: 1 by definition
@@ -106,12 +112,17 @@ def check_page(r: CheckResult) -> Page:
     else:
         page.text("latency was not measured (--runs 0)")
 
+    page.heading("What the gate reads")
+    page.text(_judged(r))
     page.heading("Per-output agreement")
     page.table(
-        ["output", "top-1 agreement", "cosine", "max abs error", "exact"],
+        ["output", "top-1 agreement", "global cosine", "worst component", "its error",
+         "max abs error", "exact"],
         [
             [o.name, pct(o.top1_agreement), "n/a" if o.cosine is None else f"{o.cosine:.6f}",
-             f"{o.max_abs_error:.4g}", "yes" if o.exact else "no"]
+             o.worst_component or "", "" if o.worst_component_error is None
+             else f"{o.worst_component_error:.4g}", f"{o.max_abs_error:.4g}",
+             "yes" if o.exact else "no"]
             for o in r.outputs
         ],
     )  # fmt: skip
@@ -126,6 +137,17 @@ def check_page(r: CheckResult) -> Page:
         agree.update_layout(barmode="group", yaxis_title="1 = identical to the original")
         page.figure(agree, height=320)
     return page
+
+
+def _judged(r: CheckResult) -> str:
+    task = (r.judgement or {}).get("task")
+    if not task:
+        return f"{r.metric or 'nothing comparable'}: drop {pct(r.drop)} (no task; --task sets one)"
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in task["figures"].items())
+    return (
+        f"task {task['task']} ({task['detail']}): {task['metric']} {task['original']:.4f} -> "
+        f"{task['compressed']:.4f}, drop {pct(r.drop)}; {figures}"
+    )
 
 
 def write_check_html(r: CheckResult, path: str | os.PathLike) -> Path:

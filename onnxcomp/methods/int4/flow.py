@@ -135,11 +135,13 @@ def output_guard(model: ir.Model, make_pass, calib: Callable[[], DataSource], op
     output component), fewest first: the layers with the largest int4 error go first,
     the count bisected on trial copies (GPTQ solved once per layer)."""
     from onnxcomp.methods.recover.guard import output_fidelity
+    from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass
 
     def drop(keep: frozenset[str]) -> tuple[float, Any]:
         trial = model.clone()
         p = make_pass(keep)
         p(trial)
+        QuantizeWeightsPass(include=p.include)(trial)  # what int4 left goes int8 after it
         (fid,), gauge = output_fidelity(model, [trial], calib(), options)
         return 1.0 - fid, (p, gauge)
 
@@ -149,7 +151,7 @@ def output_guard(model: ir.Model, make_pass, calib: Callable[[], DataSource], op
     order = [n for n, _ in sorted(p.errors.items(), key=lambda kv: (-kv[1], kv[0]))]
     order = [n for n in order if n not in p.skipped]
     lo, hi = 0, len(order)  # keeping order[:hi] int8 fits (all int8: the int8 model)
-    found = {len(order): None}
+    found: dict[int, float | None] = {len(order): None}
     while lo < hi:
         mid = (lo + hi) // 2
         d, _ = drop(frozenset(order[:mid]))

@@ -231,13 +231,15 @@ class BiasCorrectionPass(ir.passes.FunctionalPass):
             if rec.report is not None:
                 rec.report.notes.append(
                     f"bias correction not kept: it moved the outputs away from the original "
-                    f"model's ({gauge} {before:.5f} -> {after:.5f} on the calibration data)"
+                    f"model's ({gauge} {1 - before:.5g} -> {1 - after:.5g} on the "
+                    "calibration data)"
                 )
             return ir.passes.PassResult(_clone(model), modified=False)
         if rec.report is not None:
             rec.report.recovered += records
             rec.report.notes.append(
-                f"bias correction: {gauge} {before:.5f} -> {after:.5f} on the calibration data"
+                f"bias correction: {gauge} {1 - before:.5g} -> {1 - after:.5g} "
+                "on the calibration data"
             )
         return ir.passes.PassResult(candidate, modified=True)
 
