@@ -240,14 +240,17 @@ def test_planted_temp_folder_with_a_forged_manifest_moves_nothing(capsys, tmp_pa
     assert (planted / "notes").read_text() == "attacker"  # not ours: never touched
 
 
-def test_a_copied_owner_file_does_not_make_a_folder_ours(tmp_path):
-    real = safe_io.make_temp_dir(tmp_path)
-    owner = json.loads((real / safe_io.OWNER).read_text())
-    forged = tmp_path / ".onnxcomp-forged"
+def test_a_forged_or_foreign_folder_name_is_not_ours(tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(safe_io.os, "getpid", lambda: 2**22 + 9)
+        real = safe_io.make_temp_dir(tmp_path)  # ours, owner gone
+    stem, mac = real.name.rsplit("-", 1)
+    forged = tmp_path / f"{stem[:-1]}x-{mac}"  # another token, the same signature
     forged.mkdir(mode=0o700)
-    (forged / safe_io.OWNER).write_text(json.dumps({**owner, "pid": 2**22 + 9}))
-    assert safe_io.sweep_stale(tmp_path) == []
-    assert forged.exists() and real.exists()
+    loose = tmp_path / f"{real.name}-copy"
+    loose.mkdir(mode=0o755)
+    assert safe_io.sweep_stale(tmp_path) == [real]
+    assert forged.exists() and loose.exists()
 
 
 def test_internal_error_log_is_new_private_and_unpredictable(tmp_path, monkeypatch):

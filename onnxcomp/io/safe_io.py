@@ -6,8 +6,8 @@ read) before anything parses it, so a 3 GB file of zeros is refused in microseco
 An output never replaces a device, a FIFO, the input, or a data file the input reads
 its weights from, and keeps the permissions of the file it replaces.
 
-Temp folders (``.onnxcomp-*`` beside the destination) carry an owner file with our pid,
-start time and an identity a planted folder cannot forge. A later run removes the ones
+Temp folders (``.onnxcomp-*`` beside the destination) are named with our pid, start
+time and a signature a planted folder cannot forge. A later run removes the ones
 whose owner is gone (kill -9, power cut). One killed while publishing holds a manifest
 of plain names: those files alone are renamed into the folder's own parent first (the
 new set lands whole); a folder that is not provably ours is never read or touched.
@@ -23,7 +23,6 @@ import secrets
 import shutil
 import signal
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -287,12 +286,26 @@ def signals_deferred():
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _identity(folder: Path) -> str:
-    """What a planted folder cannot forge: the folder's own device and inode, keyed
-    with a secret only this user can read. Another user's folder fails the owner check;
-    a copy or a renamed forgery has another inode."""
-    st = folder.lstat()
-    return hmac.new(_user_key(), f"{st.st_dev}:{st.st_ino}".encode(), "sha256").hexdigest()
+def _mac(stem: str) -> str:
+    """What a planted folder cannot forge: its name's pid, start time and random token
+    signed with a key only this user can read (another user's folder also fails the
+    owner check)."""
+    return hmac.new(_user_key(), stem.encode(), "sha256").hexdigest()[:24]
+
+
+def _owner_of(folder: Path) -> tuple[int, str] | None:
+    """(pid, start time) from a folder name ``make_temp_dir`` made; None when the name
+    does not carry a valid signature."""
+    parts = folder.name.split("-")
+    if len(parts) < 5:
+        return None
+    stem = "-".join(parts[-4:-1])
+    if not hmac.compare_digest(parts[-1], _mac(stem)):
+        return None
+    try:
+        return int(parts[-4]), "" if parts[-3] == "0" else parts[-3]
+    except ValueError:
+        return None
 
 
 def _user_key() -> bytes:
@@ -323,18 +336,27 @@ _PROCESS_KEY = secrets.token_bytes(32)
 
 
 def make_temp_dir(parent: Path, prefix: str = PREFIX) -> Path:
-    """A temp folder in ``parent`` that names its owner, for ``sweep_stale``.
+    """A temp folder in ``parent`` whose name says (and signs) its owner, for
+    ``sweep_stale``: made by one ``mkdir``, so a kill at any moment leaves either no
+    folder or one the next run recognises.
 
     A SIGTERM or Ctrl-C that came while the folder was made is delivered when the
     deferral ends, before the caller holds the folder: it is removed here, not left to
     the next run's sweep."""
     folder: Path | None = None
     try:
-        with signals_deferred():  # never a folder without its owner file
-            folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        with signals_deferred():
             pid = os.getpid()
-            owner = {"pid": pid, "started": _start_time(pid), "id": _identity(folder)}
-            (folder / OWNER).write_text(json.dumps(owner))
+            started = _start_time(pid) or "0"
+            while folder is None:
+                stem = f"{pid}-{started}-{secrets.token_hex(8)}"
+                try:
+                    os.mkdir(parent / f"{prefix}{stem}-{_mac(stem)}", 0o700)
+                except FileExistsError:
+                    continue
+                folder = parent / f"{prefix}{stem}-{_mac(stem)}"
+            os.chmod(folder, 0o700)
+            (folder / OWNER).write_text(json.dumps({"pid": pid, "started": started}))
         return folder
     except BaseException:
         if folder is not None:
@@ -394,8 +416,8 @@ def _finish_publish(folder: Path) -> None:
 def sweep_stale(parent: Path) -> list[Path]:
     """Remove temp folders in ``parent`` that this user made and whose owning process is
     gone. A folder is ours when it is a real folder (not a symlink) owned by this user,
-    mode 0700, whose owner file carries its identity (``_identity``); anything else is
-    never touched, and no path found inside is followed out of the folder."""
+    mode 0700, whose name carries a valid signature (``_owner_of``); anything else is
+    never read or touched, and no path found inside is followed out of the folder."""
     removed: list[Path] = []
     try:
         candidates = [p for p in parent.iterdir() if p.name.startswith(PREFIX)]
@@ -404,21 +426,16 @@ def sweep_stale(parent: Path) -> list[Path]:
     for folder in candidates:
         try:
             st = folder.lstat()
-            if (
-                not stat.S_ISDIR(st.st_mode)
-                or st.st_uid != os.getuid()
-                or stat.S_IMODE(st.st_mode) != 0o700
-            ):
-                continue
-            fd = os.open(folder / OWNER, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd) as f:
-                owner = json.loads(f.read(4096))
-            pid, started = int(owner["pid"]), str(owner.get("started", ""))
-            if not hmac.compare_digest(str(owner.get("id", "")), _identity(folder)):
-                continue
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except OSError:
             continue
-        if _alive(pid, started):
+        if (
+            not stat.S_ISDIR(st.st_mode)
+            or st.st_uid != os.getuid()
+            or stat.S_IMODE(st.st_mode) != 0o700
+        ):
+            continue
+        owner = _owner_of(folder)
+        if owner is None or _alive(*owner):
             continue
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             if (folder / MANIFEST).exists():  # killed while publishing: finish it
