@@ -516,6 +516,7 @@ class AutoOptions(TaskOptions):
     log: Callable[[str], None] | None = option(cli=False)
     # The HTML report, published with OUT and its side files or not at all.
     html: str | None = option(cli=False)
+    html_page: Callable[..., Any] | None = option(cli=False)  # writes it: (result, path)
 
     def validate(self) -> None:
         self.validate_task()

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from onnxcomp.auto.trials import TrialResult, init_worker, worker_evaluator
 from onnxcomp.auto.verify import Verification
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.evaluate import Evaluator, JudgeSpec
-from onnxcomp.io import model_io, safe_io, writer
+from onnxcomp.io import model_io, safe_io
 from onnxcomp.io.data import InputSpec, input_specs, open_data
 from onnxcomp.options import AutoOptions
 from onnxcomp.pipeline.compress import CompressOptions, compress
@@ -100,7 +101,7 @@ def auto(
     html = Path(options.html) if options.html else None
     safe_io.check_destination(out, src, also=sides)
     if html is not None:
-        writer.check_target(html, "--html report", (src,))
+        safe_io.check_report_target(html, "--html report", (src,))
         if html.resolve() in {p.resolve() for p in (out, *sides)}:
             raise OnnxcompError(f"{html}: --html would overwrite an output of this run")
     for source in (calib, data, options.verify):
@@ -170,7 +171,7 @@ def auto(
         reports = write_reports(result, stage / out.name)
         result.reports = [str(out.with_name(p.name)) for p in reports]
         if html is not None:
-            html_stage = _stage_html(result, html, out, stage)
+            html_stage = _stage_html(result, html, out, stage, options.html_page)
         names = sorted(p.name for p in stage.iterdir() if p.name != safe_io.OWNER)
         with safe_io.signals_deferred():  # the model, its side files and the page together
             if html is not None and html_stage is not None and html_stage != stage:
@@ -190,15 +191,18 @@ def auto(
 SIDE_FILES = (".recipe.toml", ".report.json", ".report.md")
 
 
-def _stage_html(result: AutoResult, html: Path, out: Path, stage: Path) -> Path:
-    """Render the HTML page into ``stage`` (or a stage beside it when it goes to another
-    folder); returns that stage. Nothing is published yet."""
-    from onnxcomp.report.auto_page import write_auto_html
-
+def _stage_html(
+    result: AutoResult, html: Path, out: Path, stage: Path, page: Callable[..., Any] | None
+) -> Path:
+    """Render the HTML page (``page(result, path)``: the CLI gives report.auto_page's
+    writer) into ``stage`` (or a stage beside it when it goes to another folder);
+    returns that stage. Nothing is published yet."""
+    if page is None:
+        raise OnnxcompError("html needs html_page: a function(result, path) writing the page")
     result.reports.append(str(html))
     same = html.parent.resolve() == out.parent.resolve()
     folder = stage if same else safe_io.make_temp_dir(html.parent)
-    write_auto_html(result, folder / html.name)
+    page(result, folder / html.name)
     return folder
 
 

@@ -42,11 +42,11 @@ def _quiet_third_parties(ctx: click.Context) -> None:
     handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is sys.stderr]
     for handler in handlers:
         handler.addFilter(_ours_or_error)
-    saved = warnings.filters[:]
+    saved = list(warnings.filters)
     warnings.simplefilter("ignore")
 
     def restore() -> None:
-        warnings.filters[:] = saved
+        warnings.filters[:] = saved  # type: ignore[index]
         for handler in handlers:
             handler.removeFilter(_ours_or_error)
 

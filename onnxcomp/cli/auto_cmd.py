@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from onnxcomp.auto import AutoResult, auto
@@ -28,7 +31,12 @@ def auto_command(model: str, output: str, as_json: bool, html: str | None, **kwa
     kwargs["log"] = progress.status_log("auto")  # trial lines: quiet under -q, JSON under --json
     if html:
         require_plotly()
-    result = auto(model, output, html=html, **kwargs)
+    page: Callable[..., Any] | None = None
+    if html:
+        from onnxcomp.report.auto_page import write_auto_html
+
+        page = write_auto_html
+    result = auto(model, output, html=html, html_page=page, **kwargs)
     if as_json:
         emit_json(result)
     else:

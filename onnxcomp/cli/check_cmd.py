@@ -7,7 +7,7 @@ import click
 from onnxcomp.check import CheckResult, check
 from onnxcomp.cli._app import app, emit_json, escape, say, wrote
 from onnxcomp.cli._options import click_options
-from onnxcomp.io.writer import check_target
+from onnxcomp.io.safe_io import check_report_target
 from onnxcomp.options import CheckOptions
 from onnxcomp.report import require_plotly
 
@@ -26,7 +26,7 @@ def check_command(original: str, compressed: str, as_json: bool, html: str | Non
     if html:
         require_plotly()
         inputs = (original, compressed, *([kwargs["data"]] if kwargs.get("data") else []))
-        check_target(html, "--html report", inputs)
+        check_report_target(html, "--html report", inputs)
     result = check(original, compressed, **kwargs)
     if html:
         from onnxcomp.report.check_page import write_check_html

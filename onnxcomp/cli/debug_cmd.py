@@ -10,7 +10,7 @@ import click
 from onnxcomp.cli._app import app, emit_json, escape, say, wrote
 from onnxcomp.cli._options import click_options
 from onnxcomp.debug import DebugResult, debug
-from onnxcomp.io.writer import check_target
+from onnxcomp.io.safe_io import check_report_target
 from onnxcomp.options import TaskOptions
 from onnxcomp.report import require_plotly
 
@@ -50,7 +50,7 @@ def debug_command(
     wins back most of the task metric's drop first, then by the error they add."""
     if html:
         require_plotly()
-        check_target(html, "--html report", (original, compressed, data))
+        check_report_target(html, "--html report", (original, compressed, data))
     options = TaskOptions(**task)
     options.validate_task()
     result = debug(original, compressed, data, options=options)

@@ -6,35 +6,31 @@ read) before anything parses it, so a 3 GB file of zeros is refused in microseco
 An output never replaces a device, a FIFO, the input, or a data file the input reads
 its weights from, and keeps the permissions of the file it replaces.
 
-Temp folders (``.onnxcomp-*`` beside the destination) are named with our pid, start
-time and a signature a planted folder cannot forge. A later run removes the ones
-whose owner is gone (kill -9, power cut). One killed while publishing holds a manifest
-of plain names: those files alone are renamed into the folder's own parent first (the
-new set lands whole); a folder that is not provably ours is never read or touched.
+Temp folders: io/tempdirs.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hmac
-import json
 import os
-import secrets
-import shutil
-import signal
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.io.tempdirs import (  # noqa: F401  (their home before the split)
+    MANIFEST,
+    OWNER,
+    PREFIX,
+    make_temp_dir,
+    publish,
+    sweep_stale,
+)
+from onnxcomp.io.writer import check_target, kind, note_input, signals_deferred  # noqa: F401
 
 if TYPE_CHECKING:
     import onnx
 
-OWNER = ".onnxcomp-owner"
-MANIFEST = ".onnxcomp-publish"
-PREFIX = ".onnxcomp-"
 
 # ModelProto field number -> protobuf wire type (0 varint, 2 length-delimited).
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 21: 2, 25: 2}
@@ -70,16 +66,7 @@ def regular_data(source) -> None:
         raise OnnxcompError(f"{p}: not a regular file or folder ({_kind(st.st_mode)})")
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    return "not a regular file"
+_kind = kind
 
 
 def _varint(f) -> int | None:
@@ -229,8 +216,6 @@ def check_destination(
             raise OnnxcompError(
                 f"{target}: is {_kind(st.st_mode)}, not a file: will not replace it"
             )
-    from onnxcomp.io.writer import check_target
-
     for target in (out, *also):  # name length, this run's inputs and outputs
         check_target(target)
     if source is None:
@@ -252,197 +237,6 @@ def keep_mode(new: Path, old: Path) -> None:
     except FileNotFoundError:
         return
     os.chmod(new, mode)
-
-
-# --- temp folders we own ---------------------------------------------------------------
-
-
-def _start_time(pid: int) -> str:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        return text.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _alive(pid: int, started: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not started or _start_time(pid) in ("", started)
-
-
-@contextlib.contextmanager
-def signals_deferred():
-    """SIGINT and SIGTERM wait until the block ends: a step that must not be cut in two."""
-    wanted = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _mac(stem: str) -> str:
-    """What a planted folder cannot forge: its name's pid, start time and random token
-    signed with a key only this user can read (another user's folder also fails the
-    owner check)."""
-    return hmac.new(_user_key(), stem.encode(), "sha256").hexdigest()[:24]
-
-
-def _owner_of(folder: Path) -> tuple[int, str] | None:
-    """(pid, start time) from a folder name ``make_temp_dir`` made; None when the name
-    does not carry a valid signature."""
-    parts = folder.name.split("-")
-    if len(parts) < 5:
-        return None
-    stem = "-".join(parts[-4:-1])
-    if not hmac.compare_digest(parts[-1], _mac(stem)):
-        return None
-    try:
-        return int(parts[-4]), "" if parts[-3] == "0" else parts[-3]
-    except ValueError:
-        return None
-
-
-def _user_key() -> bytes:
-    """A random key in a 0700 folder of this user's (created once, O_EXCL|O_NOFOLLOW)."""
-    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onnxcomp"
-    path = home / "sweep.key"
-    try:
-        home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            key = f.read(64)
-        if st.st_uid == os.getuid() and not st.st_mode & 0o077 and len(key) == 32:
-            return key
-    except OSError:
-        pass
-    return _PROCESS_KEY  # no cache folder: only this process's folders are recognised
-
-
-_PROCESS_KEY = secrets.token_bytes(32)
-
-
-def make_temp_dir(parent: Path, prefix: str = PREFIX) -> Path:
-    """A temp folder in ``parent`` whose name says (and signs) its owner, for
-    ``sweep_stale``: made by one ``mkdir``, so a kill at any moment leaves either no
-    folder or one the next run recognises.
-
-    A SIGTERM or Ctrl-C that came while the folder was made is delivered when the
-    deferral ends, before the caller holds the folder: it is removed here, not left to
-    the next run's sweep."""
-    folder: Path | None = None
-    try:
-        with signals_deferred():
-            pid = os.getpid()
-            started = _start_time(pid) or "0"
-            while folder is None:
-                stem = f"{pid}-{started}-{secrets.token_hex(8)}"
-                try:
-                    os.mkdir(parent / f"{prefix}{stem}-{_mac(stem)}", 0o700)
-                except FileExistsError:
-                    continue
-                folder = parent / f"{prefix}{stem}-{_mac(stem)}"
-            os.chmod(folder, 0o700)
-            (folder / OWNER).write_text(json.dumps({"pid": pid, "started": started}))
-        return folder
-    except BaseException:
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-def publish(folder: Path, dest: Path, names: list[str]) -> None:
-    """Rename ``names`` from ``folder`` into ``dest`` (its parent) as one unit.
-
-    The manifest (plain names, never a path) is renamed into place before the first
-    rename: if we are killed midway, ``sweep_stale`` finishes the renames, so the new
-    set of files lands whole, never half. Ctrl-C and SIGTERM wait until the end."""
-    if dest.resolve() != folder.resolve().parent:
-        raise ValueError("publish: a temp folder publishes into its own parent")
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"names": names}))
-    with signals_deferred():
-        os.replace(tmp, folder / MANIFEST)
-        _finish_publish(folder)
-
-
-def _finish_publish(folder: Path) -> None:
-    """Finish the renames a manifest lists, from ``folder`` into its parent only: each
-    name a plain file name of a regular file inside ``folder``, each destination absent
-    or a regular file (a FIFO or a folder planted there meanwhile is left alone)."""
-    from onnxcomp.io.writer import note_written
-
-    fd = os.open(folder / MANIFEST, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd) as f:
-        names = json.loads(f.read(1 << 16))["names"]
-    for name in names:
-        if (
-            not isinstance(name, str)
-            or name in ("", ".", "..", OWNER, MANIFEST)
-            or "/" in name
-            or "\0" in name
-            or Path(name).name != name
-        ):
-            continue
-        src, dst = folder / name, folder.parent / name
-        try:
-            if not stat.S_ISREG(src.lstat().st_mode):
-                continue
-            try:
-                if not stat.S_ISREG(dst.lstat().st_mode):
-                    continue
-            except FileNotFoundError:
-                pass
-            os.replace(src, dst)
-            note_written(dst)
-        except OSError:
-            continue
-    (folder / MANIFEST).unlink()
-
-
-def sweep_stale(parent: Path) -> list[Path]:
-    """Remove temp folders in ``parent`` that this user made and whose owning process is
-    gone. A folder is ours when it is a real folder (not a symlink) owned by this user,
-    mode 0700, whose name carries a valid signature (``_owner_of``); anything else is
-    never read or touched, and no path found inside is followed out of the folder."""
-    removed: list[Path] = []
-    try:
-        candidates = [p for p in parent.iterdir() if p.name.startswith(PREFIX)]
-    except OSError:
-        return removed
-    for folder in candidates:
-        try:
-            st = folder.lstat()
-        except OSError:
-            continue
-        if (
-            not stat.S_ISDIR(st.st_mode)
-            or st.st_uid != os.getuid()
-            or stat.S_IMODE(st.st_mode) != 0o700
-        ):
-            continue
-        owner = _owner_of(folder)
-        if owner is None or _alive(*owner):
-            continue
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            if (folder / MANIFEST).exists():  # killed while publishing: finish it
-                _finish_publish(folder)
-        shutil.rmtree(folder, ignore_errors=True)  # fd-based: never follows a symlink
-        removed.append(folder)
-    return removed
 
 
 # How an external-data entry's key is serialized: field 1, length 8, "location".
@@ -478,3 +272,15 @@ def all_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from all_initializers(attr.g)
             for g in attr.graphs:
                 yield from all_initializers(g)
+
+
+def check_report_target(
+    path: str | os.PathLike, what: str, sources: tuple[str | os.PathLike, ...]
+) -> Path:
+    """Before the work: ``path`` may be written and is none of ``sources`` (inputs not
+    read yet) nor a file their weights live in."""
+    for source in sources:
+        note_input(source, "an input of this run")
+        for data in external_data_files(Path(source)):
+            note_input(data, "the input's external data")
+    return check_target(path, what)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from onnxcomp.errors import OnnxcompError, environment_error
@@ -60,13 +62,32 @@ def name_max(folder: Path) -> int:
         return 255
 
 
-def check_target(
-    path: str | os.PathLike, what: str = "output", sources: tuple[str | os.PathLike, ...] = ()
-) -> Path:
-    """``path`` if onnxcomp may replace it (see the module doc); ``sources``: inputs not
-    read yet (an early check, before the run's work)."""
-    from onnxcomp.io.safe_io import _kind, external_data_files
+def kind(mode: int) -> str:
+    """What a file that is not a regular file is, for a message."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
 
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends: a step that must not be cut in two."""
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def check_target(path: str | os.PathLike, what: str = "output") -> Path:
+    """``path`` if onnxcomp may replace it (see the module doc)."""
     p = Path(path)
     if not p.name or p.name in (".", ".."):
         raise OnnxcompError(f"{p}: not a file name for the {what}")
@@ -81,14 +102,8 @@ def check_target(
     except OSError as exc:
         raise OnnxcompError(f"{p}: cannot be written ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
-        raise OnnxcompError(f"{p}: is {_kind(st.st_mode)}, not a file: will not replace it")
+        raise OnnxcompError(f"{p}: is {kind(st.st_mode)}, not a file: will not replace it")
     key = (st.st_dev, st.st_ino)
-    for source in sources:
-        s = Path(source)
-        if _key(s) == key:
-            raise OnnxcompError(f"{p}: the {what} would overwrite the input model")
-        if any(_key(d) == key for d in external_data_files(s)):
-            raise OnnxcompError(f"{p}: the {what} would overwrite the input's external data")
     if key in _inputs:
         raise OnnxcompError(f"{p}: the {what} would overwrite {_inputs[key]}")
     if key in _written:
@@ -104,8 +119,6 @@ def _umask_mode() -> int:
 
 def write_file(path: str | os.PathLike, data: str | bytes, what: str = "output") -> Path:
     """Write ``data`` to ``path`` through a unique temp file beside it, atomically."""
-    from onnxcomp.io.safe_io import signals_deferred
-
     p = check_target(path, what)
     blob = data.encode("utf-8") if isinstance(data, str) else data
     try:
