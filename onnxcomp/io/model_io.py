@@ -7,6 +7,7 @@ failed run never leaves a half-written or invalid model behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -327,7 +328,6 @@ def file_size(path: str | os.PathLike) -> int:
             for entry in tensor.external_data:
                 if entry.key == "location" and entry.value not in seen:
                     seen.add(entry.value)
-                    data = p.parent / entry.value
-                    if data.exists():
-                        total += data.stat().st_size
+                    with contextlib.suppress(OSError, ValueError):  # checked at load
+                        total += (p.parent / entry.value).stat().st_size
     return total

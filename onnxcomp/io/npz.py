@@ -20,7 +20,7 @@ def check_npz(path: Path) -> list[str]:
     """The array names of ``path``, after checking every member's header."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as exc:
         raise OnnxcompError(f"{path}: not a readable .npz file ({one_line(exc)})") from None
     names = []
     with archive:

@@ -11,6 +11,7 @@ Temp folders: io/tempdirs.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
@@ -141,7 +142,8 @@ def external_data_files(model_path: Path) -> set[Path]:
     for tensor in all_initializers(proto.graph):
         for entry in tensor.external_data:
             if entry.key == "location":
-                out.add((model_path.parent / entry.value).resolve())
+                with contextlib.suppress(OSError, ValueError):  # a NUL, a loop
+                    out.add((model_path.parent / entry.value).resolve())
     return out
 
 
@@ -164,7 +166,9 @@ def confine(
     """The file ``location`` names inside ``folder``, refused unless it is a regular file
     there (no absolute path, no ``..``, no symlink out, no FIFO or device) holding
     ``length`` bytes from ``offset``: for models' and test data's external tensors."""
-    if not location or os.path.isabs(location) or ".." in Path(location).parts:
+    if not location or "\0" in location:
+        raise OnnxcompError(f"{where}: external data location {location!r} is not a file name")
+    if os.path.isabs(location) or ".." in Path(location).parts:
         raise OnnxcompError(f"{where}: external data location '{location}' is outside the folder")
     path = folder / location
     try:
