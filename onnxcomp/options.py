@@ -535,6 +535,9 @@ class AutoOptions(TaskOptions):
     seed: int = option(0, "Seed of the split.", show_default=True, min=0)
     executor: Any = option(cli=False)  # an executor.TrialExecutor; None: a local pool
     log: Callable[[str], None] | None = option(cli=False)
+    # The HTML report, published with OUT and its side files or not at all.
+    html: str | None = option(cli=False)
+    html_page: Callable[..., Any] | None = option(cli=False)  # writes it: (result, path)
 
     def validate(self) -> None:
         self.validate_task()

@@ -19,6 +19,7 @@ from typing import Any
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.io.jsonio import write_text_atomic
 from onnxcomp.io.safe_io import regular_file
+from onnxcomp.io.writer import note_input
 from onnxcomp.options import CompressOptions, LayerOptions, choices_of, option_fields
 
 if sys.version_info >= (3, 11):
@@ -61,14 +62,40 @@ def _norm(key: str) -> str:
     return key.replace("-", "_")
 
 
+_MAX_RECIPE_BYTES = 1 << 20
+_MAX_NESTING = 16  # a recipe is tables of scalars and short lists
+
+
+def _shallow(text: str, p: Path) -> None:
+    """Refuse brackets nested deeper than any recipe needs before a parser recurses
+    (1,000 levels were a RecursionError). Brackets inside strings count too: a recipe
+    never has that many."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    if deepest > _MAX_NESTING:
+        raise OnnxcompError(
+            f"{p}: not a valid recipe: brackets nested {deepest} levels deep (at most "
+            f"{_MAX_NESTING})"
+        )
+
+
 def load_recipe(path: str | os.PathLike) -> CompressOptions:
     """Read and validate a recipe; every error names the file and the key."""
     p = Path(path)
     regular_file(p, "recipe file")
+    note_input(p, "the recipe")
+    if p.stat().st_size > _MAX_RECIPE_BYTES:
+        raise OnnxcompError(f"{p}: {p.stat().st_size:,} bytes is not a recipe (at most 1 MB)")
     try:
         text = p.read_text()
+        _shallow(text, p)
         raw = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise OnnxcompError(f"{p}: not a valid recipe: {one_line(exc)}") from None
     options = recipe_from_dict(raw, where=str(p))
     if isinstance(options.calib, str) and not os.path.isabs(options.calib):

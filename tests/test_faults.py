@@ -132,12 +132,13 @@ def test_auto_outputs_land_as_one_unit(tmp_path):
             assert whole(r["after"]["files"]), r
 
 
-def test_stale_folders_of_others_are_left_alone(tmp_path):
+def test_stale_folders_of_others_are_left_alone(tmp_path, monkeypatch):
     alive = safe_io.make_temp_dir(tmp_path)  # ours, and we are alive
     foreign = tmp_path / ".onnxcomp-not-ours"
     foreign.mkdir()
-    dead = safe_io.make_temp_dir(tmp_path)
-    (dead / safe_io.OWNER).write_text(json.dumps({"pid": 2**22 + 12345, "started": "1"}))
+    with monkeypatch.context() as m:  # made by a process that is gone
+        m.setattr(safe_io.os, "getpid", lambda: 2**22 + 12345)
+        dead = safe_io.make_temp_dir(tmp_path)
     removed = safe_io.sweep_stale(tmp_path)
     assert removed == [dead]
     assert alive.exists() and foreign.exists()

@@ -16,12 +16,13 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onnxcomp.auto import verify as verify_mod
-from onnxcomp.auto.executor import SerialExecutor, TrialExecutor, process_pool
+from onnxcomp.auto.executor import SerialExecutor, TrialExecutor, process_pool, worker_cap
 from onnxcomp.auto.report import write_reports
 from onnxcomp.auto.search import (
     SearchState,
@@ -91,10 +92,18 @@ def auto(
     calib, data, labels = options.calib, options.data, options.labels
     metric = JudgeSpec.of(options)
     objective, max_drop, recover = options.objective, options.max_drop, options.recover
-    max_trials, time_limit, workers = options.max_trials, options.time_limit, options.workers
+    max_trials, time_limit = options.max_trials, options.time_limit
+    workers = worker_cap(options.workers)
     executor: TrialExecutor | None = options.executor
     say = options.log or (lambda line: print(line, file=sys.stderr))
-    safe_io.check_destination(out, src)  # hardlinks, devices, the input's data: before the search
+    # hardlinks, devices, the input's data, over-long names: all before the search
+    sides = tuple(out.with_name(out.name + s) for s in SIDE_FILES)
+    html = Path(options.html) if options.html else None
+    safe_io.check_destination(out, src, also=sides)
+    if html is not None:
+        safe_io.check_report_target(html, "--html report", (src,))
+        if html.resolve() in {p.resolve() for p in (out, *sides)}:
+            raise OnnxcompError(f"{html}: --html would overwrite an output of this run")
     for source in (calib, data, options.verify):
         safe_io.regular_data(source)
     model_io.load(src)
@@ -111,6 +120,7 @@ def auto(
     # The held-back split lands here too (it needs the folder before the search starts).
     workdir = str(safe_io.make_temp_dir(out.parent, ".onnxcomp-auto-"))
     stage: Path | None = None
+    html_stage: Path | None = None
     owned = False
     try:
         eval_data, verifier, plan = _holdout(
@@ -160,15 +170,40 @@ def auto(
         result.seconds = time.monotonic() - start
         reports = write_reports(result, stage / out.name)
         result.reports = [str(out.with_name(p.name)) for p in reports]
+        if html is not None:
+            html_stage = _stage_html(result, html, out, stage, options.html_page)
         names = sorted(p.name for p in stage.iterdir() if p.name != safe_io.OWNER)
-        safe_io.publish(stage, out.parent, names)
+        with safe_io.signals_deferred():  # the model, its side files and the page together
+            if html is not None and html_stage is not None and html_stage != stage:
+                safe_io.publish(html_stage, html.parent, [html.name])
+            safe_io.publish(stage, out.parent, names)
     finally:
+        if html is not None and html_stage not in (None, stage):
+            shutil.rmtree(html_stage, ignore_errors=True)
         if owned and executor is not None:
             executor.shutdown(wait=True)
         shutil.rmtree(workdir, ignore_errors=True)
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
     return result
+
+
+SIDE_FILES = (".recipe.toml", ".report.json", ".report.md")
+
+
+def _stage_html(
+    result: AutoResult, html: Path, out: Path, stage: Path, page: Callable[..., Any] | None
+) -> Path:
+    """Render the HTML page (``page(result, path)``: the CLI gives report.auto_page's
+    writer) into ``stage`` (or a stage beside it when it goes to another folder);
+    returns that stage. Nothing is published yet."""
+    if page is None:
+        raise OnnxcompError("html needs html_page: a function(result, path) writing the page")
+    result.reports.append(str(html))
+    same = html.parent.resolve() == out.parent.resolve()
+    folder = stage if same else safe_io.make_temp_dir(html.parent)
+    page(result, folder / html.name)
+    return folder
 
 
 def _validate(src: Path, out: Path, options: AutoOptions) -> None:

@@ -9,6 +9,7 @@ the system temp folder). Set ONNXCOMP_TRACEBACK=1 to get the traceback raised in
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from onnxcomp.cli import (  # noqa: F401  (each module registers its command)
 )
 from onnxcomp.cli._app import app
 from onnxcomp.errors import OnnxcompError, clean, environment_error, one_line
+from onnxcomp.io import writer
 
 INTERNAL_ERROR = 3
 
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args:
         args = ["--help"]
     previous = _cleanup_on_sigterm()
+    writer.reset()
     try:
         rv = app.main(args=args, prog_name="onnxcomp", standalone_mode=False)
     except OnnxcompError as exc:
@@ -89,10 +92,12 @@ def _internal_error(exc: Exception, args: list[str]) -> int:
 
 
 def _write_log(exc: Exception, args: list[str]) -> Path | None:
-    """The traceback in ``onnxcomp-<timestamp>-<pid>.log``; None when it cannot be written."""
+    """The traceback in ``onnxcomp-<timestamp>-<random>.log``, created new (O_EXCL) and
+    never through a symlink (O_NOFOLLOW), mode 0600: a name nobody can predict and plant
+    a link at. None when it cannot be written."""
     folder = Path(os.environ.get("ONNXCOMP_LOG_DIR") or tempfile.gettempdir())
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = folder / f"onnxcomp-{stamp}-{os.getpid()}.log"
+    path = folder / f"onnxcomp-{stamp}-{secrets.token_hex(6)}.log"
     try:
         from importlib.metadata import version
 
@@ -101,7 +106,9 @@ def _write_log(exc: Exception, args: list[str]) -> Path | None:
         except Exception:
             release = "unknown"
         folder.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        fd = os.open(path, flags, 0o600)
+        with open(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             f.write(f"onnxcomp {release}, python {sys.version.split()[0]}\n")
             f.write(f"command: onnxcomp {' '.join(args)}\n\n")
             f.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -26,6 +27,30 @@ def app(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s: %(message)s")
     runtime.set_verbosity(verbose)  # onnxruntime's own log lines only from -vv
+    if verbose == 0:
+        _quiet_third_parties(click.get_current_context())
+
+
+def _ours_or_error(record: logging.LogRecord) -> bool:
+    return record.name.split(".")[0] == "onnxcomp" or record.levelno >= logging.ERROR
+
+
+def _quiet_third_parties(ctx: click.Context) -> None:
+    """Without -v no library's log line (onnx_ir's shape inference, onnxscript) or warning
+    (numpy's RuntimeWarning with its source path) reaches stderr: onnxcomp says what
+    matters itself. Undone when the command ends (main() may run again in-process)."""
+    handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is sys.stderr]
+    for handler in handlers:
+        handler.addFilter(_ours_or_error)
+    saved = list(warnings.filters)
+    warnings.simplefilter("ignore")
+
+    def restore() -> None:
+        warnings.filters[:] = saved  # type: ignore[index]
+        for handler in handlers:
+            handler.removeFilter(_ours_or_error)
+
+    ctx.call_on_close(restore)
 
 
 def emit_json(obj: Any) -> None:
@@ -34,7 +59,10 @@ def emit_json(obj: Any) -> None:
 
 
 def say(text: str) -> None:
-    click.echo(text)
+    """Print a report; a character the terminal cannot encode (a file name that is not
+    UTF-8) is shown escaped instead of failing the command."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    click.echo(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
 
 
 def wrote(path: Any, as_json: bool) -> None:
@@ -50,16 +78,20 @@ def json_progress(as_json: bool) -> None:
 
 
 def escape(text: str) -> str:
-    """A name from a model as one printable line: control characters shown escaped
-    (``\\n``, ``\\x1b``), so a node name cannot forge a line or drive the terminal."""
+    """A name from a model or a path as one printable line: control characters shown
+    escaped (``\\n``, ``\\x1b``), so a node name cannot forge a line or drive the terminal;
+    the bytes of a file name that is not UTF-8 shown as ``\\xe9``, never an encoding error."""
     out = []
     for ch in str(text):
+        code = ord(ch)
         if ch == "\n":
             out.append("\\n")
         elif ch == "\t":
             out.append("\\t")
-        elif ord(ch) < 32 or ord(ch) == 127 or 0x80 <= ord(ch) < 0xA0:
-            out.append(f"\\x{ord(ch):02x}")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte os.fsdecode could not decode
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif code < 32 or code == 127 or 0x80 <= code < 0xA0 or 0xD800 <= code < 0xE000:
+            out.append(f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}")
         else:
             out.append(ch)
     return "".join(out)

@@ -16,6 +16,7 @@ import click
 from onnxcomp.options import choices_of, option_fields
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_INT = 2**31 - 1  # no integer option needs more; a larger one is a usage error
 
 
 def _without_none(hint: Any) -> Any:
@@ -55,9 +56,9 @@ def click_options(cls: type) -> Callable[[F], F]:
                 kwargs["type"] = click.Choice(choices)
             elif get_origin(base) is tuple:
                 kwargs["multiple"] = True
-            elif base is int and meta.get("min") is not None:
-                kwargs["type"] = click.IntRange(min=meta["min"])
-            elif base in (int, float):
+            elif base is int:  # bounded: --workers 2**64 was an OverflowError deep inside
+                kwargs["type"] = click.IntRange(min=meta.get("min"), max=meta.get("max", MAX_INT))
+            elif base is float:
                 kwargs["type"] = base
             if base is not bool and default is not MISSING and default not in (None, ()):
                 kwargs["default"] = default

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import click
 
 from onnxcomp.auto import AutoResult, auto
 from onnxcomp.auto.report import verification_lines
-from onnxcomp.cli._app import app, emit_json, json_progress, say
+from onnxcomp.cli._app import app, emit_json, escape, json_progress, say
 from onnxcomp.cli._options import click_options
 from onnxcomp.io import progress
 from onnxcomp.options import AutoOptions
@@ -28,11 +31,12 @@ def auto_command(model: str, output: str, as_json: bool, html: str | None, **kwa
     kwargs["log"] = progress.status_log("auto")  # trial lines: quiet under -q, JSON under --json
     if html:
         require_plotly()
-    result = auto(model, output, **kwargs)
+    page: Callable[..., Any] | None = None
     if html:
         from onnxcomp.report.auto_page import write_auto_html
 
-        result.reports.append(str(write_auto_html(result, html)))
+        page = write_auto_html
+    result = auto(model, output, html=html, html_page=page, **kwargs)
     if as_json:
         emit_json(result)
     else:
@@ -46,16 +50,18 @@ def render(r: AutoResult) -> str:
         c = r.chosen
         assert c.bytes is not None and c.deflate_bytes is not None
         lines.append(
-            f"wrote {r.output}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
+            f"wrote {escape(str(r.output))}: {c.bytes:,} B ({c.bytes / r.original_bytes:.1%}), "
             f"{c.deflate_bytes:,} B deflated ({c.deflate_bytes / r.original_deflate_bytes:.1%}); "
             f"{r.metric} {c.value:.4f} vs {r.baseline:.4f} (search drop {c.drop:.4f})"
         )
-        lines.append(f"recipe: {r.recipe}")
+        lines.append(f"recipe: {escape(str(r.recipe))}")
     else:
         lines.append(f"nothing fits: no compressed model keeps the {r.metric} drop <= {r.max_drop}")
-    lines += verification_lines(r)
+    lines += [escape(line) for line in verification_lines(r)]
     if r.best_global is not None and r.best_global.bytes:
         g = r.best_global
         lines.append(f"best global setting: {g.bytes:,} B, drop {g.drop:.4f}")
-    lines.append(f"{len(r.trials)} trials in {r.seconds:.1f} s; reports: {', '.join(r.reports)}")
+    lines.append(
+        f"{len(r.trials)} trials in {r.seconds:.1f} s; reports: {escape(', '.join(r.reports))}"
+    )
     return "\n".join(lines)

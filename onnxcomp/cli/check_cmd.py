@@ -7,6 +7,7 @@ import click
 from onnxcomp.check import CheckResult, check
 from onnxcomp.cli._app import app, emit_json, escape, say, wrote
 from onnxcomp.cli._options import click_options
+from onnxcomp.io.safe_io import check_report_target
 from onnxcomp.options import CheckOptions
 from onnxcomp.report import require_plotly
 
@@ -24,6 +25,8 @@ def check_command(original: str, compressed: str, as_json: bool, html: str | Non
     """Compare ORIGINAL and COMPRESSED: size, fidelity or accuracy, latency."""
     if html:
         require_plotly()
+        inputs = (original, compressed, *([kwargs["data"]] if kwargs.get("data") else []))
+        check_report_target(html, "--html report", inputs)
     result = check(original, compressed, **kwargs)
     if html:
         from onnxcomp.report.check_page import write_check_html
@@ -50,7 +53,7 @@ def render(r: CheckResult) -> str:
         f"{r.compressed_param_bytes / max(r.original_param_bytes, 1):>9.3f}",
     ]
     lo, lc = r.latency_original, r.latency_compressed
-    lines += [f"note: {n}" for n in r.notes]
+    lines += [f"note: {escape(n)}" for n in r.notes]
     if lo and lc:
         lines.append(
             f"{'latency median ms':24}{lo.median_ms:>14.3f}{lc.median_ms:>14.3f}"
@@ -82,7 +85,7 @@ def render(r: CheckResult) -> str:
     lines += _task_lines(r)
     kind = "SYNTHETIC inputs (no --data given)" if r.synthetic else "data"
     timing = f"; latency at {r.threads} thread(s), batch {r.latency_batch}" if lo else ""
-    lines.append(f"{kind}: {r.data}, {r.samples} samples{timing}")
+    lines.append(f"{kind}: {escape(r.data)}, {r.samples} samples{timing}")
     if r.max_drop is not None:
         verdict = "PASS" if r.passed else "FAIL"
         b = r.drop_bound

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from onnxcomp.cli._app import app, emit_json, json_progress, say
+from onnxcomp.cli._app import app, emit_json, escape, json_progress, say
 from onnxcomp.cli._options import click_options
 from onnxcomp.options import CompressOptions
 from onnxcomp.pipeline.compress import CompressResult
@@ -53,13 +53,14 @@ def compress_command(
 
 
 def render(r: CompressResult) -> str:
-    lines = [n if n.startswith("warning:") else f"note: {n}" for n in r.notes]
+    lines = [escape(n) if n.startswith("warning:") else f"note: {escape(n)}" for n in r.notes]
     for p in r.pruned:
         lines.append(
-            f"pruned {p.name} ({', '.join(p.op_types)}): {p.zeros_after:,}/{p.size:,} zeros "
+            f"pruned {escape(p.name)} ({escape(', '.join(p.op_types))}): "
+            f"{p.zeros_after:,}/{p.size:,} zeros "
             f"({p.sparsity:.1%}, was {p.zeros_before / p.size if p.size else 0:.1%})"
         )
-    lines += [f"stripped: {s}" for s in r.stripped]
+    lines += [f"stripped: {escape(s)}" for s in r.stripped]
     if r.quantized:
         before = sum(q.bytes_before for q in r.quantized)
         after = sum(q.bytes_after for q in r.quantized)
@@ -71,18 +72,19 @@ def render(r: CompressResult) -> str:
         )
     for rec in r.recovered:
         lines.append(
-            f"recovered {rec.layer} ({rec.method}): output error {rec.baseline:.3g} plain -> "
-            f"{rec.error:.3g}" + (f" ({rec.note})" if getattr(rec, "note", "") else "")
+            f"recovered {escape(rec.layer)} ({rec.method}): "
+            f"output error {rec.baseline:.3g} plain -> "
+            f"{rec.error:.3g}" + (f" ({escape(rec.note)})" if getattr(rec, "note", "") else "")
         )
     for name, why in sorted(r.skipped.items()):
         if name.endswith(" (int4)"):
-            lines.append(f"not int4: {name.removesuffix(' (int4)')} ({why})")
+            lines.append(f"not int4: {escape(name.removesuffix(' (int4)'))} ({escape(why)})")
         else:
-            lines.append(f"kept float: {name} ({why})")
+            lines.append(f"kept float: {escape(name)} ({escape(why)})")
     for line in r.activations.get("summary", []) if isinstance(r.activations, dict) else []:
-        lines.append(line)
+        lines.append(escape(line))
     lines.append(
-        f"wrote {r.output_path}: {r.output_bytes:,} bytes ({r.size_ratio:.1%} of "
+        f"wrote {escape(r.output_path)}: {r.output_bytes:,} bytes ({r.size_ratio:.1%} of "
         f"{r.input_bytes:,}) in {r.seconds:.2f} s"
     )
     if r.output_bytes > r.input_bytes:

@@ -10,6 +10,7 @@ import click
 from onnxcomp.cli._app import app, emit_json, escape, say, wrote
 from onnxcomp.cli._options import click_options
 from onnxcomp.debug import DebugResult, debug
+from onnxcomp.io.safe_io import check_report_target
 from onnxcomp.options import TaskOptions
 from onnxcomp.report import require_plotly
 
@@ -49,6 +50,7 @@ def debug_command(
     wins back most of the task metric's drop first, then by the error they add."""
     if html:
         require_plotly()
+        check_report_target(html, "--html report", (original, compressed, data))
     options = TaskOptions(**task)
     options.validate_task()
     result = debug(original, compressed, data, options=options)
@@ -87,7 +89,7 @@ def render(result: DebugResult, top: int | None = 20) -> str:
         tags += ["int8 output"] if r.quantized_output else []
         won = "" if r.task_effect is None else f"{r.task_effect:.3g}"
         lines.append(
-            f"{escape(r.node):<{width}}  {r.op_type:<14}{_fmt_db(r.sqnr_db):>9}"
+            f"{escape(r.node):<{width}}  {escape(r.op_type):<14}{_fmt_db(r.sqnr_db):>9}"
             f"{r.rel_error:>10.3g}{r.added_error:>10.3g}{won:>10}  {', '.join(tags)}"
         )
     hints = [f"  {escape(r.node)}: {escape(r.hint)}" for r in rows if r.hint]
@@ -97,10 +99,12 @@ def render(result: DebugResult, top: int | None = 20) -> str:
     if top is not None and len(result.layers) > top:
         lines.append(f"({len(result.layers) - top} more layers; --top 0 shows all)")
     kind = "SYNTHETIC" if result.synthetic else "data"
-    lines.append(f"{kind}: {result.data}; {result.samples} samples compared")
+    lines.append(f"{kind}: {escape(result.data)}; {result.samples} samples compared")
     if result.channels:
-        removed = ", ".join(f"{k} {v}" for k, v in list(result.channels.items())[:8])
+        removed = ", ".join(f"{escape(k)} {v}" for k, v in list(result.channels.items())[:8])
         lines.append(f"channels removed ({len(result.channels)} tensors): {removed}")
     if result.unmatched:
-        lines.append(f"not compared ({len(result.unmatched)}): {', '.join(result.unmatched[:8])}")
+        lines.append(
+            f"not compared ({len(result.unmatched)}): {escape(', '.join(result.unmatched[:8]))}"
+        )
     return "\n".join(lines)

@@ -9,6 +9,7 @@ Nothing is held in memory beyond the current batch, except what an ``.npz`` maps
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ import onnx_ir as ir
 from onnx import numpy_helper
 
 from onnxcomp.errors import OnnxcompError
-from onnxcomp.io.safe_io import regular_data, regular_file
+from onnxcomp.io import npz
+from onnxcomp.io.safe_io import confine, regular_data, regular_file
+from onnxcomp.io.validate import check_proto_data
+from onnxcomp.io.writer import note_input
 
 Feed = dict[str, np.ndarray]
 DEFAULT_BATCH = 32
@@ -123,6 +127,7 @@ def open_data(
             if sorted(path.glob("test_data_set_*")) or sorted(path.glob("input_*.pb")):
                 return _onnx_test_data(path, specs)
             return _npz_folder(path, specs, labels)
+        note_input(path, "a data file")
         return _npz_file(path, specs, labels, batch_size)
     if hasattr(source, "get_next"):
         return _reader(source, specs)
@@ -155,14 +160,17 @@ def _check_names(names: Iterable[str], specs: list[InputSpec], where: str) -> No
 def _npz_file(
     path: Path, specs: list[InputSpec], labels: str | None, batch_size: int | None
 ) -> DataSource:
+    npz.check_npz(path)
     try:
-        arrays = np.load(path, allow_pickle=False)
-        names = list(arrays.files)
+        archive = np.load(path, allow_pickle=False)
+        names = list(archive.files)
     except Exception:
         raise OnnxcompError(f"{path}: not a readable .npz file") from None
     _check_names(names, specs, str(path))
     if labels is not None and labels not in names:
         raise OnnxcompError(f"{path}: no labels array named '{labels}'")
+    wanted = [s.name for s in specs] + ([labels] if labels is not None else [])
+    arrays = {name: npz.read(archive, name, path) for name in wanted}
     scalars = [s.name for s in specs if arrays[s.name].ndim == 0]
     if scalars:
         raise OnnxcompError(
@@ -197,13 +205,18 @@ def _npz_folder(path: Path, specs: list[InputSpec], labels: str | None) -> DataS
     def make() -> Iterator[Batch]:
         for file in files:
             regular_file(file, ".npz file")
+            npz.check_npz(file)
             try:
                 arrays = np.load(file, allow_pickle=False)
             except Exception:
                 raise OnnxcompError(f"{file}: not a readable .npz file") from None
             _check_names(arrays.files, specs, str(file))
-            feed = {k: _cast(k, arrays[k], by_name[k]) for k in by_name}
-            lab = np.asarray(arrays[labels]) if labels and labels in arrays.files else None
+            feed = {k: _cast(k, npz.read(arrays, k, file), by_name[k]) for k in by_name}
+            lab = (
+                np.asarray(npz.read(arrays, labels, file))
+                if labels and labels in arrays.files
+                else None
+            )
             if labels and lab is None:
                 raise OnnxcompError(f"{file}: no labels array named '{labels}'")
             yield Batch(feed, lab)
@@ -219,13 +232,20 @@ def _onnx_test_data(path: Path, specs: list[InputSpec]) -> DataSource:
         regular_file(file, "TensorProto file")
         try:
             tensor.ParseFromString(file.read_bytes())
-            return tensor.name, numpy_helper.to_array(tensor)
+        except Exception:
+            raise OnnxcompError(f"{file}: not a readable TensorProto") from None
+        where = f"{file}: tensor '{tensor.name}'"
+        check_proto_data(tensor, where)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            _confine_external(tensor, file.parent, where)
+        try:
+            return tensor.name, numpy_helper.to_array(tensor, base_dir=str(file.parent))
         except Exception:
             raise OnnxcompError(f"{file}: not a readable TensorProto") from None
 
     def make() -> Iterator[Batch]:
         for folder in sets:
-            files = sorted(folder.glob("input_*.pb"), key=lambda f: int(f.stem.split("_")[-1]))
+            files = _input_files(folder)
             if len(files) != len(specs):
                 raise OnnxcompError(
                     f"{folder}: {len(files)} input files for {len(specs)} model inputs"
@@ -237,6 +257,29 @@ def _onnx_test_data(path: Path, specs: list[InputSpec]) -> DataSource:
             yield Batch(feed)
 
     return DataSource(make, f"{path.name}/ ({len(sets)} test data sets)")
+
+
+def _input_files(folder: Path) -> list[Path]:
+    """``input_<n>.pb`` in order of n; any other ``input_*.pb`` name is refused."""
+    numbered = []
+    for f in folder.glob("input_*.pb"):
+        index = f.stem.removeprefix("input_")
+        if not (index.isascii() and index.isdigit()) or len(index) > 6:
+            raise OnnxcompError(f"{f}: a test-data file is named input_<number>.pb")
+        numbered.append((int(index), f))
+    return [f for _, f in sorted(numbered)]
+
+
+def _confine_external(tensor: onnx.TensorProto, folder: Path, where: str) -> None:
+    """A test-data tensor's external data lies in its own folder, like a model's."""
+    entries = {e.key: e.value for e in tensor.external_data}
+    try:
+        offset, length = int(entries.get("offset", 0)), int(entries.get("length", 0))
+    except ValueError:
+        raise OnnxcompError(f"{where}: external data offset or length is not a number") from None
+    bits = ir.DataType(tensor.data_type).bitwidth if tensor.data_type else 8
+    nbytes = (math.prod(tensor.dims) * bits + 7) // 8
+    confine(folder, entries.get("location", ""), where, offset, max(length, nbytes), nbytes)
 
 
 def _reader(reader: Any, specs: list[InputSpec]) -> DataSource:

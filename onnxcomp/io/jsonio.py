@@ -28,10 +28,8 @@ def jsonable(obj: Any) -> Any:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a hidden temporary beside ``path``, then rename it into place:
-    readers never see half a file."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
-    return p
+    """Write ``text`` through the one writer (io/writer.py): a unique temp file beside
+    ``path``, fsynced and renamed into place; never an input or a file this run wrote."""
+    from onnxcomp.io.writer import write_file
+
+    return write_file(path, text, what=f"{Path(path).suffix.lstrip('.') or 'text'} file")

@@ -7,6 +7,7 @@ failed run never leaves a half-written or invalid model behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -18,7 +19,7 @@ import onnx_ir as ir
 from onnxcomp.errors import BudgetExceeded, OnnxcompError, one_line
 from onnxcomp.graph import opaque_types
 from onnxcomp.graph.edit import all_graphs
-from onnxcomp.io import heap, safe_io, stream_read
+from onnxcomp.io import heap, safe_io, stream_read, validate, writer
 from onnxcomp.io.stream_write import save_streamed, stub_tensors
 
 logger = logging.getLogger(__name__)
@@ -44,12 +45,9 @@ def load(path: str | os.PathLike) -> ir.Model:
             model = _load_with_opaque_types(p, exc)
     if len(model.graph) == 0 and not model.graph.outputs:
         raise OnnxcompError(f"{p}: not an ONNX model (no graph)")
-    for graph in all_graphs(
-        model.graph
-    ):  # before any tensor is read: never a file outside its folder
-        for value in graph.initializers.values():
-            if isinstance(value.const_value, ir.ExternalTensor):
-                safe_io.check_external_tensor(value.const_value, p)
+    validate.check_model(model, p)  # before any tensor is read: never a file outside its folder
+    for data in safe_io.external_data_files(p):
+        writer.note_input(data, "the input's external data")
     detach_from_proto(model)
     heap.trim()  # the parsed protobuf is gone: its pages go back to the OS
     return model
@@ -129,6 +127,7 @@ def _own(tensor):
 
 def _existing_file(path: str | os.PathLike) -> Path:
     p = safe_io.regular_file(path, "file")
+    writer.note_input(p)  # no output of this run may replace it
     if p.stat().st_size == 0:
         raise OnnxcompError(f"{p}: empty file, not an ONNX model")
     safe_io.sniff_model(p)  # before anything reads the whole file
@@ -329,7 +328,6 @@ def file_size(path: str | os.PathLike) -> int:
             for entry in tensor.external_data:
                 if entry.key == "location" and entry.value not in seen:
                     seen.add(entry.value)
-                    data = p.parent / entry.value
-                    if data.exists():
-                        total += data.stat().st_size
+                    with contextlib.suppress(OSError, ValueError):  # checked at load
+                        total += (p.parent / entry.value).stat().st_size
     return total

@@ -6,33 +6,32 @@ read) before anything parses it, so a 3 GB file of zeros is refused in microseco
 An output never replaces a device, a FIFO, the input, or a data file the input reads
 its weights from, and keeps the permissions of the file it replaces.
 
-Temp folders (``.onnxcomp-*`` beside the destination) carry an owner file with our pid
-and start time. A later run removes the ones whose owner is gone (kill -9, power cut);
-one holding a ``publish`` manifest was killed while renaming its files into place, so
-the renames are finished first (the new set of files lands whole, never half).
+Temp folders: io/tempdirs.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
-import signal
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnxcomp.errors import OnnxcompError
+from onnxcomp.io.tempdirs import (  # noqa: F401  (their home before the split)
+    MANIFEST,
+    OWNER,
+    PREFIX,
+    make_temp_dir,
+    publish,
+    sweep_stale,
+)
+from onnxcomp.io.writer import check_target, kind, note_input, signals_deferred  # noqa: F401
 
 if TYPE_CHECKING:
     import onnx
 
-OWNER = ".onnxcomp-owner"
-MANIFEST = ".onnxcomp-publish"
-PREFIX = ".onnxcomp-"
 
 # ModelProto field number -> protobuf wire type (0 varint, 2 length-delimited).
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 21: 2, 25: 2}
@@ -68,14 +67,7 @@ def regular_data(source) -> None:
         raise OnnxcompError(f"{p}: not a regular file or folder ({_kind(st.st_mode)})")
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
+_kind = kind
 
 
 def _varint(f) -> int | None:
@@ -150,39 +142,53 @@ def external_data_files(model_path: Path) -> set[Path]:
     for tensor in all_initializers(proto.graph):
         for entry in tensor.external_data:
             if entry.key == "location":
-                out.add((model_path.parent / entry.value).resolve())
+                with contextlib.suppress(OSError, ValueError):  # a NUL, a loop
+                    out.add((model_path.parent / entry.value).resolve())
     return out
 
 
-def check_external_tensor(tensor, model_path: Path) -> None:
+def check_external_tensor(tensor, model_path: Path, what: str | None = None) -> None:
     """An external tensor must name a regular file inside the model's folder that holds
     all its bytes: a location like ``/etc/shadow`` or ``../../x`` would otherwise be read
     (and written into the output), and a short file fails deep inside numpy."""
-    name, location = tensor.name, str(tensor.location)
-    where = f"{model_path}: tensor '{name}'"
+    where = f"{model_path}: {what or f'tensor {tensor.name!r}'}"
     folder = Path(tensor.base_dir or model_path.parent)
+    offset = tensor.offset or 0
+    needed = tensor.length if tensor.length is not None else tensor.nbytes
+    if needed < tensor.nbytes:
+        needed = -1
+    confine(folder, str(tensor.location), where, offset, needed, tensor.nbytes)
+
+
+def confine(
+    folder: Path, location: str, where: str, offset: int = 0, length: int = 0, nbytes: int = 0
+) -> Path:
+    """The file ``location`` names inside ``folder``, refused unless it is a regular file
+    there (no absolute path, no ``..``, no symlink out, no FIFO or device) holding
+    ``length`` bytes from ``offset``: for models' and test data's external tensors."""
+    if not location or "\0" in location:
+        raise OnnxcompError(f"{where}: external data location {location!r} is not a file name")
     if os.path.isabs(location) or ".." in Path(location).parts:
         raise OnnxcompError(f"{where}: external data location '{location}' is outside the folder")
     path = folder / location
     try:
         inside = path.resolve().is_relative_to(folder.resolve())
-    except OSError:
+    except (OSError, RuntimeError):
         inside = False
     if not inside:
-        raise OnnxcompError(f"{where}: external data '{location}' links outside the model folder")
+        raise OnnxcompError(f"{where}: external data '{location}' links outside the folder")
     try:
         st = path.stat()
     except OSError:
         raise OnnxcompError(f"{where}: external data file '{location}' is missing") from None
     if not stat.S_ISREG(st.st_mode):
         raise OnnxcompError(f"{where}: external data '{location}' is {_kind(st.st_mode)}")
-    offset = tensor.offset or 0
-    needed = tensor.length if tensor.length is not None else tensor.nbytes
-    if offset < 0 or needed < tensor.nbytes or offset + needed > st.st_size:
+    if offset < 0 or length < 0 or offset + length > st.st_size:
         raise OnnxcompError(
             f"{where}: external data '{location}' holds {st.st_size:,} bytes, the tensor needs "
-            f"{tensor.nbytes:,} at offset {offset:,} (truncated or wrong file)"
+            f"{nbytes:,} at offset {offset:,} (truncated or wrong file)"
         )
+    return path
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -214,6 +220,8 @@ def check_destination(
             raise OnnxcompError(
                 f"{target}: is {_kind(st.st_mode)}, not a file: will not replace it"
             )
+    for target in (out, *also):  # name length, this run's inputs and outputs
+        check_target(target)
     if source is None:
         return
     for target in (out, *also):
@@ -233,104 +241,6 @@ def keep_mode(new: Path, old: Path) -> None:
     except FileNotFoundError:
         return
     os.chmod(new, mode)
-
-
-# --- temp folders we own ---------------------------------------------------------------
-
-
-def _start_time(pid: int) -> str:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        return text.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def _alive(pid: int, started: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not started or _start_time(pid) in ("", started)
-
-
-@contextlib.contextmanager
-def signals_deferred():
-    """SIGINT and SIGTERM wait until the block ends: a step that must not be cut in two."""
-    wanted = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def make_temp_dir(parent: Path, prefix: str = PREFIX) -> Path:
-    """A temp folder in ``parent`` that names its owner, for ``sweep_stale``.
-
-    A SIGTERM or Ctrl-C that came while the folder was made is delivered when the
-    deferral ends, before the caller holds the folder: it is removed here, not left to
-    the next run's sweep."""
-    folder: Path | None = None
-    try:
-        with signals_deferred():  # never a folder without its owner file
-            folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-            pid = os.getpid()
-            (folder / OWNER).write_text(json.dumps({"pid": pid, "started": _start_time(pid)}))
-        return folder
-    except BaseException:
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-
-def publish(folder: Path, dest: Path, names: list[str]) -> None:
-    """Rename ``names`` from ``folder`` into ``dest`` as one unit.
-
-    The manifest is written (and renamed into place, so it is whole) before the first
-    rename: if we die midway, ``sweep_stale`` finds it and finishes the renames.
-    """
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps({"dest": str(dest.resolve()), "names": names}))
-    with signals_deferred():  # Ctrl-C or SIGTERM land after the last rename, not between
-        os.replace(tmp, folder / MANIFEST)
-        _finish_publish(folder)
-
-
-def _finish_publish(folder: Path) -> None:
-    manifest = json.loads((folder / MANIFEST).read_text())
-    dest = Path(manifest["dest"])
-    for name in manifest["names"]:
-        src = folder / name
-        if src.exists():
-            os.replace(src, dest / name)
-    (folder / MANIFEST).unlink()
-
-
-def sweep_stale(parent: Path) -> list[Path]:
-    """Remove temp folders in ``parent`` whose owning process is gone (finishing an
-    interrupted publish first). Folders without our owner file are never touched."""
-    removed: list[Path] = []
-    try:
-        candidates = [p for p in parent.iterdir() if p.name.startswith(PREFIX) and p.is_dir()]
-    except OSError:
-        return removed
-    for folder in candidates:
-        try:
-            owner = json.loads((folder / OWNER).read_text())
-            pid, started = int(owner["pid"]), str(owner.get("started", ""))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if _alive(pid, started):
-            continue
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            if (folder / MANIFEST).exists():
-                _finish_publish(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
 
 
 # How an external-data entry's key is serialized: field 1, length 8, "location".
@@ -366,3 +276,15 @@ def all_initializers(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
                 yield from all_initializers(attr.g)
             for g in attr.graphs:
                 yield from all_initializers(g)
+
+
+def check_report_target(
+    path: str | os.PathLike, what: str, sources: tuple[str | os.PathLike, ...]
+) -> Path:
+    """Before the work: ``path`` may be written and is none of ``sources`` (inputs not
+    read yet) nor a file their weights live in."""
+    for source in sources:
+        note_input(source, "an input of this run")
+        for data in external_data_files(Path(source)):
+            note_input(data, "the input's external data")
+    return check_target(path, what)

@@ -31,7 +31,7 @@ from pathlib import Path
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from onnxcomp.errors import OnnxcompError
+from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.graph import opaque_types
 from onnxcomp.graph.weights import Weight, find_weights
 from onnxcomp.io.data import DataSource, InputSpec, input_specs, open_data
@@ -195,9 +195,22 @@ def run_pipeline(passes: ir.passes.PassManager, model: ir.Model) -> ir.Model:
         cause: BaseException = exc
         while isinstance(cause, ir.passes.PassError) and cause.__cause__ is not None:
             cause = cause.__cause__
-        if not isinstance(cause, (OnnxcompError, OSError)):
+        if _inconsistent_input(cause):
+            cause = OnnxcompError(
+                f"onnxruntime rejects the model's own shapes or types: {one_line(cause)}"
+            )
+        elif not isinstance(cause, (OnnxcompError, OSError)):
             raise
     raise cause  # outside the except block: no PassError context around it
+
+
+def _inconsistent_input(exc: BaseException) -> bool:
+    """onnxruntime's shape or type inference refused a graph the passes only annotated
+    (a Gemm whose declared widths disagree): the input is malformed, not onnxcomp."""
+    text = str(exc)
+    return type(exc).__module__.startswith("onnxruntime") and (
+        "ShapeInferenceError" in text or "TypeInferenceError" in text
+    )
 
 
 class When(ir.passes.InPlacePass):
