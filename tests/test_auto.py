@@ -162,3 +162,16 @@ def test_latency_ladder_removes_channels_only_where_they_can_go(tmp_path):
     assert any(n.startswith("channels of l0_f1_mm") for n in result.notes), result.notes
     w = {i.name: i for i in onnx.load(out).graph.initializer}
     assert any(list(t.dims) == [128, 128] for n, t in w.items() if n.startswith("l0_f1_w"))
+
+
+def test_the_task_is_judged_on_and_recorded_in_the_recipe(setup, tmp_path):
+    model, data = setup
+    out = tmp_path / "auto.onnx"
+    result = auto(model, out, data=str(data), max_drop=0.1, max_trials=12, workers=1,
+                  task="classify")  # fmt: skip
+    assert result.metric == "classify: top-1 agreement"
+    text = open(result.recipe).read()
+    assert 'task = "classify"' in text
+    replay = tmp_path / "replay.onnx"
+    assert main(["compress", str(model), "--recipe", result.recipe, "-o", str(replay)]) == 0
+    assert replay.read_bytes() == out.read_bytes()

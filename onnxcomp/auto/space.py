@@ -102,6 +102,11 @@ class Space:
             weight_range=self.base.weight_range,
             progress=False,
             measure=False,  # auto measures what it needs itself; trials stay reproducible
+            # the task the budget is judged on: compress's guards judge on it, and the
+            # recipe records it
+            task=self.base.task,
+            task_arg=tuple(self.base.task_arg),
+            metric_fn=self.base.metric_fn,
         )
         opts.layers = layers
         return opts
