@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,7 +171,7 @@ def test_the_task_is_judged_on_and_recorded_in_the_recipe(setup, tmp_path):
     result = auto(model, out, data=str(data), max_drop=0.1, max_trials=12, workers=1,
                   task="classify")  # fmt: skip
     assert result.metric == "classify: top-1 agreement"
-    text = open(result.recipe).read()
+    text = Path(result.recipe).read_text()
     assert 'task = "classify"' in text
     replay = tmp_path / "replay.onnx"
     assert main(["compress", str(model), "--recipe", result.recipe, "-o", str(replay)]) == 0
