@@ -18,6 +18,7 @@ from onnxcomp.io import heap, model_io
 from onnxcomp.io.safe_io import check_destination
 from onnxcomp.methods.int4.quantize_int4 import INT4_MIN_OPSET
 from onnxcomp.methods.weights.quantize_weights import PER_CHANNEL_MIN_OPSET
+from onnxcomp.methods.weights.small_weights import synthetic_output_warning
 from onnxcomp.options import CompressOptions
 from onnxcomp.passes.report import CompressReport, PruneRecord, QuantRecord
 from onnxcomp.pipeline.build import build_pipeline, run_pipeline
@@ -96,6 +97,11 @@ def compress(
     result.input_path, result.output_path = str(src), str(out)
     result.input_bytes = in_bytes
     result.output_bytes = model_io.file_size(out)
+    if options.calib is None and (options.quantize == "codebook" or options.int4):
+        what = "codebook" if options.quantize == "codebook" else "int4"
+        warning = synthetic_output_warning(src, out, result.quantized, what)
+        if warning and not any(n.startswith(f"warning: {what} without") for n in result.notes):
+            result.notes.append(warning)
     result.seconds = time.perf_counter() - start
     return result
 
