@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import onnx
 from model_builders import conv_net, embedding_model
 
 from onnxcomp import compress
@@ -67,3 +68,25 @@ def test_inspect_sees_sparsity_and_quantization(save_model, tmp_path, capsys):
     assert "int8" in r["parameter_bytes"]
     assert main(["inspect", str(out)]) == 0
     assert "quantized tensors: 3" in capsys.readouterr().out
+
+
+def test_storage_forms_walk_a_deep_activation_chain_without_recursion(tmp_path):
+    """A MatMul whose second input is an activation 3,000 nodes deep (a CTC recognizer
+    after int8 has thousands): the walk back stops at the graph input, iteratively."""
+    from onnx import TensorProto, helper
+
+    from onnxcomp.graph.storage_forms import storage_forms
+    from onnxcomp.io.model_io import load
+
+    nodes, x = [], "x"
+    for i in range(3000):
+        nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
+        x = f"r{i}"
+    nodes.append(helper.make_node("MatMul", ["x", x], ["y"]))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "deep.onnx")
+    assert storage_forms(load(tmp_path / "deep.onnx")) == []

@@ -32,17 +32,24 @@ class StoredWeight:
 
 
 def _leaves(value: ir.Value, nodes: list[ir.Node], leaves: list[ir.Value]) -> bool:
-    """Collect the chain producing ``value``; False when it reads anything but constants."""
-    if value.const_value is not None and not value.is_graph_input():
-        leaves.append(value)
-        return True
-    node = value.producer()
-    if node is None or node.op_type == "Constant" or node.graph is None:
-        return False
-    if any(n is node for n in nodes):
-        return True
-    nodes.append(node)
-    return all(v is None or _leaves(v, nodes, leaves) for v in node.inputs)
+    """Collect the chain producing ``value``; False when it reads anything but constants.
+    Iterative: a slot fed by an activation is walked back until its first non-constant
+    source, which on a deep graph (a CTC recognizer after int8: thousands of nodes) is
+    past Python's recursion limit."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if v.const_value is not None and not v.is_graph_input():
+            leaves.append(v)
+            continue
+        node = v.producer()
+        if node is None or node.op_type == "Constant" or node.graph is None:
+            return False
+        if any(n is node for n in nodes):
+            continue
+        nodes.append(node)
+        stack.extend(i for i in reversed(node.inputs) if i is not None)
+    return True
 
 
 def _form(nodes: list[ir.Node], leaves: list[ir.Value]) -> str:
