@@ -138,3 +138,31 @@ def test_options_and_auto():
     model = ir.from_proto(_cnn())
     with pytest.raises(OnnxcompError, match="calibration data"):
         compress_model(model, CompressOptions(quantize="weights", recover="distill"))
+
+
+def test_op_table_runs_like_onnxruntime():
+    import onnxruntime as ort
+
+    from onnxcomp.methods.distill.optable import run_graph, unsupported
+
+    proto = _cnn()
+    model = ir.from_proto(proto)
+    assert unsupported(model.graph) == []
+    assert unsupported(ir.from_proto(conv_net()).graph) == ["ConvTranspose"]
+    x = np.random.default_rng(2).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    env = {k: torch.from_numpy(v.const_value.numpy()) for k, v in model.graph.initializers.items()}
+    mine = run_graph(model.graph, {**env, "x": torch.from_numpy(x)})["logits"].numpy()
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(mine, session.run(None, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_targets_read_probabilities_as_log_probabilities():
+    from onnxcomp.methods.distill.train import is_probabilities, make_target
+
+    p = np.array([[0.2, 0.8], [0.5, 0.5]], np.float32)
+    assert is_probabilities(p) and not is_probabilities(p * 2)
+    kl = make_target("p", "kl", p, "logits")
+    np.testing.assert_allclose(kl.teacher, np.log(p))
+    mse = make_target("y", "mse", np.array([[1.0, 10.0], [3.0, 30.0]], np.float32), None)
+    assert mse.spread is not None and mse.spread.shape == (1, 2)
+    np.testing.assert_allclose(mse.spread.ravel(), [1.0, 10.0])

@@ -100,3 +100,15 @@ def test_nearest_codes():
     values = np.array([0.5, -1.0, 0.0, 2.0], np.float32)
     target = np.array([-2.0, -0.4, 0.1, 0.3, 1.2, 9.0], np.float32)
     assert nearest_codes(values, target).tolist() == [1, 2, 2, 0, 0, 3]
+
+
+def test_held_back_split_is_seeded_and_disjoint():
+    from onnxcomp.errors import OnnxcompError
+    from onnxcomp.methods.distill.passes import split
+
+    train, held = split(100)
+    again = split(100)
+    assert np.array_equal(train, again[0]) and np.array_equal(held, again[1])
+    assert len(held) == 25 and not set(train) & set(held) and len(train) + len(held) == 100
+    with pytest.raises(OnnxcompError, match="at least"):
+        split(3)
