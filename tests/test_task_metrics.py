@@ -265,7 +265,7 @@ def test_only_a_head_with_box_and_score_values_is_taken_for_a_detector():
     assert detect({"logits": logits}) is None
     probs = np.exp(logits[:, :40, :6625])
     probs /= probs.sum(-1, keepdims=True)  # a CTC recognizer's [N, T, classes]
-    assert detect({"probs": probs}) is None
+    assert detect({"probs": probs})[0] == "sequence"  # not a detector
 
 
 def test_embed_pools_real_tokens_and_components_survive_varying_lengths():
@@ -288,3 +288,13 @@ def test_embed_pools_real_tokens_and_components_survive_varying_lengths():
         x = rng.normal(size=(2, t, 16))
         j.update([x], [x * 1.01])
     assert j.verdict().worst.components == 16
+
+
+def test_per_step_probabilities_are_read_as_a_sequence():
+    from onnxcomp.metrics.tasks import detect
+
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(2, 40, 97))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    assert detect({"softmax": probs})[0] == "sequence"
+    assert detect({"hidden": logits}) is None  # token states, not probabilities

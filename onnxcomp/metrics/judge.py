@@ -9,6 +9,7 @@ bounds), its drop (for budgets) and what it rests on (for reports).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,8 +65,11 @@ class Verdict:
             return self.drop, f"{self.task.task} {self.task.metric}"
         d = self.fidelity_drops
         value = float(d.mean()) if d is not None and d.size else 0.0
-        if self.worst is not None:  # uncapped: two broken candidates still rank
-            value = max(value, self.worst.worst_error)
+        if self.worst is not None and self.worst.worst_error > value:
+            # Bounded but order-keeping: past 1 (a component broken, or one the original
+            # barely uses, like a CTC class at 1e-9) two candidates still rank, and no
+            # 1e5 swamps a tolerance.
+            value = min(self.worst.worst_error, 1.0) + 1e-6 * math.log1p(self.worst.worst_error)
         return value, "worst component error"
 
     @property

@@ -1,7 +1,8 @@
 """The built-in task metrics by name, and which task a model's outputs show.
 
 Detection from the outputs is limited to what is unambiguous (and said): a YOLO-style
-head is a detector; [N, C] scores or [N] labels are a classifier. Everything else is
+head is a detector; [N, T, C] rows of probabilities are a sequence read step by step
+(a text recognizer); [N, C] scores or [N] labels are a classifier. Everything else is
 judged per output component unless ``--task`` says what the outputs mean.
 """
 
@@ -57,11 +58,22 @@ def detect(outputs: Outputs) -> tuple[str, str] | None:
         style = "channel-first (v8/v11)" if yolo_axis(a.shape) == 1 else "channel-last (v5)"
         return "detect", f"output '{name}' {list(a.shape)} is a YOLO-style head, {style}"
     for k, a in arrays.items():
+        if a.dtype.kind == "f" and a.ndim == 3 and min(a.shape[1:]) > 1 and _step_probs(a):
+            return "sequence", (
+                f"output '{k}' {list(a.shape)} holds class probabilities per step (greedy "
+                "CTC decode; --task classify or regress reads it otherwise)"
+            )
+    for k, a in arrays.items():
         if a.dtype.kind == "f" and a.ndim == 2 and a.shape[1] > 1:
             return "classify", f"output '{k}' {list(a.shape)} holds class scores"
         if a.dtype.kind in "iu" and a.ndim == 1:
             return "classify", f"output '{k}' {list(a.shape)} holds labels"
     return None
+
+
+def _step_probs(a: np.ndarray) -> bool:
+    """[N, T, C] rows along C that are probabilities (a text recognizer's softmax)."""
+    return bool(np.all(a >= 0) and np.allclose(a.sum(axis=2), 1.0, atol=1e-3))
 
 
 def _looks_like_boxes_and_scores(a: np.ndarray) -> bool:
