@@ -22,7 +22,7 @@ Quantize = Literal["weights", "int8", "codebook", "int4"]
 CalibMethod = Literal["minmax", "percentile", "entropy", "mse"]
 ActivationType = Literal["auto", "uint8", "int8"]
 WeightRange = Literal["auto", "full", "reduced"]
-RecoverMethod = Literal["bias", "gptq", "sparsegpt"]
+RecoverMethod = Literal["bias", "gptq", "sparsegpt", "distill"]
 Precision = Literal["float", "weights", "int8", "int4"]  # per layer: ..., int4 weight blocks
 Objective = Literal["size", "latency"]
 Engine = Literal["local", "ray"]
@@ -315,8 +315,17 @@ class CompressOptions(TaskOptions):
 
     recover: RecoverMethod | None = option(
         help="Teacher-guided repair from --calib data: bias correction, GPTQ weight "
-        "reconstruction, or SparseGPT pruning."
+        "reconstruction, SparseGPT pruning, or distill (the compressed model trained "
+        "against the original; needs pip install 'onnxcomp[distill]')."
     )
+    distill_steps: int = option(
+        200, "--recover distill: optimizer steps (minibatches of 32).", metavar="N",
+        show_default=True, min=1,
+    )  # fmt: skip
+    lr: float = option(
+        1e-3, "--recover distill: Adam's learning rate (scales: a tenth of it, relative).",
+        show_default=True,
+    )  # fmt: skip
     allow_larger: bool = option(
         False,
         "Write the output even when it is larger than the input (refused by default, exit 1).",
@@ -412,6 +421,21 @@ class CompressOptions(TaskOptions):
             )
         if method == "sparsegpt" and self.global_prune:
             raise OnnxcompError("--recover sparsegpt works per tensor; drop --global")
+        if method == "distill":
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None:
+                raise OnnxcompError(
+                    "--recover distill needs PyTorch: pip install 'onnxcomp[distill]'"
+                )
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise OnnxcompError(f"--lr must be > 0, got {self.lr}")
+        if isinstance(self.distill_steps, bool) or not (
+            isinstance(self.distill_steps, int) and self.distill_steps >= 1
+        ):
+            raise OnnxcompError(
+                f"--distill-steps must be an integer >= 1, got {self.distill_steps}"
+            )
 
     @property
     def prunes(self) -> bool:
@@ -557,6 +581,11 @@ class AutoOptions(TaskOptions):
             raise OnnxcompError(f"--workers must be an integer >= 1, got {workers!r}")
         if self.objective == "latency" and self.calib is None:
             raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
+        if self.recover == "distill":
+            raise OnnxcompError(
+                "auto --recover distill is not available yet: distill the chosen recipe with "
+                "compress --recover distill"
+            )
         if self.recover is not None and self.calib is None:
             raise OnnxcompError(
                 f"--recover {self.recover} needs calibration data: give --calib DATA"

@@ -173,6 +173,16 @@ def build_pipeline(
         passes.append(StoreInt8AtLoadPass(options, include, report))
     if options.pack and options.quantize in ("weights", "int8"):
         passes.append(PackInt8StepPass(report))
+    if recovery is not None and options.recover == "distill":
+        from onnxcomp.methods.distill import DistillPass
+
+        teacher = recovery
+        passes.append(
+            DistillPass(
+                options, ctx.data, lambda: teacher.teacher, report,
+                reduced=bool(_reduced_ops(options)),
+            )
+        )  # fmt: skip
     passes.append(DropInferredValueInfoPass(shapes))
     return ir.passes.PassManager(passes, steps=1)
 

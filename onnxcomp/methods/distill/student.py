@@ -1,0 +1,158 @@
+"""The compressed graph as a torch module: its stored values become parameters.
+
+int8 weights train as a latent float weight and a relative scale (learned step size):
+the forward rounds ``latent / scale`` half-to-even and clamps it to the weight's code
+range, gradients pass straight through, so what the forward computes is exactly the codes
+the file will hold. Codebook weights keep their codes during a stretch of steps (the
+gradient reaches both the values and a latent weight) and are reassigned to the nearest
+value between stretches. Pruned zeros stay zero through masks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+import torch
+
+from onnxcomp.methods.distill.forms import Forms, nearest_codes, simulated_codes
+from onnxcomp.methods.distill.optable import run_graph
+
+
+def _array(graph: ir.Graph, name: str) -> np.ndarray:
+    value = graph.initializers[name].const_value
+    assert value is not None
+    return value.numpy()
+
+
+class Student(torch.nn.Module):
+    def __init__(self, model: ir.Model, forms: Forms, keep_zeros: bool) -> None:
+        super().__init__()
+        self.graph = model.graph
+        int8, books, floats = forms
+        self.int8, self.books, self.floats = int8, books, floats
+        self.latent = torch.nn.ParameterList()
+        self.log_scale = torch.nn.ParameterList()
+        self.values = torch.nn.ParameterList()
+        self.book_latent = torch.nn.ParameterList()
+        self.float_params = torch.nn.ParameterList()
+        self.masks: list[torch.Tensor | None] = []
+        self.scale0: list[torch.Tensor] = []
+        for form in int8:
+            q = _array(self.graph, form.codes).astype(np.float32)
+            s0 = torch.from_numpy(_array(self.graph, form.scale).astype(np.float32))
+            s0 = s0.reshape(form.scale_shape)
+            self.scale0.append(s0)
+            self.latent.append(torch.nn.Parameter(torch.from_numpy(q) * s0))
+            self.log_scale.append(torch.nn.Parameter(torch.zeros(form.scale_shape)))
+            self.masks.append(torch.from_numpy(q != 0).float() if keep_zeros else None)
+        self.codes: list[torch.Tensor] = []
+        self.frozen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (value mask, element mask)
+        for book in books:
+            values = _array(self.graph, book.table).astype(np.float32)
+            codes = _array(self.graph, book.codes).astype(np.int64)
+            self.values.append(torch.nn.Parameter(torch.from_numpy(values.copy())))
+            self.book_latent.append(torch.nn.Parameter(torch.from_numpy(values[codes])))
+            self.codes.append(torch.from_numpy(codes))
+            zero = values == 0
+            if not keep_zeros:
+                zero[:] = False
+            self.frozen.append((torch.from_numpy(~zero).float(), torch.from_numpy(zero[codes])))
+        self.float_masks: list[torch.Tensor | None] = []
+        for f in floats:
+            w = _array(self.graph, f.name).astype(np.float32)
+            self.float_params.append(torch.nn.Parameter(torch.from_numpy(w.copy())))
+            self.float_masks.append(torch.from_numpy(w != 0).float() if keep_zeros else None)
+        trained = {f.codes for f in int8} | {f.scale for f in int8}
+        trained |= {b.table for b in books} | {b.codes for b in books} | {f.name for f in floats}
+        self.fixed = {
+            name: torch.from_numpy(np.array(v.const_value.numpy()))
+            for name, v in self.graph.initializers.items()
+            if name not in trained and v.const_value is not None
+        }
+
+    def param_groups(self, lr: float, scale_lr: float) -> list[dict[str, Any]]:
+        floats = [*self.latent, *self.values, *self.book_latent, *self.float_params]
+        return [{"params": floats, "lr": lr}, {"params": list(self.log_scale), "lr": scale_lr}]
+
+    def _int8(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(codes as float with straight-through gradients, scale, masked latent)."""
+        qmax = self.int8[i].qmax
+        scale = self.scale0[i] * torch.exp(self.log_scale[i])
+        w = self.latent[i]
+        mask = self.masks[i]
+        if mask is not None:
+            w = w * mask
+        x = w / scale
+        q = torch.round(x).clamp(-qmax, qmax)
+        xc = x.clamp(-qmax, qmax)
+        return q + (xc - xc.detach()), scale, w
+
+    def substitutes(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(initializer name -> tensor, value name -> straight-through term added to it)."""
+        env: dict[str, torch.Tensor] = {}
+        extra: dict[str, torch.Tensor] = {}
+        for i, form in enumerate(self.int8):
+            codes, scale, _ = self._int8(i)
+            env[form.codes] = codes
+            stored = self.graph.initializers[form.scale].const_value
+            assert stored is not None
+            env[form.scale] = scale.reshape(tuple(stored.shape.numpy()))
+        for i, book in enumerate(self.books):
+            vmask, _ = self.frozen[i]
+            env[book.table] = self.values[i] * vmask
+            env[book.codes] = self.codes[i]
+            latent = self.book_latent[i]
+            extra[book.decoded] = latent - latent.detach()
+        for i, f in enumerate(self.floats):
+            w = self.float_params[i]
+            mask = self.float_masks[i]
+            if mask is not None:
+                w = w * mask
+            if f.half:
+                w = w + (w.half().float() - w).detach()
+            env[f.name] = w
+        return env, extra
+
+    def forward(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every value of the graph by name (the outputs, and the inputs of a Softmax)."""
+        env, extra = self.substitutes()
+        env = {**self.fixed, **env, **feed}
+        return run_graph(self.graph, env, extra)
+
+    @torch.no_grad()
+    def reassign(self) -> None:
+        """Each codebook element to the value nearest its latent weight (frozen stay)."""
+        for i in range(len(self.books)):
+            values = (self.values[i] * self.frozen[i][0]).numpy()
+            nearest = torch.from_numpy(
+                nearest_codes(values, self.book_latent[i].numpy()).astype(np.int64)
+            )
+            keep = self.frozen[i][1]
+            self.codes[i] = torch.where(keep, self.codes[i], nearest)
+
+    @torch.no_grad()
+    def stored_values(self) -> dict[str, np.ndarray]:
+        """What the file will hold, by initializer name, in the stored dtypes and shapes.
+
+        int8 codes come from numerics/scales.quantize at the trained scale and must equal
+        the forward's own codes bit for bit (a mismatch is a bug, not a tolerance)."""
+        out: dict[str, np.ndarray] = {}
+        for i, form in enumerate(self.int8):
+            codes, scale, w = self._int8(i)
+            mirror = simulated_codes(w.numpy(), scale.numpy(), form.qmax)
+            if not np.array_equal(mirror.astype(np.float32), codes.numpy()):
+                raise AssertionError(f"distill: codes of '{form.codes}' differ from the mirror")
+            out[form.codes] = mirror
+            stored = self.graph.initializers[form.scale].const_value
+            assert stored is not None
+            out[form.scale] = scale.numpy().reshape(tuple(stored.shape.numpy())).astype(np.float32)
+        for i, book in enumerate(self.books):
+            out[book.table] = (self.values[i] * self.frozen[i][0]).numpy().astype(np.float32)
+            out[book.codes] = self.codes[i].numpy().astype(np.uint8)
+        env, _ = self.substitutes()
+        for f in self.floats:
+            array = env[f.name].numpy()
+            out[f.name] = array.astype(np.float16 if f.half else np.float32)
+        return out
