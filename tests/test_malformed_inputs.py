@@ -338,3 +338,30 @@ def test_graph_onnxruntime_rejects_is_exit_2_under_int8(capsys, tmp_path):
                         "int8", "--calib", tmp_path / "d.npz")  # fmt: skip
     assert code in (0, 2) and "internal error" not in err, err
     assert len(err.strip().splitlines()) <= 1, err
+
+
+def test_external_data_of_a_string_tensor_is_exit_2(tmp_path, capsys):
+    """Found by `pytest -m fuzz`: a STRING tensor pointing at external data read as an
+    internal error (onnx_ir has no byte width for strings)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxcomp.cli import main
+
+    (tmp_path / "w.bin").write_bytes(b"\0" * 64)
+    t = helper.make_tensor("w", TensorProto.STRING, [2], [b"a", b"b"])
+    t.ClearField("string_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "w.bin"), ("offset", "0"), ("length", "16")):
+        entry = t.external_data.add()
+        entry.key, entry.value = k, v
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], [t],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "m.onnx")
+    assert main(["inspect", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err

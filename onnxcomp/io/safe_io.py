@@ -152,12 +152,18 @@ def check_external_tensor(tensor, model_path: Path, what: str | None = None) -> 
     all its bytes: a location like ``/etc/shadow`` or ``../../x`` would otherwise be read
     (and written into the output), and a short file fails deep inside numpy."""
     where = f"{model_path}: {what or f'tensor {tensor.name!r}'}"
+    try:
+        nbytes = tensor.nbytes
+    except TypeError:  # strings have no width: external data cannot hold them
+        raise OnnxcompError(
+            f"{where}: external data of dtype {tensor.dtype.name} is not supported"
+        ) from None
     folder = Path(tensor.base_dir or model_path.parent)
     offset = tensor.offset or 0
-    needed = tensor.length if tensor.length is not None else tensor.nbytes
-    if needed < tensor.nbytes:
+    needed = tensor.length if tensor.length is not None else nbytes
+    if needed < nbytes:
         needed = -1
-    confine(folder, str(tensor.location), where, offset, needed, tensor.nbytes)
+    confine(folder, str(tensor.location), where, offset, needed, nbytes)
 
 
 def confine(
