@@ -365,3 +365,30 @@ def test_external_data_of_a_string_tensor_is_exit_2(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err
+
+
+def test_a_data_type_onnx_does_not_define_is_exit_2(tmp_path, capsys):
+    """Found by `pytest -m fuzz`: data_type 99 on an initializer was an internal error."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxcomp.cli import main
+
+    t = helper.make_tensor("w", TensorProto.FLOAT, [2], [1.0, 2.0])
+    t.data_type = 99
+    for where in ("initializer", "constant"):
+        nodes = [helper.make_node("Identity", ["x"], ["y"])]
+        inits = [t]
+        if where == "constant":
+            nodes.insert(0, helper.make_node("Constant", [], ["c"], value=t))
+            inits = []
+        graph = helper.make_graph(
+            nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], inits,
+        )  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.save(model, tmp_path / "m.onnx")
+        m = str(tmp_path / "m.onnx")
+        assert main(["check", m, m, "--runs", "0"]) == 2, where
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("onnxcomp: error:"), where

@@ -72,11 +72,12 @@ def check_tensor(tensor: ir.TensorProtocol, path: Path, what: str) -> None:
     """Dims bounded and data length matching them; external data confined."""
     where = f"{path}: {what}"
     _check_dims(tensor.shape, where)
-    if tensor.dtype != ir.DataType.STRING:
-        try:
-            tensor.dtype.bitwidth  # noqa: B018  (UNDEFINED or unknown: no size to check)
-        except Exception:
-            raise OnnxcompError(f"{where}: unknown data type {tensor.dtype!r}") from None
+    try:
+        dtype = tensor.dtype  # a number onnx does not define (99) fails right here
+        if dtype != ir.DataType.STRING:
+            dtype.bitwidth  # noqa: B018  (UNDEFINED or unknown: no size to check)
+    except Exception:
+        raise OnnxcompError(f"{where}: unknown data type") from None
     if isinstance(tensor, ir.ExternalTensor):
         safe_io.check_external_tensor(tensor, path, what=what)
     elif isinstance(tensor, ir.TensorProtoTensor):
