@@ -192,7 +192,7 @@ def _mutate_model(model: onnx.ModelProto, draw) -> None:
         elif a.type == onnx.AttributeProto.INT:
             a.i = value
         else:
-            a.type = draw(st.sampled_from([1, 2, 3, 7, 99]))
+            a.type = draw(st.sampled_from([1, 2, 3, 7]))  # protobuf refuses 99 itself
     elif kind == "external" and t is not None:
         t.data_location = TensorProto.EXTERNAL
         t.ClearField("raw_data")
