@@ -130,6 +130,7 @@ def latency(
             results[name] = {"error": "latency: " + one_line(exc)}
     names = list(sessions)
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     last = None
@@ -139,16 +140,25 @@ def latency(
             order[0], order[1] = order[1], order[0]
         last = order[-1] if order else None
         for name in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             sessions[name].run(None, feed)
+            cpu[name].append((time.thread_time() - c0) * 1000)
             times[name].append((time.perf_counter() - t0) * 1000)
         if i >= 4 and time.perf_counter() - start > budget_s:
             break
+    ref = names[0] if names else None
     for name in names:
         ms = np.array(times[name])
         results[name] = {
             "median_ms": float(np.median(ms)),
             "p90_ms": float(np.percentile(ms, 90)),
             "runs": len(ms),
+            # At 1 thread onnxruntime runs on the calling thread, so its CPU time is the
+            # model's work alone, whatever else the machine runs.
+            "cpu_median_ms": float(np.median(cpu[name])),
         }
+        if ref is not None and name != ref:
+            # each round ran the first model (fp32) too: the median per-round ratio
+            pair = np.array(times[ref]) / ms
+            results[name]["paired_speedup"] = float(np.median(pair))
     return results
