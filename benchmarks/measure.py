@@ -116,6 +116,10 @@ def latency(
 ) -> dict[str, dict]:
     """Median and p90 ms per model, sessions interleaved; stops at max_runs or budget.
 
+    Also per model: the median CPU time of the calling thread per run (at 1 thread
+    onnxruntime works on that thread alone, so this moves least on a busy machine) and,
+    for all but the first model (fp32), the median of its per-round ratios to the first.
+
     Each round runs the models in a new seeded random order, and no model runs twice in a
     row: which model ran before (and left its weights in cache) varies. Alternating
     forward and reversed rounds ran the first and last model twice in a row with their

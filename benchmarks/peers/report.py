@@ -2,7 +2,7 @@
 every peer side by side (task metric, validity, size, speed @1t, quantizer cost), then
 onnxcomp int8 against the best peer of each model.
 
-Also ``python -m benchmarks.peers.report RESULTS_JSON`` prints the section alone.
+Also ``python -m benchmarks.peers.report RESULTS_JSON...`` prints the section alone.
 """
 
 from __future__ import annotations
@@ -170,8 +170,9 @@ def section(payload: dict, peers: set[str]) -> list[str]:
 def main(argv: list[str]) -> int:
     from benchmarks.peers import PEER_CONTENDERS
 
-    payload = json.loads(Path(argv[0]).read_text())
-    print("\n".join(section(payload, set(PEER_CONTENDERS))))
+    for path in argv:  # e.g. a corpus run and a zoo run
+        payload = json.loads(Path(path).read_text())
+        print("\n".join(section(payload, set(PEER_CONTENDERS))))
     return 0
 
 
