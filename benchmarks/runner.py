@@ -105,7 +105,7 @@ def run_model(name: str, cfg: RunConfig) -> dict:
         if result.get("ok"):
             size = _file_bytes(out)
             row.update(status="ok", bytes=size, size_ratio=size / fp32_bytes)
-            row["valid"] = validity(out)
+            row["valid"] = validity(out, built.model, _feed(built))
             produced[cname] = out
         else:
             status = "no fit" if extra.get("found") is False else "failed"
@@ -141,6 +141,11 @@ def run_model(name: str, cfg: RunConfig) -> dict:
     entry["contenders"] = rows
     entry["total_s"] = round(time.perf_counter() - start, 1)
     return entry
+
+
+def _feed(built: zoo.Built) -> dict:
+    """The first evaluation sample, as the latency runs use it."""
+    return measure.eval_batches(built.eval, measure.session(built.model, 1), 1, None)[0][0]
 
 
 def _auto_options(budget: zoo.AutoBudget, built: zoo.Built, cfg: RunConfig) -> dict:

@@ -11,9 +11,11 @@ from pathlib import Path
 from benchmarks.worker import one_line
 
 
-def validity(path: Path) -> str:
+def validity(path: Path, reference: Path | None = None, feed: dict | None = None) -> str:
     """'ok', or the first error line of each check that failed (``checker: ...;
-    onnxruntime: ...``)."""
+    onnxruntime: ...; outputs: ...``). With a reference model and a feed, the outputs'
+    shapes must also be fp32's: a quantizer that folds a dynamic Reshape into the export's
+    declared (wrong) output shape returns the right numbers in a shape no decoder expects."""
     import onnx
     import onnxruntime as ort
 
@@ -25,7 +27,19 @@ def validity(path: Path) -> str:
     try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        errors.append("onnxruntime: " + one_line(exc))
+        return "; ".join([*errors, "onnxruntime: " + one_line(exc)])
+    if reference is not None and feed is not None:
+        try:
+            ref = ort.InferenceSession(str(reference), opts, providers=["CPUExecutionProvider"])
+            want = [o.shape for o in ref.run(None, feed)]
+            got = [o.shape for o in sess.run(None, feed)]
+            names = [o.name for o in ref.get_outputs()]
+            pairs = zip(names, got, want, strict=False)
+            bad = [f"{n} {g} vs fp32 {w}" for n, g, w in pairs if g != w]
+            if len(got) != len(want) or bad:
+                errors.append("outputs: " + ("; ".join(bad) or f"{len(got)} vs {len(want)}"))
+        except Exception as exc:
+            errors.append("run: " + one_line(exc))
     return "; ".join(errors) or "ok"

@@ -213,3 +213,21 @@ def test_verdict_reads_metric_first_then_speed():
     assert peer_report.verdict(entry, {"status": "failed"}, row(0.9, 1.0)) == "ours failed"
     entry["contenders"] = {"onnxcomp-int8": row(0.9, 2.0), "p": row(0.85, 1.0)}
     assert peer_report.best_peer(entry, {"p"})[0] == "p"
+
+
+def test_validity_flags_an_output_of_another_shape(tmp_path):
+    from benchmarks.validity import validity
+
+    ref = _mlp(tmp_path / "ref.onnx")
+    model = onnx.load(str(ref))
+    shape = helper.make_tensor("s", TensorProto.INT64, [2], [1, -1])
+    model.graph.initializer.append(shape)
+    model.graph.node[0].output[0] = "y0"
+    model.graph.node.append(helper.make_node("Reshape", ["y0", "s"], ["y"]))
+    flat = tmp_path / "flat.onnx"
+    onnx.save(model, str(flat))
+    feed = {"x": np.ones((2, 4), np.float32)}
+    assert validity(ref, ref, feed) == "ok"
+    assert validity(flat, ref, feed) == "outputs: y (1, 6) vs fp32 (2, 3)"
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    assert validity(tmp_path / "bad.onnx").startswith("checker: ")

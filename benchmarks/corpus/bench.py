@@ -84,6 +84,7 @@ def run_real_model(
     folder.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
     produced: dict[str, Path] = {}
+    feed = _first_feed(prep)
     for cname in contenders:
         why = CONTENDERS[cname].unavailable(prep.model)
         if why:
@@ -103,17 +104,18 @@ def run_real_model(
             rows[cname] = row
             continue
         size = out.stat().st_size
-        row.update(status="ok", bytes=size, size_ratio=size / fp32_bytes, valid=validity(out))
+        valid = validity(out, prep.model, feed)
+        row.update(status="ok", bytes=size, size_ratio=size / fp32_bytes, valid=valid)
         try:
             score = spec.score(out, prep, 1)
         except Exception as exc:
-            row.update(status="failed", error="inference: " + one_line(exc))
+            why = valid if "outputs:" in valid else "inference: " + one_line(exc)
+            row.update(status="failed", error=why)
             rows[cname] = row
             continue
         row.update(metric=score.value, metric_extra=score.extra, drop=fp32.value - score.value)
         rows[cname] = row
         produced[cname] = out
-    feed = _first_feed(prep)
     entry["load_before_latency"] = os.getloadavg()[0]
     for t in threads:
         lat = measure.latency(
