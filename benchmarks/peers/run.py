@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -27,6 +28,19 @@ def unavailable(name: str, src: Path | None = None) -> str | None:
     if src is not None and peer.transformer_only and not is_transformer(src):
         return "not a transformer (no attention MatMul + Softmax)"
     return None
+
+
+def memory_cap_bytes() -> int:
+    """The peer process's data-segment limit (ONNXCOMP_PEERS_MEM_GB, default 12 GB).
+
+    Quark's XINT8 calibration took magika past 20 GB and the kernel's OOM killer then picks
+    any large process on the machine; with the cap the peer alone fails, with MemoryError."""
+    return int(float(os.environ.get("ONNXCOMP_PEERS_MEM_GB", "12")) * 2**30)
+
+
+def _limit_memory() -> None:  # runs in the child before exec
+    cap = memory_cap_bytes()
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
 
 
 def config_for(peer: Peer, src: Path) -> dict:
@@ -72,12 +86,14 @@ def run_peer(name: str, src: Path, out: Path, calib: Path, *, timeout: float, lo
         try:
             proc = subprocess.run(
                 cmd, stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                cwd=out.parent,
+                cwd=out.parent, preexec_fn=_limit_memory,
             )  # fmt: skip
             code: int | None = proc.returncode
         except subprocess.TimeoutExpired:
             return {"contender": name, "ok": False, "error": f"timed out after {timeout:.0f} s"}
     result = parse_result(result_path, log, code)
+    if not result.get("ok") and code == -9:
+        result["error"] = f"killed (SIGKILL, out of memory?): {result['error']}"
     result.setdefault("seconds", round(time.perf_counter() - start, 3))
     result["contender"] = name
     result["extra"] = {**result.get("extra", {}), "venv": meta["versions"], "config": cfg}
