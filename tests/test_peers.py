@@ -108,12 +108,19 @@ def test_install_error_is_pips_first_error_line():
 def test_a_peer_runs_in_its_venv_and_reports_time_and_memory(tmp_path, monkeypatch):
     env = _fake_env(tmp_path / "cache", monkeypatch)
     name = _register(monkeypatch, tmp_path, env)
-    src = _mlp(tmp_path / "m.onnx")
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=np.ones((5, 4), np.float32))
+    _mlp(tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.ones((5, 4), np.float32))
     out = tmp_path / "out" / "q.onnx"
     out.parent.mkdir()
-    res = run_peer(name, src, out, calib, timeout=120, log=tmp_path / "q.log")
+    monkeypatch.chdir(tmp_path)  # relative paths, as a relative --cache gives
+    res = run_peer(
+        name,
+        Path("m.onnx"),
+        Path("out/q.onnx"),
+        Path("calib.npz"),
+        timeout=120,
+        log=tmp_path / "q.log",
+    )
     assert res["ok"] and out.exists(), res
     assert res["extra"]["feeds"] == 5 and res["extra"]["venv"] == {"fake-peer": "0.1"}
     assert res["seconds"] >= 0 and res["cpu_s"] >= 0 and res["peak_rss_mb"] > 0

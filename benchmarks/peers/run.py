@@ -69,6 +69,7 @@ def parse_result(result_path: Path, log: Path, returncode: int | None) -> dict:
 def run_peer(name: str, src: Path, out: Path, calib: Path, *, timeout: float, log: Path) -> dict:
     """One compression by a peer in its venv; never raises for the peer's failures."""
     _, peer, _ = PEER_CONTENDERS[name]
+    src, out, calib = src.resolve(), out.resolve(), calib.resolve()  # the script runs elsewhere
     result_path = out.with_suffix(".result.json")
     result_path.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
