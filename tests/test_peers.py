@@ -238,3 +238,17 @@ def test_validity_flags_an_output_of_another_shape(tmp_path):
     assert validity(flat, ref, feed) == "outputs: y (1, 6) vs fp32 (2, 3)"
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     assert validity(tmp_path / "bad.onnx").startswith("checker: ")
+
+
+def test_merge_keeps_corpus_entries_and_peer_pins(tmp_path):
+    from benchmarks.merge import merge_runs
+
+    base = {"machine": {}, "contenders": [], "config": {}, "results": [], "date": "d"}
+    a = base | {"command": "a", "real": [{"model": "m1", "n": 1}, {"model": "m2", "n": 1}]}
+    b = base | {"command": "b", "real": [{"model": "m2", "n": 2}], "peer_pins": {"nncf": ["x"]}}
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path, run in zip(paths, (a, b), strict=True):
+        path.write_text(json.dumps(run))
+    merged = merge_runs(paths)
+    assert merged["real"] == [{"model": "m1", "n": 1}, {"model": "m2", "n": 2}]
+    assert merged["peer_pins"] == {"nncf": ["x"]}
