@@ -164,9 +164,10 @@ def section(payload: dict, peers: set[str]) -> list[str]:
         peer_m = _metric(entry, peer)[1] if peer else None
         so = speed(entry, ours)["paired"] if ours else None
         sp = speed(entry, peer)["paired"] if peer else None
+        fmt = "{:.3f}" if entry.get("real") else "{:.5f}"
         lines.append(
-            f"| {entry['model']} | {_f(ours_m, '{:.3f}')} | {name or 'all failed'} | "
-            f"{_f(peer_m, '{:.3f}')} | {_f(so, '{:.2f}x')} / {_f(sp, '{:.2f}x')} | "
+            f"| {entry['model']} | {_f(ours_m, fmt)} | {name or 'all failed'} | "
+            f"{_f(peer_m, fmt)} | {_f(so, '{:.2f}x')} / {_f(sp, '{:.2f}x')} | "
             f"{verdict(entry, ours, peer)} |"
         )
     lines.append("")
