@@ -11,6 +11,12 @@ from pathlib import Path
 from benchmarks.worker import one_line
 
 
+def _shape(value: object) -> object:
+    """An output's shape; a sequence output (ZipMap's list of maps) by its length."""
+    shape = getattr(value, "shape", None)
+    return shape if shape is not None else f"{type(value).__name__}[{len(value)}]"  # type: ignore[arg-type]
+
+
 def validity(path: Path, reference: Path | None = None, feed: dict | None = None) -> str:
     """'ok', or the first error line of each check that failed (``checker: ...;
     onnxruntime: ...; outputs: ...``). With a reference model and a feed, the outputs'
@@ -33,8 +39,8 @@ def validity(path: Path, reference: Path | None = None, feed: dict | None = None
     if reference is not None and feed is not None:
         try:
             ref = ort.InferenceSession(str(reference), opts, providers=["CPUExecutionProvider"])
-            want = [o.shape for o in ref.run(None, feed)]
-            got = [o.shape for o in sess.run(None, feed)]
+            want = [_shape(o) for o in ref.run(None, feed)]
+            got = [_shape(o) for o in sess.run(None, feed)]
             names = [o.name for o in ref.get_outputs()]
             pairs = zip(names, got, want, strict=False)
             bad = [f"{n} {g} vs fp32 {w}" for n, g, w in pairs if g != w]

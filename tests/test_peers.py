@@ -252,3 +252,13 @@ def test_merge_keeps_corpus_entries_and_peer_pins(tmp_path):
     merged = merge_runs(paths)
     assert merged["real"] == [{"model": "m1", "n": 1}, {"model": "m2", "n": 2}]
     assert merged["peer_pins"] == {"nncf": ["x"]}
+
+
+def test_log_error_finds_a_logged_error(tmp_path):
+    from benchmarks.peers.run import log_error
+
+    log = tmp_path / "log"
+    log.write_text("ok\n\x1b[31m[QUARK-ERROR]: Failed to create inference session\x1b[0m\nlater\n")
+    assert log_error(log) == "[QUARK-ERROR]: Failed to create inference session"
+    log.write_text("fine\n")
+    assert log_error(log) == "no error in its log"

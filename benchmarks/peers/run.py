@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import subprocess
 import time
@@ -66,6 +67,15 @@ def parse_result(result_path: Path, log: Path, returncode: int | None) -> dict:
     return {"ok": False, "error": f"runner died (exit {returncode}): {last}"}
 
 
+def log_error(log: Path) -> str:
+    """The first line of a peer's log that reports an error, colour codes stripped."""
+    for line in log.read_text(errors="replace").splitlines():
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+        if re.search(r"\bERROR\b|Error:", line):
+            return line[:200]
+    return "no error in its log"
+
+
 def run_peer(name: str, src: Path, out: Path, calib: Path, *, timeout: float, log: Path) -> dict:
     """One compression by a peer in its venv; never raises for the peer's failures."""
     _, peer, _ = PEER_CONTENDERS[name]
@@ -93,6 +103,8 @@ def run_peer(name: str, src: Path, out: Path, calib: Path, *, timeout: float, lo
         except subprocess.TimeoutExpired:
             return {"contender": name, "ok": False, "error": f"timed out after {timeout:.0f} s"}
     result = parse_result(result_path, log, code)
+    if result.get("error") == "no output model written":  # Quark logs its error and returns
+        result["error"] += f" ({log_error(log)})"
     if not result.get("ok") and code == -9:
         result["error"] = f"killed (SIGKILL, out of memory?): {result['error']}"
     result.setdefault("seconds", round(time.perf_counter() - start, 3))
