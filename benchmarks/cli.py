@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import shlex
 import sys
 import time
@@ -31,6 +32,30 @@ def _names(value: str | None, known: dict, default: list[str], what: str) -> lis
     if unknown:
         raise SystemExit(f"unknown {what}: {', '.join(unknown)} (choose from {', '.join(known)})")
     return names
+
+
+def _contenders(args: argparse.Namespace) -> list[str]:
+    """The named contenders (default: all but the peers), plus the peers with --peers
+    (all but the slow ones, which run only when named)."""
+    default = [n for n, c in CONTENDERS.items() if not c.peer]
+    names = _names(args.contenders, CONTENDERS, default, "contenders")
+    if args.peers:
+        names += [n for n, c in CONTENDERS.items() if c.peer and not c.slow and n not in names]
+    return names
+
+
+def _peer_pins(contenders: list[str]) -> dict[str, list[str]]:
+    """Each selected peer's pinned requirements, logged before any long work."""
+    from benchmarks.peers import PEER_CONTENDERS
+
+    pins = {}
+    for name in contenders:
+        if name in PEER_CONTENDERS:
+            env = PEER_CONTENDERS[name][1].env
+            pins[env.name] = env.pins()
+    for env_name, reqs in pins.items():
+        logging.getLogger("benchmarks").info("peer %s: %s", env_name, " ".join(reqs))
+    return pins
 
 
 def _html(args: argparse.Namespace, payload: dict) -> None:
@@ -55,6 +80,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small model set, fewer samples/runs")
     p.add_argument("--models", help=f"comma-separated; known: {','.join(zoo.MODELS)}")
     p.add_argument("--contenders", help=f"comma-separated; known: {','.join(CONTENDERS)}")
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="add the peer quantizers (NNCF, Quark, aimet-onnx), each installed on first use "
+        "into its own venv under ~/.cache/onnxcomp-peers (benchmarks/peers)",
+    )
+    p.add_argument(
+        "--no-peer-install",
+        action="store_true",
+        help="run only peers whose venv is already built; the others are skipped",
+    )
     p.add_argument("--threads", default="1,2", help="thread counts for latency ('' = none)")
     p.add_argument("--runs", type=int, help="max latency rounds per thread count")
     p.add_argument("--budget", type=float, help="latency seconds per model and thread count")
@@ -100,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"model      {name:14} {quick}{spec.source}")
         for name, c in CONTENDERS.items():
             why = c.unavailable()
-            print(f"contender  {name:22} {c.summary}" + (f" [{why}]" if why else ""))
+            tag = ", slow: name it" if c.slow else ""
+            tag = f" (peer, own venv{tag})" if c.peer else ""
+            print(f"contender  {name:22} {c.summary}{tag}" + (f" [{why}]" if why else ""))
         return 0
     if args.merge:
         payload = merge_runs(args.merge)
@@ -118,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         _html(args, payload)
         return 0
     default_models = list(zoo.QUICK_MODELS) if args.quick else list(zoo.MODELS)
+    if args.no_peer_install:
+        os.environ["ONNXCOMP_PEERS_INSTALL"] = "0"
     cfg = runner.RunConfig(
         models=_names(args.models, zoo.MODELS, default_models, "models"),
-        contenders=_names(args.contenders, CONTENDERS, list(CONTENDERS), "contenders"),
+        contenders=_contenders(args),
         quick=args.quick,
         cache=args.cache,
         out=args.out,
@@ -144,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "notes": args.note,
         "contenders": cfg.contenders,
+        "load_start": list(os.getloadavg()),
+        "peer_pins": _peer_pins(cfg.contenders),
         "descriptions": {n: CONTENDERS[n].summary for n in cfg.contenders},
         "config": {
             "threads": list(cfg.threads),
@@ -169,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in _real_names(args.real_models):
             entry = run_real_model(
                 name,
-                [c for c in REAL_CONTENDERS if c in cfg.contenders or not args.contenders],
+                [c for c in REAL_CONTENDERS if c in cfg.contenders or not args.contenders]
+                + [c for c in cfg.contenders if CONTENDERS[c].peer],
                 cfg.out,
                 threads=cfg.threads,
                 max_runs=cfg.max_runs,
@@ -182,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.real:
         runner.run(cfg, on_model=save)
     payload["wall_s"] = round(time.perf_counter() - start, 1)
+    payload["load_end"] = list(os.getloadavg())
     runner.dump(args.json, payload)
     args.markdown.write_text(report.markdown(payload))
     _html(args, payload)

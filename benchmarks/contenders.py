@@ -26,15 +26,21 @@ Compress = Callable[..., "dict | None"]  # (src, out, calib_npz, **options) -> e
 @dataclass(frozen=True)
 class Contender:
     name: str
-    family: str  # onnxcomp | onnxruntime | inc | nncf
+    family: str  # onnxcomp | onnxruntime | inc | nncf | quark | aimet
     summary: str
     run: Compress
     needs: str | None = None  # import name of an optional package
     extended: bool = False  # recovery / auto: slow, run on zoo.EXTENDED_MODELS by default
     objective: str | None = None  # auto only: size | latency; needs the model's budget
+    peer: bool = False  # runs in its own venv (benchmarks/peers), opt-in with --peers
+    slow: bool = False  # a peer that runs only when named in --contenders
 
-    def unavailable(self) -> str | None:
-        """Why this contender cannot run here, or None."""
+    def unavailable(self, src: Path | None = None) -> str | None:
+        """Why this contender cannot run here (on this model), or None."""
+        if self.peer:
+            from benchmarks.peers.run import unavailable
+
+            return unavailable(self.name, src)
         if self.needs and importlib.util.find_spec(self.needs) is None:
             return f"{self.needs} not installed"
         return None
@@ -201,14 +207,17 @@ def _inc(src: Path, out: Path, calib: Path) -> None:
     model.save(str(out))
 
 
-def _nncf(src: Path, out: Path, calib: Path) -> None:
-    """NNCF post-training quantization of an ONNX model."""
-    import nncf
-    import onnx
+def _in_peer_venv(src: Path, out: Path, calib: Path) -> None:
+    raise RuntimeError("a peer contender runs in its venv (benchmarks.peers.run), not here")
 
-    model = onnx.load(str(src))
-    dataset = nncf.Dataset(list(feeds(calib, _input_names(src))))
-    onnx.save(nncf.quantize(model, dataset), str(out))
+
+def _peers() -> list[Contender]:
+    from benchmarks.peers import PEER_CONTENDERS
+
+    return [
+        Contender(name, peer.env.name, summary, _in_peer_venv, peer=True, slow=slow)
+        for name, (summary, peer, slow) in PEER_CONTENDERS.items()
+    ]
 
 
 PERCENTILE = 99.99  # both percentile contenders clip at the same point
@@ -327,6 +336,6 @@ CONTENDERS: dict[str, Contender] = {
             _inc,
             needs="neural_compressor",
         ),
-        Contender("nncf-ptq", "nncf", "NNCF ONNX post-training quantization", _nncf, "nncf"),
+        *_peers(),
     ]
 }

@@ -116,6 +116,10 @@ def latency(
 ) -> dict[str, dict]:
     """Median and p90 ms per model, sessions interleaved; stops at max_runs or budget.
 
+    Also per model: the median CPU time of the calling thread per run (at 1 thread
+    onnxruntime works on that thread alone, so this moves least on a busy machine) and,
+    for all but the first model (fp32), the median of its per-round ratios to the first.
+
     Each round runs the models in a new seeded random order, and no model runs twice in a
     row: which model ran before (and left its weights in cache) varies. Alternating
     forward and reversed rounds ran the first and last model twice in a row with their
@@ -130,6 +134,7 @@ def latency(
             results[name] = {"error": "latency: " + one_line(exc)}
     names = list(sessions)
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     start = time.perf_counter()
     rng = np.random.default_rng(0)
     last = None
@@ -139,16 +144,25 @@ def latency(
             order[0], order[1] = order[1], order[0]
         last = order[-1] if order else None
         for name in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             sessions[name].run(None, feed)
+            cpu[name].append((time.thread_time() - c0) * 1000)
             times[name].append((time.perf_counter() - t0) * 1000)
         if i >= 4 and time.perf_counter() - start > budget_s:
             break
+    ref = names[0] if names else None
     for name in names:
         ms = np.array(times[name])
         results[name] = {
             "median_ms": float(np.median(ms)),
             "p90_ms": float(np.percentile(ms, 90)),
             "runs": len(ms),
+            # At 1 thread onnxruntime runs on the calling thread, so its CPU time is the
+            # model's work alone, whatever else the machine runs.
+            "cpu_median_ms": float(np.median(cpu[name])),
         }
+        if ref is not None and name != ref:
+            # each round ran the first model (fp32) too: the median per-round ratio
+            pair = np.array(times[ref]) / ms
+            results[name]["paired_speedup"] = float(np.median(pair))
     return results

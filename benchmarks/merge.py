@@ -39,6 +39,14 @@ def merge_runs(paths: list[Path]) -> dict:
         for entry in run["results"]:
             _merge_entry(by_model, entry)
     merged["results"] = list(by_model.values())
+    # corpus entries: a later run's entry of a model replaces the earlier one whole (its
+    # speed-ups are against its own fp32 timing)
+    real = {e["model"]: e for r in runs for e in r.get("real") or []}
+    if real:
+        merged["real"] = list(real.values())
+    pins = {k: v for r in runs for k, v in (r.get("peer_pins") or {}).items()}
+    if pins:
+        merged["peer_pins"] = pins
     merged["notes"].append(
         f"Merged from {len(runs)} runs: per model, each contender's figures come from the "
         "last run that measured it, and speedups are within that run."

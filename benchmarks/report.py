@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 
 from benchmarks.corpus.report import section as real_section
+from benchmarks.peers import PEER_CONTENDERS
+from benchmarks.peers.report import section as peers_section
 from benchmarks.report_sections import auto_section, recovery_section
 
 INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx")
@@ -120,6 +122,7 @@ def markdown(payload: dict) -> str:
         "fidelity from digits and MiniLM): benchmarks/README.md"
     )
     lines += ["", *real_section(payload.get("real") or [])]
+    lines += peers_section(payload, set(PEER_CONTENDERS))
     lines += holdout_section(payload.get("auto_holdout"))
     lines += storage_section(payload.get("storage"))
     for section in payload.get("sections") or []:

@@ -20,7 +20,8 @@ import numpy as np
 
 from benchmarks import measure, zoo
 from benchmarks.contenders import CONTENDERS
-from benchmarks.worker import one_line, run_child
+from benchmarks.validity import validity
+from benchmarks.worker import ROW_KEYS, one_line, run_child
 
 logger = logging.getLogger("benchmarks")
 
@@ -82,7 +83,7 @@ def run_model(name: str, cfg: RunConfig) -> dict:
         if limited and name not in cfg.extended_models:
             entry.setdefault("not_run", []).append(cname)
             continue
-        why = contender.unavailable()
+        why = contender.unavailable(built.model)
         if contender.objective and spec.budget is None:
             why = "no auto budget set for this model"
         if why:
@@ -97,13 +98,14 @@ def run_model(name: str, cfg: RunConfig) -> dict:
             cname, built.model, out, calib, timeout=cfg.timeout_s,
             log=folder / f"{cname}.log", options=options,
         )  # fmt: skip
-        row = {k: result.get(k) for k in ("seconds", "peak_rss_mb", "baseline_rss_mb")}
+        row = {k: result.get(k) for k in ROW_KEYS}
         extra = result.get("extra") or {}
         if extra:
             row["extra"] = extra
         if result.get("ok"):
             size = _file_bytes(out)
             row.update(status="ok", bytes=size, size_ratio=size / fp32_bytes)
+            row["valid"] = validity(out, built.model, _feed(built))
             produced[cname] = out
         else:
             status = "no fit" if extra.get("found") is False else "failed"
@@ -139,6 +141,11 @@ def run_model(name: str, cfg: RunConfig) -> dict:
     entry["contenders"] = rows
     entry["total_s"] = round(time.perf_counter() - start, 1)
     return entry
+
+
+def _feed(built: zoo.Built) -> dict:
+    """The first evaluation sample, as the latency runs use it."""
+    return measure.eval_batches(built.eval, measure.session(built.model, 1), 1, None)[0][0]
 
 
 def _auto_options(budget: zoo.AutoBudget, built: zoo.Built, cfg: RunConfig) -> dict:

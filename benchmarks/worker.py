@@ -12,6 +12,7 @@ fork over into a child's ru_maxrss, which would charge the runner's memory to it
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -20,6 +21,11 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# What a child reports that the contender's row keeps: wall and CPU seconds of the
+# quantization step, its peak RSS, the load average before and after it.
+ROW_KEYS = (
+    "seconds", "cpu_s", "peak_rss_mb", "baseline_rss_mb", "load_before", "load_after",
+)  # fmt: skip
 
 
 def _status_mb(key: str) -> float | None:
@@ -70,7 +76,8 @@ def main(argv: list[str]) -> int:
     contender = CONTENDERS[name]
     baseline = _status_mb("VmRSS") or 0.0
     result: dict = {"contender": name, "baseline_rss_mb": round(baseline, 1)}
-    start = time.perf_counter()
+    result["load_before"] = os.getloadavg()[0]
+    start, cpu0 = time.perf_counter(), time.process_time()
     try:
         extra = contender.run(Path(src), Path(out), Path(calib), **options)
         if extra:
@@ -83,6 +90,8 @@ def main(argv: list[str]) -> int:
         result["error"] = one_line(exc)
         result["traceback"] = traceback.format_exc()[-4000:]
     result["seconds"] = round(time.perf_counter() - start, 3)
+    result["cpu_s"] = round(time.process_time() - cpu0, 3)  # all threads of the process
+    result["load_after"] = os.getloadavg()[0]
     result["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     Path(result_path).write_text(json.dumps(result))
     return 0
@@ -98,7 +107,15 @@ def run_child(
     log: Path,
     options: dict | None = None,
 ) -> dict:
-    """Start a worker for one compression and return its result (or why it died)."""
+    """Start a worker for one compression and return its result (or why it died).
+
+    A peer contender (NNCF, Quark, aimet-onnx) runs in its own venv instead."""
+    from benchmarks.contenders import CONTENDERS
+
+    if CONTENDERS[name].peer:
+        from benchmarks.peers.run import run_peer
+
+        return run_peer(name, src, out, calib, timeout=timeout, log=log)
     result_path = out.with_suffix(".result.json")
     result_path.unlink(missing_ok=True)
     out.unlink(missing_ok=True)

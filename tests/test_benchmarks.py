@@ -33,7 +33,9 @@ def tiny_zoo(monkeypatch):
     monkeypatch.setitem(zoo.MODELS, "tiny", spec)
 
 
-def test_harness_runs_end_to_end(tmp_path, tiny_zoo):
+def test_harness_runs_end_to_end(tmp_path, tiny_zoo, monkeypatch):
+    monkeypatch.setenv("ONNXCOMP_PEERS_CACHE", str(tmp_path / "peers"))  # no venv built
+    monkeypatch.setenv("ONNXCOMP_PEERS_INSTALL", "0")
     out_json, out_md = tmp_path / "results.json", tmp_path / "RESULTS.md"
     contenders = "onnxcomp-weights,ort-static-u8,ort-dynamic,nncf-ptq"
     args = ["--models", "tiny", "--contenders", contenders, "--threads", "1", "--runs", "3"]
@@ -52,9 +54,9 @@ def test_harness_runs_end_to_end(tmp_path, tiny_zoo):
         assert row["peak_rss_mb"] > 0 and row["seconds"] >= 0
         assert row["fidelity"]["cosine"] > 0.5
         assert row["latency"]["1"]["speedup"] > 0
-    # an optional peer that is missing gets a row saying so, not a gap
-    if rows["nncf-ptq"]["status"] == "skipped":
-        assert "not installed" in rows["nncf-ptq"]["error"]
+    # a peer whose venv is missing (installs off) gets a row saying so, not a gap
+    assert rows["nncf-ptq"]["status"] == "skipped"
+    assert "not installed" in rows["nncf-ptq"]["error"]
     text = out_md.read_text()
     assert "## Summary per contender" in text and "### tiny" in text
     assert "python -m benchmarks --models tiny" in text

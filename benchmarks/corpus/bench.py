@@ -9,6 +9,7 @@ evaluation feed at each thread count, so every ratio comes from one run.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from benchmarks import measure
 from benchmarks.contenders import CONTENDERS
 from benchmarks.corpus import Prepared, prepare, registry
 from benchmarks.corpus.fetch import CorpusUnavailable
-from benchmarks.worker import one_line, run_child
+from benchmarks.validity import validity
+from benchmarks.worker import ROW_KEYS, one_line, run_child
 
 logger = logging.getLogger("benchmarks")
 
@@ -82,8 +84,9 @@ def run_real_model(
     folder.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict] = {}
     produced: dict[str, Path] = {}
+    feed = _first_feed(prep)
     for cname in contenders:
-        why = CONTENDERS[cname].unavailable()
+        why = CONTENDERS[cname].unavailable(prep.model)
         if why:
             rows[cname] = {"status": "skipped", "error": why}
             continue
@@ -92,24 +95,28 @@ def run_real_model(
         result = run_child(
             cname, prep.model, out, prep.calib, timeout=timeout_s, log=folder / f"{cname}.log"
         )
-        row = {k: result.get(k) for k in ("seconds", "peak_rss_mb", "baseline_rss_mb")}
+        row = {k: result.get(k) for k in ROW_KEYS}
+        if result.get("extra"):
+            row["extra"] = result["extra"]
         if not result.get("ok"):
             row.update(status="failed", error=result.get("error", "unknown error"))
             logger.warning("%s: %s failed: %s", name, cname, row["error"])
             rows[cname] = row
             continue
         size = out.stat().st_size
-        row.update(status="ok", bytes=size, size_ratio=size / fp32_bytes)
+        valid = validity(out, prep.model, feed)
+        row.update(status="ok", bytes=size, size_ratio=size / fp32_bytes, valid=valid)
         try:
             score = spec.score(out, prep, 1)
         except Exception as exc:
-            row.update(status="failed", error="inference: " + one_line(exc))
+            why = valid if "outputs:" in valid else "inference: " + one_line(exc)
+            row.update(status="failed", error=why)
             rows[cname] = row
             continue
         row.update(metric=score.value, metric_extra=score.extra, drop=fp32.value - score.value)
         rows[cname] = row
         produced[cname] = out
-    feed = _first_feed(prep)
+    entry["load_before_latency"] = os.getloadavg()[0]
     for t in threads:
         lat = measure.latency(
             {"fp32": prep.model, **produced}, feed, threads=t, max_runs=max_runs, budget_s=budget_s
@@ -117,6 +124,7 @@ def run_real_model(
         entry["fp32"][f"latency_{t}t"] = lat.pop("fp32", None)
         for cname, res in lat.items():
             rows[cname][f"latency_{t}t"] = res
+    entry["load_after_latency"] = os.getloadavg()[0]
     entry["contenders"] = rows
     entry["total_s"] = round(time.perf_counter() - start, 1)
     return entry
