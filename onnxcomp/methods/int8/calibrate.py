@@ -150,7 +150,18 @@ def _session(
                 proto.graph.output.append(onnx.ValueInfoProto(name=name))
         outputs.extend(_add_reductions(proto, reduced, max_only))
 
-    session = make_session(model, threads=threads, optimize="basic", edit=add_outputs, lean=True)
+    try:
+        session = make_session(
+            model, threads=threads, optimize="basic", edit=add_outputs, lean=True
+        )
+    except Exception as exc:
+        # A type onnxruntime's kernels do not take (an int32 Conv weight) passes
+        # onnx.checker; onnxruntime says so first here. The user's model, not our graph.
+        if type(exc).__name__ != "InvalidGraph":
+            raise
+        raise OnnxcompError(
+            f"onnxruntime refuses the model for calibration: {one_line(exc)}"
+        ) from None
     return session, outputs
 
 
