@@ -157,7 +157,8 @@ def _session(
     except Exception as exc:
         # A type onnxruntime's kernels do not take (an int32 Conv weight) passes
         # onnx.checker; onnxruntime says so first here. The user's model, not our graph.
-        if type(exc).__name__ != "InvalidGraph":
+        typed = type(exc).__name__ == "Fail" and "Type Error" in str(exc)
+        if type(exc).__name__ != "InvalidGraph" and not typed:
             raise
         raise OnnxcompError(
             f"onnxruntime refuses the model for calibration: {one_line(exc)}"
