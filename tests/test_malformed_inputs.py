@@ -410,3 +410,14 @@ def test_an_int32_conv_weight_is_exit_2_under_int8(capsys, tmp_path):
                             "int8", "--calib", tmp_path / "d.npz")  # fmt: skip
         assert code == 2 and "internal error" not in err, err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_an_input_declared_with_batch_0_reads_npz_data(capsys, tmp_path):
+    """Fuzz find (`pytest -m fuzz`): a declared batch of 0 (old exporters' "unknown")
+    made the .npz reader step by 0 (an internal error)."""
+    model = conv_net()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 0
+    path = _save(tmp_path / "m.onnx", model)
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 3, 8, 8), np.float32))
+    code, _, err = _run(capsys, "check", path, path, "--data", tmp_path / "d.npz", "--runs", "0")
+    assert code in (0, 1, 2) and "internal error" not in err, err

@@ -42,7 +42,8 @@ class InputSpec:
 
     @property
     def fixed_batch(self) -> int | None:
-        if self.shape and isinstance(self.shape[0], int):
+        """The declared batch size; a 0 (some exporters' "unknown") is not one."""
+        if self.shape and isinstance(self.shape[0], int) and self.shape[0] > 0:
             return self.shape[0]
         return None
 
