@@ -303,21 +303,15 @@ def task_effects(
     of the compressed model's task drop (metrics.Judge: --task, or the worst component)
     that wins back. Layers are then ranked by it, SQNR beside."""
     from onnxcomp.metrics import Judge
-    from onnxcomp.metrics.judge import declared_shapes
     from onnxcomp.runtime.session import make_session
 
     originals = {n.name: n for n in ref.graph if n.name}
     ref_sess = make_session(ref)
-    names = [o.name for o in ref_sess.get_outputs()]
     expected = [(b, ref_sess.run(None, b.feed)) for b in source]
 
     def drop(model: ir.Model) -> tuple[float, str]:
         sess = make_session(model)
-        judge = Judge(
-            names, getattr(options, "task", None),
-            settings=options.task_settings() if options is not None else None,
-            metric_fn=getattr(options, "metric_fn", None), declared=declared_shapes(ref_sess),
-        )  # fmt: skip
+        judge = Judge.for_session(ref_sess, options)
         for batch, out in expected:
             judge.update(out, sess.run(None, batch.feed), feed=batch.feed)
         verdict = judge.verdict()

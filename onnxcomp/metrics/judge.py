@@ -136,6 +136,18 @@ class Judge:
         self._mismatch: dict[str, list[np.ndarray]] = {}
         self._labels_seen = False
 
+    @classmethod
+    def for_session(cls, session: Any, options: Any = None) -> Judge:
+        """The judge of a reference onnxruntime session's outputs, its task from
+        ``options`` (TaskOptions or None: detected, else the worst component)."""
+        return cls(
+            [o.name for o in session.get_outputs()],
+            getattr(options, "task", None),
+            settings=options.task_settings() if options is not None else None,
+            metric_fn=getattr(options, "metric_fn", None),
+            declared=declared_shapes(session),
+        )
+
     def update(
         self, ref: Sequence[Any], new: Sequence[Any], labels: Any = None, feed: Any = None
     ) -> None:

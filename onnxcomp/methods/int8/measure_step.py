@@ -209,24 +209,13 @@ class Bench:
             raise OnnxcompError("calibration data is empty")
         self.timing_feed = _one_sample(self.feeds[0], self.ref)
         self.ref_out = [self.ref.run(None, f) for f in self.feeds]
-        self.outputs = [o.name for o in self.ref.get_outputs()]
-        self.declared = {
-            o.name: tuple(o.shape) if o.shape else None for o in self.ref.get_outputs()
-        }
         self.metric = self._judge(self.ref_out).gauge()[1]
 
     def session(self, model: ir.Model):
         return _session(model)
 
     def _judge(self, outputs: list[list[Any]]):
-        o = self.options
-        judge = Judge(
-            self.outputs,
-            getattr(o, "task", None),
-            settings=o.task_settings() if o is not None else None,
-            metric_fn=getattr(o, "metric_fn", None),
-            declared=self.declared,
-        )
+        judge = Judge.for_session(self.ref, self.options)
         for ref, new, feed in zip(self.ref_out, outputs, self.feeds, strict=True):
             judge.update(ref, new, feed=feed)
         return judge.verdict()

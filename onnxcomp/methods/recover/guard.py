@@ -16,7 +16,6 @@ import onnx_ir as ir
 
 from onnxcomp.io.data import DataSource
 from onnxcomp.metrics import Judge
-from onnxcomp.metrics.judge import declared_shapes
 from onnxcomp.runtime.session import make_session
 
 MAX_SAMPLES = 64
@@ -29,18 +28,7 @@ def output_fidelity(
     ref = make_session(teacher)
     sessions = [make_session(s) for s in students]
     names = {i.name for i in ref.get_inputs()}
-    outputs = [o.name for o in ref.get_outputs()]
-    declared = declared_shapes(ref)
-    judges = [
-        Judge(
-            outputs,
-            getattr(options, "task", None),
-            settings=options.task_settings() if options is not None else None,
-            metric_fn=getattr(options, "metric_fn", None),
-            declared=declared,
-        )
-        for _ in students
-    ]
+    judges = [Judge.for_session(ref, options) for _ in students]
     seen = 0
     for batch in data:
         feed = {k: v for k, v in batch.feed.items() if k in names}
