@@ -256,10 +256,11 @@ class CompressOptions(TaskOptions):
         show_default=True,
     )
     smoothquant: bool = option(
-        False,
+        True,
         "--quantize int8: migrate activation outliers into the MatMul/Gemm weights "
-        "(SmoothQuant; strength searched per activation, kept where it lowers the output "
-        "error on the calibration data).",
+        "(SmoothQuant; strength searched per activation, kept only where it lowers the "
+        "simulated int8 output error on the calibration data by 10%).",
+        flag="--smoothquant/--no-smoothquant",
         show_default=True,
     )
     per_tensor: bool = option(False, "One scale per weight tensor, not per channel.")
@@ -375,8 +376,6 @@ class CompressOptions(TaskOptions):
                 "--pack stores codebook codes or int8 weights: add --quantize codebook, "
                 "weights or int8"
             )
-        if self.smoothquant and self.quantize != "int8":
-            raise OnnxcompError("--smoothquant smooths int8 activations: add --quantize int8")
         if self.per_tensor and self.quantize is None:
             raise OnnxcompError("--per-tensor needs --quantize")
         if self.activation_type not in ACTIVATION_TYPES:
