@@ -140,7 +140,7 @@ def build_pipeline(
 
             wanted = quantize_filter(include, options.layers, options.quantize)
             bits = bits_for(["MatMul", "Gemm"], _reduced_ops(options))
-            passes.append(SmoothQuantPass(ctx.data, wanted, report, bits))
+            passes.append(SmoothQuantPass(ctx.data, wanted, report, bits, options.calib_method))
         passes.append(Int8ReferencePass(ctx))
     if options.quantize == "codebook":
         passes.append(
