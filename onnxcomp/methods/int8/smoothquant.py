@@ -21,7 +21,7 @@ import onnx_ir as ir
 
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Weight, find_weights
-from onnxcomp.io.data import DataSource
+from onnxcomp.io.data import DataSource, input_specs
 from onnxcomp.passes.channel_scale import ScaleGroup, apply_scale, scale_groups, weight_kn
 from onnxcomp.passes.report import CompressReport
 
@@ -32,6 +32,7 @@ MIN_GAIN = 0.10
 # Activation rows kept per group to measure the error on: the error is a mean over rows,
 # so 512 evenly spread rows rank alphas as 4096 do (MiniLM-L6: same alphas) at 1/8 the cost.
 MAX_ROWS = 512
+CALIB_BATCH = 4  # samples per capture run: peak memory is one batch of every activation
 # Fewer activation rows than this cannot tell an outlier channel from a row's noise: the
 # per-channel maxima would be fitted to the sample (8 rows of a random MLP: smoothed, then
 # 3% cosine lost on inputs outside them). Such a group is left alone.
@@ -189,7 +190,10 @@ class SmoothQuantPass(ir.passes.InPlacePass):
         groups = [g for g in groups if g.x.name and _in_main_graph(g.x, model)]
         if not groups:
             return ir.passes.PassResult(model, modified=False)
-        stats = collect(model, groups, self.calib())
+        data = self.calib()
+        if not any(s.fixed_batch is not None for s in input_specs(model)):
+            data = data.batched(CALIB_BATCH)  # one batch of every smoothed activation at a time
+        stats = collect(model, groups, data)
         names = NameAllocator(model)
         smoothed, before, after = [], 0.0, 0.0
         for group in groups:
