@@ -16,6 +16,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 from onnxcomp.graph.edit import insert_at_front
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.methods.codebook.pack import Emitter, choose, emit_codes
+from onnxcomp.methods.codebook.quantize_codebook import CodebookRecord
 from onnxcomp.methods.distill.forms import CodebookForm, find_forms
 from onnxcomp.passes.report import CompressReport
 from onnxcomp.passes.strip import RemoveUnusedSubgraphInitializersPass
@@ -72,13 +73,14 @@ class PackCodebookCodesPass(ir.passes.InPlacePass):
             return
         forms: dict[str, int] = {}
         for record in self.report.quantized:
-            storage = getattr(record, "storage", None)
-            if record.name in self.packed and storage is not None:
-                record.storage = storage.rsplit(", ", 1)[0] + f", {self.packed[record.name]}"
+            if not isinstance(record, CodebookRecord):
+                continue
+            if record.name in self.packed:
+                kept = record.storage.rsplit(", ", 1)[0]
+                record.storage = f"{kept}, {self.packed[record.name]}"
                 record.bytes_after -= saved[record.name]
-            if storage is not None:
-                kind = record.storage.split(", ")[-1].split(" (")[0]
-                forms[kind] = forms.get(kind, 0) + 1
+            kind = record.storage.split(", ")[-1].split(" (")[0]
+            forms[kind] = forms.get(kind, 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(forms.items()))
         notes = self.report.notes
         for i, note in enumerate(notes):
