@@ -172,12 +172,7 @@ def _cast_mul_form(graph: ir.Graph, node: ir.Node, reduced: bool) -> Int8Form | 
     cast = node.inputs[0].producer() if node.inputs[0] is not None else None
     if cast is None or cast.op_type != "Cast":
         return None
-    scale_value, half = node.inputs[1], False
-    scale_cast = scale_value.producer() if scale_value is not None else None
-    if scale_cast is not None and scale_cast.op_type == "Cast":  # a float16 scale
-        if len(list(scale_value.uses())) != 1:  # type: ignore[union-attr]
-            return None
-        scale_value, half = scale_cast.inputs[0], True
+    scale_value, half = _scale_source(node.inputs[1])
     q_name, s_name = _init(graph, cast.inputs[0]), _init(graph, scale_value)
     if q_name is None or s_name is None:
         return None
@@ -193,6 +188,16 @@ def _cast_mul_form(graph: ir.Graph, node: ir.Node, reduced: bool) -> Int8Form | 
     return Int8Form(q_name, s_name, shape, _qmax(q, reduced), half)
 
 
+def _scale_source(value: ir.Value | None) -> tuple[ir.Value | None, bool]:
+    """(the value holding a scale, whether it is float16 read through a Cast)."""
+    cast = value.producer() if value is not None else None
+    if value is None or cast is None or cast.op_type != "Cast":
+        return value, False
+    if len(list(value.uses())) != 1 or cast.attributes.get_int("to", 0) != 1:
+        return None, False
+    return cast.inputs[0], True
+
+
 def _integer_form(graph: ir.Graph, node: ir.Node, reduced: bool) -> Int8Form | None:
     """``Mul(Cast(MatMulInteger(x, q)), Mul(x_scale, w_scale))``: dynamic int8
     (methods/int8/dynamic_matmul.py); the weight scale [N] runs along the codes' last axis."""
@@ -203,18 +208,19 @@ def _integer_form(graph: ir.Graph, node: ir.Node, reduced: bool) -> Int8Form | N
     mm = cast.inputs[0].producer() if cast.inputs[0] is not None else None
     if mm is None or mm.op_type != "MatMulInteger" or len(mm.inputs) > 3:
         return None
-    q_name, s_name = _init(graph, mm.inputs[1]), _init(graph, scales.inputs[1])
-    q, scale = const(mm.inputs[1]), const(scales.inputs[1])
+    scale_value, half = _scale_source(scales.inputs[1])
+    q_name, s_name = _init(graph, mm.inputs[1]), _init(graph, scale_value)
+    q, scale = const(mm.inputs[1]), const(scale_value)
     if q_name is None or s_name is None or q is None or scale is None:
         return None
-    if q.dtype != np.int8 or q.ndim != 2 or scale.dtype != np.float32:
+    if q.dtype != np.int8 or q.ndim != 2 or scale.dtype != (np.float16 if half else np.float32):
         return None
     if scale.size not in (1, q.shape[1]):
         return None
-    if any(len(list(v.uses())) != 1 for v in (mm.inputs[1], scales.inputs[1]) if v is not None):
+    if any(len(list(v.uses())) != 1 for v in (mm.inputs[1], scale_value) if v is not None):
         return None
     shape = (1, q.shape[1]) if scale.size > 1 else (1, 1)
-    return Int8Form(q_name, s_name, shape, _qmax(q, reduced))
+    return Int8Form(q_name, s_name, shape, _qmax(q, reduced), half)
 
 
 def _int4_form(graph: ir.Graph, node: ir.Node) -> Int4Form | None:
@@ -222,12 +228,12 @@ def _int4_form(graph: ir.Graph, node: ir.Node) -> Int4Form | None:
     q_name, s_name = _init(graph, node.inputs[0]), _init(graph, node.inputs[1])
     if not block or q_name is None or s_name is None:
         return None
-    value = node.inputs[0]
-    assert value is not None
-    signed = value.dtype == ir.DataType.INT4
-    if not signed and value.dtype != ir.DataType.UINT4:
+    tensor = graph.initializers[q_name].const_value
+    assert tensor is not None
+    signed = tensor.dtype == ir.DataType.INT4
+    if not signed and tensor.dtype != ir.DataType.UINT4:
         return None
-    if value.shape is None or len(value.shape) != 2 or node.attributes.get_int("axis", 1) != 0:
+    if len(tensor.shape) != 2 or node.attributes.get_int("axis", 1) != 0:
         return None
     zero = node.inputs[2] if len(node.inputs) > 2 else None
     z_name = _init(graph, zero) if zero is not None else None
