@@ -48,7 +48,8 @@ def _signature(model: ir.Model):
     return (
         [(n.op_type, n.domain, n.name, [i.name if i else None for i in n.inputs],
           [o.name for o in n.outputs], sorted(n.attributes)) for n in graph],
-        {k: (v.const_value.dtype, tuple(v.const_value.shape)) for k, v in graph.initializers.items()},
+        {k: (v.const_value.dtype, tuple(v.const_value.shape))
+         for k, v in graph.initializers.items()},
         dict(model.opset_imports), dict(model.metadata_props),
         [v.name for v in graph.inputs], [v.name for v in graph.outputs],
     )  # fmt: skip
