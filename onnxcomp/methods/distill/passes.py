@@ -145,8 +145,8 @@ class DistillPass(ir.passes.FunctionalPass):
         from onnxcomp.methods.distill.student import Student
         from onnxcomp.methods.distill.train import Plan, stderr_progress, train
 
-        targets = self._targets(model, out_names, hints, teacher_train, copy=False)
-        held_targets = self._targets(model, out_names, hints, teacher_held, copy=True)
+        targets = self._targets(model, out_names, hints, teacher_train, in_place=True)
+        held_targets = self._targets(model, out_names, hints, teacher_held, in_place=False)
         student = Student(model, find_forms(model, self.reduced), keep_zeros=self.options.prunes)
         show = getattr(options, "distill_progress", False) or (
             getattr(options, "progress", False) and sys.stderr.isatty()
@@ -180,16 +180,14 @@ class DistillPass(ir.passes.FunctionalPass):
 
     def _targets(
         self, model: ir.Model, names: list[str], hints: list[str], teacher: list[np.ndarray],
-        *, copy: bool,
+        *, in_place: bool,
     ) -> list[Any]:  # fmt: skip
         from onnxcomp.methods.distill.targets import choose, make_target, parse_overrides
         from onnxcomp.metrics.tasks import detect
 
         options = self.options
         outputs = dict(zip(names, teacher[: len(names)], strict=True))
-        floats = {
-            k: (np.array(a) if copy else a) for k, a in outputs.items() if a.dtype.kind == "f"
-        }
+        floats = {k: a for k, a in outputs.items() if a.dtype.kind == "f"}
         task = getattr(options, "task", None)
         if task is None and getattr(options, "metric_fn", None) is None:
             found = detect({k: v[: min(len(v), 64)] for k, v in outputs.items()})
@@ -200,9 +198,11 @@ class DistillPass(ir.passes.FunctionalPass):
             if producer is not None and producer.op_type == "Softmax" and producer.inputs[0]:
                 softmax_inputs[value.name or ""] = producer.inputs[0].name or ""
         overrides = parse_overrides(tuple(getattr(options, "distill_loss", ()) or ()))
-        targets = choose(floats, task, softmax_inputs, overrides)
+        # The training part's arrays are converted in place; the held-back part's are
+        # read by the Judge as they are.
+        targets = choose(floats, task, softmax_inputs, overrides, in_place=in_place)
         for name, array in zip(hints, teacher[len(names) :], strict=True):
-            hint = make_target(name, "mse", np.array(array) if copy else array)
+            hint = make_target(name, "mse", array)
             hint.kind = "hint"
             targets.append(hint)
         return targets

@@ -78,13 +78,14 @@ def spread_of(teacher: np.ndarray, axis: int | None) -> np.ndarray:
 
 
 def make_target(
-    name: str, kind: str, teacher: np.ndarray, softmax_input: str | None = None, axis: int = -1
-) -> Target:
-    """One target: KL reads probabilities as log-probabilities (the teacher array is
-    converted in place when it is a writable memory map or array of our own)."""
+    name: str, kind: str, teacher: np.ndarray, softmax_input: str | None = None, axis: int = -1,
+    *, in_place: bool = False,
+) -> Target:  # fmt: skip
+    """One target: KL reads probabilities as log-probabilities (with ``in_place``, the
+    teacher's own float32 array is converted: no second copy of a big output)."""
     if kind == "kl":
         probs = is_probabilities(teacher, axis)
-        if probs and teacher.flags.writeable and teacher.dtype == np.float32:
+        if probs and in_place and teacher.dtype == np.float32:
             np.log(np.clip(teacher, 1e-12, None, out=teacher), out=teacher)  # no second copy
         elif probs:
             teacher = np.log(np.clip(teacher, 1e-12, None)).astype(np.float32)
@@ -100,8 +101,11 @@ def choose(
     task: str | None,
     softmax_inputs: dict[str, str],
     overrides: dict[str, str],
+    *,
+    in_place: bool = False,
 ) -> list[Target]:
-    """Targets for the float outputs ``arrays`` (teacher values), in order."""
+    """Targets for the float outputs ``arrays`` (teacher values), in order; ``in_place``:
+    the arrays are ours to convert (make_target)."""
     unknown = sorted(set(overrides) - set(arrays))
     if unknown:
         raise OnnxcompError(
@@ -113,14 +117,15 @@ def choose(
         logits = softmax_inputs.get(name)
         kind = overrides.get(name)
         if kind is not None:
-            targets.append(make_target(name, kind, a, logits if kind == "kl" else None))
+            softmax = logits if kind == "kl" else None
+            targets.append(make_target(name, kind, a, softmax, in_place=in_place))
         elif task == "detect" and yolo_axis(a.shape) is not None:
             targets += _detector(name, a)
         elif task == "embed":
             targets.append(make_target(name, "cosine", a))
         elif _scores(a, task):
             axis = 1 if task == "segment" and a.ndim == 4 else -1
-            targets.append(make_target(name, "kl", a, logits, axis))
+            targets.append(make_target(name, "kl", a, logits, axis, in_place=in_place))
         else:
             targets.append(make_target(name, "mse", a))
     if not targets:
