@@ -558,7 +558,8 @@ class AutoOptions(TaskOptions):
     )
     recover: RecoverMethod | None = option(
         help="Repair every trial from --calib data (sparsegpt for pruned layers, gptq for "
-        "quantized weights, bias for both)."
+        "quantized weights, bias for both); distill: trials stay plain, and a finalist "
+        "that misses the budget on the held-back data is distilled and judged again."
     )
     engine: Engine = option(
         "local", "Where trials run: local processes, or Ray tasks (needs onnxcomp[ray]).",
@@ -616,10 +617,12 @@ class AutoOptions(TaskOptions):
         if self.objective == "latency" and self.calib is None:
             raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
         if self.recover == "distill":
-            raise OnnxcompError(
-                "auto --recover distill is not available yet: distill the chosen recipe with "
-                "compress --recover distill"
-            )
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None:
+                raise OnnxcompError(
+                    "--recover distill needs PyTorch: pip install 'onnxcomp[distill]'"
+                )
         if self.recover is not None and self.calib is None:
             raise OnnxcompError(
                 f"--recover {self.recover} needs calibration data: give --calib DATA"
