@@ -18,7 +18,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from model_builders import _init, _model, vin
+from model_builders import _init, _model, table_model, vin
 from test_distill import _cnn
 
 from onnxcomp.methods.distill.forms import find_forms
@@ -296,3 +296,28 @@ def test_auto_rung_distills_a_rejected_finalist(digits, tmp_path):
     save_recipe(options, tmp_path / "r.toml")
     compress(model, tmp_path / "replay.onnx", load_recipe(tmp_path / "r.toml"))
     assert (tmp_path / "replay.onnx").read_bytes() == out.read_bytes()
+
+
+def test_int4_embedding_rows(tmp_path):
+    """GatherBlockQuantized (com.microsoft) int4 rows: the student runs like onnxruntime
+    and trains them."""
+    from onnxcomp.methods.distill.student import Student
+
+    onnx.save(table_model(), tmp_path / "t.onnx")
+    ids = np.random.default_rng(0).integers(0, 1024, (256, 1)).astype(np.int64)
+    np.savez(tmp_path / "ids.npz", ids=ids[:, 0])
+    result = compress(
+        tmp_path / "t.onnx", tmp_path / "d.onnx", quantize="int4", calib=str(tmp_path / "ids.npz"),
+        recover="distill", distill_steps=50,
+    )  # fmt: skip
+    before, after = _drops(_note(result))
+    assert after <= before
+    model = ir.load(tmp_path / "d.onnx")
+    assert any(n.op_type == "GatherBlockQuantized" for n in model.graph)
+    forms = find_forms(model)
+    assert [f.axis for f in forms.int4] == [1]
+    feed = {"ids": ids[:32, 0]}
+    with torch.no_grad():
+        mine = Student(model, forms, keep_zeros=False)({"ids": torch.from_numpy(feed["ids"])})
+    np.testing.assert_allclose(mine["y"].numpy(), _valid(tmp_path / "d.onnx", feed), rtol=1e-5,
+                               atol=1e-5)  # fmt: skip

@@ -11,6 +11,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 from _models import mlp
+from model_builders import table_model
 from onnx import numpy_helper
 
 from onnxcomp.graph import opaque_types
@@ -175,3 +176,25 @@ def test_packed_codebook_decodes_to_the_trained_codes():
     for book in books:
         assert np.array_equal(decoded[book.decoded], values[book.codes].astype(np.int32))
     onnx.checker.check_model(opaque_types.to_proto(model), full_check=True)
+
+
+def test_int4_embedding_rows_codes_are_the_file():
+    model, _ = compress_model(ir.from_proto(table_model()), CompressOptions(quantize="int4"))
+    model = ir.from_proto(opaque_types.to_proto(model))
+    form = next(f for f in find_forms(model).int4 if f.axis == 1)
+    q = _array(model, form.codes).astype(np.int8)
+    s = _array(model, form.scale)
+    rows = np.repeat(s, form.block_size, axis=1)
+    assert np.array_equal(block_codes(q.astype(np.float32) * rows, s, None, form), q)
+    latent = q * rows + RNG.normal(0, 0.6, q.shape).astype(np.float32) * rows
+    trained = (s * np.float32(0.95)).astype(np.float32)
+    codes = block_codes(latent, trained, None, form)
+    write_back(model, {form.codes: codes, form.scale: trained})
+    assert np.array_equal(_stored(model, form.codes).astype(np.int8), codes)
+    ids = np.arange(0, 1024, 37, dtype=np.int64)
+    proto = opaque_types.to_proto(model)
+    proto.graph.output.append(onnx.helper.make_empty_tensor_value_info("emb"))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(["emb"], {"ids": ids})[0]
+    expect = (codes.astype(np.float32) * np.repeat(trained, form.block_size, axis=1))[ids]
+    assert np.array_equal(got, expect)

@@ -55,6 +55,7 @@ class Int4Form:
     block_size: int
     lo: int
     hi: int
+    axis: int = 0  # the blocks run along it: 0 for MatMul weights [K, N], 1 for table rows
 
 
 @dataclass
@@ -105,6 +106,11 @@ def find_forms(model: ir.Model, reduced: bool = False) -> Forms:
                 int8.append(form)
                 taken.update((form.codes, form.scale))
             block = _int4_form(graph, node)
+            if block is not None:
+                int4.append(block)
+                taken.update(n for n in (block.codes, block.scale, block.zero) if n)
+        elif node.op_type == "GatherBlockQuantized" and node.domain == "com.microsoft":
+            block = _int4_rows(graph, node)
             if block is not None:
                 int4.append(block)
                 taken.update(n for n in (block.codes, block.scale, block.zero) if n)
@@ -243,6 +249,23 @@ def _int4_form(graph: ir.Graph, node: ir.Node) -> Int4Form | None:
     return Int4Form(q_name, s_name, z_name, block, lo, hi)
 
 
+def _int4_rows(graph: ir.Graph, node: ir.Node) -> Int4Form | None:
+    """``GatherBlockQuantized(int4 table [V, D], ids, scales [V, D / bs])``: 4-bit
+    embedding rows (methods/int4/gather_int4.py), blocks along each row."""
+    attrs = node.attributes
+    if attrs.get_int("gather_axis", 0) != 0 or attrs.get_int("quantize_axis", 1) != 1:
+        return None
+    if len(node.inputs) > 3 and node.inputs[3] is not None:
+        return None  # zero points: onnxcomp writes symmetric rows
+    q_name, s_name = _init(graph, node.inputs[0]), _init(graph, node.inputs[2])
+    if q_name is None or s_name is None:
+        return None
+    tensor = graph.initializers[q_name].const_value
+    if tensor is None or tensor.dtype != ir.DataType.INT4 or len(tensor.shape) != 2:
+        return None
+    return Int4Form(q_name, s_name, None, attrs.get_int("block_size", 128), -8, 7, axis=1)
+
+
 def _shared(graph: ir.Graph, book: CodebookForm) -> bool:
     table, codes = graph.initializers[book.table], graph.initializers[book.codes]
     return len(list(table.uses())) != 1 or len(list(codes.uses())) != 1
@@ -272,11 +295,18 @@ def block_codes(
 ) -> np.ndarray:
     """4-bit codes [K, N] of ``latent`` at block scales [blocks, N] (and zero points): the
     same division, half-to-even rounding and clamp as numerics/blocks.py (int8-held)."""
+    if form.axis == 1:  # row blocks (embedding tables): the transpose's column blocks
+        zt = None if zero is None else zero.T
+        return np.ascontiguousarray(block_codes(latent.T, scale.T, zt, _columns(form)).T)
     k = latent.shape[0]
     q = np.rint(latent.astype(np.float32) / expand(scale.astype(np.float32), k, form.block_size))
     if zero is not None:
         q += expand(zero.astype(np.float32), k, form.block_size)
     return np.clip(q, form.lo, form.hi).astype(np.int8)
+
+
+def _columns(form: Int4Form) -> Int4Form:
+    return Int4Form(form.codes, form.scale, form.zero, form.block_size, form.lo, form.hi, 0)
 
 
 def nearest_codes(values: np.ndarray, target: np.ndarray) -> np.ndarray:

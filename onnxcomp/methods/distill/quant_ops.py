@@ -91,7 +91,19 @@ def _matmul_integer(node: ir.Node, x: list[Any]) -> list[Any]:
     return [a @ b]
 
 
+def _gather_blocks(node: ir.Node, x: list[Any]) -> list[Any]:
+    """com.microsoft GatherBlockQuantized (gather_axis 0, quantize_axis 1, symmetric):
+    the rows of the int4 table times their block scales."""
+    table, ids, scale = x[0].to(torch.float32), x[1].long(), x[2].to(torch.float32)
+    size = node.attributes.get_int("block_size", 128)
+    rows = torch.repeat_interleave(scale, size, dim=1).narrow(1, 0, table.shape[1])
+    decoded = table * rows
+    flat = torch.index_select(decoded, 0, ids.reshape(-1))
+    return [flat.reshape(*ids.shape, table.shape[1])]
+
+
 EXTRA: dict[str, optable.Op] = {
+    "GatherBlockQuantized": _gather_blocks,
     "QuantizeLinear": _quantize,
     "DynamicQuantizeLinear": _dynamic_quantize,
     "MatMulInteger": _matmul_integer,
@@ -100,5 +112,9 @@ optable.OPS.update({k: v for k, v in EXTRA.items() if k not in optable.OPS})
 optable.OPS["DequantizeLinear"] = _dequantize  # with block_size (int4) and zero points
 
 
+CONTRIB = {"com.microsoft.GatherBlockQuantized"}  # onnxruntime's ops the table runs
+
+
 def unsupported(graph: ir.Graph) -> list[str]:
-    return optable.unsupported(graph)
+    """optable.unsupported, less the onnxruntime contrib ops registered here."""
+    return [op for op in optable.unsupported(graph) if op not in CONTRIB]

@@ -78,10 +78,11 @@ class Student(torch.nn.Module):
             z = None
             if block.zero is not None:
                 z = torch.from_numpy(_array(self.graph, block.zero).astype(np.float32))
-            centred = torch.from_numpy(q) - (self._expand(z, block) if z is not None else 0)
+            n = q.shape[block.axis]
+            centred = torch.from_numpy(q) - (self._expand(z, block, n) if z is not None else 0)
             self.scale4.append(s0)
             self.zero4.append(z)
-            self.latent4.append(torch.nn.Parameter(centred * self._expand(s0, block)))
+            self.latent4.append(torch.nn.Parameter(centred * self._expand(s0, block, n)))
             self.log_scale4.append(torch.nn.Parameter(torch.zeros_like(s0)))
             self.masks4.append((centred != 0).float() if keep_zeros else None)
         self.codes: list[torch.Tensor] = []
@@ -117,9 +118,9 @@ class Student(torch.nn.Module):
         return [{"params": floats, "lr": lr}, {"params": scales, "lr": scale_lr}]
 
     @staticmethod
-    def _expand(v: torch.Tensor, block: Int4Form) -> torch.Tensor:
-        k = v.shape[0] * block.block_size
-        return torch.repeat_interleave(v, block.block_size, dim=0)[:k]
+    def _expand(v: torch.Tensor, block: Int4Form, n: int) -> torch.Tensor:
+        """Block parameters repeated over their block, ``n`` long along the block axis."""
+        return torch.repeat_interleave(v, block.block_size, dim=block.axis).narrow(block.axis, 0, n)
 
     def _int4(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(codes as float with straight-through gradients, block scales, masked latent)."""
@@ -129,10 +130,11 @@ class Student(torch.nn.Module):
         if mask is not None:
             w = w * mask
         scale = self.scale4[i] * torch.exp(self.log_scale4[i])
-        x = w / self._expand(scale, block)[: w.shape[0]]
+        n = w.shape[block.axis]
+        x = w / self._expand(scale, block, n)
         zero = self.zero4[i]
         if zero is not None:
-            x = x + self._expand(zero, block)[: w.shape[0]]
+            x = x + self._expand(zero, block, n)
         q = torch.round(x).clamp(block.lo, block.hi)
         xc = x.clamp(block.lo, block.hi)
         return q + (xc - xc.detach()), scale, w
