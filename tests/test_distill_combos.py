@@ -321,3 +321,25 @@ def test_int4_embedding_rows(tmp_path):
         mine = Student(model, forms, keep_zeros=False)({"ids": torch.from_numpy(feed["ids"])})
     np.testing.assert_allclose(mine["y"].numpy(), _valid(tmp_path / "d.onnx", feed), rtol=1e-5,
                                atol=1e-5)  # fmt: skip
+
+
+def test_auto_with_distill_end_to_end(digits, tmp_path):
+    """``auto --recover distill`` on the digits model: the rung runs exactly when a
+    finalist is rejected, and a distilled winner's recipe replays to its bytes."""
+    from onnxcomp.auto import auto
+
+    model, test, calib = digits
+    result = auto(
+        model, tmp_path / "out.onnx", calib=str(calib), data=str(test), labels="label",
+        max_drop=0.01, recover="distill", max_trials=12, workers=1, allow_small_data=True,
+        log=lambda line: None,
+    )  # fmt: skip
+    finalists = result.verification.finalists
+    distilled = [f for f in finalists if f.distilled]
+    rejected = [f for f in finalists if not f.distilled and not f.accepted]
+    assert len(distilled) == (1 if rejected else 0)
+    if distilled and distilled[0].accepted:
+        assert result.chosen.extra.get("distilled")
+        assert 'recover = "distill"' in (tmp_path / "out.onnx.recipe.toml").read_text()
+        compress(model, tmp_path / "replay.onnx", load_recipe(tmp_path / "out.onnx.recipe.toml"))
+        assert (tmp_path / "replay.onnx").read_bytes() == (tmp_path / "out.onnx").read_bytes()
