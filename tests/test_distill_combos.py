@@ -169,7 +169,7 @@ def test_time_limit_keeps_the_best_so_far_and_progress_is_opt_in(digits, tmp_pat
 
 def test_quant_ops_run_like_onnxruntime(digits, tmp_path):
     """The student of each stored form, before any step, computes what onnxruntime does."""
-    from onnxcomp.methods.distill.quant_ops import unsupported
+    from onnxcomp.methods.distill.optable import unsupported
     from onnxcomp.methods.distill.student import Student
 
     model, test, calib = digits
