@@ -343,3 +343,29 @@ def test_auto_with_distill_end_to_end(digits, tmp_path):
         assert 'recover = "distill"' in (tmp_path / "out.onnx.recipe.toml").read_text()
         compress(model, tmp_path / "replay.onnx", load_recipe(tmp_path / "out.onnx.recipe.toml"))
         assert (tmp_path / "replay.onnx").read_bytes() == (tmp_path / "out.onnx").read_bytes()
+
+
+def test_losses_are_zero_at_the_teacher_and_per_position():
+    """Each loss is 0 when the student equals the teacher; KL on [N, T, C] is the mean
+    over samples and steps of the per-step KL (so a long sequence does not weigh more)."""
+    from onnxcomp.methods.distill.targets import make_target
+    from onnxcomp.methods.distill.train import loss_of
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((4, 6, 5)).astype(np.float32)
+    idx = np.arange(4)
+    kl = make_target("y", "kl", logits.copy())
+    assert float(loss_of(kl, {"y": torch.from_numpy(logits)}, idx)) == pytest.approx(0, abs=1e-6)
+    other = rng.standard_normal((4, 6, 5)).astype(np.float32)
+    t, s = torch.from_numpy(logits) / 2, torch.from_numpy(other) / 2
+    pt = torch.softmax(t, -1)
+    per_step = (pt * (torch.log_softmax(t, -1) - torch.log_softmax(s, -1))).sum(-1)
+    got = float(loss_of(kl, {"y": torch.from_numpy(other)}, idx))
+    assert got == pytest.approx(float(per_step.mean()) * 4, rel=1e-5)
+    emb = rng.standard_normal((4, 8)).astype(np.float32)
+    cos = make_target("e", "cosine", emb)
+    same = float(loss_of(cos, {"e": torch.from_numpy(emb)}, idx))
+    shuffled = float(loss_of(cos, {"e": torch.from_numpy(emb[::-1].copy())}, idx))
+    assert same < shuffled  # the contrastive term ranks each sample's own vector first
+    mse = make_target("r", "mse", emb)
+    assert float(loss_of(mse, {"r": torch.from_numpy(emb)}, idx)) == 0.0
