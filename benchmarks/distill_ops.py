@@ -135,6 +135,7 @@ def ours(path: Path, feeds: list, names: list[str], refs: list) -> dict[str, Any
         n: tensor_of(v.const_value.numpy())
         for n, v in model.graph.initializers.items() if v.const_value is not None
     }  # fmt: skip
+    torch.set_num_threads(1)  # honest CPU time on a loaded machine (see speed())
     worst, rms, seconds = 0.0, 0.0, 0.0
     try:
         for feed, ref in zip(feeds, refs, strict=True):
@@ -152,6 +153,51 @@ def ours(path: Path, feeds: list, names: list[str], refs: list) -> dict[str, Any
         return {"status": "error", "error": f"{type(e).__name__}: {str(e)[:300]}"}
     per = seconds / max(len(feeds), 1)
     return {"status": "runs", "rel_error": worst, "rms_error": rms, "cpu_s_per_sample": per}
+
+
+def nodewise(path: Path, feed: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Each node fed onnxruntime's own inputs: its largest relative error, and the codes
+    (integer outputs: QuantizeLinear...) that differ. End to end, a code one float ulp
+    from a rounding boundary may flip and the flip travels; node by node nothing travels."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from onnxcomp.methods.distill.ops.common import tensor_of
+    from onnxcomp.methods.distill.ops.program import program_for
+
+    proto = onnx.load(str(path))
+    names = [o for n in proto.graph.node for o in n.output if o]
+    del proto.graph.output[:]
+    proto.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in names)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    ref = dict(zip(names, sess.run(None, feed), strict=True))
+    model = load(path)
+    known = {n: tensor_of(v.const_value.numpy()) for n, v in model.graph.initializers.items() if v.const_value is not None}
+    known.update({k: torch.from_numpy(np.array(v)) for k, v in feed.items()})
+    program = program_for(model.graph)
+    known.update(program.folded)
+    known.update({k: torch.from_numpy(np.array(v)) for k, v in ref.items() if isinstance(v, np.ndarray)})
+    worst, flipped, codes = 0.0, 0, 0
+    with torch.no_grad():
+        for fn, ins, outs, node, branches in program.steps:
+            if branches is not None or any(n and n not in known for n in ins):
+                continue
+            got = fn([known[n] if n else None for n in ins])
+            for name, value in zip(outs, got, strict=False):
+                r = ref.get(name)
+                if not isinstance(r, np.ndarray) or not name:
+                    continue
+                mine = value.numpy()
+                if r.dtype.kind in "iub" and node.op_type not in ("Shape", "Size"):
+                    codes += r.size
+                    flipped += int(np.sum(mine.astype(np.float64) != r))
+                elif r.dtype.kind == "f":
+                    worst = max(worst, rel_error(mine, r))
+    return {"node_rel_error": worst, "codes_differing": flipped, "codes": codes}
 
 
 def theirs(path: Path, feeds: list, names: list[str], refs: list) -> dict[str, Any]:
@@ -213,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             row = {"model": name, "form": form, "ours": ours(path, feeds, names, refs)}
             row["ort_cpu_s_per_sample"] = REFERENCE_SECONDS[str(path)]
+            if row["ours"]["status"] == "runs" and form != "fp32":
+                try:
+                    row["ours"].update(nodewise(path, feeds[0]))
+                except Exception as e:  # noqa: BLE001
+                    row["ours"]["nodewise"] = f"{type(e).__name__}: {str(e)[:200]}"
             if args.onnx2torch:
                 row["onnx2torch"] = theirs(path, feeds, names, refs)
             rows.append(row)
@@ -224,3 +275,51 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def speed(path: Path, calib: Path, batch: int, repeats: int, threads: int = 1) -> dict[str, float]:
+    """Forward+backward CPU seconds per sample through the table (every float initializer a
+    parameter, the loss the outputs' mean square), against onnxruntime's forward alone.
+
+    One thread by default: on a loaded machine torch's idle threads spin and bill CPU time
+    that does no work, so one thread's CPU time is the honest figure."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from onnxcomp.methods.distill.optable import run_graph
+    from onnxcomp.methods.distill.ops.common import tensor_of
+
+    model = load(path)
+    # weights exported as Constant nodes (Paddle) become initializers, as compress does
+    ir.passes.common.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=1)(model)
+    feeds = samples(model, calib, batch)
+    if any(f[k].shape != feeds[0][k].shape for f in feeds for k in f):  # ragged: the first
+        feeds = feeds[:1] * batch
+    feed = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+    params = {}
+    for n, v in model.graph.initializers.items():
+        if v.const_value is None:
+            continue
+        t = tensor_of(v.const_value.numpy())
+        params[n] = torch.nn.Parameter(t) if t.is_floating_point() else t
+    n_params = sum(p.numel() for p in params.values() if isinstance(p, torch.nn.Parameter))
+    inputs = {k: torch.from_numpy(np.array(v)) for k, v in feed.items()}
+    outs = [o.name for o in model.graph.outputs]
+    run_graph(model.graph, {**params, **inputs})  # compile once, outside the timing
+    fwd = bwd = 0.0
+    for _ in range(repeats):
+        start = time.process_time()
+        env = run_graph(model.graph, {**params, **inputs})
+        loss = sum((env[o].float() ** 2).mean() for o in outs if env[o].is_floating_point())
+        mid = time.process_time()
+        loss.backward()  # type: ignore[union-attr]
+        fwd += mid - start
+        bwd += time.process_time() - mid
+    names, _ = reference(path, [feed])
+    per = batch * repeats
+    return {
+        "params": n_params, "batch": batch, "torch_threads": torch.get_num_threads(),
+        "forward_s_per_sample": fwd / per, "backward_s_per_sample": bwd / per,
+        "ort_forward_s_per_sample": REFERENCE_SECONDS[str(path)] / batch,
+        "epoch_1000_minutes": (fwd + bwd) / per * 1000 / 60, "load": os.getloadavg()[0],
+    }  # fmt: skip

@@ -84,6 +84,9 @@ def _clip(node: ir.Node, opset: int) -> Fn:
     def run(x: list[Any]) -> list[Any]:
         lo, hi = given(x, 1), given(x, 2)
         y = x[0]
+        fixed = [b is None or (b.numel() == 1 and not b.requires_grad) for b in (lo, hi)]
+        if all(fixed) and y.is_floating_point():  # one pass with scalar bounds
+            return [torch.clamp(y, *(None if b is None else float(b) for b in (lo, hi)))]
         if lo is not None:
             y = torch.maximum(y, lo.to(y.dtype))
         if hi is not None:

@@ -165,7 +165,16 @@ def _batchnorm(node: ir.Node, opset: int) -> Fn:
     eps = float_(node, "epsilon", 1e-5)
     if int_(node, "training_mode", 0):
         fail(node, "training_mode=1")
-    return lambda x: [F.batch_norm(x[0], x[3], x[4], x[1], x[2], training=False, eps=eps)]
+
+    def run(x: list[Any]) -> list[Any]:
+        t, scale, bias, mean, var = x[:5]
+        if not (mean.requires_grad or var.requires_grad):
+            return [F.batch_norm(t, mean, var, scale, bias, training=False, eps=eps)]
+        shape = (1, -1) + (1,) * (t.dim() - 2)  # statistics that train: the formula itself
+        inv = torch.rsqrt(var + eps) * scale
+        return [t * inv.reshape(shape) + (bias - mean * inv).reshape(shape)]
+
+    return run
 
 
 def _dropout(node: ir.Node, opset: int) -> Fn:
