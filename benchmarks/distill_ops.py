@@ -30,7 +30,7 @@ import onnx_ir as ir
 
 from onnxcomp.io.model_io import load
 
-CORPUS = Path(os.environ.get("ONNXCOMP_CORPUS", Path.home() / ".cache/onnxcomp-corpus")) / "prepared"
+CORPUS = Path(os.environ.get("ONNXCOMP_CORPUS_CACHE") or Path.home() / ".cache/onnxcomp-corpus") / "prepared"
 FORMS = {
     "fp32": None,
     "weights": ["--quantize", "weights"],
