@@ -25,8 +25,8 @@ def test_corpus_graph_runs_like_onnxruntime(name: str) -> None:
         pytest.skip(f"no corpus cache at {CORPUS}")
     torch = pytest.importorskip("torch")
     from onnxcomp.io.model_io import load
-    from onnxcomp.methods.distill.optable import run_graph, unsupported
     from onnxcomp.methods.distill.ops.common import tensor_of
+    from onnxcomp.methods.distill.optable import run_graph, unsupported
 
     path: Path = CORPUS / name / "model.onnx"
     model = load(path)

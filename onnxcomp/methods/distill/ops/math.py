@@ -10,7 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from onnxcomp.methods.distill.ops.common import (
-    Fn, Maker, fail, float_, given, int_, ints, is_int, string, to_list,
+    Fn,
+    Maker,
+    fail,
+    float_,
+    given,
+    int_,
+    ints,
+    is_int,
+    string,
+    to_list,
 )  # fmt: skip
 
 
@@ -354,7 +363,11 @@ def _lp_norm(node: ir.Node, opset: int) -> Fn:
 
     def run(x: list[Any]) -> list[Any]:
         t = x[0]
-        norm = t.abs().sum(axis, keepdim=True) if p == 1 else torch.sqrt((t * t).sum(axis, keepdim=True))
+        norm = (
+            t.abs().sum(axis, keepdim=True)
+            if p == 1
+            else torch.sqrt((t * t).sum(axis, keepdim=True))
+        )
         return [torch.where(norm == 0, t, t / norm)]
 
     return run
