@@ -20,8 +20,8 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 
 from onnxcomp.errors import OnnxcompError  # noqa: E402
-from onnxcomp.methods.distill.optable import run_graph, unsupported  # noqa: E402
 from onnxcomp.methods.distill.ops.common import tensor_of  # noqa: E402
+from onnxcomp.methods.distill.optable import run_graph, unsupported  # noqa: E402
 
 pytestmark = pytest.mark.distill
 RTOL = ATOL = 1e-5
@@ -32,7 +32,9 @@ def _model(nodes, inputs, outputs, inits=(), opset=18, ms=False) -> onnx.ModelPr
     """Outputs untyped: onnxruntime types them by inference."""
     outputs = [helper.make_empty_tensor_value_info(o.name) for o in outputs]
     graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
-    imports = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("com.microsoft", 1)] if ms else [])
+    imports = [helper.make_opsetid("", opset)] + (
+        [helper.make_opsetid("com.microsoft", 1)] if ms else []
+    )
     model = helper.make_model(graph, opset_imports=imports)
     model.ir_version = 10 if opset >= 21 else 8
     return model
@@ -57,7 +59,9 @@ def _both(proto: onnx.ModelProto, feed: dict[str, np.ndarray], **kw: Any) -> lis
     env = {n: tensor_of(v.const_value.numpy()) for n, v in model.graph.initializers.items()}
     env.update({k: torch.from_numpy(np.array(v)) for k, v in feed.items()})
     out = run_graph(model.graph, env)
-    return [(out[o.name].detach().numpy(), r) for o, r in zip(model.graph.outputs, ref, strict=True)]
+    return [
+        (out[o.name].detach().numpy(), r) for o, r in zip(model.graph.outputs, ref, strict=True)
+    ]
 
 
 def _check(proto, feed, exact: bool = False, **kw) -> None:
@@ -66,7 +70,9 @@ def _check(proto, feed, exact: bool = False, **kw) -> None:
         if exact or ref.dtype.kind in "iub":
             np.testing.assert_array_equal(mine.astype(ref.dtype), ref)
         else:
-            np.testing.assert_allclose(mine, ref, rtol=kw.get("rtol", RTOL), atol=kw.get("atol", ATOL))
+            np.testing.assert_allclose(
+                mine, ref, rtol=kw.get("rtol", RTOL), atol=kw.get("atol", ATOL)
+            )
 
 
 RNG = np.random.default_rng(0)
@@ -80,8 +86,8 @@ def test_names_are_the_table():
     from onnxcomp.methods.distill.ops import names
     from onnxcomp.methods.distill.ops.program import MAKERS
 
-    assert names.ONNX == {*MAKERS[""], "If"}
-    assert names.MICROSOFT == set(MAKERS["com.microsoft"])
+    assert {*MAKERS[""], "If"} == names.ONNX
+    assert set(MAKERS["com.microsoft"]) == names.MICROSOFT
 
 
 def test_math_family():
@@ -102,7 +108,9 @@ def test_math_family():
         helper.make_node("HardSwish", ["x"], ["hswish"]),
         helper.make_node("LeakyRelu", ["x"], ["leaky"], alpha=0.2),
         helper.make_node("PRelu", ["x", "slope"], ["prelu"]),
-        helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-3),
+        helper.make_node(
+            "LayerNormalization", ["x", "gamma", "beta"], ["ln"], axis=-1, epsilon=1e-3
+        ),
         helper.make_node("ReduceMean", ["x", "axes"], ["rmean"], keepdims=1),
         helper.make_node("ReduceSum", ["x", "axes"], ["rsum"], keepdims=0),
         helper.make_node("ReduceMax", ["x"], ["rmax"], keepdims=0),
@@ -117,15 +125,38 @@ def test_math_family():
         helper.make_node("Div", ["ints", "threes"], ["idiv"]),
         helper.make_node("Gemm", ["m", "w", "c"], ["gemm"], transB=1, alpha=0.5, beta=2.0),
     ]
-    outs = ["erf", "gelu", "sqrt", "pow", "recip", "log", "max", "min", "hsig", "hswish", "leaky",
-            "prelu", "ln", "rmean", "rsum", "rmax", "soft", "eq", "where", "einsum", "idiv", "gemm"]  # fmt: skip
+    outs = [
+        "erf",
+        "gelu",
+        "sqrt",
+        "pow",
+        "recip",
+        "log",
+        "max",
+        "min",
+        "hsig",
+        "hswish",
+        "leaky",
+        "prelu",
+        "ln",
+        "rmean",
+        "rsum",
+    ]
+    outs += ["rmax", "soft", "eq", "where", "einsum", "idiv", "gemm"]
     inits = [
-        _init("three", np.array(3.0, np.float32)), _init("one", np.array(1.0, np.float32)),
-        _init("slope", _x(5)), _init("gamma", _x(5)), _init("beta", _x(5)),
-        _init("axes", np.array([1, -1], np.int64)), _init("threes", np.array([3, -3], np.int64)),
-        _init("w", _x(6, 5)), _init("c", _x(6)),
-    ]  # fmt: skip
-    proto = _model(nodes, [_vi("x"), _vi("ints", I64), _vi("m")], [_vi(o) for o in outs], inits, opset=20)
+        _init("three", np.array(3.0, np.float32)),
+        _init("one", np.array(1.0, np.float32)),
+        _init("slope", _x(5)),
+        _init("gamma", _x(5)),
+        _init("beta", _x(5)),
+        _init("axes", np.array([1, -1], np.int64)),
+        _init("threes", np.array([3, -3], np.int64)),
+        _init("w", _x(6, 5)),
+        _init("c", _x(6)),
+    ]
+    proto = _model(
+        nodes, [_vi("x"), _vi("ints", I64), _vi("m")], [_vi(o) for o in outs], inits, opset=20
+    )
     feed = {"x": _x(2, 4, 5), "ints": np.array([7, -7], np.int64), "m": _x(3, 5)}
     _check(proto, feed)
 
@@ -146,7 +177,9 @@ def test_shape_family(opset):
         helper.make_node("Concat", ["s2", "s1"], ["cat"], axis=1),
         helper.make_node("Expand", ["col", "shape"], ["expand"]),
         helper.make_node("Tile", ["x", "reps"], ["tile"]),
-        helper.make_node("ConstantOfShape", ["shape"], ["zeros"], value=helper.make_tensor("v", F, [1], [2.5])),
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["zeros"], value=helper.make_tensor("v", F, [1], [2.5])
+        ),
         helper.make_node("Range", ["r0", "r1", "r2"], ["range"]),
         helper.make_node("Gather", ["x", "idx"], ["gather"], axis=1),
         helper.make_node("Pad", ["x", "pads", "pval"], ["padc"], mode="constant"),
@@ -161,15 +194,22 @@ def test_shape_family(opset):
     outs = ["size", "sq", "slice", "cat", "expand", "tile", "zeros", "range", "gather", "padc",
             "padr", "pade", "argmax", "tr", "resh", "flat", "fshape"]  # fmt: skip
     inits = [
-        _init("ax", np.array([0, -1], np.int64)), _init("sizes", np.array([1, 3], np.int64)),
-        _init("starts", np.array([-1, 1], np.int64)), _init("ends", np.array([-100, 100], np.int64)),
-        _init("saxes", np.array([2, 1], np.int64)), _init("steps", np.array([-2, 2], np.int64)),
-        _init("col", _x(4, 1)), _init("reps", np.array([1, 2, 1], np.int64)),
-        _init("r0", np.array(5, np.int64)), _init("r1", np.array(-3, np.int64)),
-        _init("r2", np.array(-2, np.int64)), _init("idx", np.array([[-1, 0], [2, 2]], np.int64)),
+        _init("ax", np.array([0, -1], np.int64)),
+        _init("sizes", np.array([1, 3], np.int64)),
+        _init("starts", np.array([-1, 1], np.int64)),
+        _init("ends", np.array([-100, 100], np.int64)),
+        _init("saxes", np.array([2, 1], np.int64)),
+        _init("steps", np.array([-2, 2], np.int64)),
+        _init("col", _x(4, 1)),
+        _init("reps", np.array([1, 2, 1], np.int64)),
+        _init("r0", np.array(5, np.int64)),
+        _init("r1", np.array(-3, np.int64)),
+        _init("r2", np.array(-2, np.int64)),
+        _init("idx", np.array([[-1, 0], [2, 2]], np.int64)),
         _init("pads", np.array([0, 1, 2, 0, 2, 1], np.int64)),
-        _init("pval", np.array(-7.0, np.float32)), _init("rshape", np.array([0, -1], np.int64)),
-    ]  # fmt: skip
+        _init("pval", np.array(-7.0, np.float32)),
+        _init("rshape", np.array([0, -1], np.int64)),
+    ]
     proto = _model(nodes, [_vi("x")], [_vi(o) for o in outs], inits, opset=opset)
     _check(proto, {"x": _x(2, 4, 5)})
 
@@ -178,36 +218,76 @@ def test_nn_family():
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["same"], auto_pad="SAME_UPPER", strides=[2, 2]),
         helper.make_node("Conv", ["x", "w", "b"], ["asym"], pads=[0, 1, 2, 1], group=1),
-        helper.make_node("Conv", ["x", "wg"], ["grouped"], group=3, dilations=[2, 1], pads=[1, 1, 1, 1]),
-        helper.make_node("ConvTranspose", ["x", "wt", "bt"], ["convt"], strides=[2, 2],
-                         pads=[1, 0, 2, 1], output_padding=[1, 0]),  # fmt: skip
-        helper.make_node("MaxPool", ["x"], ["maxc"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+        helper.make_node(
+            "Conv", ["x", "wg"], ["grouped"], group=3, dilations=[2, 1], pads=[1, 1, 1, 1]
+        ),
+        helper.make_node(
+            "ConvTranspose",
+            ["x", "wt", "bt"],
+            ["convt"],
+            strides=[2, 2],
+            pads=[2, 0, 1, 1],
+            output_padding=[1, 0],
+        ),
+        helper.make_node(
+            "MaxPool", ["x"], ["maxc"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1
+        ),
         helper.make_node("MaxPool", ["x"], ["maxs"], kernel_shape=[2, 3], auto_pad="SAME_LOWER"),
-        helper.make_node("AveragePool", ["x"], ["avgc"], kernel_shape=[3, 3], strides=[2, 2],
-                         pads=[1, 1, 1, 1], ceil_mode=1),  # fmt: skip
+        helper.make_node(
+            "AveragePool",
+            ["x"],
+            ["avgc"],
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            ceil_mode=1,
+        ),
         helper.make_node("AveragePool", ["x"], ["avga"], kernel_shape=[3, 2], pads=[0, 1, 2, 0]),
-        helper.make_node("AveragePool", ["x"], ["avgi"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                         count_include_pad=1),  # fmt: skip
+        helper.make_node(
+            "AveragePool",
+            ["x"],
+            ["avgi"],
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            count_include_pad=1,
+        ),
         helper.make_node("BatchNormalization", ["x", "g", "bb", "mu", "var"], ["bn"]),
         helper.make_node("GlobalMaxPool", ["x"], ["gmax"]),
         helper.make_node("GlobalAveragePool", ["x"], ["gavg"]),
-        helper.make_node("Resize", ["x", "", "scales"], ["near"], mode="nearest",
-                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),  # fmt: skip
+        helper.make_node(
+            "Resize",
+            ["x", "", "scales"],
+            ["near"],
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        ),
         helper.make_node("Resize", ["x", "", "", "sizes"], ["near_hp"], mode="nearest"),
         helper.make_node("Resize", ["x", "", "scales"], ["lin"], mode="linear"),
-        helper.make_node("Resize", ["x", "", "", "sizes"], ["lin_ac"], mode="linear",
-                         coordinate_transformation_mode="align_corners"),  # fmt: skip
+        helper.make_node(
+            "Resize",
+            ["x", "", "", "sizes"],
+            ["lin_ac"],
+            mode="linear",
+            coordinate_transformation_mode="align_corners",
+        ),
     ]
     outs = ["same", "asym", "grouped", "convt", "maxc", "maxs", "avgc", "avga", "avgi", "bn",
             "gmax", "gavg", "near", "near_hp", "lin", "lin_ac"]  # fmt: skip
     var = np.abs(_x(3)) + 0.5
     inits = [
-        _init("w", _x(4, 3, 3, 3)), _init("b", _x(4)), _init("wg", _x(6, 1, 3, 3)),
-        _init("wt", _x(3, 2, 3, 3)), _init("bt", _x(2)),
-        _init("g", _x(3)), _init("bb", _x(3)), _init("mu", _x(3)), _init("var", var),
+        _init("w", _x(4, 3, 3, 3)),
+        _init("b", _x(4)),
+        _init("wg", _x(6, 1, 3, 3)),
+        _init("wt", _x(3, 2, 3, 3)),
+        _init("bt", _x(2)),
+        _init("g", _x(3)),
+        _init("bb", _x(3)),
+        _init("mu", _x(3)),
+        _init("var", var),
         _init("scales", np.array([1, 1, 2, 3], np.float32)),
         _init("sizes", np.array([1, 3, 5, 13], np.int64)),
-    ]  # fmt: skip
+    ]
     proto = _model(nodes, [_vi("x")], [_vi(o) for o in outs], inits, opset=19)
     _check(proto, {"x": _x(1, 3, 7, 9)})
 
@@ -216,18 +296,38 @@ def test_nn_family():
 def test_lstm_and_gru(direction):
     dirs, hidden, n_in = (2 if direction == "bidirectional" else 1), 4, 3
     nodes = [
-        helper.make_node("LSTM", ["x", "w", "r", "b", "", "h0", "c0"], ["y", "yh", "yc"],
-                         hidden_size=hidden, direction=direction),  # fmt: skip
-        helper.make_node("GRU", ["x", "gw", "gr", "gb", "", "h0"], ["gy", "gyh"],
-                         hidden_size=hidden, direction=direction, linear_before_reset=1),  # fmt: skip
-        helper.make_node("GRU", ["x", "gw", "gr", "gb"], ["gy0", "gyh0"],
-                         hidden_size=hidden, direction=direction, linear_before_reset=0),  # fmt: skip
+        helper.make_node(
+            "LSTM",
+            ["x", "w", "r", "b", "", "h0", "c0"],
+            ["y", "yh", "yc"],
+            hidden_size=hidden,
+            direction=direction,
+        ),
+        helper.make_node(
+            "GRU",
+            ["x", "gw", "gr", "gb", "", "h0"],
+            ["gy", "gyh"],
+            hidden_size=hidden,
+            direction=direction,
+            linear_before_reset=1,
+        ),
+        helper.make_node(
+            "GRU",
+            ["x", "gw", "gr", "gb"],
+            ["gy0", "gyh0"],
+            hidden_size=hidden,
+            direction=direction,
+            linear_before_reset=0,
+        ),
     ]
     inits = [
-        _init("w", _x(dirs, 4 * hidden, n_in)), _init("r", _x(dirs, 4 * hidden, hidden)),
-        _init("b", _x(dirs, 8 * hidden)), _init("gw", _x(dirs, 3 * hidden, n_in)),
-        _init("gr", _x(dirs, 3 * hidden, hidden)), _init("gb", _x(dirs, 6 * hidden)),
-    ]  # fmt: skip
+        _init("w", _x(dirs, 4 * hidden, n_in)),
+        _init("r", _x(dirs, 4 * hidden, hidden)),
+        _init("b", _x(dirs, 8 * hidden)),
+        _init("gw", _x(dirs, 3 * hidden, n_in)),
+        _init("gr", _x(dirs, 3 * hidden, hidden)),
+        _init("gb", _x(dirs, 6 * hidden)),
+    ]
     outs = ["y", "yh", "yc", "gy", "gyh", "gy0", "gyh0"]
     proto = _model(nodes, [_vi("x"), _vi("h0"), _vi("c0")], [_vi(o) for o in outs], inits, opset=14)
     feed = {"x": _x(5, 2, n_in), "h0": _x(dirs, 2, hidden), "c0": _x(dirs, 2, hidden)}
@@ -237,13 +337,22 @@ def test_lstm_and_gru(direction):
 def test_if_runs_the_branch_its_condition_picks():
     then_w, else_w = _x(5, 3), _x(5, 3)
     then_g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "tw"], ["t_out"])], "then", [], [_vi("t_out")],
+        [helper.make_node("MatMul", ["x", "tw"], ["t_out"])],
+        "then",
+        [],
+        [_vi("t_out")],
         [_init("tw", then_w)],
-    )  # fmt: skip
+    )
     else_g = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "ew"], ["e_mm"]), helper.make_node("Relu", ["e_mm"], ["e_out"])],
-        "else", [], [_vi("e_out")], [_init("ew", else_w)],
-    )  # fmt: skip
+        [
+            helper.make_node("MatMul", ["x", "ew"], ["e_mm"]),
+            helper.make_node("Relu", ["e_mm"], ["e_out"]),
+        ],
+        "else",
+        [],
+        [_vi("e_out")],
+        [_init("ew", else_w)],
+    )
     nodes = [
         helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
         helper.make_node("Greater", ["total", "zero"], ["cond"]),
@@ -293,18 +402,25 @@ def test_qdq_per_axis_and_blocks():
         helper.make_node("QuantizeLinear", ["x", "s_axis", "z_axis"], ["q"], axis=1),
         helper.make_node("DequantizeLinear", ["q", "s_axis", "z_axis"], ["dq"], axis=1),
         helper.make_node("DequantizeLinear", ["w4", "s_block"], ["w"], axis=0, block_size=4),
-        helper.make_node("DequantizeLinear", ["u4", "s_block", "z_block"], ["wu"], axis=0, block_size=4),
+        helper.make_node(
+            "DequantizeLinear", ["u4", "s_block", "z_block"], ["wu"], axis=0, block_size=4
+        ),
         helper.make_node("MatMul", ["dq", "w"], ["y"]),
         helper.make_node("MatMul", ["dq", "wu"], ["yu"]),
     ]
     w4 = helper.make_tensor("w4", TensorProto.INT4, [10, 3], RNG.integers(-8, 8, 30).tolist())
     u4 = helper.make_tensor("u4", TensorProto.UINT4, [10, 3], RNG.integers(0, 16, 30).tolist())
-    z_block = helper.make_tensor("z_block", TensorProto.UINT4, [3, 3], RNG.integers(0, 16, 9).tolist())
+    z_block = helper.make_tensor(
+        "z_block", TensorProto.UINT4, [3, 3], RNG.integers(0, 16, 9).tolist()
+    )
     inits = [
         _init("s_axis", np.array([0.05, 0.1] * 5, np.float32)),
         _init("z_axis", RNG.integers(0, 20, 10).astype(np.uint8)),
-        w4, u4, z_block, _init("s_block", (np.abs(_x(3, 3)) + 0.1)),
-    ]  # fmt: skip
+        w4,
+        u4,
+        z_block,
+        _init("s_block", (np.abs(_x(3, 3)) + 0.1)),
+    ]
     proto = _model(nodes, [_vi("x")], [_vi("y"), _vi("yu")], inits, opset=21)
     _check(proto, {"x": _x(4, 10)})
 
@@ -331,16 +447,24 @@ def test_matmul_nbits_decodes_its_packed_codes(zeros):
     elif zeros == "float":
         ins.append("zp")
         inits.append(_init("zp", (RNG.integers(0, 16, (n * blocks)) * 1.0).astype(np.float32)))
-    node = helper.make_node("MatMulNBits", ins, ["y"], domain="com.microsoft", K=k, N=n, bits=4,
-                            block_size=block)  # fmt: skip
+    node = helper.make_node(
+        "MatMulNBits", ins, ["y"], domain="com.microsoft", K=k, N=n, bits=4, block_size=block
+    )
     proto = _model([node], [_vi("a")], [_vi("y")], inits, opset=21, ms=True)
     _check(proto, {"a": _x(3, k)}, rtol=1e-4)  # onnxruntime accumulates in its own order
 
 
 def test_gather_block_quantized():
     data = helper.make_tensor("t", TensorProto.INT4, [5, 32], RNG.integers(-8, 8, 160).tolist())
-    node = helper.make_node("GatherBlockQuantized", ["t", "ids", "s"], ["y"], domain="com.microsoft",
-                            gather_axis=0, quantize_axis=1, block_size=16)  # fmt: skip
+    node = helper.make_node(
+        "GatherBlockQuantized",
+        ["t", "ids", "s"],
+        ["y"],
+        domain="com.microsoft",
+        gather_axis=0,
+        quantize_axis=1,
+        block_size=16,
+    )
     inits = [data, _init("s", np.abs(_x(5, 2)) + 0.1)]
     proto = _model([node], [_vi("ids", I64)], [_vi("y")], inits, opset=21, ms=True)
     _check(proto, {"ids": np.array([[4, 0, 2]], np.int64)})
@@ -354,20 +478,31 @@ def test_integer_kernels():
         helper.make_node("Mul", ["accf", "xs"], ["mm"]),
         helper.make_node("QuantizeLinear", ["img", "is", "iz"], ["imgq"]),
         helper.make_node("ConvInteger", ["imgq", "cw", "iz"], ["cacc"], pads=[1, 1, 1, 1]),
-        helper.make_node("QLinearConv", ["imgq", "is", "iz", "cw", "cs", "cz", "ys", "yz", "cb"], ["qc"]),
+        helper.make_node(
+            "QLinearConv", ["imgq", "is", "iz", "cw", "cs", "cz", "ys", "yz", "cb"], ["qc"]
+        ),
         helper.make_node("QuantizeLinear", ["x", "is", "iz"], ["aq"]),
         helper.make_node("QLinearMatMul", ["aq", "is", "iz", "wq", "ws", "wz", "ys", "yz"], ["qm"]),
     ]
     inits = [
-        _init("wq", RNG.integers(-127, 128, (16, 8)).astype(np.int8)), _init("wz", np.int8(0)),
-        _init("is", np.array(0.02, np.float32)), _init("iz", np.array(128, np.uint8)),
+        _init("wq", RNG.integers(-127, 128, (16, 8)).astype(np.int8)),
+        _init("wz", np.int8(0)),
+        _init("is", np.array(0.02, np.float32)),
+        _init("iz", np.array(128, np.uint8)),
         _init("cw", RNG.integers(-127, 128, (4, 2, 3, 3)).astype(np.int8)),
-        _init("cs", np.array(0.01, np.float32)), _init("cz", np.int8(0)),
+        _init("cs", np.array(0.01, np.float32)),
+        _init("cz", np.int8(0)),
         _init("ws", np.array(0.01, np.float32)),
-        _init("ys", np.array(0.05, np.float32)), _init("yz", np.array(100, np.uint8)),
+        _init("ys", np.array(0.05, np.float32)),
+        _init("yz", np.array(100, np.uint8)),
         _init("cb", RNG.integers(-500, 500, 4).astype(np.int32)),
-    ]  # fmt: skip
-    outs = [_vi("mm"), _vi("cacc", TensorProto.INT32), _vi("qc", TensorProto.UINT8), _vi("qm", TensorProto.UINT8)]
+    ]
+    outs = [
+        _vi("mm"),
+        _vi("cacc", TensorProto.INT32),
+        _vi("qc", TensorProto.UINT8),
+        _vi("qm", TensorProto.UINT8),
+    ]
     proto = _model(nodes, [_vi("x"), _vi("img")], outs, inits, opset=13)
     _check(proto, {"x": _x(3, 16), "img": _x(1, 2, 6, 6)})
 
@@ -380,6 +515,8 @@ def test_cases_it_cannot_run_are_refused_by_name():
     with pytest.raises(OnnxcompError, match="LSTM clip"):
         run_graph(model.graph, env)
     cubic = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")
-    model = ir.from_proto(_model([cubic], [_vi("x")], [_vi("y")], [_init("s", np.ones(4, np.float32))]))
+    model = ir.from_proto(
+        _model([cubic], [_vi("x")], [_vi("y")], [_init("s", np.ones(4, np.float32))])
+    )
     with pytest.raises(OnnxcompError, match="Resize mode=cubic"):
         run_graph(model.graph, {"x": torch.zeros(1, 1, 2, 2)})

@@ -10,7 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from onnxcomp.methods.distill.ops.common import (
-    Fn, Maker, fail, float_, given, int_, ints, is_int, string, to_list,
+    Fn,
+    Maker,
+    fail,
+    float_,
+    given,
+    int_,
+    ints,
+    is_int,
+    string,
+    to_list,
 )  # fmt: skip
 
 
@@ -84,6 +93,9 @@ def _clip(node: ir.Node, opset: int) -> Fn:
     def run(x: list[Any]) -> list[Any]:
         lo, hi = given(x, 1), given(x, 2)
         y = x[0]
+        fixed = [b is None or (b.numel() == 1 and not b.requires_grad) for b in (lo, hi)]
+        if all(fixed) and y.is_floating_point():  # one pass with scalar bounds
+            return [torch.clamp(y, *(None if b is None else float(b) for b in (lo, hi)))]
         if lo is not None:
             y = torch.maximum(y, lo.to(y.dtype))
         if hi is not None:
@@ -351,7 +363,11 @@ def _lp_norm(node: ir.Node, opset: int) -> Fn:
 
     def run(x: list[Any]) -> list[Any]:
         t = x[0]
-        norm = t.abs().sum(axis, keepdim=True) if p == 1 else torch.sqrt((t * t).sum(axis, keepdim=True))
+        norm = (
+            t.abs().sum(axis, keepdim=True)
+            if p == 1
+            else torch.sqrt((t * t).sum(axis, keepdim=True))
+        )
         return [torch.where(norm == 0, t, t / norm)]
 
     return run

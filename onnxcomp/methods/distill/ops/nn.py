@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from onnxcomp.methods.distill.ops.common import (
-    Fn, fail, float_, given, int_, ints, string, to_list,
+    Fn,
+    fail,
+    float_,
+    given,
+    int_,
+    ints,
+    string,
+    to_list,
 )  # fmt: skip
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -90,14 +97,11 @@ def _conv_transpose(node: ir.Node, opset: int) -> Fn:
         if string(node, "auto_pad", "NOTSET") == "VALID":
             pads = [0] * (2 * dims)
         out_pad = ints(node, "output_padding") or [0] * dims
-        begin, end = pads[:dims], pads[dims:]
-        # torch crops ``begin`` both sides: crop the rest of ``end`` ourselves
-        y = _CONVT[dims](x[0], w, given(x, 2), strides, begin, out_pad, group, dil)
-        extra = [e - b for b, e in zip(begin, end, strict=True)]
-        if any(e < 0 for e in extra):
-            fail(node, "pads with begin > end")
-        if any(extra):
-            y = y[(slice(None), slice(None), *(slice(0, y.shape[2 + i] - e) for i, e in enumerate(extra)))]
+        # torch crops the same padding both sides: pad 0, then crop each side itself
+        y = _CONVT[dims](x[0], w, given(x, 2), strides, 0, out_pad, group, dil)
+        if any(pads):
+            crop = [slice(pads[i], y.shape[2 + i] - pads[dims + i]) for i in range(dims)]
+            y = y[tuple([slice(None), slice(None), *crop])]
         return [y]
 
     return run
@@ -119,7 +123,10 @@ def _pool(node: ir.Node, opset: int) -> Fn:
         def run_max(x: list[Any]) -> list[Any]:
             t, pads = win.split(x[0], float("-inf"))
             if any(2 * p > k for p, k in zip(pads, kernel, strict=True)):
-                t, pads = F.pad(t, [p for p in reversed(pads) for _ in (0, 1)], value=float("-inf")), [0] * dims
+                t, pads = (
+                    F.pad(t, [p for p in reversed(pads) for _ in (0, 1)], value=float("-inf")),
+                    [0] * dims,
+                )
             return [_MAX[dims](t, kernel, win.strides, pads, win.dilations, ceil)]
 
         return run_max
@@ -129,7 +136,9 @@ def _pool(node: ir.Node, opset: int) -> Fn:
 
     def run_avg(x: list[Any]) -> list[Any]:
         pads = win.pads_for(tuple(x[0].shape[2:]))
-        if pads[:dims] == pads[dims:] and all(2 * p <= k for p, k in zip(pads, kernel, strict=False)):
+        if pads[:dims] == pads[dims:] and all(
+            2 * p <= k for p, k in zip(pads, kernel, strict=False)
+        ):
             return [_AVG[dims](x[0], kernel, win.strides, pads[:dims], ceil, include)]
         if ceil:
             fail(node, "ceil_mode with asymmetric pads")
@@ -165,7 +174,16 @@ def _batchnorm(node: ir.Node, opset: int) -> Fn:
     eps = float_(node, "epsilon", 1e-5)
     if int_(node, "training_mode", 0):
         fail(node, "training_mode=1")
-    return lambda x: [F.batch_norm(x[0], x[3], x[4], x[1], x[2], training=False, eps=eps)]
+
+    def run(x: list[Any]) -> list[Any]:
+        t, scale, bias, mean, var = x[:5]
+        if not (mean.requires_grad or var.requires_grad):
+            return [F.batch_norm(t, mean, var, scale, bias, training=False, eps=eps)]
+        shape = (1, -1) + (1,) * (t.dim() - 2)  # statistics that train: the formula itself
+        inv = torch.rsqrt(var + eps) * scale
+        return [t * inv.reshape(shape) + (bias - mean * inv).reshape(shape)]
+
+    return run
 
 
 def _dropout(node: ir.Node, opset: int) -> Fn:
@@ -206,7 +224,9 @@ def _resize_indices(
 
 def _resize(node: ir.Node, opset: int) -> Fn:
     mode = string(node, "mode", "nearest")
-    coord = string(node, "coordinate_transformation_mode", "half_pixel" if opset >= 11 else "asymmetric")
+    coord = string(
+        node, "coordinate_transformation_mode", "half_pixel" if opset >= 11 else "asymmetric"
+    )
     nearest = string(node, "nearest_mode", "round_prefer_floor")
     if int_(node, "antialias", 0):
         fail(node, "antialias=1")
@@ -241,7 +261,7 @@ def _resize(node: ir.Node, opset: int) -> Fn:
             if all_scales[:2] != [1.0, 1.0]:
                 fail(node, "resizing the batch or channel axis")
             scales = all_scales[2:]
-            out = [int(math.floor(i * s)) for i, s in zip(t.shape[2:], scales, strict=True)]
+            out = [math.floor(i * s) for i, s in zip(t.shape[2:], scales, strict=True)]
         if mode == "linear":
             if spatial not in (1, 2, 3):
                 fail(node, f"linear over {spatial} axes")

@@ -268,4 +268,3 @@ OPS = {
     "QLinearConv": _qlinear_conv,
 }
 MS_OPS = {"MatMulNBits": _matmul_nbits, "GatherBlockQuantized": _gather_block}
-

@@ -64,7 +64,7 @@ def _lstm(node: ir.Node, opset: int) -> Fn:
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
                 h = torch.sigmoid(o) * torch.tanh(c)
                 out[t] = h
-            ys.append(torch.stack(out))  # type: ignore[arg-type]
+            ys.append(torch.stack(out))
             hs.append(h)
             cs.append(c)
         y = torch.stack(ys, dim=1)  # [seq, dirs, batch, H]
@@ -107,10 +107,12 @@ def _gru(node: ir.Node, opset: int) -> Fn:
                     hh = h @ rh_t + (rb[2 * hidden :] if rb is not None else 0)
                     cand = torch.tanh(xh + rg * hh)
                 else:
-                    cand = torch.tanh(xh + (rg * h) @ rh_t + (rb[2 * hidden :] if rb is not None else 0))
+                    cand = torch.tanh(
+                        xh + (rg * h) @ rh_t + (rb[2 * hidden :] if rb is not None else 0)
+                    )
                 h = (1 - z) * cand + z * h
                 out[t] = h
-            ys.append(torch.stack(out))  # type: ignore[arg-type]
+            ys.append(torch.stack(out))
             hs.append(h)
         y = torch.stack(ys, dim=1)
         return [y, torch.stack(hs)][: len(node.outputs)]

@@ -9,14 +9,23 @@ import torch
 import torch.nn.functional as F
 
 from onnxcomp.methods.distill.ops.common import (
-    DTYPES, Fn, fail, float_, given, int_, ints, string, tensor_of, to_list,
+    DTYPES,
+    Fn,
+    fail,
+    float_,
+    given,
+    int_,
+    ints,
+    string,
+    tensor_of,
+    to_list,
 )  # fmt: skip
 
 INT64 = torch.int64
 
 
 def _shape(node: ir.Node, opset: int) -> Fn:
-    start, end = int_(node, "start", 0), node.attributes.get_int("end", None)  # type: ignore[arg-type]
+    start, end = int_(node, "start", 0), node.attributes.get_int("end", None)
     return lambda x: [torch.tensor(list(x[0].shape)[start:end], dtype=INT64)]
 
 
@@ -140,7 +149,7 @@ def _split(node: ir.Node, opset: int) -> Fn:
     axis = int_(node, "axis", 0)
     n_out = len(node.outputs)
     attr = ints(node, "split")
-    num = node.attributes.get_int("num_outputs", None)  # type: ignore[arg-type]
+    num = node.attributes.get_int("num_outputs", None)
 
     def run(x: list[Any]) -> list[Any]:
         t = x[0]
