@@ -202,7 +202,7 @@ def train(
             since += 1
         if plan.progress is not None:
             plan.progress(
-                f"distill step {step}/{steps}: loss {float(loss):.4g}, held-back {value:.4g} "
+                f"distill step {step}/{steps}: loss {loss.item():.4g}, held-back {value:.4g} "
                 f"(best {best:.4g} at step {best_step})"
             )
         if since >= patience and step != steps:
