@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from onnxcomp import CompressOptions, compress, compress_model
 from onnxcomp.methods.int8.flow import prepare_int8, resolve_activation_type
-from onnxcomp.methods.int8.measure_step import _settled
+from onnxcomp.methods.int8.measure_step import Bench, _settled
 from onnxcomp.methods.int8.placement import plan_qdq
 from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass
 
@@ -263,3 +263,18 @@ def test_measure_step_timing_stops_once_the_decision_is_settled() -> None:
     assert not _settled(list(np.array(base) * 0.97 * quiet), base)  # on the edge
     noisy = np.exp(0.1 * rng.standard_normal(16))
     assert not _settled(list(np.array(base) * noisy), base)  # 10% noise per run
+
+
+def test_a_gain_the_noise_cannot_tell_from_the_band_keeps_the_incumbent() -> None:
+    """A family goes float for speed only when the paired runs put its gain past the 3%
+    band by 3 standard errors: the same 5% gain is clear on a quiet machine and not on
+    a loaded one, where the incumbent (int8 kept) stays, as it does for a 2% gain."""
+    bench = Bench.__new__(Bench)
+    for pair, verdict in [
+        ((np.log(0.95), 0.002), -1),  # 5% faster, quiet: clearly
+        ((np.log(0.95), 0.02), 0),  # 5% faster, noisy: not clear
+        ((np.log(0.98), 0.001), 0),  # inside the band
+        ((np.log(1.10), 0.01), 1),  # 10% slower, clearly
+    ]:
+        bench.pair = pair
+        assert bench.clearly() == verdict, pair
