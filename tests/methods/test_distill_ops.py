@@ -150,7 +150,7 @@ def test_math_family():
         _init("gamma", _x(5)),
         _init("beta", _x(5)),
         _init("axes", np.array([1, -1], np.int64)),
-        _init("threes", np.array([3, -3], np.int64)),
+        _init("threes", np.array([3, 3], np.int64)),
         _init("w", _x(6, 5)),
         _init("c", _x(6)),
     ]
@@ -159,6 +159,11 @@ def test_math_family():
     )
     feed = {"x": _x(2, 4, 5), "ints": np.array([7, -7], np.int64), "m": _x(3, 5)}
     _check(proto, feed)
+
+
+def test_softmax_before_opset_13_is_over_the_flattened_tail():
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], axis=1)]
+    _check(_model(nodes, [_vi("x")], [_vi("y")], opset=11), {"x": _x(2, 3, 4)})
 
 
 @pytest.mark.parametrize("opset", [11, 13])
