@@ -297,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--make", action="store_true", help="write missing forms first")
     parser.add_argument("--onnx2torch", action="store_true", help="also score onnx2torch")
     parser.add_argument("--only", default="", help="comma-separated model names")
+    parser.add_argument("--only-forms", default="", help="comma-separated form names")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
     rows = []
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         fp32 = load(model_path)
         feeds = samples(fp32, calib, args.samples)
         for form in FORMS:
+            if args.only_forms and form not in args.only_forms.split(","):
+                continue
             path = model_path if form == "fp32" else args.forms / name / f"{form}.onnx"
             if not path.exists():
                 err = args.forms / name / f"{form}.err"

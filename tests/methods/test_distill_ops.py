@@ -83,11 +83,12 @@ def _x(*shape: int) -> np.ndarray:
 
 
 def test_names_are_the_table():
-    from onnxcomp.methods.distill.ops import names
-    from onnxcomp.methods.distill.ops.program import MAKERS
+    from onnxcomp.methods.distill.ops import math, names, nn, quant, rnn, shape
 
-    assert {*MAKERS[""], "If"} == names.ONNX
-    assert set(MAKERS["com.microsoft"]) == names.MICROSOFT
+    families = [set(m.OPS) for m in (math, nn, shape, rnn, quant)]
+    assert sum(len(f) for f in families) == len(set().union(*families))  # no op twice
+    assert {*set().union(*families), "If"} == names.ONNX
+    assert set(quant.MS_OPS) == names.MICROSOFT
 
 
 def test_math_family():
