@@ -526,3 +526,19 @@ def test_cases_it_cannot_run_are_refused_by_name():
     )
     with pytest.raises(OnnxcompError, match="Resize mode=cubic"):
         run_graph(model.graph, {"x": torch.zeros(1, 1, 2, 2)})
+
+
+def test_constant_chains_are_folded_once():
+    from onnxcomp.methods.distill.ops.program import program_for
+
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value_ints=[2, -1]),
+        helper.make_node("Mul", ["c", "one"], ["shape"]),
+        helper.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
+    proto = _model(nodes, [_vi("x")], [_vi("y")], [_init("one", np.array(1, np.int64))])
+    model = ir.from_proto(proto)
+    program = program_for(model.graph)
+    assert [step[3].op_type for step in program.steps] == ["Reshape"]
+    assert program_for(model.graph) is program  # compiled once, kept with the graph
+    _check(proto, {"x": _x(4, 3)})
