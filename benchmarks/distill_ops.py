@@ -4,10 +4,10 @@ For every cached corpus model (and the zoo MiniLM-L6) and every form onnxcomp wr
 it (fp32; --quantize weights, int8 --calib both with every family and as the measure step
 picks them, int4, codebook --bits 4 [--pack]; --prune-channels 0.5), each graph is run on
 its calibration samples through ``optable.run_graph`` and through onnxruntime (no graph
-optimization, one thread), and
-the largest error is reported relative to the output's largest magnitude (an element
-near zero has no meaningful relative error; the scale of the output is what training
-sees). onnx2torch, when installed, converts the same files and is scored the same way.
+optimization, one thread), and the largest error is reported relative to the output's
+largest magnitude (an element near zero has no meaningful relative error; the scale of
+the output is what training sees). onnx2torch, when installed, converts the same files
+and is scored the same way.
 
     python -m benchmarks.distill_ops --forms /tmp/dops-forms [--samples 4] [--onnx2torch]
 
