@@ -40,7 +40,7 @@ FORMS = {
     "weights": ["--quantize", "weights"],
     "int8": ["--quantize", "int8", "--no-measure", "--calib"],  # every family: QDQ
     "int8measured": ["--quantize", "int8", "--calib"],  # measured: dynamic MatMulInteger
-    "int4": ["--quantize", "int4", "--calib"],
+    "int4": ["--quantize", "int4"],  # --calib (AWQ, GPTQ) changes values, not ops
     "codebook4": ["--quantize", "codebook", "--bits", "4"],
     "codebook4pack": ["--quantize", "codebook", "--bits", "4", "--pack"],
     "prune50": ["--prune-channels", "0.5", "--calib"],
