@@ -30,6 +30,8 @@ MODES: dict[str, list[str]] = {
     "int4": ["--quantize", "int4", "--calib", "{calib}"],
     "codebook4-pack": ["--quantize", "codebook", "--bits", "4", "--pack"],
     "prune-ch-0.25": ["--prune-channels", "0.25", "--calib", "{calib}"],
+    "prune-ch-0.3": ["--prune-channels", "0.3", "--calib", "{calib}"],
+    "prune-ch-0.35": ["--prune-channels", "0.35", "--calib", "{calib}"],
     "prune-ch-0.4": ["--prune-channels", "0.4", "--calib", "{calib}"],
     "ort-dynamic": [],  # onnxruntime.quantization.quantize_dynamic, QInt8 weights
 }

@@ -40,6 +40,7 @@ METRICS: tuple[str, ...] = get_args(Metric)
 TASKS: tuple[str, ...] = get_args(Task)
 # --quantize int4: rows of a MatMul/Gemm weight sharing one scale (MatMulNBits block sizes)
 BLOCK_SIZES: tuple[int, ...] = (16, 32, 64, 128, 256)
+DISTILL_LOSSES: tuple[str, ...] = ("kl", "mse", "cosine")  # --distill-loss OUTPUT=KIND
 
 
 def option(
@@ -256,10 +257,11 @@ class CompressOptions(TaskOptions):
         show_default=True,
     )
     smoothquant: bool = option(
-        False,
+        True,
         "--quantize int8: migrate activation outliers into the MatMul/Gemm weights "
-        "(SmoothQuant; strength searched per activation, kept where it lowers the output "
-        "error on the calibration data).",
+        "(SmoothQuant; strength searched per activation, kept only where it lowers the "
+        "simulated int8 output error on the calibration data by 10%).",
+        flag="--smoothquant/--no-smoothquant",
         show_default=True,
     )
     per_tensor: bool = option(False, "One scale per weight tensor, not per channel.")
@@ -326,6 +328,27 @@ class CompressOptions(TaskOptions):
         1e-3, "--recover distill: Adam's learning rate (scales: a tenth of it, relative).",
         show_default=True,
     )  # fmt: skip
+    seed: int = option(
+        0, "--recover distill: seed of the held-back split, the batches and torch.",
+        show_default=True, min=0,
+    )  # fmt: skip
+    distill_loss: tuple[str, ...] = option(
+        (), "--recover distill: the loss of one output, instead of the one its task gives "
+        "(repeatable).", metavar="OUTPUT=kl|mse|cosine",
+    )  # fmt: skip
+    distill_hint: tuple[str, ...] = option(
+        (), "--recover distill: also match this intermediate tensor (a name in both the "
+        "original and the compressed graph; normalized MSE; repeatable).", metavar="NAME",
+    )  # fmt: skip
+    time_limit: float | None = option(
+        help="--recover distill: stop training after S seconds and keep the best values "
+        "so far (said in the output; the result then depends on the machine's speed).",
+        metavar="S", recipe=False,
+    )  # fmt: skip
+    distill_progress: bool = option(
+        False, "--recover distill: a progress line on stderr even when it is not a terminal.",
+        flag="--progress", recipe=False,
+    )  # fmt: skip
     allow_larger: bool = option(
         False,
         "Write the output even when it is larger than the input (refused by default, exit 1).",
@@ -375,8 +398,6 @@ class CompressOptions(TaskOptions):
                 "--pack stores codebook codes or int8 weights: add --quantize codebook, "
                 "weights or int8"
             )
-        if self.smoothquant and self.quantize != "int8":
-            raise OnnxcompError("--smoothquant smooths int8 activations: add --quantize int8")
         if self.per_tensor and self.quantize is None:
             raise OnnxcompError("--per-tensor needs --quantize")
         if self.activation_type not in ACTIVATION_TYPES:
@@ -398,6 +419,8 @@ class CompressOptions(TaskOptions):
                 "nothing to do: give --prune-threshold, --prune-sparsity, --prune-channels "
                 "or --quantize"
             )
+        if self.recover != "distill" and (self.distill_loss or self.distill_hint):
+            raise OnnxcompError("--distill-loss and --distill-hint need --recover distill")
         if self.recover is not None:
             self._validate_recover()
 
@@ -430,6 +453,18 @@ class CompressOptions(TaskOptions):
                 )
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise OnnxcompError(f"--lr must be > 0, got {self.lr}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise OnnxcompError(f"--seed must be an integer >= 0, got {self.seed!r}")
+        limit = self.time_limit
+        if limit is not None and not (
+            isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0
+        ):
+            raise OnnxcompError(f"--time-limit must be a number of seconds > 0, got {limit}")
+        if method == "distill":
+            for spec in self.distill_loss or ():
+                name, sep, kind = str(spec).rpartition("=")
+                if not sep or not name or kind not in DISTILL_LOSSES:
+                    raise OnnxcompError(f"--distill-loss takes OUTPUT=kl|mse|cosine, got {spec!r}")
         if isinstance(self.distill_steps, bool) or not (
             isinstance(self.distill_steps, int) and self.distill_steps >= 1
         ):
@@ -524,7 +559,8 @@ class AutoOptions(TaskOptions):
     )
     recover: RecoverMethod | None = option(
         help="Repair every trial from --calib data (sparsegpt for pruned layers, gptq for "
-        "quantized weights, bias for both)."
+        "quantized weights, bias for both); distill: trials stay plain, and a finalist "
+        "that misses the budget on the held-back data is distilled and judged again."
     )
     engine: Engine = option(
         "local", "Where trials run: local processes, or Ray tasks (needs onnxcomp[ray]).",
@@ -582,10 +618,12 @@ class AutoOptions(TaskOptions):
         if self.objective == "latency" and self.calib is None:
             raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
         if self.recover == "distill":
-            raise OnnxcompError(
-                "auto --recover distill is not available yet: distill the chosen recipe with "
-                "compress --recover distill"
-            )
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None:
+                raise OnnxcompError(
+                    "--recover distill needs PyTorch: pip install 'onnxcomp[distill]'"
+                )
         if self.recover is not None and self.calib is None:
             raise OnnxcompError(
                 f"--recover {self.recover} needs calibration data: give --calib DATA"

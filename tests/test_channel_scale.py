@@ -109,11 +109,12 @@ def test_awq_lowers_the_int4_error_on_unseen_inputs(tmp_path):
 
 
 def test_smoothquant_lowers_the_int8_error_on_unseen_inputs(tmp_path):
+    """On by default for int8: the outlier channels are smoothed without being asked."""
     src, calib = _model_and_calib(tmp_path, 16)
     plain, smooth = tmp_path / "plain.onnx", tmp_path / "smooth.onnx"
     common = dict(quantize="int8", calib=str(calib), measure=False)
-    compress(src, plain, **common)
-    result = compress(src, smooth, smoothquant=True, **common)
+    compress(src, plain, smoothquant=False, **common)
+    result = compress(src, smooth, **common)
     assert any(n.startswith("SmoothQuant on ") for n in result.notes)
     onnx.checker.check_model(str(smooth), full_check=True)
     x = _inputs(8, 9)
@@ -123,19 +124,25 @@ def test_smoothquant_lowers_the_int8_error_on_unseen_inputs(tmp_path):
     # with the 7-bit ones a CPU without VNNI gets, whose rounding floor is twice as high)
     assert _rel_err(ref, _run(smooth, x)) < 0.6 * _rel_err(ref, _run(plain, x))
     again = tmp_path / "again.onnx"
-    compress(src, again, smoothquant=True, **common)
+    compress(src, again, **common)
     assert again.read_bytes() == smooth.read_bytes()
 
 
-@pytest.mark.parametrize("args", [["--quantize", "weights", "--smoothquant"], ["--smoothquant"]])
-def test_smoothquant_needs_int8(tmp_path, capsys, args):
-    src = tmp_path / "m.onnx"
-    onnx.save(outlier_model(), src)
-    code = main(["compress", str(src), "-o", str(tmp_path / "o.onnx"), *args])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["onnxcomp: error: --smoothquant smooths int8 activations: "
-                                 "add --quantize int8"]  # fmt: skip
-    assert not (tmp_path / "o.onnx").exists()
+@pytest.mark.parametrize(
+    "args", [["--quantize", "weights"], ["--quantize", "int8", "--no-smoothquant", "--calib"]]
+)
+def test_smoothquant_only_smooths_int8_activations(tmp_path, args):
+    """Weights alone have no activation to smooth (the default changes nothing there);
+    --no-smoothquant writes the unsmoothed int8 file."""
+    src, calib = _model_and_calib(tmp_path, 8)
+    out, plain = tmp_path / "o.onnx", tmp_path / "plain.onnx"
+    extra = [str(calib), "--no-measure"] if args[-1] == "--calib" else []
+    assert main(["-q", "compress", str(src), "-o", str(out), *args, *extra]) == 0
+    options = dict(quantize=args[1], smoothquant=False)
+    if extra:
+        options.update(calib=str(calib), measure=False)
+    compress(src, plain, **options)
+    assert out.read_bytes() == plain.read_bytes()
 
 
 def test_smoothquant_leaves_a_matmul_inside_an_if_branch_alone(tmp_path):

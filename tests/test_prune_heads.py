@@ -104,3 +104,69 @@ def test_live_heads_are_repaired_toward_the_teacher(tmp_path):
     # more heads kept, less error; and never more than the attention branch itself
     branch = float(np.linalg.norm(ref - x) / np.linalg.norm(ref))
     assert errors[3] < errors[2] < errors[1] < branch
+
+
+def mha_gemm(dead_heads: tuple[int, ...] = (), seed: int = 0) -> onnx.ModelProto:
+    """The flattened-token export (batch 1): x [1, T, D] -> Reshape([-1, D]) -> Gemm(W, b)
+    -> Reshape([1, T, -1, dh]) -> Transpose per Q/K/V (the head count inferred), context
+    Reshape([-1, D]) -> Gemm(Wo, transB=1); the heads in ``dead_heads`` have zero
+    output-projection columns."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+
+    def n(op, ins, outs, **kw):
+        nodes.append(helper.make_node(op, ins, outs, name=outs[0] + "_" + op, **kw))
+        return outs[0]
+
+    def c(name, arr):
+        inits.append(_init(name, np.asarray(arr)))
+        return name
+
+    split = c("split", np.array([1, T, -1, DH], np.int64))
+    flat = c("flat", np.array([-1, D], np.int64))
+    x2 = n("Reshape", ["x", flat], ["x2"])
+
+    def heads_of(tag, perm):
+        w = c(f"w{tag}", (rng.standard_normal((D, D)) / np.sqrt(D)).astype(np.float32))
+        bias = c(f"b{tag}", (0.1 * rng.standard_normal(D)).astype(np.float32))
+        y = n("Gemm", [x2, w, bias], [f"{tag}_gemm"])
+        return n("Transpose", [n("Reshape", [y, split], [f"{tag}_4d"])], [f"{tag}_t"], perm=perm)
+
+    q, k, v = heads_of("q", [0, 2, 1, 3]), heads_of("k", [0, 2, 3, 1]), heads_of("v", [0, 2, 1, 3])
+    s = n("Mul", [n("MatMul", [q, k], ["qk"]), c("scale", np.float32(DH**-0.5))], ["qk_s"])
+    p = n("Softmax", [s], ["p"], axis=-1)
+    ctx = n("Transpose", [n("MatMul", [p, v], ["pv"])], ["ctx_t"], perm=[0, 2, 1, 3])
+    ctx = n("Reshape", [ctx, flat], ["ctx"])
+    wo = (rng.standard_normal((D, D)) / np.sqrt(D)).astype(np.float32)  # [out, in]: transB
+    for h in dead_heads:
+        wo[:, h * DH : (h + 1) * DH] = 0
+    o = n("Gemm", [ctx, c("wo", wo), c("bo", np.zeros(D, np.float32))], ["o"], transB=1)
+    n("Add", [x2, o], ["y"])
+    return _model(nodes, [vin("x", [1, T, D])], [vin("y", [T, D])], inits, opset=17)
+
+
+def test_gemm_heads_with_flattened_tokens_are_one_head_block():
+    (block,) = find_heads(ir.from_proto(mha_gemm()))
+    assert (block.heads, block.head_dim, block.group.size) == (H, DH, D)
+    assert sorted(n.name for n in block.group.producers) == ["k_gemm_Gemm", "q_gemm_Gemm",
+                                                              "v_gemm_Gemm"]  # fmt: skip
+    assert [n.name for n in block.group.consumers] == ["o_Gemm"]
+    assert block.counts == []  # the head count is -1 in the Reshapes: nothing to rewrite
+
+
+def test_dead_gemm_heads_go_and_the_outputs_stay(tmp_path):
+    src, out, calib = tmp_path / "m.onnx", tmp_path / "o.onnx", tmp_path / "c.npz"
+    onnx.save(mha_gemm(dead_heads=(1, 3)), src)
+    np.savez(calib, x=_x(32, 1))
+    result = compress(src, out, prune_channels=0.5, calib=str(calib))
+    assert "channels of o_Gemm (heads): 4 -> 2" in result.notes
+    onnx.checker.check_model(str(out), full_check=True)
+    w = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(out).graph.initializer}
+    assert next(a for k, a in w.items() if k.startswith("wq")).shape == (D, D // 2)
+    assert next(a for k, a in w.items() if k.startswith("bq")).shape == (D // 2,)
+    assert next(a for k, a in w.items() if k.startswith("wo")).shape == (D, D // 2)
+    x = _x(1, 7)
+    ref = ort_session(src).run(None, {"x": x})[0]
+    got = ort_session(out).run(None, {"x": x})[0]
+    # the removed heads contributed exactly zero; float32 reassociation only
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

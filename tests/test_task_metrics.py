@@ -147,6 +147,21 @@ def test_component_axis_reads_declared_shapes():
     assert component_axis((8,)) is None
 
 
+def test_a_heatmap_whose_size_follows_the_image_is_one_component():
+    """CenterFace's heatmap [N, 1, H/4, W/4]: calibration images of different sizes give
+    maps of different widths; the width is no component axis (it failed as one)."""
+    assert component_axis((1, 1, 72, 96), ("N", 1, "H/4", "W/4")) == 1
+    assert component_axis((1, 1, 72, 96)) == 1
+    rng = np.random.default_rng(5)
+    s = ComponentStats("heatmap")
+    maps = [rng.random((1, 1, 72, 96)), rng.random((1, 1, 112, 144))]
+    for m in maps:
+        s.update(m, m * 0.9, ("N", 1, "H/4", "W/4"))
+    assert s.components == 1
+    # Every value shrank by 10%: the pooled relative error is 0.1^2 exactly.
+    assert s.errors()[0] == pytest.approx(0.01, rel=1e-9)
+
+
 def test_per_sample_component_drops_average_to_the_pooled_error():
     rng = np.random.default_rng(3)
     a = rng.normal(size=(7, 5, 11))

@@ -12,8 +12,9 @@ by its worst component. Unlike a cosine, the error sees a component that only sh
 The component axis is the smallest non-batch axis the model declares with a fixed size
 > 1 (exporters leave batch, sequence and anchor counts symbolic, or they are the long
 axes: ``[1, 84, 8400]`` -> 84 rows, ``[N, 40, 6625]`` with only 6625 fixed -> classes,
-``[N, T, 384]`` -> features), else the channel axis of an image ([N, C, H, W]) or the
-last axis (a sequence length varies by batch).
+``[N, T, 384]`` -> features), else an axis declared 1 (a heatmap ``[N, 1, H/4, W/4]``
+whose spatial sizes follow each image), else the channel axis of an image ([N, C, H, W])
+or the last axis (a sequence length varies by batch).
 
 Per-sample drops decompose the pooled error exactly: sample ``i``'s share is
 ``N * ||new_i - ref_i||^2 / ||ref||^2``, and their mean is ``e``, so the statistical
@@ -44,11 +45,14 @@ def component_axis(shape: tuple[int, ...], declared: tuple | None = None) -> int
         fixed = [a for a in axes if isinstance(declared[a], int) and declared[a] > 1]
         if fixed:
             return min(fixed, key=lambda a: (declared[a], a))
+        single = [a for a in axes if declared[a] == 1]
+        if single:  # the rest is symbolic: sizes that may change from batch to batch
+            return single[0]
     sized = [a for a in axes if shape[a] > 1]
     if not sized:
         return None
-    if len(shape) >= 4 and 1 in sized:
-        return 1  # ONNX images are [N, C, H, W]
+    if len(shape) >= 4 and (1 in sized or sized == axes[-2:]):
+        return 1  # ONNX images are [N, C, H, W]; a one-channel map is one component
     return sized[-1]  # features last ([N, T, D]); a YOLO head declares its sizes
 
 

@@ -6,6 +6,10 @@
     Softmax((Q @ K^T) / s + mask) @ V -> Transpose(0,2,1,3) -> Reshape([.., .., D])
       -> MatMul(Wo)
 
+Exporters that flatten the tokens first (``Reshape([-1, D]) -> Gemm(W, b)``, then
+``Reshape([B, T, H, dh])``; the context ``Reshape([-1, D]) -> Gemm(Wo)``) are the same
+pattern with Gemm for MatMul + Add.
+
 A head is dh columns of Wq, Wk, Wv (and their biases) and dh rows of Wo: removing it
 keeps every other head's scores, softmax and context exact. So a head block is one
 channel ``Group`` over the D = H * dh features (kept features come in whole heads), and
@@ -43,8 +47,8 @@ class HeadBlock:
     group: Group  # size = D features; producers Q/K/V MatMuls, consumer the out MatMul
     heads: int
     head_dim: int
-    counts: list[ShapeEntry]  # the H in the Q/K/V Reshapes
-    width: ShapeEntry  # the D in the context Reshape
+    counts: list[ShapeEntry]  # the H in the Q/K/V Reshapes (none where it is -1)
+    width: ShapeEntry | None  # the D in the context Reshape (None where it is -1)
 
 
 def _only_use(value: ir.Value) -> ir.Node | None:
@@ -95,15 +99,45 @@ def _projection(value: ir.Value, group: Group) -> ir.Value | None:
         node = other.producer()
         if node is None:
             return None
-    if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
+    if node.domain not in ("", "ai.onnx") or node.op_type not in ("MatMul", "Gemm"):
         return None
+    axis = _weight_axis(node, output=True)
     w = folded_const(node.inputs[1])
     weight = node.inputs[1]
-    if w is None or w.ndim != 2 or weight is None or len(weight.uses()) != 1:
+    if axis is None or w is None or w.ndim != 2 or weight is None or len(weight.uses()) != 1:
         return None
-    group.slots.append(Slot(node, 1, 1))
+    group.slots.append(Slot(node, 1, axis))
+    if node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None:
+        bias = folded_const(node.inputs[2])
+        if bias is None or bias.ndim != 1 or len(node.inputs[2].uses()) != 1:
+            return None
+        group.slots.append(Slot(node, 2, 0))
     group.producers.append(node)
     return node.inputs[0]
+
+
+def _weight_axis(node: ir.Node, *, output: bool) -> int | None:
+    """The axis of a MatMul/Gemm weight that holds its output (or input) features; None
+    for a Gemm this cannot slice (transposed A, a bias of another shape)."""
+    if node.op_type == "MatMul":
+        return 1 if output else 0
+    if node.attributes.get_int("transA", 0):
+        return None
+    trans_b = node.attributes.get_int("transB", 0)
+    return (0 if trans_b else 1) if output else (1 if trans_b else 0)
+
+
+def _last_entry(reshape: ir.Node) -> tuple[ShapeEntry, int] | None:
+    """The last number of a Reshape's target shape: the width D of the context, whether
+    the tokens stay [B, T, D] or are flattened to [B * T, D]."""
+    shape = reshape.inputs[1] if len(reshape.inputs) > 1 else None
+    arr = folded_const(shape)
+    if arr is not None:
+        return _shape_entry(reshape, arr.size - 1) if arr.ndim == 1 and arr.size else None
+    concat = shape.producer() if shape is not None else None
+    if concat is None or concat.op_type != "Concat" or not concat.inputs:
+        return None
+    return _shape_entry(reshape, len(concat.inputs) - 1)
 
 
 def _head_input(value: ir.Value | None, perm: tuple[int, ...]) -> ir.Node | None:
@@ -156,10 +190,13 @@ def _block(softmax: ir.Node) -> HeadBlock | None:
     if out_reshape is None or out_reshape.op_type != "Reshape":
         return None
     out = _only_use(out_reshape.outputs[0])
-    wo = folded_const(out.inputs[1]) if out is not None and out.op_type == "MatMul" else None
+    ok = out is not None and out.op_type in ("MatMul", "Gemm") and out.domain in ("", "ai.onnx")
+    in_axis = _weight_axis(out, output=False) if out is not None and ok else None
+    wo = folded_const(out.inputs[1]) if out is not None and in_axis is not None else None
     if out is None or wo is None or wo.ndim != 2 or out.inputs[0] is not out_reshape.outputs[0]:
         return None
-    group = Group(size=int(wo.shape[0]))
+    assert in_axis is not None
+    group = Group(size=int(wo.shape[in_axis]))
     counts, heads, head_dim, source = [], set(), set(), set()
     for reshape in reshapes:
         assert reshape is not None
@@ -172,21 +209,34 @@ def _block(softmax: ir.Node) -> HeadBlock | None:
         x = _projection(reshape.inputs[0], group)
         if x is None:
             return None
-        counts.append(h[0])
-        heads.add(h[1])
-        head_dim.add(d[1])
+        resolved = _heads_and_dim(h[1], d[1], group.size)
+        if resolved is None:
+            return None
+        if h[1] != -1:  # an inferred (-1) head count follows the cut by itself
+            counts.append(h[0])
+        heads.add(resolved[0])
+        head_dim.add(resolved[1])
         source.add(id(x))
-    width = _shape_entry(out_reshape, 2)
+    width = _last_entry(out_reshape)
     if len(heads) != 1 or len(head_dim) != 1 or width is None or len(source) != 1:
         return None
     (n_heads,), (dh,) = heads, head_dim
-    if n_heads * dh != group.size or width[1] != group.size or out.inputs[1] is None:
+    if width[1] not in (group.size, -1) or out.inputs[1] is None:
         return None
     if len(out.inputs[1].uses()) != 1:
         return None
     group.consumers.append(out)
-    group.slots.append(Slot(out, 1, 0))
-    return HeadBlock(group, n_heads, dh, counts, width[0])
+    group.slots.append(Slot(out, 1, in_axis))
+    return HeadBlock(group, n_heads, dh, counts, width[0] if width[1] != -1 else None)
+
+
+def _heads_and_dim(heads: int, dim: int, size: int) -> tuple[int, int] | None:
+    """(H, dh) of a [.., H, dh] Reshape over ``size`` features, either one given as -1."""
+    if heads == -1 and dim > 0 and size % dim == 0:
+        heads = size // dim
+    elif dim == -1 and heads > 0 and size % heads == 0:
+        dim = size // heads
+    return (heads, dim) if heads > 0 and heads * dim == size else None
 
 
 def find_heads(model: ir.Model) -> list[HeadBlock]:
@@ -239,4 +289,5 @@ def plan_heads(
 def rewrite_shapes(block: HeadBlock, keep: int, names: NameAllocator) -> None:
     for entry in block.counts:
         set_entry(entry, keep, names)
-    set_entry(block.width, keep * block.head_dim, names)
+    if block.width is not None:
+        set_entry(block.width, keep * block.head_dim, names)

@@ -197,6 +197,7 @@ def _judged_options(options: CompressOptions) -> dict[str, Any]:
         "weight_range": options.weight_range, "task": options.task,
         "task_arg": list(options.task_arg),
         "metric_fn": fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn)),
+        "judge": measure_step.JUDGE_REVISION,
     }  # fmt: skip
 
 
