@@ -1,12 +1,13 @@
 """Which corpus graphs the distillation student can run: our op table vs onnx2torch.
 
 For every cached corpus model (and the zoo MiniLM-L6) and every form onnxcomp writes for
-it (fp32; --quantize weights, int8 --calib, int4 --calib, codebook --bits 4 [--pack];
---prune-channels 0.5), each graph is run on its calibration samples through
-``optable.run_graph`` and through onnxruntime (no graph optimization, one thread), and
-the largest error is reported relative to the output's largest magnitude (an element
-near zero has no meaningful relative error; the scale of the output is what training
-sees). onnx2torch, when installed, converts the same files and is scored the same way.
+it (fp32; --quantize weights, int8 --calib both with every family and as the measure step
+picks them, int4, codebook --bits 4 [--pack]; --prune-channels 0.5), each graph is run on
+its calibration samples through ``optable.run_graph`` and through onnxruntime (no graph
+optimization, one thread), and the largest error is reported relative to the output's
+largest magnitude (an element near zero has no meaningful relative error; the scale of
+the output is what training sees). onnx2torch, when installed, converts the same files
+and is scored the same way.
 
     python -m benchmarks.distill_ops --forms /tmp/dops-forms [--samples 4] [--onnx2torch]
 
@@ -37,8 +38,9 @@ CORPUS = (
 FORMS = {
     "fp32": None,
     "weights": ["--quantize", "weights"],
-    "int8": ["--quantize", "int8", "--no-measure", "--calib"],
-    "int4": ["--quantize", "int4", "--calib"],
+    "int8": ["--quantize", "int8", "--no-measure", "--calib"],  # every family: QDQ
+    "int8measured": ["--quantize", "int8", "--calib"],  # measured: dynamic MatMulInteger
+    "int4": ["--quantize", "int4"],  # --calib (AWQ, GPTQ) changes values, not ops
     "codebook4": ["--quantize", "codebook", "--bits", "4"],
     "codebook4pack": ["--quantize", "codebook", "--bits", "4", "--pack"],
     "prune50": ["--prune-channels", "0.5", "--calib"],
@@ -295,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--make", action="store_true", help="write missing forms first")
     parser.add_argument("--onnx2torch", action="store_true", help="also score onnx2torch")
     parser.add_argument("--only", default="", help="comma-separated model names")
+    parser.add_argument("--only-forms", default="", help="comma-separated form names")
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
     rows = []
@@ -306,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         fp32 = load(model_path)
         feeds = samples(fp32, calib, args.samples)
         for form in FORMS:
+            if args.only_forms and form not in args.only_forms.split(","):
+                continue
             path = model_path if form == "fp32" else args.forms / name / f"{form}.onnx"
             if not path.exists():
                 err = args.forms / name / f"{form}.err"
@@ -344,7 +349,39 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    print(markdown(rows))
     return 0
+
+
+def _cell(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "-"
+    status = result["status"]
+    if status == "runs":
+        text = f"runs, {result['rel_error']:.1e}"
+        if "node_rel_error" in result:
+            text += f" (node {result['node_rel_error']:.0e}"
+            if result.get("codes"):
+                text += f", codes {result['codes_differing']}/{result['codes']} differ"
+            text += ")"
+        return text
+    if status == "blocked":
+        return "blocked: " + ", ".join(result["ops"])
+    return f"{status}: {result.get('error', '')[:90]}".replace("|", "/")
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One line per model and form: our table, and onnx2torch when it was scored."""
+    theirs_too = any("onnx2torch" in r for r in rows)
+    head = "| model | form | our table: max rel. error end to end (node by node) |"
+    head += " onnx2torch |" if theirs_too else ""
+    lines = [head, "|---|---|---|" + ("---|" if theirs_too else "")]
+    for r in rows:
+        line = f"| {r['model']} | {r['form']} | {_cell(r['ours'])} |"
+        if theirs_too:
+            line += f" {_cell(r.get('onnx2torch'))} |"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

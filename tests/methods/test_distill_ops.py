@@ -83,11 +83,12 @@ def _x(*shape: int) -> np.ndarray:
 
 
 def test_names_are_the_table():
-    from onnxcomp.methods.distill.ops import names
-    from onnxcomp.methods.distill.ops.program import MAKERS
+    from onnxcomp.methods.distill.ops import math, names, nn, quant, rnn, shape
 
-    assert {*MAKERS[""], "If"} == names.ONNX
-    assert set(MAKERS["com.microsoft"]) == names.MICROSOFT
+    families = [set(m.OPS) for m in (math, nn, shape, rnn, quant)]
+    assert sum(len(f) for f in families) == len(set().union(*families))  # no op twice
+    assert {*set().union(*families), "If"} == names.ONNX
+    assert set(quant.MS_OPS) == names.MICROSOFT
 
 
 def test_math_family():
@@ -150,7 +151,7 @@ def test_math_family():
         _init("gamma", _x(5)),
         _init("beta", _x(5)),
         _init("axes", np.array([1, -1], np.int64)),
-        _init("threes", np.array([3, -3], np.int64)),
+        _init("threes", np.array([3, 3], np.int64)),
         _init("w", _x(6, 5)),
         _init("c", _x(6)),
     ]
@@ -159,6 +160,11 @@ def test_math_family():
     )
     feed = {"x": _x(2, 4, 5), "ints": np.array([7, -7], np.int64), "m": _x(3, 5)}
     _check(proto, feed)
+
+
+def test_softmax_before_opset_13_is_over_the_flattened_tail():
+    nodes = [helper.make_node("Softmax", ["x"], ["y"], axis=1)]
+    _check(_model(nodes, [_vi("x")], [_vi("y")], opset=11), {"x": _x(2, 3, 4)})
 
 
 @pytest.mark.parametrize("opset", [11, 13])
@@ -520,3 +526,19 @@ def test_cases_it_cannot_run_are_refused_by_name():
     )
     with pytest.raises(OnnxcompError, match="Resize mode=cubic"):
         run_graph(model.graph, {"x": torch.zeros(1, 1, 2, 2)})
+
+
+def test_constant_chains_are_folded_once():
+    from onnxcomp.methods.distill.ops.program import program_for
+
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value_ints=[2, -1]),
+        helper.make_node("Mul", ["c", "one"], ["shape"]),
+        helper.make_node("Reshape", ["x", "shape"], ["y"]),
+    ]
+    proto = _model(nodes, [_vi("x")], [_vi("y")], [_init("one", np.array(1, np.int64))])
+    model = ir.from_proto(proto)
+    program = program_for(model.graph)
+    assert [step[3].op_type for step in program.steps] == ["Reshape"]
+    assert program_for(model.graph) is program  # compiled once, kept with the graph
+    _check(proto, {"x": _x(4, 3)})

@@ -20,10 +20,10 @@ MAKERS: dict[str, dict[str, Maker]] = {
     "com.microsoft": dict(quant.MS_OPS),
 }
 MAKERS["ai.onnx"] = MAKERS[""]
-# Initializers read from the graph itself (never trained): shape constants and 4-bit codes.
-STATIC = {
-    ir.DataType.INT64, ir.DataType.INT32, ir.DataType.BOOL, ir.DataType.INT4, ir.DataType.UINT4,
-}  # fmt: skip
+# Initializers folded from the graph itself (shape constants, never trained); 4-bit codes
+# are read from the graph unless the caller substitutes them (torch has no 4-bit dtype).
+STATIC = {ir.DataType.INT64, ir.DataType.INT32, ir.DataType.BOOL}
+FOUR_BIT = {ir.DataType.INT4, ir.DataType.UINT4}
 META_KEY = "onnxcomp.distill.program"
 Step = tuple[Fn, list[str], list[str], ir.Node, "Branches | None"]
 
@@ -34,14 +34,14 @@ class Program:
     def __init__(self, graph: ir.Graph, opsets: dict[str, int], subgraph: bool = False) -> None:
         self.graph, self.size = graph, len(graph)
         self.opsets = {**opsets, **dict(graph.opset_imports)}
-        self.defaults: dict[str, Any] = {}  # a branch's own float initializers
+        self.defaults: dict[str, Any] = {}  # a branch's own initializers, 4-bit codes
         self.folded: dict[str, Any] = {}
         for name, value in graph.initializers.items():
             if value.const_value is None:
                 continue
             if value.dtype in STATIC:
                 self.folded[name] = tensor_of(value.const_value.numpy())
-            elif subgraph:
+            elif subgraph or value.dtype in FOUR_BIT:
                 self.defaults[name] = tensor_of(value.const_value.numpy())
         self.steps: list[Step] = []
         for node in graph:
