@@ -183,6 +183,16 @@ def build_pipeline(
                 reduced=bool(_reduced_ops(options)),
             )
         )  # fmt: skip
+    if recovery is not None and options.recover == "blockwise":
+        from onnxcomp.methods.distill.blockwise import BlockwisePass
+
+        rec = recovery
+        passes.append(
+            BlockwisePass(
+                options, ctx.data, lambda: rec.teacher, report,
+                reduced=bool(_reduced_ops(options)),
+            )
+        )  # fmt: skip
     passes.append(DropInferredValueInfoPass(shapes))
     return ir.passes.PassManager(passes, steps=1)
 

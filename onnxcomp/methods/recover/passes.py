@@ -203,7 +203,7 @@ class StartRecoveryPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         rec = self.recovery
-        rec.teacher = _clone(model) if rec.method in ("bias", "distill") else None
+        rec.teacher = _clone(model) if rec.method in ("bias", "blockwise", "distill") else None
         return ir.passes.PassResult(model, modified=False)
 
 
