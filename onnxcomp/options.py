@@ -329,6 +329,27 @@ class CompressOptions(TaskOptions):
         "blockwise: for float values and codebooks.",
         show_default=True,
     )  # fmt: skip
+    seed: int = option(
+        0, "--recover distill: seed of the held-back split, the batches and torch.",
+        show_default=True, min=0,
+    )  # fmt: skip
+    distill_loss: tuple[str, ...] = option(
+        (), "--recover distill: the loss of one output, instead of the one its task gives "
+        "(repeatable).", metavar="OUTPUT=kl|mse|cosine",
+    )  # fmt: skip
+    distill_hint: tuple[str, ...] = option(
+        (), "--recover distill: also match this intermediate tensor (a name in both the "
+        "original and the compressed graph; normalized MSE; repeatable).", metavar="NAME",
+    )  # fmt: skip
+    time_limit: float | None = option(
+        help="--recover distill: stop training after S seconds and keep the best values "
+        "so far (said in the output; the result then depends on the machine's speed).",
+        metavar="S", recipe=False,
+    )  # fmt: skip
+    distill_progress: bool = option(
+        False, "--recover distill: a progress line on stderr even when it is not a terminal.",
+        flag="--progress", recipe=False,
+    )  # fmt: skip
     allow_larger: bool = option(
         False,
         "Write the output even when it is larger than the input (refused by default, exit 1).",
@@ -401,6 +422,8 @@ class CompressOptions(TaskOptions):
                 "nothing to do: give --prune-threshold, --prune-sparsity, --prune-channels "
                 "or --quantize"
             )
+        if self.recover != "distill" and (self.distill_loss or self.distill_hint):
+            raise OnnxcompError("--distill-loss and --distill-hint need --recover distill")
         if self.recover is not None:
             self._validate_recover()
 
@@ -433,6 +456,17 @@ class CompressOptions(TaskOptions):
                 )
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise OnnxcompError(f"--lr must be > 0, got {self.lr}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise OnnxcompError(f"--seed must be an integer >= 0, got {self.seed!r}")
+        limit = self.time_limit
+        if limit is not None and not (
+            isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0
+        ):
+            raise OnnxcompError(f"--time-limit must be a number of seconds > 0, got {limit}")
+        if method == "distill":
+            from onnxcomp.methods.distill.targets import parse_overrides
+
+            parse_overrides(tuple(self.distill_loss or ()))
         if isinstance(self.distill_steps, bool) or not (
             isinstance(self.distill_steps, int) and self.distill_steps >= 1
         ):
@@ -527,7 +561,8 @@ class AutoOptions(TaskOptions):
     )
     recover: RecoverMethod | None = option(
         help="Repair every trial from --calib data (sparsegpt for pruned layers, gptq for "
-        "quantized weights, bias for both)."
+        "quantized weights, bias for both); distill: trials stay plain, and a finalist "
+        "that misses the budget on the held-back data is distilled and judged again."
     )
     engine: Engine = option(
         "local", "Where trials run: local processes, or Ray tasks (needs onnxcomp[ray]).",
@@ -584,11 +619,18 @@ class AutoOptions(TaskOptions):
             raise OnnxcompError(f"--workers must be an integer >= 1, got {workers!r}")
         if self.objective == "latency" and self.calib is None:
             raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
-        if self.recover in ("distill", "blockwise"):
+        if self.recover == "blockwise":
             raise OnnxcompError(
-                f"auto --recover {self.recover} is not available yet: repair the chosen recipe "
-                f"with compress --recover {self.recover}"
+                "auto --recover blockwise is not available yet: repair the chosen recipe with "
+                "compress --recover blockwise"
             )
+        if self.recover == "distill":
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None:
+                raise OnnxcompError(
+                    "--recover distill needs PyTorch: pip install 'onnxcomp[distill]'"
+                )
         if self.recover is not None and self.calib is None:
             raise OnnxcompError(
                 f"--recover {self.recover} needs calibration data: give --calib DATA"

@@ -176,6 +176,9 @@ def _coerce(
     return tuple(value) if name == "exclude" else value
 
 
+DISTILL_KEYS = ("distill_steps", "lr", "seed")
+
+
 def recipe_to_dict(options: CompressOptions) -> dict[str, Any]:
     """Only what differs from the defaults, so recipes stay short and readable."""
     default = CompressOptions()
@@ -184,7 +187,9 @@ def recipe_to_dict(options: CompressOptions) -> dict[str, Any]:
         if f.name not in _GLOBAL_KEYS:
             continue
         value = getattr(options, f.name)
-        if value != getattr(default, f.name) and value is not None:
+        # A distilled model depends on its training: steps, rate and seed always written.
+        said = options.recover == "distill" and f.name in DISTILL_KEYS
+        if (said or value != getattr(default, f.name)) and value is not None:
             glob[f.name] = list(value) if isinstance(value, tuple) else value
     layers = {
         name: {k: v for k, v in vars(layer).items() if v is not None}

@@ -174,6 +174,21 @@ def embedding_model(seed: int = 0) -> onnx.ModelProto:
     )
 
 
+def table_model(seed: int = 0) -> onnx.ModelProto:
+    """Token ids -> Gather(table [1024, 32]) -> MatMul: a table big enough for int4 rows."""
+    rng = _rng(seed)
+    table = rng.standard_normal((1024, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 8)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"]),
+        helper.make_node("MatMul", ["emb", "w"], ["y"]),
+    ]
+    return _model(
+        nodes, [vin("ids", ["N"], TensorProto.INT64)], [vin("y", ["N", 8])],
+        [_init("table", table), _init("w", w)],
+    )  # fmt: skip
+
+
 def big_matmul_model(rows: int, cols: int) -> onnx.ModelProto:
     """One huge weight (for the external-data path); built without checker's 2 GB limit."""
     w = np.full((rows, cols), 0.5, np.float32)

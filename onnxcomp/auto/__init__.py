@@ -161,7 +161,7 @@ def auto(
         bisect_threshold(state)
         greedy_push(state)
         fill_front(state)
-        result = _finish(state, src, out, stage, verifier, plan, best_global, options.seed)
+        result = _finish(state, src, out, stage, verifier, plan, best_global, options)
         if owned:
             executor.shutdown(wait=True)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -279,7 +279,7 @@ def _finish(
     verifier: Evaluator,
     plan: Verification,
     best_global: TrialResult | None,
-    seed: int,
+    options: AutoOptions,
 ) -> AutoResult:
     """Judge the finalists on the held-back data; the winner and its recipe are written
     into ``stage``."""
@@ -311,11 +311,16 @@ def _finish(
 
     staged = stage / out.name
     scratch = Path(state.workdir)
+    seed = options.seed
     cand = verify_mod.judge(plan, verifier, finalists, build, staged, scratch, seed=seed)
-    if cand is not None:
+    chosen = state.space.to_options(cand.config) if cand is not None else None
+    rung = _distill_rung(state, src, verifier, plan, staged, scratch, options)
+    if rung is not None:
+        cand, chosen = rung
+    if cand is not None and chosen is not None:
         result.found, result.chosen, result.output = True, cand, str(out)
         recipe = out.name + ".recipe.toml"
-        save_recipe(state.space.to_options(cand.config), stage / recipe, base_dir=out.parent)
+        save_recipe(chosen, stage / recipe, base_dir=out.parent)
         result.recipe = str(out.with_name(recipe))
         return result
     for leftover in stage.glob(out.name + "*"):  # a rejected finalist's files
@@ -326,6 +331,40 @@ def _finish(
         default=None,
     )
     return result
+
+
+def _distill_rung(
+    state: SearchState, src: Path, verifier: Evaluator, plan: Verification, staged: Path,
+    scratch: Path, options: AutoOptions,
+) -> tuple[TrialResult, CompressOptions] | None:  # fmt: skip
+    """A finalist that missed the budget, distilled and judged again (distill_rung.py)."""
+    from onnxcomp.auto import distill_rung
+
+    reason = distill_rung.why_not(options)
+    if reason == "off":
+        return None
+    if reason is not None:
+        state.log(f"distill rung skipped: {reason}")
+        return None
+    calib = state.space.base.calib
+
+    def options_of(trial: TrialResult) -> CompressOptions:
+        return distill_rung.distilled(state.space.to_options(trial.config), calib, options.seed)
+
+    got = distill_rung.run_rung(
+        plan, verifier, {r.id: r for r in state.results}, options_of,
+        lambda opts, path: compress(src, path, opts), staged, scratch, seed=options.seed,
+    )  # fmt: skip
+    done = next((f for f in plan.finalists if f.distilled), None)
+    if done is not None:
+        state.log(
+            f"distill rung: trial {done.trial} distilled, held-back drop "
+            f"{done.verify_drop}, {'accepted' if done.accepted else 'still over the budget'}"
+            + (f" ({done.error})" if done.error else "")
+        )
+    if got is not None:
+        got[0].extra["distilled"] = True
+    return got
 
 
 def _by_latency(state, src: Path, cands: list[TrialResult], result: AutoResult):

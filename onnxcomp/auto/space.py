@@ -88,6 +88,8 @@ class Space:
             recover = None
         if recover == "gptq" and quantize is None:
             recover = None
+        if recover == "distill":  # not per trial: a finalist that misses (auto/distill_rung.py)
+            recover = None
         opts = CompressOptions(
             quantize=quantize,
             bits=8 if codebook else CompressOptions.bits,  # vectors: 8-bit codebooks

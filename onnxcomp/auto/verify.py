@@ -45,6 +45,7 @@ class Finalist:
     bytes: int | None = None
     deflate_bytes: int | None = None
     error: str | None = None
+    distilled: bool = False  # built with --recover distill (auto/distill_rung.py)
 
 
 @dataclass

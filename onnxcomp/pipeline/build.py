@@ -9,6 +9,7 @@
          (--quantize codebook: codebook weights, packed with --pack, in their place;
           --quantize int4: 4-bit MatMul/Gemm blocks and embedding rows first, int8 the rest)
       -> bias correction (recovery) -> cleanup (store what no kernel reads int8)
+      -> distill or blockwise (recovery: trains the plain stored codes) -> pack (--pack)
 
 Every step is an onnx_ir pass; what they did goes into the ``CompressReport`` handed to
 them. Steps that depend on the model (which weights a layer setting names, whether
@@ -142,10 +143,12 @@ def build_pipeline(
             bits = bits_for(["MatMul", "Gemm"], _reduced_ops(options))
             passes.append(SmoothQuantPass(ctx.data, wanted, report, bits))
         passes.append(Int8ReferencePass(ctx))
+    # codebook codes are packed after training (distill/repack.py)
+    deferred = options.quantize == "codebook" and options.recover in ("distill", "blockwise")
     if options.quantize == "codebook":
         passes.append(
             CodebookStepPass(
-                options,
+                replace(options, pack=False) if deferred else options,
                 quantize_filter(include, options.layers, options.quantize),
                 report,
                 calib=ctx.data if options.calib is not None else None,
@@ -171,9 +174,8 @@ def build_pipeline(
         passes.append(recovery.bias_pass())
     if options.quantizes:
         passes.append(StoreInt8AtLoadPass(options, include, report))
-    if options.pack and options.quantize in ("weights", "int8"):
-        passes.append(PackInt8StepPass(report))
     if recovery is not None and options.recover == "distill":
+        # Before packing: the student trains the plain codes, packing stores the final ones.
         from onnxcomp.methods.distill import DistillPass
 
         teacher = recovery
@@ -193,6 +195,12 @@ def build_pipeline(
                 reduced=bool(_reduced_ops(options)),
             )
         )  # fmt: skip
+    if deferred and options.pack:
+        from onnxcomp.methods.distill.repack import PackCodebookCodesPass
+
+        passes.append(PackCodebookCodesPass(report))
+    if options.pack and options.quantize in ("weights", "int8"):
+        passes.append(PackInt8StepPass(report))
     passes.append(DropInferredValueInfoPass(shapes))
     return ir.passes.PassManager(passes, steps=1)
 

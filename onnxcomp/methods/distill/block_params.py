@@ -152,7 +152,7 @@ def build_params(
     env = _constants(block, fixed)
     code_list: list[Codes] = []
     left: list[str] = []
-    scales = {f.scale for f in int8}
+    scales = {f.scale for f in int8} | {f.scale for f in forms.int4}
     for name in sorted(leaves):
         value = graph.initializers[name]
         if value.dtype not in CODE_DTYPES:

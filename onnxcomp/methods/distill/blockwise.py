@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 MAX_SAMPLES = 256  # training samples a block is fitted on
 BATCH = 32
 MEMORY = 1 << 30  # bytes of captured values held at once (blocks go in groups)
-SEED = 0
 
 
 def require_torch() -> None:
@@ -110,7 +109,7 @@ class BlockwisePass(ir.passes.FunctionalPass):
         if fixed is not None:
             n -= n % fixed
             feeds = {k: v[:n] for k, v in feeds.items()}
-        train_idx, held_idx = split(n)
+        train_idx, held_idx = split(n, self.options.seed)
         batch = fixed or BATCH
         train_idx = train_idx[:MAX_SAMPLES]
         if fixed is not None:
@@ -153,7 +152,7 @@ class BlockwisePass(ir.passes.FunctionalPass):
                 before = block_error(plain, inputs, target, batch)
                 after = optimize(
                     params, inputs, target, before, steps=steps, lr=lr, batch=batch,
-                    seed=SEED + i,
+                    seed=self.options.seed + i,
                 )  # fmt: skip
                 self.errors[block.name] = (before, after)
                 if after < before:

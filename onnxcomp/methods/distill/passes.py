@@ -12,6 +12,7 @@ pass runs (``pip install 'onnxcomp[distill]'``).
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph import opaque_types
 from onnxcomp.io.data import DataSource, input_specs
 from onnxcomp.methods.distill.forms import find_forms, write_back
+from onnxcomp.methods.distill.teacher import TeacherStore
 from onnxcomp.metrics import Judge
 from onnxcomp.metrics.judge import Verdict, declared_shapes
 from onnxcomp.runtime.session import make_session
@@ -96,7 +98,7 @@ class DistillPass(ir.passes.FunctionalPass):
         self.figures: dict[str, float] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        from onnxcomp.methods.distill.optable import unsupported
+        from onnxcomp.methods.distill.quant_ops import unsupported
 
         bad = unsupported(model.graph)
         if bad:
@@ -106,7 +108,18 @@ class DistillPass(ir.passes.FunctionalPass):
         require_torch()
         teacher = self.teacher()
         assert teacher is not None, "the teacher was not snapshotted"
+        store = TeacherStore()
+        try:
+            return self._distill(model, teacher, store)
+        finally:
+            store.close()
+
+    def _distill(
+        self, model: ir.Model, teacher: ir.Model, store: TeacherStore
+    ) -> ir.passes.PassResult:
+        options = self.options
         start = time.perf_counter()
+        seed = int(getattr(options, "seed", SEED))
         specs = [s for s in input_specs(model) if s.name]
         fixed = specs[0].fixed_batch if specs else None
         feeds = collect(self.data(), [s.name for s in specs])
@@ -114,68 +127,85 @@ class DistillPass(ir.passes.FunctionalPass):
         if fixed is not None:
             n -= n % fixed
             feeds = {k: v[:n] for k, v in feeds.items()}
-        train_idx, held_idx = split(n)
+        train_idx, held_idx = split(n, seed)
         batch = fixed or BATCH
         if fixed is not None:  # whole batches on both sides
             train_idx = train_idx[: len(train_idx) - len(train_idx) % fixed]
             held_idx = held_idx[: max(fixed, len(held_idx) - len(held_idx) % fixed)]
         train_feeds = {k: v[train_idx] for k, v in feeds.items()}
         held_feeds = {k: v[held_idx] for k, v in feeds.items()}
+        del feeds
+        hints = list(getattr(options, "distill_hint", ()) or ())
         ref = make_session(teacher)
         out_names = [o.name for o in ref.get_outputs()]
-        teacher_train = run(ref, train_feeds, batch)
-        teacher_held = run(ref, held_feeds, batch)
+        hinted = make_session(_with_outputs(teacher, model, hints)) if hints else ref
+        teacher_train = store.run(hinted, train_feeds, batch, out_names + hints)
+        teacher_held = store.run(hinted, held_feeds, batch, out_names + hints)
 
         from onnxcomp.methods.distill.student import Student
-        from onnxcomp.methods.distill.train import train
+        from onnxcomp.methods.distill.train import Plan, stderr_progress, train
 
-        forms = find_forms(model, self.reduced)
-        targets, kinds = self._targets(model, out_names, teacher_train)
-        student = Student(model, forms, keep_zeros=self.options.prunes)
-        steps, lr = self.options.distill_steps, self.options.lr
-        first, last = train(
-            student, train_feeds, targets, steps=steps, lr=lr, batch=batch, seed=SEED,
-            exact=fixed is not None,
+        targets = self._targets(model, out_names, hints, teacher_train, in_place=True)
+        held_targets = self._targets(model, out_names, hints, teacher_held, in_place=False)
+        student = Student(model, find_forms(model, self.reduced), keep_zeros=self.options.prunes)
+        show = getattr(options, "distill_progress", False) or (
+            getattr(options, "progress", False) and sys.stderr.isatty()
+        )
+        plan = Plan(
+            options.distill_steps, options.lr, batch, seed=seed, exact=fixed is not None,
+            time_limit=getattr(options, "time_limit", None),
+            progress=stderr_progress if show else None,
         )  # fmt: skip
+        outcome = train(student, train_feeds, targets, (held_feeds, held_targets), plan)
         candidate = _clone(model)
         changed = write_back(candidate, student.stored_values())
-        plain_v = self._verdict(model, out_names, teacher_held, held_feeds, batch, ref)
-        cand_v = self._verdict(candidate, out_names, teacher_held, held_feeds, batch, ref)
+        held_out = teacher_held[: len(out_names)]
+        plain_v = self._verdict(model, out_names, held_out, held_feeds, batch, ref)
+        cand_v = self._verdict(candidate, out_names, held_out, held_feeds, batch, ref)
         p_gauge, c_gauge = plain_v.gauge()[0], cand_v.gauge()[0]
-        self.kept = cand_v.drop < plain_v.drop or (
-            cand_v.drop == plain_v.drop and c_gauge < p_gauge
+        self.kept = bool(changed) and (
+            cand_v.drop < plain_v.drop or (cand_v.drop == plain_v.drop and c_gauge < p_gauge)
         )
         self.figures = {
             "plain_drop": plain_v.drop, "distilled_drop": cand_v.drop, "plain_gauge": p_gauge,
-            "distilled_gauge": c_gauge, "loss_first": first, "loss_last": last,
-            "seconds": time.perf_counter() - start,
+            "distilled_gauge": c_gauge, "loss_first": outcome.first,
+            "held_first": outcome.held_first, "held_best": outcome.held_best,
+            "best_step": outcome.best_step, "steps_run": outcome.steps_run,
+            "seconds": time.perf_counter() - start, "mapped_bytes": store.mapped,
         }  # fmt: skip
-        self._note(kinds, plain_v, cand_v, len(train_idx), len(held_idx), len(changed))
+        self.outcome = outcome
+        kinds = [t.describe() for t in targets]
+        self._note(kinds, plain_v, cand_v, len(train_idx), len(held_idx), len(changed), seed)
         return ir.passes.PassResult(candidate if self.kept else _clone(model), modified=self.kept)
 
-    def _targets(self, model: ir.Model, names: list[str], teacher: list[np.ndarray]):
-        from onnxcomp.methods.distill.train import make_target
+    def _targets(
+        self, model: ir.Model, names: list[str], hints: list[str], teacher: list[np.ndarray],
+        *, in_place: bool,
+    ) -> list[Any]:  # fmt: skip
+        from onnxcomp.methods.distill.targets import choose, make_target, parse_overrides
+        from onnxcomp.metrics.tasks import detect
 
-        task = getattr(self.options, "task", None)
-        targets, kinds = [], []
-        for name, array in zip(names, teacher, strict=True):
-            if array.dtype.kind != "f":
-                continue  # labels and other integer outputs carry no gradient
-            scores = array.ndim == 2 and array.shape[1] > 1 and task in (None, "classify")
-            softmax_input = None
-            value = next((o for o in model.graph.outputs if o.name == name), None)
-            producer = value.producer() if value is not None else None
-            if scores and producer is not None and producer.op_type == "Softmax":
-                softmax_input = producer.inputs[0].name if producer.inputs[0] else None
-            kind = "kl" if scores else "mse"
-            targets.append(make_target(name, kind, array, softmax_input))
-            kinds.append(
-                f"'{name}': KL at T=2 (class scores)" if scores
-                else f"'{name}': per-component normalized MSE"
-            )  # fmt: skip
-        if not targets:
-            raise OnnxcompError("--recover distill: the model has no float output to match")
-        return targets, kinds
+        options = self.options
+        outputs = dict(zip(names, teacher[: len(names)], strict=True))
+        floats = {k: a for k, a in outputs.items() if a.dtype.kind == "f"}
+        task = getattr(options, "task", None)
+        if task is None and getattr(options, "metric_fn", None) is None:
+            found = detect({k: v[: min(len(v), 64)] for k, v in outputs.items()})
+            task = found[0] if found else None
+        softmax_inputs = {}
+        for value in model.graph.outputs:
+            producer = value.producer()
+            if producer is not None and producer.op_type == "Softmax" and producer.inputs[0]:
+                softmax_inputs[value.name or ""] = producer.inputs[0].name or ""
+        overrides = parse_overrides(tuple(getattr(options, "distill_loss", ()) or ()))
+        # The training part's arrays are converted in place; the held-back part's are
+        # read by the Judge as they are.
+        targets = choose(floats, task, softmax_inputs, overrides, in_place=in_place)
+        for name, array in zip(hints, teacher[len(names) :], strict=True):
+            hint = make_target(name, "mse", array)
+            hint.kind = "hint"
+            targets.append(hint)
+        return targets
 
     def _verdict(
         self, model: ir.Model, names: list[str], teacher: list[np.ndarray],
@@ -191,14 +221,20 @@ class DistillPass(ir.passes.FunctionalPass):
 
     def _note(
         self, kinds: list[str], plain: Verdict, cand: Verdict, n_train: int, n_held: int,
-        changed: int,
+        changed: int, seed: int,
     ) -> None:  # fmt: skip
-        f = self.figures
+        f, o = self.figures, self.outcome
+        stop = {
+            "steps": f"{o.steps_run} steps",
+            "patience": f"stopped at step {o.steps_run}: the held-back loss stopped improving",
+            "time limit": f"stopped by --time-limit at step {o.steps_run} of "
+            f"{self.options.distill_steps}, best values so far kept",
+        }[o.stopped]
         what = (
-            f"distill ({self.options.distill_steps} steps on {n_train} samples, loss "
-            f"{f['loss_first']:.4g} -> {f['loss_last']:.4g}; {'; '.join(kinds)}): "
-            f"{plain.metric} drop {plain.drop:.4g} -> {cand.drop:.4g} on {n_held} held-back "
-            f"samples"
+            f"distill ({stop}, seed {seed}, on {n_train} samples; {'; '.join(kinds)}; "
+            f"held-back loss {o.held_first:.4g} -> {o.held_best:.4g}, best at step "
+            f"{o.best_step}): {plain.metric} drop {plain.drop:.4g} -> {cand.drop:.4g} on "
+            f"{n_held} held-back samples"
         )
         if self.kept:
             note = f"{what}; kept ({changed} tensors changed, {f['seconds']:.1f} s)"
@@ -207,6 +243,26 @@ class DistillPass(ir.passes.FunctionalPass):
         logger.info(note)
         if self.report is not None:
             self.report.notes.append(note)
+
+
+def _with_outputs(teacher: ir.Model, student: ir.Model, names: list[str]) -> ir.Model:
+    """A copy of the teacher with the hint tensors as extra outputs; a name that is not a
+    computed tensor of both graphs is a usage error."""
+    copy = _clone(teacher)
+    mine = {v.name: v for node in copy.graph for v in node.outputs if v.name}
+    theirs = {v.name for node in student.graph for v in node.outputs if v.name}
+    missing = [n for n in names if n not in mine or n not in theirs]
+    if missing:
+        raise OnnxcompError(
+            f"--distill-hint: no tensor named {', '.join(missing)} in both the original and "
+            "the compressed graph (onnxcomp inspect lists the names)"
+        )
+    for name in names:
+        value = mine[name]
+        if value.dtype is None:
+            value.dtype = ir.DataType.FLOAT
+        copy.graph.outputs.append(value)
+    return copy
 
 
 def _clone(model: ir.Model) -> ir.Model:

@@ -1,129 +1,217 @@
 """The training loop: the student against the teacher's outputs (computed once).
 
-Losses per output, from the task: class scores get Hinton's KL at temperature T on
-softmax (probabilities are read as log-probabilities, a Softmax's input as logits);
-everything else per-component normalized MSE (each component divided by its spread in
-the teacher, so a small-valued channel counts as much as a large one).
-Deterministic: seeded, deterministic algorithms, one thread.
+Losses per target from targets.py. Every ``eval_every`` steps the loss on the held-back
+samples is measured; the values at its best are kept, and training stops once it has
+not improved for ``patience`` measurements (or at ``time_limit`` seconds: the best so far
+is kept, and said). Deterministic: seeded, deterministic algorithms, one thread.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from onnxcomp.methods.distill.student import Student
+from onnxcomp.methods.distill.targets import TEMPERATURE, Target
 
-TEMPERATURE = 2.0
 REASSIGN_EVERY = 25  # steps between codebook code reassignments
 SCALE_LR = 0.1  # the scales' relative learning rate, as a fraction of --lr
+EVAL_EVERY = 25  # steps between held-back measurements (a multiple of REASSIGN_EVERY)
+PATIENCE = 4  # measurements without improvement before stopping
+CONTRAST_TAU = 0.1  # temperature of the embeddings' batch contrastive term
 
 
 @dataclass
-class Target:
-    name: str  # the graph output
-    kind: str  # "kl" or "mse"
-    teacher: np.ndarray  # [N, ...]: logits for kl, the raw output for mse
-    logits_of: str | None = None  # the student value holding logits (a Softmax input)
-    probabilities: bool = False  # the student's output is probabilities: take its log
-    spread: np.ndarray | None = None  # mse: per-component spread (broadcast shape)
+class Plan:
+    steps: int
+    lr: float
+    batch: int
+    seed: int = 0
+    exact: bool = False  # the model's batch size is fixed: every run gets ``batch`` samples
+    eval_every: int = EVAL_EVERY
+    patience: int = PATIENCE
+    time_limit: float | None = None  # seconds
+    progress: Callable[[str], None] | None = None
 
 
-def is_probabilities(a: np.ndarray) -> bool:
-    return bool(a.size) and a.min() >= 0 and np.allclose(a.sum(axis=-1), 1.0, atol=1e-3)
+@dataclass
+class Outcome:
+    first: float  # loss on the training part before any step
+    held_first: float  # held-back loss before any step
+    held_best: float
+    best_step: int  # 0: the starting values were best
+    steps_run: int
+    stopped: str  # "steps", "patience" or "time limit"
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-back loss)
 
 
-def make_target(name: str, kind: str, teacher: np.ndarray, softmax_input: str | None) -> Target:
-    if kind == "kl":
-        probs = is_probabilities(teacher)
-        logits = np.log(np.clip(teacher, 1e-12, None)) if probs else teacher
-        return Target(name, kind, logits.astype(np.float32), softmax_input, probs)
-    axis = 1 if teacher.ndim >= 2 else None
-    others = tuple(i for i in range(teacher.ndim) if i != axis)
-    spread = teacher.astype(np.float64).std(axis=others, keepdims=True)
-    floor = max(float(spread.max()) * 1e-6, 1e-12)
-    return Target(name, kind, teacher, spread=np.maximum(spread, floor).astype(np.float32))
+def _select(t: Target, x: torch.Tensor) -> torch.Tensor:
+    if t.channels is None:
+        return x
+    axis = t.axis % x.dim()
+    return x.narrow(axis, t.channels[0], t.channels[1] - t.channels[0])
 
 
-def _loss(target: Target, env: dict[str, torch.Tensor], idx: np.ndarray) -> torch.Tensor:
-    teacher = torch.from_numpy(target.teacher[idx])
-    if target.kind == "kl":
-        if target.logits_of is not None:
-            student = env[target.logits_of]
-        elif target.probabilities:
-            student = torch.log(env[target.name].clamp_min(1e-12))
+def _kl(student: torch.Tensor, teacher: torch.Tensor, axis: int) -> torch.Tensor:
+    """Hinton's KL at T per position along ``axis`` (summed over classes, averaged over
+    samples and positions), times T^2."""
+    t = TEMPERATURE
+    log_s = F.log_softmax(student / t, dim=axis)
+    log_t = F.log_softmax(teacher / t, dim=axis)
+    return (log_t.exp() * (log_t - log_s)).sum(dim=axis).mean() * t * t
+
+
+def _binary_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL between independent sigmoid scores at T (detector classes), per score."""
+    t = TEMPERATURE
+    eps = 1e-6
+    ls = torch.logit(student.clamp(eps, 1 - eps)) / t
+    lt = torch.logit(teacher.clamp(eps, 1 - eps)) / t
+    pt = torch.sigmoid(lt)
+    kl = pt * (F.logsigmoid(lt) - F.logsigmoid(ls)) + (1 - pt) * (
+        F.logsigmoid(-lt) - F.logsigmoid(-ls)
+    )
+    return kl.mean() * t * t
+
+
+def _cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    s = F.normalize(student.reshape(len(student), -1), dim=1)
+    t = F.normalize(teacher.reshape(len(teacher), -1), dim=1)
+    loss = (1 - (s * t).sum(dim=1)).mean()
+    if len(s) > 1:  # each student vector nearest its own teacher vector in the batch
+        logits = s @ t.T / CONTRAST_TAU
+        loss = loss + CONTRAST_TAU * F.cross_entropy(logits, torch.arange(len(s)))
+    return loss
+
+
+def loss_of(t: Target, env: dict[str, torch.Tensor], idx: np.ndarray) -> torch.Tensor:
+    teacher = _select(t, torch.from_numpy(np.ascontiguousarray(t.teacher[idx])))
+    if t.kind == "kl":
+        if t.logits_of is not None:
+            student = env[t.logits_of]
+        elif t.probabilities:
+            student = torch.log(env[t.name].clamp_min(1e-12))
         else:
-            student = env[target.name]
-        t = TEMPERATURE
-        return (
-            F.kl_div(
-                F.log_softmax(student / t, dim=-1),
-                F.log_softmax(teacher / t, dim=-1),
-                log_target=True,
-                reduction="batchmean",
-            )
-            * t
-            * t
-        )
-    assert target.spread is not None
-    diff = (env[target.name] - teacher) / torch.from_numpy(target.spread)
+            student = env[t.name]
+        return _kl(student, teacher, t.axis)
+    student = _select(t, env[t.name])
+    if t.kind == "bkl":
+        return _binary_kl(student, teacher)
+    if t.kind == "cosine":
+        return _cosine(student, teacher)
+    assert t.spread is not None
+    diff = (student - teacher) / torch.from_numpy(t.spread)
     return (diff * diff).mean()
+
+
+def _batch_loss(
+    student: Student, feeds: dict[str, np.ndarray], targets: list[Target], idx: np.ndarray
+) -> torch.Tensor:
+    env = student({k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in feeds.items()})
+    return sum((loss_of(t, env, idx) for t in targets), torch.zeros(()))
+
+
+@torch.no_grad()
+def full_loss(
+    student: Student, feeds: dict[str, np.ndarray], targets: list[Target], plan: Plan
+) -> float:
+    """The loss over every sample of ``feeds``, batch by batch."""
+    n = len(next(iter(feeds.values())))
+    total, seen = 0.0, 0
+    for start in range(0, n, plan.batch):
+        idx = np.arange(start, min(start + plan.batch, n))
+        if plan.exact and len(idx) < plan.batch:
+            break
+        seen += len(idx)
+        total += float(_batch_loss(student, feeds, targets, idx)) * len(idx)
+    return total / max(seen, 1)
+
+
+def _snapshot(student: Student) -> dict[str, torch.Tensor]:
+    state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    for i, codes in enumerate(student.codes):
+        state[f"#codes{i}"] = codes.clone()
+    return state
+
+
+def _restore(student: Student, state: dict[str, torch.Tensor]) -> None:
+    student.load_state_dict({k: v for k, v in state.items() if not k.startswith("#")})
+    for i in range(len(student.codes)):
+        student.codes[i] = state[f"#codes{i}"].clone()
 
 
 def train(
     student: Student,
     feeds: dict[str, np.ndarray],
     targets: list[Target],
-    *,
-    steps: int,
-    lr: float,
-    batch: int,
-    seed: int = 0,
-    exact: bool = False,
-) -> tuple[float, float]:
-    """Adam for ``steps`` minibatches; (first, last) loss, each over the whole train part.
-    ``exact``: the model's batch size is fixed: every run gets exactly ``batch`` samples."""
-    torch.manual_seed(seed)
+    held: tuple[dict[str, np.ndarray], list[Target]],
+    plan: Plan,
+) -> Outcome:
+    """Adam with cosine decay for up to ``plan.steps`` minibatches; the student ends at the
+    values with the lowest held-back loss seen."""
+    torch.manual_seed(plan.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
-    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    rng = np.random.default_rng(plan.seed)
     n = len(next(iter(feeds.values())))
-    optimizer = torch.optim.Adam(student.param_groups(lr, lr * SCALE_LR))
+    optimizer = torch.optim.Adam(student.param_groups(plan.lr, plan.lr * SCALE_LR))
     # Cosine decay to zero: the last steps settle instead of oscillating around the
     # minimum (biases at a constant 1e-3 undid most of the gain on the digits MLP).
+    steps = plan.steps
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
     )
-    first = _full_loss(student, feeds, targets, batch, exact)
-    for step in range(steps):
-        idx = rng.choice(n, size=min(batch, n), replace=False)
-        env = student({k: torch.from_numpy(v[idx]) for k, v in feeds.items()})
-        loss = sum((_loss(t, env, idx) for t in targets), torch.zeros(()))
+    held_feeds, held_targets = held
+    first = full_loss(student, feeds, targets, plan)
+    best = held_first = full_loss(student, held_feeds, held_targets, plan)
+    best_state, best_step, since, stopped = _snapshot(student), 0, 0, "steps"
+    curve = [(0, held_first)]
+    step = 0
+    for step in range(1, steps + 1):
+        idx = np.sort(rng.choice(n, size=min(plan.batch, n), replace=False))
+        loss = _batch_loss(student, feeds, targets, idx)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         schedule.step()
-        if student.books and (step + 1) % REASSIGN_EVERY == 0:
+        if student.books and step % REASSIGN_EVERY == 0:
             student.reassign()
-    student.reassign()
-    return first, _full_loss(student, feeds, targets, batch, exact)
-
-
-@torch.no_grad()
-def _full_loss(
-    student: Student, feeds: dict[str, np.ndarray], targets: list[Target], batch: int, exact: bool
-) -> float:
-    n = len(next(iter(feeds.values())))
-    total, seen = 0.0, 0
-    for start in range(0, n, batch):
-        idx = np.arange(start, min(start + batch, n))
-        if exact and len(idx) < batch:
+        late = plan.time_limit is not None and time.perf_counter() - start > plan.time_limit
+        if step % plan.eval_every and step != steps and not late:
+            continue
+        if student.books:
+            student.reassign()
+        value = full_loss(student, held_feeds, held_targets, plan)
+        curve.append((step, value))
+        if value < best:
+            best, best_state, best_step, since = value, _snapshot(student), step, 0
+        else:
+            since += 1
+        if plan.progress is not None:
+            plan.progress(
+                f"distill step {step}/{steps}: loss {float(loss):.4g}, held-back {value:.4g} "
+                f"(best {best:.4g} at step {best_step})"
+            )
+        if since >= plan.patience and step != steps:
+            stopped = "patience"
             break
-        seen += len(idx)
-        env = student({k: torch.from_numpy(v[idx]) for k, v in feeds.items()})
-        total += sum(float(_loss(t, env, idx)) for t in targets) * len(idx)
-    return total / max(seen, 1)
+        if late and step != steps:
+            stopped = "time limit"
+            break
+    _restore(student, best_state)
+    return Outcome(first, held_first, best, best_step, step, stopped, curve)
+
+
+def stderr_progress(line: str) -> None:
+    """One progress line, rewritten in place on a terminal."""
+    end = "\r" if sys.stderr.isatty() else "\n"
+    sys.stderr.write(f"{line}{end}")
+    sys.stderr.flush()

@@ -1,0 +1,70 @@
+"""The teacher's outputs over the calibration samples, computed once by onnxruntime.
+
+Stored float32 in arrays allocated once (each batch written in place, never
+concatenated); past ``MEMORY_BYTES`` in all, in a memory map in an onnxcomp temp folder
+(io/tempdirs.py), so 1,000 samples of a [40, 6625] sequence output (~1 GB) are on disk
+once and paged in by the batches that read them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from onnxcomp.io.tempdirs import make_temp_dir
+
+MEMORY_BYTES = 256 << 20
+
+
+class TeacherStore:
+    """Allocates the output arrays (in memory or mapped); ``close`` removes the maps."""
+
+    def __init__(self, limit: int = MEMORY_BYTES) -> None:
+        self.limit = limit
+        self.folder: Path | None = None
+        self.mapped = 0  # bytes held in memory maps
+        self._count = 0
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if nbytes <= self.limit:
+            self.limit -= nbytes
+            return np.empty(shape, dtype)
+        if self.folder is None:
+            self.folder = make_temp_dir(Path(tempfile.gettempdir()))
+        self._count += 1
+        self.mapped += nbytes
+        path = self.folder / f"teacher{self._count}.f32"
+        return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+    def run(
+        self, session: Any, feeds: dict[str, np.ndarray], batch: int, names: list[str] | None
+    ) -> list[np.ndarray]:
+        """``session``'s outputs (``names``, or all) over every sample, float outputs as
+        float32."""
+        n = len(next(iter(feeds.values())))
+        arrays: list[np.ndarray] | None = None
+        for start in range(0, n, batch):
+            part = {k: v[start : start + batch] for k, v in feeds.items()}
+            outs = [np.asarray(o) for o in session.run(names, part)]
+            if arrays is None:
+                arrays = [
+                    self.allocate(
+                        (n, *o.shape[1:]),
+                        np.dtype(np.float32) if o.dtype.kind == "f" else o.dtype,
+                    )
+                    for o in outs
+                ]
+            for array, out in zip(arrays, outs, strict=True):
+                array[start : start + len(out)] = out
+        assert arrays is not None, "no samples"
+        return arrays
+
+    def close(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
