@@ -182,8 +182,10 @@ class Recovery:
         )
 
     def quantize_pass(self, default: QuantizeWeightsPass) -> ir.passes.InPlacePass:
-        """GPTQ in place of plain weight rounding (same options), or ``default``."""
-        if self.method != "gptq":
+        """GPTQ in place of plain weight rounding (same options), or ``default``. Block-wise
+        reconstruction starts from GPTQ's codes (AdaRound then moves them where the
+        layer's output, activations and all, gets closer)."""
+        if self.method not in ("gptq", "blockwise"):
             return default
         return GPTQPass(
             self.data, per_channel=default.per_channel, include=default.include,
