@@ -37,6 +37,7 @@ ROWS: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "ddddocr-ch50": ("ddddocr-captcha", {"prune_channels": 0.5}, None),
     "rec-int8-reduced": ("paddle-ocr-rec", {"quantize": "int8", "weight_range": "reduced"}, "gptq"),
     "rec-cb4": ("paddle-ocr-rec", {"quantize": "codebook", "bits": 4}, None),
+    "minilm-l6-ch50": ("zoo:minilm", {"prune_channels": 0.5}, None),
     "yolo-int8": ("doclaynet-yolov8n", {"quantize": "int8"}, "gptq"),
 }
 METHODS = ("plain", "closed", "blockwise", "distill")  # table columns
@@ -64,6 +65,21 @@ def _digits_accuracy(path: Path, test: Path) -> float:
     return float((predicted == data["label"]).mean())
 
 
+def _zoo_cosine(path: Path, reference: Path, evals: Path, output: str) -> float:
+    """Mean per-sample cosine of ``output`` against the fp32 model's, on the zoo's eval."""
+    import numpy as np
+    import onnxruntime as ort
+
+    feeds = dict(np.load(evals))
+    got = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run([output], feeds)[0]
+        for p in (path, reference)
+    ]
+    a, b = (g.reshape(len(g), -1).astype(np.float64) for g in got)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+    return float(cos.mean())
+
+
 def child(row: str, method: str, out: Path, steps: int) -> dict[str, Any]:
     """One compression in this process; its task metric (and the fp32 one for plain)."""
     from onnxcomp import compress
@@ -74,7 +90,14 @@ def child(row: str, method: str, out: Path, steps: int) -> dict[str, Any]:
     if method == "closed" and closed is None:
         return {"skipped": "no closed-form repair for this compression"}
     task, args = TASKS.get(name, ("classify", ()))
-    if name == "digits-mlp":
+    if name.startswith("zoo:"):
+        from benchmarks.zoo import build
+
+        built = build(name[4:], CACHE.parent)
+        model, calib, metric = built.model, built.calib, f"{built.output} cosine to fp32"
+        task, args = ("embed", ()) if built.kind == "embedding" else ("classify", ())
+        score = lambda p: _zoo_cosine(p, built.model, built.eval, built.output)  # noqa: E731
+    elif name == "digits-mlp":
         model, calib, test = _digits()
         score = lambda p: _digits_accuracy(p, test)  # noqa: E731
         metric = "accuracy"
@@ -173,34 +196,37 @@ def speed(timeout: float) -> dict[str, Any]:
     return measured(argv, timeout, 1800)
 
 
-def speed_child(model_name: str = "paddle-ocr-rec") -> dict[str, Any]:
-    """1,000 training samples (the calibration feeds repeated; a quarter more is held
+SPEED_MODEL = "inception_v2"  # zoo (onnx wheel architecture): 11.2M parameters, the
+# closest to 10M of the corpus and zoo models the op table runs (densenet121: 8.0M)
+
+
+def speed_child(name: str = SPEED_MODEL) -> dict[str, Any]:
+    """1,000 training samples (the calibration images repeated; a quarter more is held
     back), one epoch of minibatches of 32, int8 weights."""
     import numpy as np
-    import onnx_ir as ir
+    import onnx
 
-    from benchmarks.corpus import prepare
+    from benchmarks.zoo import build
     from onnxcomp import compress
 
-    prep = prepare(model_name)
-    model = ir.load(prep.model)
-    params = sum(
-        int(np.prod(v.shape.numpy())) for v in model.graph.initializers.values() if v.shape
-    )
-    feeds = [dict(np.load(p)) for p in sorted(Path(prep.calib).glob("*.npz"))]
+    built = build(name, CACHE.parent)
+    proto = onnx.load(str(built.model))
+    params = sum(int(np.prod(i.dims)) for i in proto.graph.initializer)
+    feeds = dict(np.load(built.calib))
     total = 1334  # 1,000 trained on, 334 held back
-    data = {k: np.concatenate([feeds[i % len(feeds)][k] for i in range(total)]) for k in feeds[0]}
+    data = {k: np.resize(v, (total, *v.shape[1:])) for k, v in feeds.items()}
     work = CACHE / "speed"
     work.mkdir(parents=True, exist_ok=True)
     np.savez(work / "calib.npz", **data)
+    del data
     start, cpu = time.perf_counter(), time.process_time()
     result = compress(
-        prep.model, work / "out.onnx", calib=str(work / "calib.npz"), quantize="weights",
+        built.model, work / "out.onnx", calib=str(work / "calib.npz"), quantize="weights",
         recover="distill", distill_steps=1000 // 32,
     )  # fmt: skip
     notes = [n for n in result.notes if n.startswith("distill")]
     return {
-        "model": model_name, "parameters": params, "seconds": time.perf_counter() - start,
+        "model": name, "parameters": params, "seconds": time.perf_counter() - start,
         "process_cpu_s": time.process_time() - cpu, "note": notes[0] if notes else "",
     }  # fmt: skip
 

@@ -14,15 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import onnx_ir as ir
 import torch
 
 from onnxcomp.methods.distill.blocks import Block
 from onnxcomp.methods.distill.forms import nearest_codes
-from onnxcomp.methods.distill.optable import OPS, Op
-from onnxcomp.methods.distill.optable import _dequantize as _dq_plain
+from onnxcomp.methods.distill.ops.common import Fn, Maker
+from onnxcomp.methods.distill.ops.program import MAKERS
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch
 BETA = (20.0, 2.0)  # the regularizer's exponent, annealed
@@ -33,95 +32,54 @@ START = 0.1  # the soft rounding's start: this far from the stored code, towards
 V_LR = 0.03  # Adam's rate on the rounding variables
 
 
-def _ste_round(x: torch.Tensor) -> torch.Tensor:
-    return x + (torch.round(x) - x).detach()
-
-
-def _dynamic_quantize(node: ir.Node, x: list[Any]) -> list[Any]:
-    """uint8 codes of the input as floats (straight through), its scale and zero point."""
-    a = x[0]
-    low = torch.clamp(a.detach().min(), max=0.0)
-    high = torch.clamp(a.detach().max(), min=0.0)
-    scale = (high - low) / 255.0
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    zero = torch.clamp(torch.round(-low / scale), 0, 255)
-    q = torch.clamp(_ste_round(a / scale) + zero, 0, 255)
-    return [q, scale, zero]
-
-
-def _matmul_integer(node: ir.Node, x: list[Any]) -> list[Any]:
-    a, b = x[0].float(), x[1].float()
-    if len(x) > 2 and x[2] is not None:
-        a = a - x[2].float()
-    if len(x) > 3 and x[3] is not None:
-        b = b - x[3].float()
-    return [a @ b]
-
-
-def _quantize(node: ir.Node, x: list[Any]) -> list[Any]:
-    """QuantizeLinear on activations, straight through, its codes as floats."""
-    scale = x[1]
-    zero = x[2] if len(x) > 2 and x[2] is not None else None
-    lo, hi = (0, 255) if zero is not None and zero.dtype == torch.uint8 else (-128, 127)
-    if scale.dim() == 1 and x[0].dim() > 1 and scale.numel() > 1:
-        shape = [1] * x[0].dim()
-        shape[node.attributes.get_int("axis", 1) % x[0].dim()] = scale.numel()
-        scale = scale.reshape(shape)
-        zero = zero.reshape(shape) if zero is not None else None
-    q = _ste_round(x[0] / scale) + (zero.float() if zero is not None else 0.0)
-    return [torch.clamp(q, lo, hi)]
-
-
-def _dequantize(node: ir.Node, x: list[Any]) -> list[Any]:
-    block = node.attributes.get_int("block_size", 0)
-    if not block:
-        return _dq_plain(node, x)
-    q, scale = x[0].float(), x[1].float()
-    axis = node.attributes.get_int("axis", 1) % q.dim()
-    scale = scale.repeat_interleave(block, dim=axis).narrow(axis, 0, q.shape[axis])
-    if len(x) > 2 and x[2] is not None:
-        zero = x[2].float().repeat_interleave(block, dim=axis).narrow(axis, 0, q.shape[axis])
-        q = q - zero
-    return [q * scale]
-
-
-def _cast(node: ir.Node, x: list[Any]) -> list[Any]:
+def _cast(node: ir.Node, opset: int) -> Fn:
     """Cast; codes computed as floats (soft codes, integer products) stay floats."""
     to = ir.DataType(node.attributes.get_int("to", 1))
-    if x[0].is_floating_point() and to.is_integer():
-        return [x[0]]
-    return OPS["Cast"](node, x)
+    plain = MAKERS[""]["Cast"](node, opset)
+    if not to.is_integer():
+        return plain
+    return lambda x: [x[0]] if x[0].is_floating_point() else plain(x)
 
 
-BLOCK_OPS: dict[str, Op] = {
-    **OPS,
-    "DynamicQuantizeLinear": _dynamic_quantize,
-    "MatMulInteger": _matmul_integer,
-    "QuantizeLinear": _quantize,
-    "DequantizeLinear": _dequantize,
-    "Cast": _cast,
-}
+OVERRIDES: dict[str, Maker] = {"Cast": _cast}
+
+
+def _maker(node: ir.Node) -> Maker | None:
+    if (node.domain or "") in ("", "ai.onnx") and node.op_type in OVERRIDES:
+        return OVERRIDES[node.op_type]
+    return MAKERS.get(node.domain or "", {}).get(node.op_type)
 
 
 def unsupported(block: Block) -> list[str]:
-    return sorted(
-        {
-            n.op_type
-            for n in block.nodes
-            if n.domain not in ("", "ai.onnx") or n.op_type not in BLOCK_OPS
-        }
-    )
+    return sorted({n.op_type for n in block.nodes if _maker(n) is None})
+
+
+def runnable(node: ir.Node) -> bool:
+    return _maker(node) is not None
+
+
+Compiled = list[tuple[Fn, list[str], list[str]]]
+
+
+def compile_nodes(nodes: list[ir.Node], opsets: dict[str, int]) -> Compiled:
+    out = []
+    for node in nodes:
+        maker = _maker(node)
+        assert maker is not None, node.op_type
+        fn = maker(node, opsets.get(node.domain or "", 1 if node.domain else 21))
+        out.append((fn, [v.name or "" if v is not None else "" for v in node.inputs],
+                    [v.name or "" for v in node.outputs]))  # fmt: skip
+    return out
 
 
 def run_nodes(
-    nodes: list[ir.Node], env: dict[str, Any], extra: dict[str, Any] | None = None
+    program: Compiled, env: dict[str, Any], extra: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     extra = extra or {}
-    for node in nodes:
-        args = [env[v.name] if v is not None and v.name else None for v in node.inputs]
-        for value, out in zip(node.outputs, BLOCK_OPS[node.op_type](node, args), strict=False):
-            name = value.name or ""
-            env[name] = out + extra[name] if name in extra else out
+    for fn, ins, outs in program:
+        for name, out in zip(outs, fn([env[n] if n else None for n in ins]), strict=False):
+            if name:
+                env[name] = out + extra[name] if name in extra else out
     return env
 
 
@@ -210,10 +168,10 @@ class BlockParams:
     """What trains in one block, and the block's forward."""
 
     def __init__(
-        self, block: Block, fixed: dict[str, torch.Tensor], codes: list[Codes],
-        books: list[Book], floats: list[Float],
+        self, block: Block, program: Compiled, fixed: dict[str, torch.Tensor],
+        codes: list[Codes], books: list[Book], floats: list[Float],
     ) -> None:  # fmt: skip
-        self.block, self.fixed = block, fixed
+        self.block, self.program, self.fixed = block, program, fixed
         self.codes, self.books, self.floats = codes, books, floats
 
     def substitutes(self, hard: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -229,7 +187,7 @@ class BlockParams:
 
     def forward(self, inputs: dict[str, torch.Tensor], hard: bool = False) -> torch.Tensor:
         env, extra = self.substitutes(hard)
-        out = run_nodes(self.block.nodes, {**self.fixed, **env, **inputs}, extra)
+        out = run_nodes(self.program, {**self.fixed, **env, **inputs}, extra)
         return out[self.block.output]
 
     def groups(self, lr: float) -> list[dict[str, Any]]:
@@ -306,6 +264,3 @@ def block_error(
         y = params.forward(part, hard=hard)
         total += float(((y - torch.from_numpy(target[start : start + batch])) ** 2).sum())
     return total / max(target.size, 1)
-
-
-INT_RANGES = {np.dtype(np.int8): (-127, 127), np.dtype(ml_dtypes.int4): (-8, 7)}

@@ -18,12 +18,13 @@ import torch
 
 from onnxcomp.graph.edit import const
 from onnxcomp.methods.distill.adaround import (
-    BLOCK_OPS,
     BlockParams,
     Book,
     Codes,
+    Compiled,
     Float,
     adaround_codes,
+    compile_nodes,
 )
 from onnxcomp.methods.distill.blocks import WEIGHTED, Block
 from onnxcomp.methods.distill.forms import FULL_QMAX, REDUCED_QMAX, Forms
@@ -58,16 +59,14 @@ def original_weights(teacher: ir.Model, output: str, depth: int = 6) -> list[np.
     return found
 
 
-def _constants(block: Block, fixed: dict[str, torch.Tensor]) -> dict[str, Any]:
+def _constants(program: Compiled, fixed: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Every value of the block computable from its initializers."""
     env: dict[str, Any] = dict(fixed)
     with torch.no_grad():
-        for node in block.nodes:
-            names = [v.name or "" for v in node.inputs if v is not None]
-            if all(n in env for n in names):
-                args = [env[v.name or ""] if v is not None else None for v in node.inputs]
-                outs = BLOCK_OPS[node.op_type](node, args)
-                env.update({v.name or "": o for v, o in zip(node.outputs, outs, strict=False)})
+        for fn, ins, outs in program:
+            if all(not n or n in env for n in ins):
+                values = fn([env[n] if n else None for n in ins])
+                env.update((n, v) for n, v in zip(outs, values, strict=False) if n)
     return env
 
 
@@ -141,7 +140,7 @@ def _match(codes: np.ndarray, step: np.ndarray, weights: list[np.ndarray]) -> np
 
 def build_params(
     graph: ir.Graph, block: Block, forms: Forms, originals: list[np.ndarray], *,
-    keep_zeros: bool, reduced: bool,
+    keep_zeros: bool, reduced: bool, opsets: dict[str, int] | None = None,
 ) -> tuple[BlockParams, BlockParams, list[str]]:  # fmt: skip
     """(the trained block, the block as stored, the code leaves left as stored)."""
     int8, books, floats = forms
@@ -151,7 +150,8 @@ def build_params(
         for v in node.inputs:
             if v is not None and v.name in graph.initializers and v.const_value is not None:
                 fixed[v.name or ""] = _tensor(v.const_value.numpy())
-    env = _constants(block, fixed)
+    program = compile_nodes(block.nodes, opsets or dict(graph.opset_imports))
+    env = _constants(program, fixed)
     code_list: list[Codes] = []
     left: list[str] = []
     scales = {f.scale for f in int8} | {f.scale for f in forms.int4}
@@ -181,8 +181,8 @@ def build_params(
             w = graph.initializers[f.name].const_value.numpy().astype(np.float32)  # type: ignore[union-attr]
             mask = torch.from_numpy((w != 0).astype(np.float32)) if keep_zeros else None
             float_list.append(Float(f.name, f.half, torch.nn.Parameter(torch.from_numpy(w)), mask))
-    trained = BlockParams(block, fixed, code_list, book_list, float_list)
-    return trained, BlockParams(block, fixed, [], [], []), left
+    trained = BlockParams(block, program, fixed, code_list, book_list, float_list)
+    return trained, BlockParams(block, program, fixed, [], [], []), left
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

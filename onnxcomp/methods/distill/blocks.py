@@ -12,6 +12,7 @@ removed) has no target and is left, with the reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import onnx_ir as ir
@@ -68,10 +69,13 @@ def _add(node: ir.Node, nodes: set[ir.Node], const: set[ir.Value]) -> None:
         _cone(v, const, nodes)
 
 
-def find_blocks(model: ir.Model, anchors: set[str]) -> list[Block]:
+def find_blocks(
+    model: ir.Model, anchors: set[str], runnable: Callable[[ir.Node], bool] | None = None
+) -> list[Block]:
     """One block per weighted node of the main graph whose weight is a constant
     (``anchors``: the names of the values the original model computes, its inputs
-    included). Blocks that cannot be cut have ``skip`` set."""
+    included; ``runnable``: the ops a block may grow through after its anchor). Blocks
+    that cannot be cut have ``skip`` set."""
     graph = model.graph
     const = constant_values(graph)
     order = {node: i for i, node in enumerate(graph)}
@@ -84,7 +88,7 @@ def find_blocks(model: ir.Model, anchors: set[str]) -> list[Block]:
             continue
         if node.inputs[0] is None or node.inputs[0] in const:
             continue
-        block = _grow(node, const, anchors, {n for n in outputs if n})
+        block = _grow(node, const, anchors, {n for n in outputs if n}, runnable)
         block.nodes.sort(key=order.__getitem__)
         if not block.skip:
             block.leaves = _leaves(graph, block)
@@ -94,7 +98,10 @@ def find_blocks(model: ir.Model, anchors: set[str]) -> list[Block]:
     return blocks
 
 
-def _grow(node: ir.Node, const: set[ir.Value], anchors: set[str], outputs: set[str]) -> Block:
+def _grow(
+    node: ir.Node, const: set[ir.Value], anchors: set[str], outputs: set[str],
+    runnable: Callable[[ir.Node], bool] | None,
+) -> Block:  # fmt: skip
     nodes: set[ir.Node] = set()
     _add(node, nodes, const)
     block = Block(node, [])
@@ -136,6 +143,7 @@ def _grow(node: ir.Node, const: set[ir.Value], anchors: set[str], outputs: set[s
         if (
             nxt.op_type not in ELEMENTWISE or nxt.domain != ""
             or any(v not in const for v in others) or nxt.outputs[0].name not in anchors
+            or (runnable is not None and not runnable(nxt))
         ):  # fmt: skip
             break
         _add(nxt, nodes, const)

@@ -93,7 +93,12 @@ class BlockwisePass(ir.passes.FunctionalPass):
         require_torch()
         import torch
 
-        from onnxcomp.methods.distill.adaround import block_error, optimize, unsupported
+        from onnxcomp.methods.distill.adaround import (
+            block_error,
+            optimize,
+            runnable,
+            unsupported,
+        )
         from onnxcomp.methods.distill.block_params import build_params, original_weights
 
         torch.use_deterministic_algorithms(True)
@@ -101,7 +106,7 @@ class BlockwisePass(ir.passes.FunctionalPass):
         teacher = self.teacher()
         assert teacher is not None, "the teacher was not snapshotted"
         start = time.perf_counter()
-        blocks = find_blocks(model, anchors(teacher))
+        blocks = find_blocks(model, anchors(teacher), runnable)
         specs = [s for s in input_specs(model) if s.name]
         fixed = specs[0].fixed_batch if specs else None
         feeds = collect(self.data(), [s.name for s in specs])
@@ -147,7 +152,7 @@ class BlockwisePass(ir.passes.FunctionalPass):
                 originals = original_weights(teacher, block.output)
                 params, plain, left = build_params(
                     model.graph, block, forms, originals, keep_zeros=keep_zeros,
-                    reduced=self.reduced,
+                    reduced=self.reduced, opsets=dict(model.opset_imports),
                 )  # fmt: skip
                 before = block_error(plain, inputs, target, batch)
                 after = optimize(
