@@ -40,6 +40,7 @@ METRICS: tuple[str, ...] = get_args(Metric)
 TASKS: tuple[str, ...] = get_args(Task)
 # --quantize int4: rows of a MatMul/Gemm weight sharing one scale (MatMulNBits block sizes)
 BLOCK_SIZES: tuple[int, ...] = (16, 32, 64, 128, 256)
+DISTILL_LOSSES: tuple[str, ...] = ("kl", "mse", "cosine")  # --distill-loss OUTPUT=KIND
 
 
 def option(
@@ -464,9 +465,10 @@ class CompressOptions(TaskOptions):
         ):
             raise OnnxcompError(f"--time-limit must be a number of seconds > 0, got {limit}")
         if method == "distill":
-            from onnxcomp.methods.distill.targets import parse_overrides
-
-            parse_overrides(tuple(self.distill_loss or ()))
+            for spec in self.distill_loss or ():
+                name, sep, kind = str(spec).rpartition("=")
+                if not sep or not name or kind not in DISTILL_LOSSES:
+                    raise OnnxcompError(f"--distill-loss takes OUTPUT=kl|mse|cosine, got {spec!r}")
         if isinstance(self.distill_steps, bool) or not (
             isinstance(self.distill_steps, int) and self.distill_steps >= 1
         ):

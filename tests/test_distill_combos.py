@@ -169,7 +169,7 @@ def test_time_limit_keeps_the_best_so_far_and_progress_is_opt_in(digits, tmp_pat
 
 def test_quant_ops_run_like_onnxruntime(digits, tmp_path):
     """The student of each stored form, before any step, computes what onnxruntime does."""
-    from onnxcomp.methods.distill.quant_ops import unsupported
+    from onnxcomp.methods.distill.optable import unsupported
     from onnxcomp.methods.distill.student import Student
 
     model, test, calib = digits
@@ -321,3 +321,51 @@ def test_int4_embedding_rows(tmp_path):
         mine = Student(model, forms, keep_zeros=False)({"ids": torch.from_numpy(feed["ids"])})
     np.testing.assert_allclose(mine["y"].numpy(), _valid(tmp_path / "d.onnx", feed), rtol=1e-5,
                                atol=1e-5)  # fmt: skip
+
+
+def test_auto_with_distill_end_to_end(digits, tmp_path):
+    """``auto --recover distill`` on the digits model: the rung runs exactly when a
+    finalist is rejected, and a distilled winner's recipe replays to its bytes."""
+    from onnxcomp.auto import auto
+
+    model, test, calib = digits
+    result = auto(
+        model, tmp_path / "out.onnx", calib=str(calib), data=str(test), labels="label",
+        max_drop=0.01, recover="distill", max_trials=12, workers=1, allow_small_data=True,
+        log=lambda line: None,
+    )  # fmt: skip
+    finalists = result.verification.finalists
+    distilled = [f for f in finalists if f.distilled]
+    rejected = [f for f in finalists if not f.distilled and not f.accepted]
+    assert len(distilled) == (1 if rejected else 0)
+    if distilled and distilled[0].accepted:
+        assert result.chosen.extra.get("distilled")
+        assert 'recover = "distill"' in (tmp_path / "out.onnx.recipe.toml").read_text()
+        compress(model, tmp_path / "replay.onnx", load_recipe(tmp_path / "out.onnx.recipe.toml"))
+        assert (tmp_path / "replay.onnx").read_bytes() == (tmp_path / "out.onnx").read_bytes()
+
+
+def test_losses_are_zero_at_the_teacher_and_per_position():
+    """Each loss is 0 when the student equals the teacher; KL on [N, T, C] is the mean
+    over samples and steps of the per-step KL (so a long sequence does not weigh more)."""
+    from onnxcomp.methods.distill.targets import make_target
+    from onnxcomp.methods.distill.train import loss_of
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((4, 6, 5)).astype(np.float32)
+    idx = np.arange(4)
+    kl = make_target("y", "kl", logits.copy())
+    assert float(loss_of(kl, {"y": torch.from_numpy(logits)}, idx)) == pytest.approx(0, abs=1e-6)
+    other = rng.standard_normal((4, 6, 5)).astype(np.float32)
+    t, s = torch.from_numpy(logits) / 2, torch.from_numpy(other) / 2
+    pt = torch.softmax(t, -1)
+    per_step = (pt * (torch.log_softmax(t, -1) - torch.log_softmax(s, -1))).sum(-1)
+    got = float(loss_of(kl, {"y": torch.from_numpy(other)}, idx))
+    assert got == pytest.approx(float(per_step.mean()) * 4, rel=1e-5)
+    emb = rng.standard_normal((4, 8)).astype(np.float32)
+    cos = make_target("e", "cosine", emb)
+    same = float(loss_of(cos, {"e": torch.from_numpy(emb)}, idx))
+    shuffled = float(loss_of(cos, {"e": torch.from_numpy(emb[::-1].copy())}, idx))
+    assert same < shuffled  # the contrastive term ranks each sample's own vector first
+    mse = make_target("r", "mse", emb)
+    assert float(loss_of(mse, {"r": torch.from_numpy(emb)}, idx)) == 0.0

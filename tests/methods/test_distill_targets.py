@@ -120,3 +120,17 @@ def test_auto_rung_needs_held_back_data_apart_from_the_training_data():
     assert "--data or --verify" in (why_not(opts) or "")
     assert why_not(SimpleNamespace(**{**vars(opts), "data": "d.npz"})) is None
     assert why_not(SimpleNamespace(**{**vars(opts), "recover": None})) == "off"
+
+
+def test_the_pipeline_side_of_distill_imports_no_torch():
+    """What the default suite and a run without --recover distill load never needs torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import onnxcomp.methods.distill, onnxcomp.methods.distill.repack, "
+        "onnxcomp.methods.distill.targets, onnxcomp.methods.distill.teacher, "
+        "onnxcomp.auto.distill_rung, onnxcomp.pipeline.build; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

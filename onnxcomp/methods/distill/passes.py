@@ -98,7 +98,7 @@ class DistillPass(ir.passes.FunctionalPass):
         self.figures: dict[str, float] = {}
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        from onnxcomp.methods.distill.quant_ops import unsupported
+        from onnxcomp.methods.distill.optable import unsupported
 
         bad = unsupported(model.graph)
         if bad:

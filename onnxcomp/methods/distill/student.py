@@ -21,7 +21,6 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
-import onnxcomp.methods.distill.quant_ops  # noqa: F401  (registers the quant ops)
 from onnxcomp.methods.distill.forms import (
     Forms,
     Int4Form,
@@ -105,6 +104,12 @@ class Student(torch.nn.Module):
         trained = {f.codes for f in int8} | {f.scale for f in int8}
         trained |= {f.codes for f in self.int4} | {f.scale for f in self.int4}
         trained |= {b.table for b in books} | {b.codes for b in books} | {f.name for f in floats}
+        # The table folds 4-bit initializers as constants; these are trained, read from env.
+        from onnxcomp.methods.distill.ops.program import program_for
+
+        program = program_for(self.graph)
+        for block in self.int4:
+            program.folded.pop(block.codes, None)
         self.fixed = {
             name: torch.from_numpy(_torchable(v.const_value.numpy()))
             for name, v in self.graph.initializers.items()

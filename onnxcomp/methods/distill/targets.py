@@ -23,9 +23,10 @@ import numpy as np
 
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.metrics.boxes import yolo_axis
+from onnxcomp.options import DISTILL_LOSSES
 
 TEMPERATURE = 2.0
-KINDS = ("kl", "mse", "cosine")
+KINDS = DISTILL_LOSSES
 CLASS_TASKS = ("classify", "sequence", "ctc", "segment")
 
 
