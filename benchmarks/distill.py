@@ -164,7 +164,7 @@ def measured(argv: list[str], timeout: float, cpu_limit: int | None = None) -> d
 
 def cell(r: dict[str, Any]) -> str:
     if "skipped" in r:
-        return "-"
+        return "-" if r["skipped"].startswith("no closed") else "not run"
     if "error" in r:
         return f"failed: {r['error']}"
     return (
