@@ -146,6 +146,8 @@ def measured(argv: list[str], timeout: float, cpu_limit: int | None = None) -> d
         time.sleep(0.5)
     wall = time.perf_counter() - start
     stdout, stderr = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    (CACHE / "logs").mkdir(parents=True, exist_ok=True)  # the whole stderr, for the failures
+    (CACHE / "logs" / f"{'-'.join(argv[-3:-1]) or 'speed'}.err").write_text(stderr)
     figures = {
         "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024, "load": load,

@@ -88,6 +88,7 @@ class BlockwisePass(ir.passes.FunctionalPass):
         self.figures: dict[str, float] = {}
         self.left: dict[str, str] = {}  # block -> why it was not rebuilt
         self.errors: dict[str, tuple[float, float]] = {}  # block -> (stored, rebuilt)
+        self.ragged = ""  # which samples were used when their shapes differ
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         require_torch()
@@ -109,7 +110,7 @@ class BlockwisePass(ir.passes.FunctionalPass):
         blocks = find_blocks(model, anchors(teacher), runnable)
         specs = [s for s in input_specs(model) if s.name]
         fixed = specs[0].fixed_batch if specs else None
-        feeds = collect(self.data(), [s.name for s in specs])
+        feeds, self.ragged = _stack(self.data(), [s.name for s in specs])
         n = len(next(iter(feeds.values())))
         if fixed is not None:
             n -= n % fixed
@@ -218,7 +219,8 @@ class BlockwisePass(ir.passes.FunctionalPass):
         left = "; ".join(f"{k}: {v}" for k, v in sorted(self.left.items()))
         what = (
             f"blockwise (AdaRound, {self.options.distill_steps} steps per block on {n_train} "
-            f"samples): {rebuilt} of {len(self.errors)} blocks rebuilt{median}"
+            f"samples{'; ' + self.ragged if self.ragged else ''}): {rebuilt} of "
+            f"{len(self.errors)} blocks rebuilt{median}"
             + (f"; left: {left}" if left else "")
             + f"; {plain.metric} drop {plain.drop:.4g} -> {cand.drop:.4g} on {n_held} "
             "held-back samples"
@@ -230,6 +232,25 @@ class BlockwisePass(ir.passes.FunctionalPass):
         logger.info(note)
         if self.report is not None:
             self.report.notes.append(note)
+
+
+def _stack(data: DataSource, names: list[str]) -> tuple[dict[str, np.ndarray], str]:
+    """The calibration samples stacked per input. Samples of different shapes (sentences
+    of different lengths, text lines of different widths) cannot be stacked: those of
+    the most common shapes are used, and said."""
+    batches = [{n: np.asarray(b.feed[n]) for n in names} for b in data]
+    if not batches:
+        return collect(data, names), ""  # raises its "no sample" error
+    shapes = [tuple(b[n].shape[1:] for n in names) for b in batches]
+    common = max(set(shapes), key=lambda s: (shapes.count(s), s))
+    kept = [b for b, s in zip(batches, shapes, strict=True) if s == common]
+    stacked = {n: np.concatenate([b[n] for b in kept], axis=0) for n in names}
+    ragged = ""
+    if len(kept) < len(batches):
+        ragged = (
+            f"{len(kept)} of {len(batches)} calibration batches (those of the most common shapes)"
+        )
+    return stacked, ragged
 
 
 def _groups(blocks: list[Block], sizes: dict[str, int], n: int) -> list[list[Block]]:
