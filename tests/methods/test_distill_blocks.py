@@ -78,3 +78,17 @@ def test_options(monkeypatch, tmp_path):
         AutoOptions(
             recover="blockwise", calib=str(tmp_path / "calib.npz"), max_drop=0.01
         ).validate()
+
+
+def test_samples_of_different_shapes_use_the_most_common_and_say_so():
+    from types import SimpleNamespace
+
+    from onnxcomp.methods.distill.blockwise import _stack
+
+    rows = [np.zeros((1, n), np.int64) for n in (12, 128, 128, 7, 128)]
+    batches = [SimpleNamespace(feed={"ids": r, "other": r}, size=1) for r in rows]
+    stacked, said = _stack(batches, ["ids"])  # type: ignore[arg-type]
+    assert stacked["ids"].shape == (3, 128)
+    assert said == "3 of 5 calibration batches (those of the most common shapes)"
+    same, said = _stack(batches[1:3], ["ids"])  # type: ignore[arg-type]
+    assert same["ids"].shape == (2, 128) and said == ""
