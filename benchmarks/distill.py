@@ -183,7 +183,11 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     for row, per in results.items():
         plain = per.get("plain", {})
         fp32 = f"{plain['metric']} {plain['fp32']:.3f}" if "fp32" in plain else "?"
-        cells = [cell(per[m]) if m in per else "not run" for m in METHODS]
+        no_closed = row in ROWS and ROWS[row][2] is None
+        cells = [
+            cell(per[m]) if m in per else "-" if m == "closed" and no_closed else "not run"
+            for m in METHODS
+        ]
         lines.append(f"| {row} | {fp32} | " + " | ".join(cells) + " |")
     notes = [
         f"- {row} {m}: {r['note']}"
