@@ -22,7 +22,7 @@ Quantize = Literal["weights", "int8", "codebook", "int4"]
 CalibMethod = Literal["minmax", "percentile", "entropy", "mse"]
 ActivationType = Literal["auto", "uint8", "int8"]
 WeightRange = Literal["auto", "full", "reduced"]
-RecoverMethod = Literal["bias", "gptq", "sparsegpt", "distill"]
+RecoverMethod = Literal["bias", "gptq", "sparsegpt", "blockwise", "distill"]
 Precision = Literal["float", "weights", "int8", "int4"]  # per layer: ..., int4 weight blocks
 Objective = Literal["size", "latency"]
 Engine = Literal["local", "ray"]
@@ -317,15 +317,18 @@ class CompressOptions(TaskOptions):
 
     recover: RecoverMethod | None = option(
         help="Teacher-guided repair from --calib data: bias correction, GPTQ weight "
-        "reconstruction, SparseGPT pruning, or distill (the compressed model trained "
-        "against the original; needs pip install 'onnxcomp[distill]')."
+        "reconstruction, SparseGPT pruning, blockwise (AdaRound per layer against the "
+        "original's layer outputs) or distill (the compressed model trained against the "
+        "original); blockwise and distill need pip install 'onnxcomp[distill]'."
     )
     distill_steps: int = option(
-        200, "--recover distill: optimizer steps (minibatches of 32).", metavar="N",
+        200, "--recover distill: optimizer steps (minibatches of 32); blockwise: steps per "
+        "block.", metavar="N",
         show_default=True, min=1,
     )  # fmt: skip
     lr: float = option(
-        1e-3, "--recover distill: Adam's learning rate (scales: a tenth of it, relative).",
+        1e-3, "--recover distill: Adam's learning rate (scales: a tenth of it, relative); "
+        "blockwise: for float values and codebooks.",
         show_default=True,
     )  # fmt: skip
     seed: int = option(
@@ -444,12 +447,12 @@ class CompressOptions(TaskOptions):
             )
         if method == "sparsegpt" and self.global_prune:
             raise OnnxcompError("--recover sparsegpt works per tensor; drop --global")
-        if method == "distill":
+        if method in ("distill", "blockwise"):
             import importlib.util
 
             if importlib.util.find_spec("torch") is None:
                 raise OnnxcompError(
-                    "--recover distill needs PyTorch: pip install 'onnxcomp[distill]'"
+                    f"--recover {method} needs PyTorch: pip install 'onnxcomp[distill]'"
                 )
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise OnnxcompError(f"--lr must be > 0, got {self.lr}")
@@ -617,6 +620,11 @@ class AutoOptions(TaskOptions):
             raise OnnxcompError(f"--workers must be an integer >= 1, got {workers!r}")
         if self.objective == "latency" and self.calib is None:
             raise OnnxcompError("--objective latency needs --calib: only full int8 runs faster")
+        if self.recover == "blockwise":
+            raise OnnxcompError(
+                "auto --recover blockwise is not available yet: repair the chosen recipe with "
+                "compress --recover blockwise"
+            )
         if self.recover == "distill":
             import importlib.util
 

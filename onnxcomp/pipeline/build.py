@@ -9,7 +9,7 @@
          (--quantize codebook: codebook weights, packed with --pack, in their place;
           --quantize int4: 4-bit MatMul/Gemm blocks and embedding rows first, int8 the rest)
       -> bias correction (recovery) -> cleanup (store what no kernel reads int8)
-      -> distill (recovery: trains the plain stored codes) -> pack (--pack)
+      -> distill or blockwise (recovery: trains the plain stored codes) -> pack (--pack)
 
 Every step is an onnx_ir pass; what they did goes into the ``CompressReport`` handed to
 them. Steps that depend on the model (which weights a layer setting names, whether
@@ -143,8 +143,9 @@ def build_pipeline(
             bits = bits_for(["MatMul", "Gemm"], _reduced_ops(options))
             passes.append(SmoothQuantPass(ctx.data, wanted, report, bits, options.calib_method))
         passes.append(Int8ReferencePass(ctx))
+    # codebook codes are packed after training (distill/repack.py)
+    deferred = options.quantize == "codebook" and options.recover in ("distill", "blockwise")
     if options.quantize == "codebook":
-        deferred = options.recover == "distill"  # packed after training (distill/repack.py)
         passes.append(
             CodebookStepPass(
                 replace(options, pack=False) if deferred else options,
@@ -184,10 +185,20 @@ def build_pipeline(
                 reduced=bool(_reduced_ops(options)),
             )
         )  # fmt: skip
-        if options.pack and options.quantize == "codebook":
-            from onnxcomp.methods.distill.repack import PackCodebookCodesPass
+    if recovery is not None and options.recover == "blockwise":
+        from onnxcomp.methods.distill.blockwise import BlockwisePass
 
-            passes.append(PackCodebookCodesPass(report))
+        rec = recovery
+        passes.append(
+            BlockwisePass(
+                options, ctx.data, lambda: rec.teacher, report,
+                reduced=bool(_reduced_ops(options)),
+            )
+        )  # fmt: skip
+    if deferred and options.pack:
+        from onnxcomp.methods.distill.repack import PackCodebookCodesPass
+
+        passes.append(PackCodebookCodesPass(report))
     if options.pack and options.quantize in ("weights", "int8"):
         passes.append(PackInt8StepPass(report))
     passes.append(DropInferredValueInfoPass(shapes))

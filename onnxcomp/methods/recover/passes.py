@@ -182,8 +182,10 @@ class Recovery:
         )
 
     def quantize_pass(self, default: QuantizeWeightsPass) -> ir.passes.InPlacePass:
-        """GPTQ in place of plain weight rounding (same options), or ``default``."""
-        if self.method != "gptq":
+        """GPTQ in place of plain weight rounding (same options), or ``default``. Block-wise
+        reconstruction starts from GPTQ's codes (AdaRound then moves them where the
+        layer's output, activations and all, gets closer)."""
+        if self.method not in ("gptq", "blockwise"):
             return default
         return GPTQPass(
             self.data, per_channel=default.per_channel, include=default.include,
@@ -203,7 +205,7 @@ class StartRecoveryPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         rec = self.recovery
-        rec.teacher = _clone(model) if rec.method in ("bias", "distill") else None
+        rec.teacher = _clone(model) if rec.method in ("bias", "blockwise", "distill") else None
         return ir.passes.PassResult(model, modified=False)
 
 
