@@ -81,9 +81,11 @@ def test_options(monkeypatch, tmp_path):
 
 
 def test_samples_of_different_shapes_use_the_most_common_and_say_so():
+    """blockwise and distill both stack their samples this way (distill stopped on the
+    PaddleOCR recognizer's lines of different widths with a traceback)."""
     from types import SimpleNamespace
 
-    from onnxcomp.methods.distill.blockwise import _stack
+    from onnxcomp.methods.distill.passes import collect as _stack
 
     rows = [np.zeros((1, n), np.int64) for n in (12, 128, 128, 7, 128)]
     batches = [SimpleNamespace(feed={"ids": r, "other": r}, size=1) for r in rows]
@@ -92,3 +94,5 @@ def test_samples_of_different_shapes_use_the_most_common_and_say_so():
     assert said == "3 of 5 calibration batches (those of the most common shapes)"
     same, said = _stack(batches[1:3], ["ids"])  # type: ignore[arg-type]
     assert same["ids"].shape == (2, 128) and said == ""
+    with pytest.raises(OnnxcompError, match="holds no sample"):
+        _stack([], ["ids"])  # type: ignore[arg-type]

@@ -110,7 +110,7 @@ class BlockwisePass(ir.passes.FunctionalPass):
         blocks = find_blocks(model, anchors(teacher), runnable)
         specs = [s for s in input_specs(model) if s.name]
         fixed = specs[0].fixed_batch if specs else None
-        feeds, self.ragged = _stack(self.data(), [s.name for s in specs])
+        feeds, self.ragged = collect(self.data(), [s.name for s in specs])
         n = len(next(iter(feeds.values())))
         if fixed is not None:
             n -= n % fixed
@@ -232,25 +232,6 @@ class BlockwisePass(ir.passes.FunctionalPass):
         logger.info(note)
         if self.report is not None:
             self.report.notes.append(note)
-
-
-def _stack(data: DataSource, names: list[str]) -> tuple[dict[str, np.ndarray], str]:
-    """The calibration samples stacked per input. Samples of different shapes (sentences
-    of different lengths, text lines of different widths) cannot be stacked: those of
-    the most common shapes are used, and said."""
-    batches = [{n: np.asarray(b.feed[n]) for n in names} for b in data]
-    if not batches:
-        return collect(data, names), ""  # raises its "no sample" error
-    shapes = [tuple(b[n].shape[1:] for n in names) for b in batches]
-    common = max(set(shapes), key=lambda s: (shapes.count(s), s))
-    kept = [b for b, s in zip(batches, shapes, strict=True) if s == common]
-    stacked = {n: np.concatenate([b[n] for b in kept], axis=0) for n in names}
-    ragged = ""
-    if len(kept) < len(batches):
-        ragged = (
-            f"{len(kept)} of {len(batches)} calibration batches (those of the most common shapes)"
-        )
-    return stacked, ragged
 
 
 def _groups(blocks: list[Block], sizes: dict[str, int], n: int) -> list[list[Block]]:

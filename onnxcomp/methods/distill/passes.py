@@ -48,15 +48,23 @@ def require_torch() -> None:
         raise OnnxcompError("--recover distill needs PyTorch: pip install 'onnxcomp[distill]'")
 
 
-def collect(data: DataSource, names: list[str]) -> dict[str, np.ndarray]:
-    """Every calibration sample, stacked along the batch axis, per input."""
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for batch in data:
-        for n in names:
-            parts[n].append(np.asarray(batch.feed[n]))
-    if not names or not parts[names[0]]:
+def collect(data: DataSource, names: list[str]) -> tuple[dict[str, np.ndarray], str]:
+    """The calibration samples stacked per input, and a note when some were left out.
+    Samples of different shapes (sentences of different lengths, text lines of different
+    widths) cannot be stacked: those of the most common shapes are used, and said."""
+    batches = [{n: np.asarray(b.feed[n]) for n in names} for b in data]
+    if not names or not batches:
         raise OnnxcompError("--recover distill: the calibration data holds no sample")
-    return {n: np.concatenate(v, axis=0) for n, v in parts.items()}
+    shapes = [tuple(b[n].shape[1:] for n in names) for b in batches]
+    common = max(set(shapes), key=lambda s: (shapes.count(s), s))
+    kept = [b for b, s in zip(batches, shapes, strict=True) if s == common]
+    stacked = {n: np.concatenate([b[n] for b in kept], axis=0) for n in names}
+    ragged = ""
+    if len(kept) < len(batches):
+        ragged = (
+            f"{len(kept)} of {len(batches)} calibration batches (those of the most common shapes)"
+        )
+    return stacked, ragged
 
 
 def split(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -96,6 +104,7 @@ class DistillPass(ir.passes.FunctionalPass):
         self.report, self.reduced = report, reduced
         self.kept = False
         self.figures: dict[str, float] = {}
+        self.ragged = ""  # which samples were used when their shapes differ
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         from onnxcomp.methods.distill.optable import unsupported
@@ -122,7 +131,7 @@ class DistillPass(ir.passes.FunctionalPass):
         seed = int(getattr(options, "seed", SEED))
         specs = [s for s in input_specs(model) if s.name]
         fixed = specs[0].fixed_batch if specs else None
-        feeds = collect(self.data(), [s.name for s in specs])
+        feeds, self.ragged = collect(self.data(), [s.name for s in specs])
         n = len(next(iter(feeds.values())))
         if fixed is not None:
             n -= n % fixed
@@ -231,7 +240,8 @@ class DistillPass(ir.passes.FunctionalPass):
             f"{self.options.distill_steps}, best values so far kept",
         }[o.stopped]
         what = (
-            f"distill ({stop}, seed {seed}, on {n_train} samples; {'; '.join(kinds)}; "
+            f"distill ({stop}, seed {seed}, on {n_train} samples"
+            f"{' of ' + self.ragged if self.ragged else ''}; {'; '.join(kinds)}; "
             f"held-back loss {o.held_first:.4g} -> {o.held_best:.4g}, best at step "
             f"{o.best_step}): {plain.metric} drop {plain.drop:.4g} -> {cand.drop:.4g} on "
             f"{n_held} held-back samples"
