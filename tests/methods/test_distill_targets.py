@@ -95,7 +95,15 @@ def test_teacher_outputs_are_stored_once_and_mapped_past_the_limit():
     assert small.folder is None
 
 
-def test_options():
+def test_options(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec  # the values are checked whether torch is here or not
+
+    def find_spec(name: str, *a):
+        return object() if name == "torch" else real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     base = {"quantize": "weights", "calib": "c.npz"}
     with pytest.raises(OnnxcompError, match="need --recover distill"):
         CompressOptions(**base, recover="bias", distill_loss=("y=kl",)).validate()
