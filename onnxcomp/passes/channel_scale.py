@@ -72,24 +72,28 @@ def weight_kn(weight: Weight) -> np.ndarray:
     return array
 
 
-def apply_scale(group: ScaleGroup, s: np.ndarray, names: NameAllocator) -> str:
+def apply_scale(
+    group: ScaleGroup, s: np.ndarray, names: NameAllocator, *, allow_mul: bool = True
+) -> str | None:
     """Scale the group's weights by ``s`` per input channel and X by ``1 / s``; says where
-    ``1 / s`` went."""
+    ``1 / s`` went. Without ``allow_mul``, only where it folds into X's producer (None and
+    nothing changed otherwise): an inserted Mul is a float op the original did not run."""
     s = np.asarray(s, np.float32)
+    readers = {id(w.uses[0].node) for w in group.weights}
+    only_readers = not group.x.is_graph_output() and all(
+        id(n) in readers for n, _ in group.x.uses()
+    )
+    where = _fold(group.x, 1.0 / s, names) if only_readers else None
+    if where is None and not allow_mul:
+        return None
     for weight in group.weights:
         node = weight.uses[0].node
         trans = node.op_type == "Gemm" and bool(node.attributes.get_int("transB", 0))
         array = weight.array.astype(np.float32)
         scaled = array * (s[None, :] if trans else s[:, None])
         weight.value.const_value = ir.tensor(scaled, name=weight.name)
-    readers = {id(w.uses[0].node) for w in group.weights}
-    only_readers = not group.x.is_graph_output() and all(
-        id(n) in readers for n, _ in group.x.uses()
-    )
-    if only_readers:
-        where = _fold(group.x, 1.0 / s, names)
-        if where is not None:
-            return where
+    if where is not None:
+        return where
     _insert_mul(group, 1.0 / s, names)
     return "Mul inserted"
 

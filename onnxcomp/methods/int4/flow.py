@@ -114,6 +114,7 @@ def awq_step(
         assert s is not None  # kept a scaled variant
         before, after = before + base, after + err
         where = apply_scale(group, s, names)
+        assert where is not None  # a Mul is allowed here
         scaled += 1
         folded += where.startswith("folded")
         logger.info("awq %s: alpha %.1f, %.4g -> %.4g, %s", group.name, alpha, base, err, where)
