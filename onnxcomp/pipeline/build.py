@@ -174,24 +174,16 @@ def build_pipeline(
         passes.append(recovery.bias_pass())
     if options.quantizes:
         passes.append(StoreInt8AtLoadPass(options, include, report))
-    if recovery is not None and options.recover == "distill":
+    if recovery is not None and options.recover in ("distill", "blockwise"):
         # Before packing: the student trains the plain codes, packing stores the final ones.
         from onnxcomp.methods.distill import DistillPass
-
-        teacher = recovery
-        passes.append(
-            DistillPass(
-                options, ctx.data, lambda: teacher.teacher, report,
-                reduced=bool(_reduced_ops(options)),
-            )
-        )  # fmt: skip
-    if recovery is not None and options.recover == "blockwise":
         from onnxcomp.methods.distill.blockwise import BlockwisePass
 
-        rec = recovery
+        teacher = recovery
+        trained = DistillPass if options.recover == "distill" else BlockwisePass
         passes.append(
-            BlockwisePass(
-                options, ctx.data, lambda: rec.teacher, report,
+            trained(
+                options, ctx.data, lambda: teacher.teacher, report,
                 reduced=bool(_reduced_ops(options)),
             )
         )  # fmt: skip

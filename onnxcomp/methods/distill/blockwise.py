@@ -15,25 +15,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph import opaque_types
-from onnxcomp.io.data import DataSource, input_specs
+from onnxcomp.io.data import input_specs
 from onnxcomp.methods.distill.blocks import Block, find_blocks
 from onnxcomp.methods.distill.forms import find_forms, write_back
-from onnxcomp.methods.distill.passes import collect, run, split
+from onnxcomp.methods.distill.passes import TeacherPass, collect, run, split
 from onnxcomp.metrics import Judge
 from onnxcomp.runtime import capture
 from onnxcomp.runtime.session import make_session
-
-if TYPE_CHECKING:
-    from onnxcomp.options import CompressOptions
-    from onnxcomp.passes.report import CompressReport
 
 logger = logging.getLogger(__name__)
 
@@ -71,21 +66,9 @@ def _capture(
     return {k: np.concatenate(v, axis=0) for k, v in parts.items()}
 
 
-class BlockwisePass(ir.passes.FunctionalPass):
-    def __init__(
-        self,
-        options: CompressOptions,
-        data: Callable[[], DataSource],
-        teacher: Callable[[], ir.Model | None],
-        report: CompressReport | None = None,
-        *,
-        reduced: bool = False,
-    ) -> None:
-        super().__init__()
-        self.options, self.data, self.teacher = options, data, teacher
-        self.report, self.reduced = report, reduced
-        self.kept = False
-        self.figures: dict[str, float] = {}
+class BlockwisePass(TeacherPass):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.left: dict[str, str] = {}  # block -> why it was not rebuilt
         self.errors: dict[str, tuple[float, float]] = {}  # block -> (stored, rebuilt)
         self.ragged = ""  # which samples were used when their shapes differ

@@ -89,7 +89,9 @@ def run(session: Any, feeds: dict[str, np.ndarray], batch: int) -> list[np.ndarr
     return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]
 
 
-class DistillPass(ir.passes.FunctionalPass):
+class TeacherPass(ir.passes.FunctionalPass):
+    """A repair trained against the original model (distill, blockwise): what both take."""
+
     def __init__(
         self,
         options: CompressOptions,
@@ -106,6 +108,8 @@ class DistillPass(ir.passes.FunctionalPass):
         self.figures: dict[str, float] = {}
         self.ragged = ""  # which samples were used when their shapes differ
 
+
+class DistillPass(TeacherPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         from onnxcomp.methods.distill.optable import unsupported
 
