@@ -142,3 +142,19 @@ def test_the_pipeline_side_of_distill_imports_no_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _TimeMajor:
+    """A CTC recognizer's [T, N, C] output (ddddocr), samples on axis 1."""
+
+    def run(self, names, feed):
+        return [np.zeros((19, len(feed["x"]), 7), np.float32)]
+
+
+def test_a_time_major_output_is_refused_by_name():
+    """ddddocr's [T, N, C] logits: one line naming the output, not a broadcast error."""
+    x = RNG.standard_normal((10, 5)).astype(np.float32)
+    store = TeacherStore()
+    with pytest.raises(OnnxcompError, match=r"output 'logits' does not put the samples first"):
+        store.run(_TimeMajor(), {"x": x}, 4, ["logits"])
+    store.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from onnxcomp.errors import OnnxcompError
 from onnxcomp.io.tempdirs import make_temp_dir
 
 MEMORY_BYTES = 256 << 20
@@ -51,6 +52,15 @@ class TeacherStore:
         for start in range(0, n, batch):
             part = {k: v[start : start + batch] for k, v in feeds.items()}
             outs = [np.asarray(o) for o in session.run(names, part)]
+            size = len(next(iter(part.values())))
+            for i, o in enumerate(outs):
+                if o.ndim and o.shape[0] != size:
+                    label = f"'{names[i]}'" if names is not None else f"#{i}"
+                    raise OnnxcompError(
+                        f"--recover distill: output {label} does not put the samples "
+                        f"first (shape {list(o.shape)} for {size} samples; a time-major "
+                        "sequence?): distillation matches outputs sample by sample"
+                    )
             if arrays is None:
                 arrays = [
                     self.allocate(
