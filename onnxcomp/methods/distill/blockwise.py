@@ -22,10 +22,9 @@ import onnx_ir as ir
 
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph import opaque_types
-from onnxcomp.io.data import input_specs
 from onnxcomp.methods.distill.blocks import Block, find_blocks
 from onnxcomp.methods.distill.forms import find_forms, write_back
-from onnxcomp.methods.distill.passes import TeacherPass, collect, run, split
+from onnxcomp.methods.distill.passes import TeacherPass, run, split
 from onnxcomp.metrics import Judge
 from onnxcomp.runtime import capture
 from onnxcomp.runtime.session import make_session
@@ -91,13 +90,7 @@ class BlockwisePass(TeacherPass):
         assert teacher is not None, "the teacher was not snapshotted"
         start = time.perf_counter()
         blocks = find_blocks(model, anchors(teacher), runnable)
-        specs = [s for s in input_specs(model) if s.name]
-        fixed = specs[0].fixed_batch if specs else None
-        feeds, self.ragged = collect(self.data(), [s.name for s in specs])
-        n = len(next(iter(feeds.values())))
-        if fixed is not None:
-            n -= n % fixed
-            feeds = {k: v[:n] for k, v in feeds.items()}
+        feeds, fixed, n = self.samples(model)
         train_idx, held_idx = split(n, self.options.seed)
         batch = fixed or BATCH
         train_idx = train_idx[:MAX_SAMPLES]

@@ -108,6 +108,18 @@ class TeacherPass(ir.passes.FunctionalPass):
         self.figures: dict[str, float] = {}
         self.ragged = ""  # which samples were used when their shapes differ
 
+    def samples(self, model: ir.Model) -> tuple[dict[str, np.ndarray], int | None, int]:
+        """(stacked calibration feeds, the model's fixed batch or None, sample count), cut
+        to whole batches when the batch is fixed."""
+        specs = [s for s in input_specs(model) if s.name]
+        fixed = specs[0].fixed_batch if specs else None
+        feeds, self.ragged = collect(self.data(), [s.name for s in specs])
+        n = len(next(iter(feeds.values())))
+        if fixed is not None:
+            n -= n % fixed
+            feeds = {k: v[:n] for k, v in feeds.items()}
+        return feeds, fixed, n
+
 
 class DistillPass(TeacherPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -133,13 +145,7 @@ class DistillPass(TeacherPass):
         options = self.options
         start = time.perf_counter()
         seed = int(getattr(options, "seed", SEED))
-        specs = [s for s in input_specs(model) if s.name]
-        fixed = specs[0].fixed_batch if specs else None
-        feeds, self.ragged = collect(self.data(), [s.name for s in specs])
-        n = len(next(iter(feeds.values())))
-        if fixed is not None:
-            n -= n % fixed
-            feeds = {k: v[:n] for k, v in feeds.items()}
+        feeds, fixed, n = self.samples(model)
         train_idx, held_idx = split(n, seed)
         batch = fixed or BATCH
         if fixed is not None:  # whole batches on both sides
