@@ -75,7 +75,6 @@ MODEL_MAX_DROP = {
     ("picodet-layout-cdla", "recover"): 0.55,
     ("doclaynet-yolov8n", "recover"): 0.36,
     ("picodet-layout-cdla", "prune-int8"): 0.60,
-    ("doclaynet-yolov8n", "prune-int8"): 0.45,
 }
 
 

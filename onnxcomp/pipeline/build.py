@@ -38,6 +38,7 @@ from onnxcomp.graph.weights import Weight, find_weights
 from onnxcomp.io.data import DataSource, InputSpec, input_specs, open_data
 from onnxcomp.io.model_io import tensor_bytes
 from onnxcomp.methods.prune.magnitude import MagnitudePrunePass
+from onnxcomp.methods.prune.small import dense_note, dense_small
 from onnxcomp.methods.weights.batchnorm_vectors import BatchNormTwoVectorsPass
 from onnxcomp.methods.weights.decode_at_load import DecodeAtLoadPass, StoreConstantsInt8Pass
 from onnxcomp.methods.weights.float16_vectors import StoreVectorsFloat16Pass
@@ -284,7 +285,15 @@ class PlanLayersPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         options = self.ctx.options
-        self.ctx.overrides.update(sparsity_overrides(find_weights(model), options.layers))
+        weights = find_weights(model)
+        self.ctx.overrides.update(sparsity_overrides(weights, options.layers))
+        if options.prune_sparsity and not options.global_prune:
+            include = excluder(options.exclude)
+            total = tensor_bytes(model)
+            small = dense_small(weights, options.prune_sparsity, total, include, self.ctx.overrides)
+            self.ctx.overrides.update(dict.fromkeys(small, 0.0))
+            if note := dense_note(small):
+                self.ctx.report.notes.append(note)
         kept = sorted(nodes_kept_out_of_int8(model, options.layers))
         self.ctx.int8_options = replace(options, exclude=(*options.exclude, *kept))
         return ir.passes.PassResult(model, modified=False)

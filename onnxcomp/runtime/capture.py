@@ -13,16 +13,25 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from onnxcomp.errors import OnnxcompError, one_line
 from onnxcomp.io.data import Batch, DataSource
 from onnxcomp.runtime.session import make_session
 
 
-def session(model: ir.Model | onnx.ModelProto, names: Iterable[str], threads: int = 1):
-    """A CPU session over a copy of ``model`` that also returns the ``names`` tensors."""
+def session(
+    model: ir.Model | onnx.ModelProto, names: Iterable[str], threads: int = 1, only: bool = False
+):
+    """A CPU session over a copy of ``model`` that also returns the ``names`` tensors;
+    ``only``: returns just those, and runs only the nodes they need (a layer early in
+    the graph is captured without running the rest)."""
+    names = list(names)
+    edit = _keep_only(names) if only else None
     try:
-        return make_session(model, threads=threads, optimize="basic", extra_outputs=names)
+        return make_session(
+            model, threads=threads, optimize="basic", extra_outputs=names, edit=edit
+        )
     except Exception as exc:
         raise OnnxcompError(f"onnxruntime cannot load the model: {one_line(exc)}") from None
 
@@ -44,12 +53,34 @@ def run(sess, names: list[str], feed: dict[str, np.ndarray]) -> dict[str, np.nda
     return out
 
 
+def _keep_only(names: list[str]):
+    """An edit making ``names`` the graph's only outputs, its dead nodes removed."""
+
+    def edit(proto: onnx.ModelProto) -> None:
+        inputs = {i.name for i in proto.graph.input}
+        wanted = [n for n in names if n not in inputs]
+        if not wanted:
+            return
+        model = ir.serde.deserialize_model(proto)
+        values = {o.name: o for o in model.graph.outputs}
+        model.graph.outputs[:] = [values[n] for n in wanted]
+        RemoveUnusedNodesPass()(model)
+        proto.CopyFrom(ir.serde.serialize_model(model))
+
+    return edit
+
+
 def stream(
-    model: ir.Model | onnx.ModelProto, names: Iterable[str], data: DataSource, threads: int = 1
+    model: ir.Model | onnx.ModelProto,
+    names: Iterable[str],
+    data: DataSource,
+    threads: int = 1,
+    only: bool = False,
 ) -> Iterator[tuple[Batch, dict[str, np.ndarray]]]:
-    """(batch, {name: array}) for every batch of ``data``; arrays live for one step."""
+    """(batch, {name: array}) for every batch of ``data``; arrays live for one step.
+    ``only``: see ``session``."""
     names = list(dict.fromkeys(names))
-    sess = session(model, names, threads)
+    sess = session(model, names, threads, only)
     seen = False
     for batch in data:
         seen = True

@@ -61,7 +61,7 @@ def collect_hessians(
             accs[layer.hessian_key] = [HessianAccumulator(features) for _ in range(layer.groups)]
             readers[layer.hessian_key] = layer
     names = [layer.input_name for layer in readers.values()]
-    for _, values in capture.stream(model, names, calib, threads):
+    for _, values in capture.stream(model, names, calib, threads, only=True):
         for key, layer in readers.items():
             x = np.asarray(values[layer.input_name], np.float32)
             for chunk in layer.rows(x):

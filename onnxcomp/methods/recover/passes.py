@@ -124,6 +124,7 @@ class SparseGPTPass(ir.passes.InPlacePass):
         layers = find_layers(model, self.include)
         mine = {layer.weight.name for layer in layers}
         counts = {w.name: self._count(w.name, w.array) for w in (la.weight for la in layers)}
+        layers = [la for la in layers if counts[la.weight.name]]  # none to cut: no Hessian
         plain = MagnitudePrunePass(
             threshold=self.threshold,
             sparsity=self.sparsity,
