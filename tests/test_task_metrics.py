@@ -312,4 +312,30 @@ def test_per_step_probabilities_are_read_as_a_sequence():
     logits = rng.normal(size=(2, 40, 97))
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     assert detect({"softmax": probs})[0] == "sequence"
-    assert detect({"hidden": logits}) is None  # token states, not probabilities
+    # token states, not probabilities: an embedding (pooled for neighbours)
+    assert detect({"hidden": logits})[0] == "embed"
+    assert detect({"h": logits}) is None
+
+
+def test_embeddings_are_not_read_as_class_scores():
+    from onnxcomp.metrics.tasks import detect
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(4, 384))
+    assert detect({"sentence_embedding": x})[:3:2] == ("embed", "sentence_embedding")
+    assert detect({"out": x / np.linalg.norm(x, axis=1, keepdims=True)})[0] == "embed"
+    # paraphrase-MiniLM's numbered outputs: token ids, token states, their pooled mean
+    found = detect({"ids": np.ones((4, 12), np.int64), "422": rng.normal(size=(4, 12, 384)),
+                    "461": x})  # fmt: skip
+    assert found[0] == "embed" and found[2] == "461"
+    assert detect({"out": x})[0] == "classify"  # unnamed, unnormalized: class scores
+    assert detect({"logits": x, "hidden": x})[0] == "classify"
+    # the Judge reads the output detection named, and decides on the cosine
+    ids, states = np.ones((4, 12), np.int64), rng.normal(size=(4, 12, 384))
+    j = Judge(["ids", "422", "461"])
+    j.update([ids, states, x], [ids, states, x * 1.01])
+    v = j.verdict()
+    assert v.task.task == "embed" and v.gauge() == (
+        pytest.approx(0.0, abs=1e-12),
+        "embed embedding cosine drop",
+    )

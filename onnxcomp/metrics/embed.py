@@ -1,10 +1,12 @@
 """embed: the neighbours an embedding retrieves. For each sample, its nearest neighbour
 among the other samples under the original's embeddings must be among the compressed
 model's k nearest (recall@k of the original's neighbour; per-sample 0/1), with the
-per-sample cosine reported beside it. Token outputs [N, T, D] are mean-pooled over the
-real tokens: the attention mask input (``--task-arg mask=NAME``, else an input whose
-name holds "mask" with T positions; 0/1, or additive with 0 for a real token), else
-over every position."""
+per-sample cosine reported beside it; 1 - that cosine is the continuous gauge that
+decisions on a few samples read (a neighbour flip rate needs hundreds, and one
+embedding feature's error, unlike the vector's direction, is not what retrieval
+sees). Token outputs [N, T, D] are mean-pooled over the real tokens: the attention
+mask input (``--task-arg mask=NAME``, else an input whose name holds "mask" with T
+positions; 0/1, or additive with 0 for a real token), else over every position."""
 
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class Embed(TaskMetric):
             self.name, "recall@1 of the original's neighbour", 1.0, float(hit_1.mean()),
             1.0 - hit_1.astype(np.float64), True, figures,
             detail=f"cosine neighbours among {r.shape[0]} samples",
+            gauge=1.0 - cos, gauge_label="embedding cosine drop",
         )  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -60,9 +60,12 @@ class Verdict:
         """(drop, its name) for decisions taken on a few calibration samples: a
         continuous task metric (detection F1, mIoU, errors) as it is; for a 0/1 one
         (agreement, decisions) the worst component, since a few samples resolve no flip
-        rate but do show how far the outputs moved."""
+        rate but do show how far the outputs moved; a 0/1 task with a continuous measure
+        of its own (embed: the embedding's cosine) gives that instead."""
         if self.task is not None and not self.task.binary:
             return self.drop, f"{self.task.task} {self.task.metric}"
+        if self.task is not None and self.task.gauge is not None and self.task.gauge.size:
+            return float(self.task.gauge.mean()), f"{self.task.task} {self.task.gauge_label}"
         d = self.fidelity_drops
         value = float(d.mean()) if d is not None and d.size else 0.0
         if self.worst is not None and self.worst.worst_error > value:
@@ -159,6 +162,8 @@ class Judge:
             self._detect = False
             found = tasks.detect(ref_d)
             if found is not None:
+                if len(found) > 2 and self.settings.output is None:
+                    self.settings = replace(self.settings, output=found[2])
                 self.task, self.detected = tasks.make(found[0], self.settings), found[1]
         for name in self.names:
             self._fidelity(name, ref_d[name], new_d[name])

@@ -30,6 +30,10 @@ class TaskResult:
     figures: dict[str, float] = field(default_factory=dict)  # secondary figures
     against: str = "original"  # "original" or "labels"
     detail: str = ""  # how the outputs were read (decoder, thresholds)
+    # A binary task's continuous per-sample drops, for decisions on a few samples (a
+    # flip rate needs hundreds); None: the worst output component stands in.
+    gauge: np.ndarray | None = None
+    gauge_label: str = ""
 
     @property
     def drop(self) -> float:

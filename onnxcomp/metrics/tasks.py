@@ -49,8 +49,9 @@ def make(
     return TASKS[task](settings)
 
 
-def detect(outputs: Outputs) -> tuple[str, str] | None:
-    """(task, why) when the outputs show it unambiguously, else None."""
+def detect(outputs: Outputs) -> tuple[str, str] | tuple[str, str, str] | None:
+    """(task, why) when the outputs show it unambiguously, else None; (task, why,
+    output) when the task must read one output among several."""
     arrays = {k: np.asarray(v) for k, v in outputs.items()}
     heads = [(k, a) for k, a in arrays.items() if a.dtype.kind == "f" and yolo_axis(a.shape)]
     if len(heads) == 1 and _looks_like_boxes_and_scores(heads[0][1]):
@@ -63,12 +64,46 @@ def detect(outputs: Outputs) -> tuple[str, str] | None:
                 f"output '{k}' {list(a.shape)} holds class probabilities per step (greedy "
                 "CTC decode; --task classify or regress reads it otherwise)"
             )
+    found = _embedding(arrays)
+    if found is not None:
+        return found
     for k, a in arrays.items():
         if a.dtype.kind == "f" and a.ndim == 2 and a.shape[1] > 1:
             return "classify", f"output '{k}' {list(a.shape)} holds class scores"
         if a.dtype.kind in "iu" and a.ndim == 1:
             return "classify", f"output '{k}' {list(a.shape)} holds labels"
     return None
+
+
+_EMBEDDING_NAMES = ("embed", "hidden", "pooler", "pooled", "sentence", "feature")
+
+
+def _embedding(arrays: dict[str, np.ndarray]) -> tuple[str, str, str] | None:
+    """(embed, why, output) for an output that is an embedding, not class scores: named
+    so (sentence_embedding, last_hidden_state, pooler_output), rows of unit length (a
+    normalized embedding), or [N, D] beside the [N, T, D] token states it pools (an
+    exporter's numbered outputs, as paraphrase-MiniLM's). Argmax agreement over
+    embedding features would judge something retrieval never reads."""
+    floats = {k: a for k, a in arrays.items() if a.dtype.kind == "f" and a.ndim in (2, 3)}
+    if any(w in k.lower() for k in arrays for w in ("logit", "prob", "score")):
+        return None
+    tokens = {a.shape[2] for a in floats.values() if a.ndim == 3}
+    for k, a in floats.items():
+        shape = list(a.shape)
+        if a.shape[-1] < 2:
+            continue
+        if any(w in k.lower() for w in _EMBEDDING_NAMES):
+            return "embed", f"output '{k}' {shape} is named as an embedding", k
+        if a.ndim == 2 and a.shape[1] >= 8 and _unit_rows(a):
+            return "embed", f"output '{k}' {shape} holds rows of unit length", k
+        if a.ndim == 2 and a.shape[1] in tokens:
+            return "embed", f"output '{k}' {shape} pools the token states beside it", k
+    return None
+
+
+def _unit_rows(a: np.ndarray) -> bool:
+    norms = np.linalg.norm(a.astype(np.float64), axis=1)
+    return bool(np.all(np.abs(norms - 1.0) < 1e-3) and np.any(a < 0))
 
 
 def _step_probs(a: np.ndarray) -> bool:

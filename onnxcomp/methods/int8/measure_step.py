@@ -47,7 +47,7 @@ MIN_ROUNDS = 12  # timing rounds before a measurement may stop early
 FIDELITY_SAMPLES = 16  # calibration samples candidates are judged on ...
 FIDELITY_RUNS = 8  # ... in at most this many runs
 # Bumped when how candidates are judged changes: cached decisions of an older Judge go.
-JUDGE_REVISION = 2
+JUDGE_REVISION = 3
 # Inputs up to this size are judged in one batch (see _joined).
 JOINED_BYTES = 1 << 20
 
