@@ -80,18 +80,29 @@ def test_options(monkeypatch, tmp_path):
         ).validate()
 
 
-def test_samples_of_different_shapes_use_the_most_common_and_say_so():
+def test_samples_of_different_shapes_are_padded_or_the_most_common_used():
     """blockwise and distill both stack their samples this way (distill stopped on the
-    PaddleOCR recognizer's lines of different widths with a traceback)."""
+    PaddleOCR recognizer's lines of different widths with a traceback, then trained on
+    the 26 of 48 lines of the most common width)."""
     from types import SimpleNamespace
 
     from onnxcomp.methods.distill.passes import collect as _stack
 
-    rows = [np.zeros((1, n), np.int64) for n in (12, 128, 128, 7, 128)]
+    rows = [np.full((1, n), n, np.int64) for n in (100, 128, 128, 70, 128)]
     batches = [SimpleNamespace(feed={"ids": r, "other": r}, size=1) for r in rows]
     stacked, said = _stack(batches, ["ids"])  # type: ignore[arg-type]
-    assert stacked["ids"].shape == (3, 128)
-    assert said == "3 of 5 calibration batches (those of the most common shapes)"
+    assert stacked["ids"].shape == (5, 128)
+    assert said == "5 calibration batches (3 shapes, zero-padded)"
+    assert (stacked["ids"][0, :100] == 100).all() and (stacked["ids"][0, 100:] == 0).all()
+    assert (stacked["ids"][3, :70] == 70).all() and (stacked["ids"][3, 70:] == 0).all()
+    # padding 12 tokens to 128 would more than double the data: the common shape instead
+    rows = [np.zeros((1, n), np.int64) for n in (12, 128, 128, 7, 128, 9, 10)]
+    batches = [SimpleNamespace(feed={"ids": r}, size=1) for r in rows]
+    common, said = _stack(batches[:5], ["ids"])  # type: ignore[arg-type]
+    assert common["ids"].shape == (5, 128)  # 640 padded for 403 tokens: 1.6x
+    common, said = _stack(batches, ["ids"])  # type: ignore[arg-type]
+    assert common["ids"].shape == (3, 128)
+    assert said == "3 of 7 calibration batches (those of the most common shapes)"
     same, said = _stack(batches[1:3], ["ids"])  # type: ignore[arg-type]
     assert same["ids"].shape == (2, 128) and said == ""
     with pytest.raises(OnnxcompError, match="holds no sample"):

@@ -50,22 +50,51 @@ def require_torch() -> None:
 
 
 def collect(data: DataSource, names: list[str]) -> tuple[dict[str, np.ndarray], str]:
-    """The calibration samples stacked per input, and a note when some were left out.
-    Samples of different shapes (sentences of different lengths, text lines of different
-    widths) cannot be stacked: those of the most common shapes are used, and said."""
+    """The calibration samples stacked per input, and a note when they were padded or
+    some left out. Samples of different shapes (text lines of different widths, captchas
+    of different lengths) are padded with zeros at the end to the largest: the teacher
+    and the student see the same padded input, so matching them stays exact, and zeros
+    are what the recognizers' own batching pads (PaddleOCR) and what a token id and
+    mask pad to. When padding would more than double the data, those of the most
+    common shapes are used instead."""
     batches = [{n: np.asarray(b.feed[n]) for n in names} for b in data]
     if not names or not batches:
         raise OnnxcompError("--recover distill: the calibration data holds no sample")
     shapes = [tuple(b[n].shape[1:] for n in names) for b in batches]
+    if len(set(shapes)) == 1:
+        return {n: np.concatenate([b[n] for b in batches], axis=0) for n in names}, ""
+    padded = _padded(batches, names)
+    if padded is not None:
+        kinds = len(set(shapes))
+        return padded, f"{len(batches)} calibration batches ({kinds} shapes, zero-padded)"
     common = max(set(shapes), key=lambda s: (shapes.count(s), s))
     kept = [b for b, s in zip(batches, shapes, strict=True) if s == common]
     stacked = {n: np.concatenate([b[n] for b in kept], axis=0) for n in names}
-    ragged = ""
-    if len(kept) < len(batches):
-        ragged = (
-            f"{len(kept)} of {len(batches)} calibration batches (those of the most common shapes)"
-        )
-    return stacked, ragged
+    return stacked, (
+        f"{len(kept)} of {len(batches)} calibration batches (those of the most common shapes)"
+    )
+
+
+PAD_LIMIT = 2.0  # padded bytes over the samples' own bytes beyond which none are padded
+
+
+def _padded(batches: list[dict[str, np.ndarray]], names: list[str]) -> dict[str, np.ndarray] | None:
+    out = {}
+    for n in names:
+        arrays = [b[n] for b in batches]
+        if len({a.ndim for a in arrays}) != 1:
+            return None
+        top = tuple(max(sizes) for sizes in zip(*(a.shape[1:] for a in arrays), strict=True))
+        rows = sum(len(a) for a in arrays)
+        if rows * int(np.prod(top)) > PAD_LIMIT * sum(a.size for a in arrays):
+            return None
+        stack = np.zeros((rows, *top), arrays[0].dtype)
+        at = 0
+        for a in arrays:
+            stack[(slice(at, at + len(a)), *(slice(0, d) for d in a.shape[1:]))] = a
+            at += len(a)
+        out[n] = stack
+    return out
 
 
 def split(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
