@@ -11,8 +11,9 @@ and a step runs its minibatch in chunks, each forward and backward in turn, grad
 summed to those of the whole minibatch's mean loss (up to float rounding; a graph whose
 values mix samples, DynamicQuantizeLinear's range over the batch, sees chunks as
 onnxruntime sees the caller's batches); a chunk holds as many samples as keep autograd's
-saved tensors under ``ACTIVATION_BYTES``, measured on one sample. The PaddleOCR recognizer saves ~260 MB per 48x320 line: all 26 lines of a
-minibatch at once, with every intermediate kept beside them, peaked at 14.4 GB.
+saved tensors under ``ACTIVATION_BYTES``, measured on one sample. The PaddleOCR
+recognizer saves ~190 MB per 48x320 line: all 26 lines of a minibatch at once, every
+intermediate kept beside them, peaked at 14.4 GB.
 """
 
 from __future__ import annotations
