@@ -27,6 +27,8 @@ from onnxcomp.methods.distill.optable import run_graph  # noqa: E402
 from onnxcomp.methods.distill.student import Student  # noqa: E402
 from onnxcomp.methods.distill.targets import choose  # noqa: E402
 from onnxcomp.methods.weights.quantize_weights import QuantizeWeightsPass  # noqa: E402
+from onnxcomp.options import CompressOptions  # noqa: E402
+from onnxcomp.pipeline.compress import compress_model  # noqa: E402
 
 pytestmark = pytest.mark.distill
 
@@ -77,9 +79,14 @@ def test_keep_holds_values_a_branch_reads_until_the_if_runs():
     assert "r" not in out
 
 
-def _student_and_targets(n: int):
+def _student_and_targets(n: int, codebook: bool = False):
+    """int8 weights (rounded straight-through) or 2-bit codebooks (a straight-through
+    term added to the decoded weights)."""
     model = ir.from_proto(conv_net())
-    QuantizeWeightsPass()(model)  # int8 weights: the student rounds them straight-through
+    if codebook:
+        model, _ = compress_model(model, CompressOptions(quantize="codebook", bits=2))
+    else:
+        QuantizeWeightsPass()(model)
     rng = np.random.default_rng(2)
     feeds = {"x": rng.standard_normal((n, 3, 8, 8)).astype(np.float32)}
     teacher = {"logits": rng.standard_normal((n, 10)).astype(np.float32)}
@@ -91,13 +98,15 @@ def _grads(student: Student) -> list[torch.Tensor]:
     return [p.grad.clone() for p in student.parameters() if p.grad is not None]
 
 
-@pytest.mark.parametrize("chunk", [1, 3])
-def test_a_chunked_step_has_the_whole_minibatch_gradient(chunk):
-    student, feeds, targets = _student_and_targets(16)
+@pytest.mark.parametrize("codebook", [False, True], ids=["int8", "codebook"])
+@pytest.mark.parametrize("chunk", [1, 3, 10])
+def test_a_chunked_step_has_the_whole_minibatch_gradient(chunk, codebook):
+    student, feeds, targets = _student_and_targets(16, codebook)
     idx = np.arange(1, 11)  # 10 samples: chunks of 3 leave a ragged last one
     student.zero_grad()
-    whole = training._step(student, feeds, targets, idx, len(idx))
-    expected = _grads(student)
+    loss = training._batch_loss(student, feeds, targets, idx)  # one forward, one backward
+    loss.backward()
+    whole, expected = float(loss.detach()), _grads(student)
     student.zero_grad()
     chunked = training._step(student, feeds, targets, idx, chunk)
     got = _grads(student)

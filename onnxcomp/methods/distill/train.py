@@ -127,11 +127,18 @@ def _reads(targets: list[Target]) -> frozenset[str]:
     return frozenset(n for t in targets for n in (t.name, t.logits_of) if n is not None)
 
 
+Weights = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
+
+
 def _batch_loss(
-    student: Student, feeds: dict[str, np.ndarray], targets: list[Target], idx: np.ndarray
+    student: Student,
+    feeds: dict[str, np.ndarray],
+    targets: list[Target],
+    idx: np.ndarray,
+    weights: Weights | None = None,
 ) -> torch.Tensor:
     feed = {k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in feeds.items()}
-    env = student(feed, _reads(targets))
+    env = student(feed, _reads(targets), weights)
     return sum((loss_of(t, env, idx) for t in targets), torch.zeros(()))
 
 
@@ -164,13 +171,31 @@ def _step(
     chunk: int,
 ) -> float:
     """Gradients of the mean loss over ``idx`` (every loss is a mean over samples, so
-    each chunk's counts by its share of them); returns that loss."""
+    each chunk's counts by its share of them); returns that loss. The weights'
+    straight-through forms are made once: the chunks' gradients gather on detached
+    copies and go back through the forms in one backward."""
+    env, extra = student.substitutes()
+    cut: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def detached(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, value in values.items():
+            if value.requires_grad:
+                cut.append((value, value.detach().requires_grad_()))
+                value = cut[-1][1]
+            out[name] = value
+        return out
+
+    weights = (detached(env), detached(extra))
     total = 0.0
     for start in range(0, len(idx), chunk):
         part = idx[start : start + chunk]
-        loss = _batch_loss(student, feeds, targets, part) * (len(part) / len(idx))
+        loss = _batch_loss(student, feeds, targets, part, weights) * (len(part) / len(idx))
         loss.backward()
         total += float(loss.detach())
+    reached = [(value, leaf.grad) for value, leaf in cut if leaf.grad is not None]
+    if reached:
+        torch.autograd.backward([v for v, _ in reached], [g for _, g in reached])
     return total
 
 
