@@ -369,3 +369,29 @@ def test_losses_are_zero_at_the_teacher_and_per_position():
     assert same < shuffled  # the contrastive term ranks each sample's own vector first
     mse = make_target("r", "mse", emb)
     assert float(loss_of(mse, {"r": torch.from_numpy(emb)}, idx)) == 0.0
+
+
+def test_a_time_major_output_trains_as_its_batch_major_twin(tmp_path):
+    """ddddocr's CTC output is [T, N, C]: found by the axis that grows from one sample to
+    two, stored and trained samples first. The same model with the output batch-major
+    trains to the same weights (the losses are the same numbers in another order)."""
+    rng = np.random.default_rng(3)
+    twin = _sequence_model()
+    onnx.save(twin, tmp_path / "seq.onnx")
+    tm = onnx.ModelProto()
+    tm.CopyFrom(twin)
+    tm.graph.node.append(onnx.helper.make_node("Transpose", ["probs"], ["tprobs"], perm=[1, 0, 2]))
+    del tm.graph.output[:]
+    tm.graph.output.append(vin("tprobs", [6, "N", 12]))
+    onnx.save(tm, tmp_path / "tm.onnx")
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((64, 6, 16)).astype(np.float32))
+    kw = {"quantize": "weights", "prune_sparsity": 0.8, "recover": "distill", "distill_steps": 50}
+    a = compress(tmp_path / "seq.onnx", tmp_path / "a.onnx", calib=str(tmp_path / "d.npz"), **kw)
+    b = compress(tmp_path / "tm.onnx", tmp_path / "b.onnx", calib=str(tmp_path / "d.npz"), **kw)
+    assert "'tprobs': KL at T=2" in _note(b)
+    wa, wb = (ort.InferenceSession(str(tmp_path / p)) for p in ("a.onnx", "b.onnx"))
+    x = rng.standard_normal((5, 6, 16)).astype(np.float32)
+    pa, pb = wa.run(None, {"x": x})[0], wb.run(None, {"x": x})[0]
+    assert pb.shape == (6, 5, 12)
+    np.testing.assert_allclose(np.swapaxes(pb, 0, 1), pa, atol=1e-5)
+    assert _note(a).split("'probs'")[1] == _note(b).split("'tprobs'")[1]

@@ -112,3 +112,29 @@ def test_held_back_split_is_seeded_and_disjoint():
     assert len(held) == 25 and not set(train) & set(held) and len(train) + len(held) == 100
     with pytest.raises(OnnxcompError, match="at least"):
         split(3)
+
+
+def test_batch_axes_finds_a_time_major_output():
+    """The axis that grows from one sample to two is the batch, even where the sequence is
+    as long as the batch (4 steps, 4 samples); a fixed batch is read from the shapes."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from onnxcomp.methods.distill.teacher import TeacherStore, batch_axes
+
+    nodes = [
+        helper.make_node("Relu", ["x"], ["first"]),
+        helper.make_node("Transpose", ["x"], ["steps"], perm=[1, 0, 2]),
+    ]
+    out = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("first", "steps")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3])], out
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    sess = ort.InferenceSession(model.SerializeToString())
+    x = np.arange(4 * 4 * 3, dtype=np.float32).reshape(4, 4, 3)
+    assert batch_axes(sess, {"x": x}, None, None) == {1}
+    assert batch_axes(sess, {"x": x}, None, 2) == {1}  # batches of 2: [4, 2, 3]
+    got = TeacherStore().run(sess, {"x": x}, 3, None, {1})
+    np.testing.assert_array_equal(got[1], x)  # stored samples first, across batches
+    np.testing.assert_array_equal(got[0], x)

@@ -151,10 +151,13 @@ class _TimeMajor:
         return [np.zeros((19, len(feed["x"]), 7), np.float32)]
 
 
-def test_a_time_major_output_is_refused_by_name():
-    """ddddocr's [T, N, C] logits: one line naming the output, not a broadcast error."""
+def test_an_output_without_a_sample_axis_is_refused_by_name():
+    """Samples neither first nor swapped to first (batch_axes did not find the output
+    time-major): one line naming the output, not a broadcast error."""
     x = RNG.standard_normal((10, 5)).astype(np.float32)
     store = TeacherStore()
-    with pytest.raises(OnnxcompError, match=r"output 'logits' does not put the samples first"):
+    with pytest.raises(OnnxcompError, match=r"output 'logits' has no sample axis first or"):
         store.run(_TimeMajor(), {"x": x}, 4, ["logits"])
+    got = store.run(_TimeMajor(), {"x": x}, 4, ["logits"], {0})
+    assert got[0].shape == (10, 19, 7)
     store.close()

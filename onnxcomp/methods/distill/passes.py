@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph import opaque_types
 from onnxcomp.io.data import DataSource, input_specs
 from onnxcomp.methods.distill.forms import find_forms, write_back
-from onnxcomp.methods.distill.teacher import TeacherStore
+from onnxcomp.methods.distill.teacher import TeacherStore, batch_axes
 from onnxcomp.metrics import Judge
 from onnxcomp.metrics.judge import Verdict, declared_shapes
 from onnxcomp.runtime.session import make_session
@@ -78,14 +79,18 @@ def split(n: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-def run(session: Any, feeds: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:
+def run(
+    session: Any, feeds: dict[str, np.ndarray], batch: int, swap: Any = None
+) -> list[np.ndarray]:
     """The session's outputs over all samples, ``batch`` at a time (a fixed batch size
-    drops a ragged tail; callers size the samples to it)."""
+    drops a ragged tail; callers size the samples to it), samples first (``swap[i]``:
+    output i is time-major)."""
     n = len(next(iter(feeds.values())))
     chunks = []
     for start in range(0, n, batch):
         part = {k: v[start : start + batch] for k, v in feeds.items()}
-        chunks.append(session.run(None, part))
+        outs = session.run(None, part)
+        chunks.append([np.swapaxes(o, 0, 1) if swap and swap[i] else o for i, o in enumerate(outs)])
     return [np.concatenate([c[i] for c in chunks], axis=0) for i in range(len(chunks[0]))]
 
 
@@ -107,6 +112,7 @@ class TeacherPass(ir.passes.FunctionalPass):
         self.kept = False
         self.figures: dict[str, float] = {}
         self.ragged = ""  # which samples were used when their shapes differ
+        self.swap: set[str] = set()  # time-major outputs, stored samples first
 
     def samples(self, model: ir.Model) -> tuple[dict[str, np.ndarray], int | None, int]:
         """(stacked calibration feeds, the model's fixed batch or None, sample count), cut
@@ -158,14 +164,19 @@ class DistillPass(TeacherPass):
         ref = make_session(teacher)
         out_names = [o.name for o in ref.get_outputs()]
         hinted = make_session(_with_outputs(teacher, model, hints)) if hints else ref
-        teacher_train = store.run(hinted, train_feeds, batch, out_names + hints)
-        teacher_held = store.run(hinted, held_feeds, batch, out_names + hints)
+        swap = batch_axes(hinted, train_feeds, out_names + hints, fixed)
+        teacher_train = store.run(hinted, train_feeds, batch, out_names + hints, swap)
+        teacher_held = store.run(hinted, held_feeds, batch, out_names + hints, swap)
 
         from onnxcomp.methods.distill.student import Student
         from onnxcomp.methods.distill.train import Plan, stderr_progress, train
 
         targets = self._targets(model, out_names, hints, teacher_train, in_place=True)
         held_targets = self._targets(model, out_names, hints, teacher_held, in_place=False)
+        swapped = {(out_names + hints)[i] for i in swap}
+        for t in (*targets, *held_targets):  # the student's value is [T, N, ...]: swapped
+            t.time_major = t.name in swapped
+        self.swap = swapped & set(out_names)
         student = Student(model, find_forms(model, self.reduced), keep_zeros=self.options.prunes)
         show = getattr(options, "distill_progress", False) or (
             getattr(options, "progress", False) and sys.stderr.isatty()
@@ -231,11 +242,18 @@ class DistillPass(TeacherPass):
         feeds: dict[str, np.ndarray], batch: int, ref: Any,
     ) -> Verdict:  # fmt: skip
         options = self.options
+        # Both sides samples first (the teacher's as stored): the task reads them so.
+        settings = replace(options.task_settings(), time_major=False) if self.swap else None
+        declared = declared_shapes(ref)
+        for name in self.swap:
+            d = declared.get(name)
+            declared[name] = (d[1], d[0], *d[2:]) if d is not None and len(d) > 1 else d
         judge = Judge(
-            names, options.task, settings=options.task_settings(),
-            metric_fn=options.metric_fn, declared=declared_shapes(ref),
+            names, options.task, settings=settings or options.task_settings(),
+            metric_fn=options.metric_fn, declared=declared,
         )  # fmt: skip
-        judge.update(teacher, run(make_session(model), feeds, batch), feed=feeds)
+        outs = run(make_session(model), feeds, batch, self.swap and [n in self.swap for n in names])
+        judge.update(teacher, outs, feed=feeds)
         return judge.verdict()
 
     def _note(

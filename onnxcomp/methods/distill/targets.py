@@ -40,6 +40,7 @@ class Target:
     logits_of: str | None = None  # the student value holding logits (a Softmax input)
     probabilities: bool = False  # the output is probabilities: KL reads their log
     spread: np.ndarray | None = None  # mse/hint: per-component spread (broadcast shape)
+    time_major: bool = False  # the student's value is [T, N, ...] (the teacher's is stored N first)
 
     def describe(self) -> str:
         part = f"[{self.channels[0]}:{self.channels[1]}]" if self.channels else ""

@@ -104,15 +104,20 @@ def _cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 def loss_of(t: Target, env: dict[str, torch.Tensor], idx: np.ndarray) -> torch.Tensor:
     teacher = _select(t, torch.from_numpy(np.ascontiguousarray(t.teacher[idx])))
+
+    def value(name: str) -> torch.Tensor:
+        x = env[name]
+        return x.transpose(0, 1) if t.time_major else x
+
     if t.kind == "kl":
         if t.logits_of is not None:
-            student = env[t.logits_of]
+            student = value(t.logits_of)
         elif t.probabilities:
-            student = torch.log(env[t.name].clamp_min(1e-12))
+            student = torch.log(value(t.name).clamp_min(1e-12))
         else:
-            student = env[t.name]
+            student = value(t.name)
         return _kl(student, teacher, t.axis)
-    student = _select(t, env[t.name])
+    student = _select(t, value(t.name))
     if t.kind == "bkl":
         return _binary_kl(student, teacher)
     if t.kind == "cosine":
