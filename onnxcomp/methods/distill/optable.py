@@ -26,12 +26,16 @@ def unsupported(graph: ir.Graph) -> list[str]:
 
 
 def run_graph(
-    graph: ir.Graph, env: dict[str, Any], extra: dict[str, Any] | None = None
+    graph: ir.Graph,
+    env: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    keep: frozenset[str] | set[str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``graph``; ``env`` holds the inputs and the float initializers by name
     (integer initializers and Constant chains are read from the graph and folded once),
     ``extra`` terms added to computed values (straight-through gradients). Returns
-    ``env`` with every computed value added. The graph is compiled on first use."""
+    ``env`` with every computed value added, or with ``keep`` those named only (the others
+    are freed after their last reader). The graph is compiled on first use."""
     from onnxcomp.methods.distill.ops.program import program_for
 
-    return program_for(graph).run(env, extra)
+    return program_for(graph).run(env, extra, keep)

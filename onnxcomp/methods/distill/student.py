@@ -189,11 +189,18 @@ class Student(torch.nn.Module):
             env[f.name] = w
         return env, extra
 
-    def forward(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every value of the graph by name (the outputs, and the inputs of a Softmax)."""
-        env, extra = self.substitutes()
+    def forward(
+        self,
+        feed: dict[str, torch.Tensor],
+        keep: frozenset[str] | None = None,
+        weights: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The graph's values by name: every one, or those in ``keep`` (what the losses
+        read; the rest are freed as the forward goes). ``weights``: ``substitutes()``
+        made once for several forwards (the chunks of one step)."""
+        env, extra = weights if weights is not None else self.substitutes()
         env = {**self.fixed, **env, **feed}
-        return run_graph(self.graph, env, extra)
+        return run_graph(self.graph, env, extra, keep)
 
     @torch.no_grad()
     def reassign(self) -> None:

@@ -56,13 +56,30 @@ def spread(v: Any, x: Any, axis: int, block: int) -> Any:
     return v.reshape(shape)
 
 
+class _FakeRound(torch.autograd.Function):
+    """The codes forward; backward passes the gradient where ``v + zero`` is inside
+    [lo, hi] (clamp's own rule), keeping only that bool mask: a quarter of the float
+    input clamp would keep, for every quantized activation of the graph."""
+
+    @staticmethod
+    def forward(ctx: Any, v: Any, zero: Any, lo: int, hi: int) -> Any:
+        shifted = v + zero
+        ctx.save_for_backward((shifted >= lo) & (shifted <= hi))
+        return torch.clamp(torch.round(v) + zero, lo, hi)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Any) -> tuple[Any, None, None, None]:
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None
+
+
 def fake_round(v: Any, zero: Any, lo: int, hi: int) -> Any:
-    """clamp(round_half_even(v) + zero) with a straight-through gradient inside the range."""
-    q = torch.clamp(torch.round(v) + zero, lo, hi)
+    """clamp(round_half_even(v) + zero) with a straight-through gradient inside the range
+    (to ``v`` only: zero points are never trained)."""
     if not v.requires_grad:
-        return q
-    soft = torch.clamp(v + zero, lo, hi)
-    return soft + (q - soft).detach()
+        return torch.clamp(torch.round(v) + zero, lo, hi)
+    assert not getattr(zero, "requires_grad", False), "a zero point with a gradient"
+    return _FakeRound.apply(v, zero, lo, hi)
 
 
 def _quantize(node: ir.Node, opset: int) -> Fn:
