@@ -296,6 +296,8 @@ class DistillPass(TeacherPass):
             "time limit": f"stopped by --time-limit at step {o.steps_run} of "
             f"{self.options.distill_steps}, best values so far kept",
         }[o.stopped]
+        if o.lr and o.lr != self.options.lr:
+            stop += f", lr {o.lr:.3g} (the first measurement at --lr {self.options.lr:g} was worse)"
         what = (
             f"distill ({stop}, seed {seed}, on {n_train} samples"
             f"{' of ' + self.ragged if self.ragged else ''}; {'; '.join(kinds)}; "

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ REASSIGN_EVERY = 25  # steps between codebook code reassignments
 SCALE_LR = 0.1  # the scales' relative learning rate, as a fraction of --lr
 EVAL_EVERY = 25  # steps between held-back measurements (a multiple of REASSIGN_EVERY)
 PATIENCE = 4  # measurements without improvement before stopping
+MAX_BACKOFF = 2  # restarts at a tenth of the rate when the first measurement is worse
 CONTRAST_TAU = 0.1  # temperature of the embeddings' batch contrastive term
 ACTIVATION_BYTES = 512 << 20  # autograd's saved tensors per chunk of a training step
 
@@ -61,6 +63,7 @@ class Outcome:
     steps_run: int
     stopped: str  # "steps", "patience" or "time limit"
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, held-back loss)
+    lr: float = 0.0  # the rate the kept run used (a tenth per back-off from --lr)
 
 
 def _select(t: Target, x: torch.Tensor) -> torch.Tensor:
@@ -241,20 +244,16 @@ def train(
     plan: Plan,
 ) -> Outcome:
     """Adam with cosine decay for up to ``plan.steps`` minibatches; the student ends at the
-    values with the lowest held-back loss seen."""
+    values with the lowest held-back loss seen. A run whose first held-back measurement
+    is worse than the start begins again at a tenth of the rate (at most MAX_BACKOFF
+    times): no rate suits every model, and the held-back loss says which overshoots."""
     torch.manual_seed(plan.seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     start = time.perf_counter()
     rng = np.random.default_rng(plan.seed)
     n = len(next(iter(feeds.values())))
-    optimizer = torch.optim.Adam(student.param_groups(plan.lr, plan.lr * SCALE_LR))
-    # Cosine decay to zero: the last steps settle instead of oscillating around the
-    # minimum (biases at a constant 1e-3 undid most of the gain on the digits MLP).
     steps = plan.steps
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
-    )
     held_feeds, held_targets = held
     # A quarter of the run at least: with --distill-steps 1000 the rate is still high at
     # step 200 and the held-back loss noisy (digits, 2-bit codebooks: stopping after 4
@@ -263,41 +262,67 @@ def train(
     chunk = chunk_size(student, feeds, targets, plan)
     first = full_loss(student, feeds, targets, plan)
     best = held_first = full_loss(student, held_feeds, held_targets, plan)
-    best_state, best_step, since, stopped = _snapshot(student), 0, 0, "steps"
+    start_state = _snapshot(student)
+    best_state, best_step, since, stopped = start_state, 0, 0, "steps"
     curve = [(0, held_first)]
-    step = 0
-    for step in range(1, steps + 1):
-        idx = np.sort(rng.choice(n, size=min(plan.batch, n), replace=False))
-        optimizer.zero_grad()
-        loss = _step(student, feeds, targets, idx, chunk)
-        optimizer.step()
-        schedule.step()
-        if student.books and step % REASSIGN_EVERY == 0:
-            student.reassign()
-        late = plan.time_limit is not None and time.perf_counter() - start > plan.time_limit
-        if step % plan.eval_every and step != steps and not late:
-            continue
-        if student.books:
-            student.reassign()
-        value = full_loss(student, held_feeds, held_targets, plan)
-        curve.append((step, value))
-        if value < best:
-            best, best_state, best_step, since = value, _snapshot(student), step, 0
-        else:
-            since += 1
-        if plan.progress is not None:
-            plan.progress(
-                f"distill step {step}/{steps}: loss {loss:.4g}, held-back {value:.4g} "
-                f"(best {best:.4g} at step {best_step})"
-            )
-        if since >= patience and step != steps:
-            stopped = "patience"
+    step, lr = 0, plan.lr
+    for attempt in range(MAX_BACKOFF + 1):
+        optimizer, schedule = _optimizer(student, lr, steps)
+        retry = False
+        for step in range(1, steps + 1):
+            idx = np.sort(rng.choice(n, size=min(plan.batch, n), replace=False))
+            optimizer.zero_grad()
+            loss = _step(student, feeds, targets, idx, chunk)
+            optimizer.step()
+            schedule.step()
+            if student.books and step % REASSIGN_EVERY == 0:
+                student.reassign()
+            late = plan.time_limit is not None and time.perf_counter() - start > plan.time_limit
+            if step % plan.eval_every and step != steps and not late:
+                continue
+            if student.books:
+                student.reassign()
+            value = full_loss(student, held_feeds, held_targets, plan)
+            curve.append((step, value))
+            if plan.progress is not None:
+                plan.progress(
+                    f"distill step {step}/{steps} (lr {lr:.3g}): loss {loss:.4g}, held-back "
+                    f"{value:.4g} (best {min(best, value):.4g} at step "
+                    f"{step if value < best else best_step})"
+                )
+            # The first measurement worse than the start: the rate overshoots (ddddocr's
+            # channel-pruned CNN at 1e-3 went 0.113 -> 0.171; at 1e-4 to 0.063). Start
+            # again from the stored values at a tenth of it.
+            if len(curve) == 2 and value > held_first and attempt < MAX_BACKOFF and not late:
+                retry = True
+                break
+            if value < best:
+                best, best_state, best_step, since = value, _snapshot(student), step, 0
+            else:
+                since += 1
+            if since >= patience and step != steps:
+                stopped = "patience"
+                break
+            if late and step != steps:
+                stopped = "time limit"
+                break
+        if not retry:
             break
-        if late and step != steps:
-            stopped = "time limit"
-            break
+        _restore(student, start_state)
+        curve, lr = curve[:1], lr / 10
     _restore(student, best_state)
-    return Outcome(first, held_first, best, best_step, step, stopped, curve)
+    return Outcome(first, held_first, best, best_step, step, stopped, curve, lr)
+
+
+def _optimizer(student: Student, lr: float, steps: int) -> tuple[Any, Any]:
+    """Adam with cosine decay to zero: the last steps settle instead of oscillating
+    around the minimum (biases at a constant 1e-3 undid most of the gain on the digits
+    MLP)."""
+    optimizer = torch.optim.Adam(student.param_groups(lr, lr * SCALE_LR))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
+    )
+    return optimizer, schedule
 
 
 def stderr_progress(line: str) -> None:
