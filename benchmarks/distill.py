@@ -106,6 +106,11 @@ def child(row: str, method: str, out: Path, steps: int) -> dict[str, Any]:
 
         spec, prep = registry()[name], prepare(name)
         model, calib, metric = prep.model, prep.calib, spec.metric
+        pool = int(os.environ.get("ONNXCOMP_DISTILL_POOL", "0"))
+        if pool:
+            from benchmarks.corpus.ocr import unlabeled_pool
+
+            calib = unlabeled_pool(name, CACHE / f"pool-{name}-{pool}", pool)
         score = lambda p: spec.score(p, prep, 1).value  # noqa: E731
     if recover in ("blockwise", "distill"):
         options["distill_steps"] = steps
@@ -245,6 +250,10 @@ def main() -> None:
     parser.add_argument("--cpu-limit", type=int, default=900, help="CPU seconds per run")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--json", type=Path, default=CACHE / "results.json")
+    parser.add_argument(
+        "--pool", type=int, default=0,
+        help="OCR rows: N more unlabeled inputs drawn like the calibration set, for every method",
+    )  # fmt: skip
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--speed-child", action="store_true")
     parser.add_argument("--child", nargs=3, metavar=("ROW", "METHOD", "OUT"))
@@ -272,6 +281,8 @@ def main() -> None:
             if method == "closed" and ROWS[row][2] is None:
                 results.setdefault(row, {})[method] = {"skipped": "no closed form"}
                 continue
+            if a.pool:  # the children read it (benchmarks/corpus/ocr.py unlabeled_pool)
+                os.environ["ONNXCOMP_DISTILL_POOL"] = str(a.pool)
             argv = [sys.executable, "-m", "benchmarks.distill", "--steps", str(a.steps)]
             r = measured([*argv, "--child", row, method, str(out)], a.timeout, a.cpu_limit)
             results.setdefault(row, {})[method] = r

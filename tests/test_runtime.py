@@ -261,3 +261,38 @@ def test_vv_lets_onnxruntime_warnings_through(noisy, tmp_path: Path) -> None:
     proc = _cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "[W:onnxruntime" in proc.stderr
+
+
+def test_capture_only_keeps_the_nodes_the_names_need(external: Path) -> None:
+    loaded = model_io.load(external)
+    sess = capture.session(loaded, ["h"], only=True)
+    assert [o.name for o in sess.get_outputs()] == ["h"]  # y and what only it reads: gone
+    _same(capture.run(sess, ["h"], {"x": X})["h"], "h")
+
+
+def test_capture_only_runs_whole_a_graph_onnx_ir_cannot_hold() -> None:
+    """scikit-learn's ZipMap output (a sequence of maps) is no type onnx_ir holds: the
+    capture runs the whole graph instead of failing (sklearn-digits under sparsegpt)."""
+    w = np.arange(12, dtype=np.float32).reshape(4, 3)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["scores"]),
+        helper.make_node("ZipMap", ["scores"], ["maps"], domain="ai.onnx.ml",
+                         classlabels_int64s=[0, 1, 2]),
+    ]  # fmt: skip
+    maps = helper.make_value_info(
+        "maps",
+        helper.make_sequence_type_proto(
+            helper.make_map_type_proto(
+                TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+            )
+        ),
+    )
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])], [maps],
+        [numpy_helper.from_array(w, "w")],
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    x = np.ones((2, 4), np.float32)
+    sess = capture.session(model, ["scores"], only=True)
+    np.testing.assert_array_equal(capture.run(sess, ["scores"], {"x": x})["scores"], x @ w)

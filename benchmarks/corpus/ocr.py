@@ -573,6 +573,34 @@ def _prepare_captcha(model_file: Path, folder: Path) -> Prepared:
     return Prepared("ddddocr-captcha", folder, model_file, calib, ev, extra)
 
 
+def unlabeled_pool(name: str, folder: Path, n: int) -> Path:
+    """``n`` more unlabeled inputs for distillation, drawn like the calibration set (its
+    half of the vocabulary, another seed), never an evaluation text: users of a model
+    have many unlabeled inputs, and 48 do not train a network. Cached in ``folder``."""
+    if (folder / "done").exists():
+        return folder
+    rng = np.random.default_rng(CALIB_SEED + 100)
+    if name == "ddddocr-captcha":
+        avoid = set(json.loads((prepared_folder(name) / "targets.json").read_text()))
+        texts = _captcha_texts(rng, n, avoid)
+        feeds = [_captcha_feed(_render_captcha(t, rng)) for t in texts]
+    elif name == "paddle-ocr-rec":
+        words = _words(0)
+        texts = _unique_texts(rng, n, lambda: _line_text(rng, words), set())
+        feeds = [_rec_feed(_render_line(t, rng)) for t in texts]
+    else:
+        raise ValueError(f"no unlabeled pool for {name}")
+    _save_feeds(folder, feeds)
+    (folder / "done").write_text(str(n))
+    return folder
+
+
+def prepared_folder(name: str) -> Path:
+    from benchmarks.corpus import prepare
+
+    return prepare(name).folder
+
+
 def _score_captcha(model_file: Path, prep: Prepared, threads: int) -> Score:
     sess = _session(model_file, threads)
     chars = json.loads((prep.folder / prep.extra["chars"]).read_text())
