@@ -91,7 +91,8 @@ def _padded(batches: list[dict[str, np.ndarray]], names: list[str]) -> dict[str,
         stack = np.zeros((rows, *top), arrays[0].dtype)
         at = 0
         for a in arrays:
-            stack[(slice(at, at + len(a)), *(slice(0, d) for d in a.shape[1:]))] = a
+            index = (slice(at, at + len(a)), *(slice(0, d) for d in a.shape[1:]))
+            stack[index] = a
             at += len(a)
         out[n] = stack
     return out
