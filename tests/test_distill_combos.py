@@ -371,6 +371,31 @@ def test_losses_are_zero_at_the_teacher_and_per_position():
     assert float(loss_of(mse, {"r": torch.from_numpy(emb)}, idx)) == 0.0
 
 
+def test_ctc_steps_weigh_by_the_teachers_emitting():
+    """On a CTC sequence each step's KL weighs 1 - p_teacher(blank) (+ a floor): a step the
+    teacher surely leaves blank barely counts, one where it emits counts fully."""
+    from onnxcomp.methods.distill.targets import make_target
+    from onnxcomp.methods.distill.train import EMIT_FLOOR, loss_of
+
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    logits[:, :2, 0] = 30.0  # steps 0-1: blank for sure; steps 2-3: character 3 for sure
+    logits[:, 2:, 3] = 30.0
+    idx = np.arange(2)
+    kl = make_target("y", "kl", logits.copy())
+    kl.blank = 0
+    assert float(loss_of(kl, {"y": torch.from_numpy(logits)}, idx)) == pytest.approx(0, abs=1e-6)
+    t = torch.from_numpy(logits)
+    other = torch.from_numpy(rng.standard_normal((2, 4, 5)).astype(np.float32))
+    per_step = (torch.softmax(t / 2, -1) * (torch.log_softmax(t / 2, -1)
+                - torch.log_softmax(other / 2, -1))).sum(-1)  # fmt: skip
+    w = 1 - torch.softmax(t, -1)[..., 0] + EMIT_FLOOR
+    assert w[:, :2].max() < 2 * EMIT_FLOOR and w[:, 2:].min() > 1.0
+    got = float(loss_of(kl, {"y": other}, idx))
+    assert got == pytest.approx(float((per_step * w).sum() / w.sum()) * 4, rel=1e-5)
+    assert "steps weighted by the teacher's emitting (blank 0)" in kl.describe()
+
+
 def test_a_time_major_output_trains_as_its_batch_major_twin(tmp_path):
     """ddddocr's CTC output is [T, N, C]: found by the axis that grows from one sample to
     two, stored and trained samples first. The same model with the output batch-major

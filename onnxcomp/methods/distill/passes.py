@@ -260,7 +260,8 @@ class DistillPass(TeacherPass):
         overrides = parse_overrides(tuple(getattr(options, "distill_loss", ()) or ()))
         # The training part's arrays are converted in place; the held-back part's are
         # read by the Judge as they are.
-        targets = choose(floats, task, softmax_inputs, overrides, in_place=in_place)
+        blank = options.task_settings().blank
+        targets = choose(floats, task, softmax_inputs, overrides, in_place=in_place, blank=blank)
         for name, array in zip(hints, teacher[len(names) :], strict=True):
             hint = make_target(name, "mse", array)
             hint.kind = "hint"

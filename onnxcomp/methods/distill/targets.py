@@ -40,6 +40,7 @@ class Target:
     logits_of: str | None = None  # the student value holding logits (a Softmax input)
     probabilities: bool = False  # the output is probabilities: KL reads their log
     spread: np.ndarray | None = None  # mse/hint: per-component spread (broadcast shape)
+    blank: int | None = None  # kl on a CTC sequence: steps weighted by the teacher emitting
     time_major: bool = False  # the student's value is [T, N, ...] (the teacher's is stored N first)
 
     def describe(self) -> str:
@@ -49,6 +50,8 @@ class Target:
             "mse": "per-component normalized MSE", "cosine": "cosine + batch contrastive",
             "hint": "hint, normalized MSE",
         }[self.kind]  # fmt: skip
+        if self.blank is not None:
+            what += f", steps weighted by the teacher's emitting (blank {self.blank})"
         return f"'{self.name}'{part}: {what}"
 
 
@@ -105,6 +108,7 @@ def choose(
     overrides: dict[str, str],
     *,
     in_place: bool = False,
+    blank: int = 0,
 ) -> list[Target]:
     """Targets for the float outputs ``arrays`` (teacher values), in order; ``in_place``:
     the arrays are ours to convert (make_target)."""
@@ -127,7 +131,10 @@ def choose(
             targets.append(make_target(name, "cosine", a))
         elif _scores(a, task):
             axis = 1 if task == "segment" and a.ndim == 4 else -1
-            targets.append(make_target(name, "kl", a, logits, axis, in_place=in_place))
+            target = make_target(name, "kl", a, logits, axis, in_place=in_place)
+            if task in ("sequence", "ctc") and a.ndim == 3:
+                target.blank = blank
+            targets.append(target)
         else:
             targets.append(make_target(name, "mse", a))
     if not targets:

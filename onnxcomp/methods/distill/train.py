@@ -82,6 +82,25 @@ def _kl(student: torch.Tensor, teacher: torch.Tensor, axis: int) -> torch.Tensor
     return (log_t.exp() * (log_t - log_s)).sum(dim=axis).mean() * t * t
 
 
+EMIT_FLOOR = 0.05  # the weight of a step the teacher surely leaves blank
+
+
+def _kl_emitting(
+    student: torch.Tensor, teacher: torch.Tensor, axis: int, blank: int
+) -> torch.Tensor:
+    """_kl per step, weighted by the teacher's probability of emitting a character there
+    (1 - p(blank), floored): a CTC line is mostly blank steps, and the plain mean spent a
+    half-width recognizer's capacity on them while its decoded strings got worse
+    (ddddocr channels 0.5: held-back KL 0.81 -> 0.56, exact-match drop 0.27 -> 0.34)."""
+    t = TEMPERATURE
+    log_s = F.log_softmax(student / t, dim=axis)
+    log_t = F.log_softmax(teacher / t, dim=axis)
+    per_step = (log_t.exp() * (log_t - log_s)).sum(dim=axis)
+    emit = 1.0 - F.softmax(teacher, dim=axis).select(axis, blank)
+    weight = emit.clamp_min(0.0) + EMIT_FLOOR
+    return (per_step * weight).sum() / weight.sum() * t * t
+
+
 def _binary_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """KL between independent sigmoid scores at T (detector classes), per score."""
     t = TEMPERATURE
@@ -119,6 +138,8 @@ def loss_of(t: Target, env: dict[str, torch.Tensor], idx: np.ndarray) -> torch.T
             student = torch.log(value(t.name).clamp_min(1e-12))
         else:
             student = value(t.name)
+        if t.blank is not None:
+            return _kl_emitting(student, teacher, t.axis, t.blank)
         return _kl(student, teacher, t.axis)
     student = _select(t, value(t.name))
     if t.kind == "bkl":
