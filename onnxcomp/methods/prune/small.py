@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from onnxcomp.graph.weights import Weight
-from onnxcomp.methods.weights.small_weights import SMALL_SHARE
+from onnxcomp.methods.weights.small_weights import SMALL_SHARE, first_names
 
 
 def dense_small(
@@ -38,9 +38,8 @@ def dense_small(
 def dense_note(names: Sequence[str]) -> str | None:
     if not names:
         return None
-    more = ", ..." if len(names) > 5 else ""
     return (
         f"{len(names)} small weights left dense (their pruned share would be under "
         f"{SMALL_SHARE:.1%} of the parameter bytes each; a recipe layer sets "
-        f"prune_sparsity to force it): {', '.join(sorted(names)[:5])}{more}"
+        f"prune_sparsity to force it): {first_names(names)}"
     )

@@ -28,14 +28,19 @@ def saving_is_small(weight: Weight, bits: int, total_bytes: int) -> bool:
     return saved < SMALL_SHARE * total_bytes
 
 
+def first_names(names: Sequence[str]) -> str:
+    """The first five names in order, and "..." when there are more (notes stay short)."""
+    more = ", ..." if len(names) > 5 else ""
+    return f"{', '.join(sorted(names)[:5])}{more}"
+
+
 def small_note(names: Sequence[str], bits: int) -> str | None:
     if not names:
         return None
-    more = ", ..." if len(names) > 5 else ""
     return (
         f"{len(names)} small weights kept at 8 bits instead of {bits} (saving under "
         f"{SMALL_SHARE:.1%} of the parameter bytes each; a recipe layer sets bits/precision "
-        f"to force it): {', '.join(sorted(names)[:5])}{more}"
+        f"to force it): {first_names(names)}"
     )
 
 
