@@ -17,11 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from onnxcomp.auto.verify import Finalist, Verification
+from onnxcomp.auto.verify import Finalist, Verification, judge_finalist
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.evaluate import Evaluator
 from onnxcomp.options import CompressOptions
-from onnxcomp.stats import drop_bound
 
 
 def distilled(options: CompressOptions, calib: Any, seed: int) -> CompressOptions:
@@ -76,16 +75,7 @@ def run_rung(
     except OnnxcompError as exc:
         f.error = str(exc)
         return None
-    bound = drop_bound(
-        score.drops, verifier.metric_name, plan.test_confidence, seed=seed,
-        binary=verifier.binary,
-    )  # fmt: skip
-    f.verify_drop = float(score.drop)
-    if bound is not None and plan.method != "point estimate":
-        f.bound = bound.upper
-    limit = f.bound if f.bound is not None else f.verify_drop
-    f.accepted = limit <= plan.margin + 1e-12
-    if not f.accepted:
+    if not judge_finalist(f, score, verifier, plan, seed):
         return None
     f.bytes = path.stat().st_size
     for old in out.parent.glob(out.name + "*"):  # the plain finalist it replaces

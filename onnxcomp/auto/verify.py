@@ -180,16 +180,7 @@ def judge(
             f.error = str(exc)
             path.unlink(missing_ok=True)
             break  # an untested hypothesis ends the sequence like a rejected one
-        bound = drop_bound(
-            score.drops, evaluator.metric_name, v.test_confidence, seed=seed,
-            binary=evaluator.binary,
-        )  # fmt: skip
-        f.verify_drop = float(score.drop)
-        if bound is not None and v.method != "point estimate":
-            f.bound = bound.upper
-        limit = f.bound if f.bound is not None else f.verify_drop
-        f.accepted = limit <= v.margin + 1e-12
-        if not f.accepted:
+        if not judge_finalist(f, score, evaluator, v, seed):
             path.unlink(missing_ok=True)
             break
         if chosen_path is not None:
@@ -198,6 +189,21 @@ def judge(
     if chosen_path is not None:
         _move(chosen_path, out)
     return chosen
+
+
+def judge_finalist(f: Any, score: Any, evaluator: Any, v: Any, seed: int) -> bool:
+    """Record ``score``'s drop and its one-sided bound on ``f``; whether it is within
+    ``v.margin`` (the bound where the method has one, else the point estimate)."""
+    bound = drop_bound(
+        score.drops, evaluator.metric_name, v.test_confidence, seed=seed,
+        binary=evaluator.binary,
+    )  # fmt: skip
+    f.verify_drop = float(score.drop)
+    if bound is not None and v.method != "point estimate":
+        f.bound = bound.upper
+    limit = f.bound if f.bound is not None else f.verify_drop
+    f.accepted = limit <= v.margin + 1e-12
+    return bool(f.accepted)
 
 
 def _sequence(finalists: list[Any]) -> list[Any]:

@@ -201,13 +201,7 @@ class BlockwisePass(TeacherPass):
             + f"; {plain.metric} drop {plain.drop:.4g} -> {cand.drop:.4g} on {n_held} "
             "held-back samples"
         )
-        if self.kept:
-            note = f"{what}; kept ({changed} tensors changed, {self.figures['seconds']:.1f} s)"
-        else:
-            note = f"{what}; not kept: the plain compressed model is written"
-        logger.info(note)
-        if self.report is not None:
-            self.report.notes.append(note)
+        self.say(what, changed)
 
 
 def _groups(blocks: list[Block], sizes: dict[str, int], n: int) -> list[list[Block]]:

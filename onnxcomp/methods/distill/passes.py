@@ -156,6 +156,16 @@ class TeacherPass(ir.passes.FunctionalPass):
             feeds = {k: v[:n] for k, v in feeds.items()}
         return feeds, fixed, n
 
+    def say(self, what: str, changed: int) -> None:
+        """The run's note, ending in whether the guard kept it."""
+        if self.kept:
+            note = f"{what}; kept ({changed} tensors changed, {self.figures['seconds']:.1f} s)"
+        else:
+            note = f"{what}; not kept: the plain compressed model is written"
+        logger.info(note)
+        if self.report is not None:
+            self.report.notes.append(note)
+
 
 class DistillPass(TeacherPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -291,7 +301,7 @@ class DistillPass(TeacherPass):
         self, kinds: list[str], plain: Verdict, cand: Verdict, n_train: int, n_held: int,
         changed: int, seed: int,
     ) -> None:  # fmt: skip
-        f, o = self.figures, self.outcome
+        o = self.outcome
         stop = {
             "steps": f"{o.steps_run} steps",
             "patience": f"stopped at step {o.steps_run}: the held-back loss stopped improving",
@@ -307,13 +317,7 @@ class DistillPass(TeacherPass):
             f"{o.best_step}): {plain.metric} drop {plain.drop:.4g} -> {cand.drop:.4g} on "
             f"{n_held} held-back samples"
         )
-        if self.kept:
-            note = f"{what}; kept ({changed} tensors changed, {f['seconds']:.1f} s)"
-        else:
-            note = f"{what}; not kept: the plain compressed model is written"
-        logger.info(note)
-        if self.report is not None:
-            self.report.notes.append(note)
+        self.say(what, changed)
 
 
 def _with_outputs(teacher: ir.Model, student: ir.Model, names: list[str]) -> ir.Model:
