@@ -23,3 +23,12 @@ def save_model(tmp_path):
         return path
 
     return _save
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """The demo's digits MLP (model, calibration and test data), built once per run."""
+    pytest.importorskip("sklearn")
+    from onnxcomp.cli.demo import build_digits
+
+    return build_digits(tmp_path_factory.mktemp("digits"))

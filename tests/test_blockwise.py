@@ -22,14 +22,6 @@ pytestmark = pytest.mark.distill
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    pytest.importorskip("sklearn")
-    from onnxcomp.cli.demo import build_digits
-
-    return build_digits(tmp_path_factory.mktemp("digits"))
-
-
-@pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     onnx.save(transformer(), folder / "t.onnx")

@@ -21,14 +21,6 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.distill
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    pytest.importorskip("sklearn")
-    from onnxcomp.cli.demo import build_digits
-
-    return build_digits(tmp_path_factory.mktemp("digits"))
-
-
 def _accuracy(path, test) -> float:
     import onnxruntime as ort
 

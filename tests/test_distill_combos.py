@@ -33,14 +33,6 @@ STEPS = 75
 
 
 @pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    pytest.importorskip("sklearn")
-    from onnxcomp.cli.demo import build_digits
-
-    return build_digits(tmp_path_factory.mktemp("digits"))
-
-
-@pytest.fixture(scope="module")
 def cnn(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cnn")
     onnx.save(_cnn(), folder / "cnn.onnx")
