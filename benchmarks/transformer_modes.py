@@ -1,7 +1,11 @@
 """Every compression mode on the corpus transformers, against issue 27's targets.
 
     python -m benchmarks.transformer_modes [--models minilm-l3,minilm-l3-esp] [--modes ...]
-        [--out DIR] [--json FILE]
+        [--out DIR] [--json FILE] [--pool N]
+
+``--pool N``: every mode's ``--calib`` is N unlabeled texts (the calibration texts, then
+more docstrings no evaluation pair uses: benchmarks/corpus/text.py ``unlabeled_texts``)
+instead of the corpus's 64; distillation needs more than 48 training texts.
 
 Per model and mode: the task metric's loss in points vs fp32 (the corpus scorer), the file
 size ratio, speed @1 thread vs fp32 (sessions interleaved in one process, the calling
@@ -15,9 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +29,7 @@ import numpy as np
 
 from benchmarks import measure
 
+DISTILL = ["--recover", "distill", "--task", "embed"]
 MODES: dict[str, list[str]] = {
     "int8": ["--quantize", "int8", "--calib", "{calib}"],
     "int4": ["--quantize", "int4", "--calib", "{calib}"],
@@ -33,20 +38,18 @@ MODES: dict[str, list[str]] = {
     "prune-ch-0.3": ["--prune-channels", "0.3", "--calib", "{calib}"],
     "prune-ch-0.35": ["--prune-channels", "0.35", "--calib", "{calib}"],
     "prune-ch-0.4": ["--prune-channels", "0.4", "--calib", "{calib}"],
+    # --recover distill needs torch (pip install 'onnxcomp[distill]')
+    "prune-ch-0.3-distill": ["--prune-channels", "0.3", "--calib", "{calib}", *DISTILL],
+    "prune-ch-0.35-distill": ["--prune-channels", "0.35", "--calib", "{calib}", *DISTILL],
     "ort-dynamic": [],  # onnxruntime.quantization.quantize_dynamic, QInt8 weights
 }
 # The embedding output `onnxcomp check --task embed` reads, per corpus model.
 EMBED_OUTPUT = {"minilm-l3": "461", "minilm-l3-esp": "hidden"}
 
 
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def compress(mode: str, src: Path, out: Path, calib: Path) -> dict:
-    """Build one file; CPU seconds of the child process (wall beside it)."""
-    t0, c0 = time.perf_counter(), _children_cpu()
+    """Build one file; CPU seconds and peak RSS of the child process (wall beside it)."""
+    t0 = time.perf_counter()
     if mode == "ort-dynamic":
         code = (
             "import sys; from onnxruntime.quantization import quantize_dynamic, QuantType; "
@@ -57,10 +60,24 @@ def compress(mode: str, src: Path, out: Path, calib: Path) -> dict:
         args = [a.replace("{calib}", str(calib)) for a in MODES[mode]]
         cmd = [sys.executable, "-m", "onnxcomp", "compress", str(src), "-o", str(out), *args]
         cmd.append("--allow-larger")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    row = {"compress_wall_s": time.perf_counter() - t0, "compress_cpu_s": _children_cpu() - c0}
-    if proc.returncode != 0:
-        row["error"] = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    load = os.getloadavg()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU and peak RSS
+        err.seek(0)
+        stderr = err.read()
+    row = {
+        "compress_wall_s": time.perf_counter() - t0,
+        "compress_cpu_s": usage.ru_utime + usage.ru_stime,
+        "compress_peak_rss_mb": usage.ru_maxrss / 1024,
+        "load_compress_start": load,
+        "load_compress_end": os.getloadavg(),
+    }
+    notes = [line for line in stderr.splitlines() if "distill (" in line]
+    if notes:
+        row["distill_note"] = notes[-1]
+    if os.waitstatus_to_exitcode(status) != 0:
+        row["error"] = (stderr.strip().splitlines() or ["?"])[-1]
     return row
 
 
@@ -109,12 +126,18 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=Path("/tmp/onnxcomp-transformer-modes.jsonl"))
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--no-check", action="store_true")
+    p.add_argument("--pool", type=int, default=0, help="N unlabeled texts as --calib")
     args = p.parse_args()
     from benchmarks.corpus import prepare, registry
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.models.split(","):
         spec, prep = registry()[name], prepare(name)
+        calib = prep.calib
+        if args.pool:
+            from benchmarks.corpus.text_more import unlabeled_pool
+
+            calib = unlabeled_pool(name, args.out / f"pool-{name}-{args.pool}", args.pool)
         fp32 = spec.score(prep.model, prep, 1).value
         feeds = []
         for f in sorted(prep.eval.glob("d*.npz"))[:16]:
@@ -122,8 +145,8 @@ def main() -> None:
                 feeds.append({k: z[k] for k in z.files})
         for mode in args.modes.split(","):
             out = args.out / f"{name}.{mode}.onnx"
-            row: dict = {"model": name, "mode": mode, "fp32": fp32}
-            row.update(compress(mode, prep.model, out, prep.calib))
+            row: dict = {"model": name, "mode": mode, "fp32": fp32, "pool": args.pool}
+            row.update(compress(mode, prep.model, out, calib))
             if "error" not in row:
                 got = spec.score(out, prep, 1)
                 row["metric"], row["value"] = got.metric, got.value

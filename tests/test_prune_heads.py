@@ -170,3 +170,57 @@ def test_dead_gemm_heads_go_and_the_outputs_stay(tmp_path):
     got = ort_session(out).run(None, {"x": x})[0]
     # the removed heads contributed exactly zero; float32 reassociation only
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def token_mlp() -> onnx.ModelProto:
+    """x [B, T, 16] -> MatMul -> Relu -> MatMul, times the 0/1 ``attention_mask`` [B, T]:
+    padding positions come out zero whatever the weights."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w2"], ["o"], name="fc2"),
+        helper.make_node("Unsqueeze", ["attention_mask", "axes"], ["m"], name="unsq"),
+        helper.make_node("Mul", ["o", "m"], ["y"], name="masked"),
+    ]
+    inits = [
+        _init("w1", rng.standard_normal((16, 64)).astype(np.float32) * 0.3),
+        _init("w2", rng.standard_normal((64, 16)).astype(np.float32) * 0.3),
+        _init("axes", np.array([-1], np.int64)),
+    ]
+    inputs = [vin("x", ["B", "T", 16]), vin("attention_mask", ["B", "T"])]
+    return _model(nodes, inputs, [vin("y", ["B", "T", 16])], inits, opset=17)
+
+
+def test_embed_task_leaves_padding_rows_out_of_the_channel_fit(tmp_path):
+    """Texts padded with garbage rows behind a mask prune to the same weights as the same
+    texts unpadded under --task embed (the Gram matrices hold the same rows), and to other
+    weights without it (the padding counted)."""
+    src = tmp_path / "m.onnx"
+    onnx.save(token_mlp(), src)
+    rng = np.random.default_rng(3)
+    padded, plain = tmp_path / "padded", tmp_path / "plain"
+    padded.mkdir()
+    plain.mkdir()
+    for i in range(24):
+        real = int(rng.integers(2, 8))
+        x = rng.standard_normal((1, 8, 16)).astype(np.float32)
+        x[:, real:] = 10 * rng.standard_normal((1, 8 - real, 16))  # padding: large garbage
+        mask = (np.arange(8) < real).astype(np.float32)[None]
+        np.savez(padded / f"{i:02d}.npz", x=x, attention_mask=mask)
+        np.savez(plain / f"{i:02d}.npz", x=x[:, :real], attention_mask=mask[:, :real])
+
+    def weights(calib, **kw) -> dict[str, np.ndarray]:
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}.onnx"
+        compress(src, out, prune_channels=0.5, calib=str(calib), **kw)
+        return {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(out).graph.initializer}
+
+    masked, unpadded = weights(padded, task="embed"), weights(plain, task="embed")
+    counted = weights(padded)
+    assert masked.keys() == unpadded.keys()
+    for name in masked:  # the same rows in the same order: float64 sums agree to rounding
+        np.testing.assert_allclose(masked[name], unpadded[name], rtol=1e-5, atol=1e-6)
+    assert any(
+        masked[k].shape != counted[k].shape or not np.allclose(masked[k], counted[k])
+        for k in masked
+    )

@@ -144,6 +144,37 @@ def pairs_and_calib(
     return pairs, calib
 
 
+def unlabeled_texts(n: int) -> list[str]:
+    """``n`` texts for distillation beyond the calibration ones, never an evaluation text:
+    the calibration texts first, then both halves of the other docstrings no pair uses
+    and the docstrings that do not split, in a seeded order (users of an encoder have
+    many unlabeled texts; 48 do not train one)."""
+    pairs, calib = pairs_and_calib()
+    held = {t for pair in pairs for t in pair}
+    docs = _docstrings()
+    keys = sorted(docs)
+    texts = [t for t in calib if t not in held]
+    for i in np.random.default_rng(SEED + 100).permutation(len(keys)):
+        split = _split(docs[keys[i]])
+        if split is not None and (split[0] in held or split[1] in held):
+            continue  # an evaluation pair's docstring
+        for text in split or (docs[keys[i]],):
+            if text not in held and text not in texts:
+                texts.append(text)
+    return texts[:n]
+
+
+def unlabeled_pool(folder: Path, n: int) -> Path:
+    """minilm-l3's feeds of ``unlabeled_texts(n)``, cached in ``folder``."""
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tok = _tokenizer()
+        for i, text in enumerate(unlabeled_texts(n)):
+            _write_feed(tok, text, folder / f"c{i:04d}.npz")
+        (folder / "done").write_text(str(n))
+    return folder
+
+
 def prepare_minilm(model_file: Path, folder: Path) -> Prepared:
     """Docstring pairs for evaluation, other docstrings for calibration (``pairs_and_calib``)."""
     pairs, calib = pairs_and_calib()

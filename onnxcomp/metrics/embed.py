@@ -37,18 +37,7 @@ class Embed(TaskMetric):
         """[N, T] weights of the real tokens, when the output has tokens and a mask is fed."""
         if x.ndim != 3 or not self.feed:
             return None
-        n, t = x.shape[0], x.shape[1]
-        names = [self.settings.mask] if self.settings.mask else sorted(self.feed)
-        for key in names:
-            if key not in self.feed or (not self.settings.mask and "mask" not in key.lower()):
-                continue
-            m = np.asarray(self.feed[key], dtype=np.float64)
-            if m.size != n * t:
-                continue
-            m = m.reshape(n, t)
-            binary = bool(np.all((m == 0) | (m == 1)))
-            return m if binary and m.any() else (m >= 0).astype(np.float64)
-        return None
+        return token_weights(x.shape[0], x.shape[1], self.feed, self.settings.mask)
 
     def result(self) -> TaskResult:
         r, n = np.concatenate(self._ref), np.concatenate(self._new)
@@ -71,6 +60,25 @@ class Embed(TaskMetric):
             detail=f"cosine neighbours among {r.shape[0]} samples",
             gauge=1.0 - cos, gauge_label="embedding cosine drop",
         )  # fmt: skip
+
+
+def token_weights(
+    n: int, t: int, feed: dict[str, np.ndarray], mask: str | None = None
+) -> np.ndarray | None:
+    """[N, T] weights of the real tokens from the input ``mask`` (else one whose name holds
+    "mask" with N x T values): a 0/1 mask as it is, an additive one 1 where it is >= 0.
+    Shared with distillation's embedding loss (methods/distill/targets.py)."""
+    names = [mask] if mask else sorted(feed)
+    for key in names:
+        if key not in feed or (not mask and "mask" not in key.lower()):
+            continue
+        m = np.asarray(feed[key], dtype=np.float64)
+        if m.size != n * t:
+            continue
+        m = m.reshape(n, t)
+        binary = bool(np.all((m == 0) | (m == 1)))
+        return m if binary and m.any() else (m >= 0).astype(np.float64)
+    return None
 
 
 def _pool(x: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

@@ -123,8 +123,8 @@ def test_chunks_follow_the_coupling_of_the_samples(monkeypatch):
     assert training.chunk_size(student, feeds, targets, plan) == 8  # tiny: one chunk
     monkeypatch.setattr(training, "ACTIVATION_BYTES", 1)
     assert training.chunk_size(student, feeds, targets, plan) == 1
-    exact = training.Plan(steps=1, lr=1e-3, batch=8, exact=True)  # a fixed batch dimension
-    assert training.chunk_size(student, feeds, targets, exact) == 8
+    fixed = training.Plan(steps=1, lr=1e-3, batch=8, fixed=4)  # a fixed batch dimension
+    assert training.chunk_size(student, feeds, targets, fixed) == 4  # whole runs
     embed = choose({"logits": np.ones((8, 10), np.float32)}, "embed", {}, {})  # contrastive
     assert training.chunk_size(student, feeds, embed, plan) == 8
 
@@ -140,3 +140,47 @@ def test_straight_through_passes_where_clamp_would():
     ref = v.detach().clone().requires_grad_()
     (torch.clamp(ref + zero, 0, 255) * weights).sum().backward()
     assert v.grad.tolist() == ref.grad.tolist() == [1.0, 0.0, 3.0, 0.0, 5.0]
+
+
+def test_runs_of_a_fixed_batch_join_into_one_minibatch():
+    """A model of a fixed batch runs a minibatch ``fixed`` samples at a time; the joined
+    values give the loss and gradients of one run over all (the contrastive term couples
+    the samples, so a wrong join would show). Tolerance as above."""
+    student, feeds, _ = _student_and_targets(16)
+    emb = choose({"logits": np.random.default_rng(4).standard_normal((16, 10), np.float32)},
+                 "embed", {}, {})  # fmt: skip
+    idx = np.arange(2, 10)
+    student.zero_grad()
+    whole = training._batch_loss(student, feeds, emb, idx)
+    whole.backward()
+    expected = _grads(student)
+    student.zero_grad()
+    runs = training._batch_loss(student, feeds, emb, idx, fixed=2)
+    runs.backward()
+    assert float(runs.detach()) == pytest.approx(float(whole.detach()), rel=1e-5)
+    scale = max(float(e.abs().max()) for e in expected)
+    for g, e in zip(_grads(student), expected, strict=True):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6 * scale)
+
+
+def test_token_states_leave_padding_free():
+    """The embedding loss on token states reads only the real tokens: any padding state
+    of the student gives the same loss, which is the loss of the real tokens alone
+    (equal lengths, so the means pool the same positions); matching leaves only the
+    contrastive term's floor."""
+    rng = np.random.default_rng(5)
+    teacher = torch.from_numpy(rng.standard_normal((4, 6, 8)).astype(np.float32))
+    student = teacher + 0.3 * torch.from_numpy(rng.standard_normal((4, 6, 8)).astype(np.float32))
+    weights = torch.zeros(4, 6)
+    weights[:, :3] = 1
+    loss = training._tokens(student, teacher, weights)
+    moved = student.clone()
+    moved[:, 3:] = 100.0
+    assert float(training._tokens(moved, teacher, weights)) == pytest.approx(float(loss), 1e-6)
+    alone = training._tokens(student[:, :3], teacher[:, :3], torch.ones(4, 3))
+    assert float(alone) == pytest.approx(float(loss), rel=1e-6)
+    # a float32 cosine of a vector with itself is 1 to a few units of 1.2e-7: abs 1e-6
+    floor = training._cosine(teacher[:, :3].mean(1), teacher[:, :3].mean(1))  # contrastive
+    assert float(training._tokens(teacher, teacher, weights)) == pytest.approx(
+        float(floor), abs=1e-6
+    )

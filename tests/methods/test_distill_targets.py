@@ -47,6 +47,23 @@ def test_losses_follow_the_task():
     assert _kinds(choose({"scores": scores}, "regress", {}, {})) == [("scores", "mse", 1, None)]
 
 
+def test_token_states_find_the_mask_the_embed_judge_reads():
+    """[N, T, D] states of an embedding get [N, T] real-token weights from the feed: a 0/1
+    mask as it is, an additive one (0 real, -30 padding, [N, 1, 1, T]) as 1/0; without
+    a mask the flattened cosine stays."""
+    states = RNG.standard_normal((3, 4, 8)).astype(np.float32)
+    additive = np.zeros((3, 1, 1, 4), np.float32)
+    additive[0, ..., 2:] = -30.0
+    (t,) = choose({"hidden": states}, "embed", {}, {}, feed={"attention_mask": additive})
+    assert t.weights is not None
+    assert t.weights.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]]
+    binary = np.array([[1, 1, 1, 0]] * 3, np.int64)
+    (t,) = choose({"hidden": states}, "embed", {}, {}, feed={"mask": binary}, mask="mask")
+    assert t.weights is not None and t.weights.tolist() == binary.tolist()
+    (t,) = choose({"hidden": states}, "embed", {}, {}, feed={"ids": binary})
+    assert t.weights is None
+
+
 def test_overrides_and_their_errors():
     scores = RNG.standard_normal((8, 4)).astype(np.float32)
     got = choose({"y": scores}, None, {}, parse_overrides(("y=cosine",)))

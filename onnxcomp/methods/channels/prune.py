@@ -11,6 +11,11 @@ solved from the streamed Gram matrix of X (``numerics/hessian.py``), with a ones
 the bias absorbs the mean of what was removed. Importance of a channel: the energy of its
 contribution to the consumers' outputs, E[x_j^2] ||W[:, j]||^2 summed over its features,
 each consumer normalised by its total output energy (a residual group sums over layers).
+
+Under ``--task embed`` the rows of padding tokens are left out of both (a consumer whose
+rows are the tokens the embed Judge's mask covers, metrics/embed.py ``token_weights``):
+the mask keeps them from every real token and the task reads no padding position, yet a
+text padded to a static 64 tokens is mostly padding, and the fit spent itself on it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from onnxcomp.methods.channels.slicing import (
     kept_features,
 )
 from onnxcomp.methods.recover.layers import RebuildLayer, assign_rounds, describe_layer
+from onnxcomp.metrics.embed import token_weights
 from onnxcomp.numerics.hessian import HessianAccumulator
 from onnxcomp.passes.shape_inference import InferShapesPass
 from onnxcomp.runtime import capture
@@ -83,8 +89,11 @@ class PruneChannelsPass(ir.passes.InPlacePass):
         report: CompressReport | None = None,
         repair: bool = True,
         min_channels: int = MIN_CHANNELS,
+        tokens: Callable[[dict[str, np.ndarray], int], np.ndarray | None] | None = None,
     ) -> None:
         super().__init__()
+        # (feed, rows) -> which of a consumer's rows count (real tokens), or None: all
+        self.tokens = tokens
         self.repair = repair  # False: drop channels, keep the original weights (ablation)
         self.min_channels = min_channels
         self.ratio, self.calib, self.ratio_for, self.report = ratio, calib, ratio_for, report
@@ -118,7 +127,7 @@ class PruneChannelsPass(ir.passes.InPlacePass):
         head_groups = [(b.group, b.head_dim * keep) for b, keep in heads]
         consumers = {id(n): _layer(n) for g, _ in [*plan, *head_groups] for n in g.consumers}
         data = self.calib(model)
-        grams = collect_grams(model, list(consumers.values()), data)
+        grams = collect_grams(model, list(consumers.values()), data, self.tokens)
         names = NameAllocator(model)
         keeps: list[tuple[Group, np.ndarray]] = []
         for g, keep in plan:
@@ -138,7 +147,7 @@ class PruneChannelsPass(ir.passes.InPlacePass):
             keeps.append((block.group, kept_features(np.sort(order[:keep]), block.head_dim)))
             self.removed[f"{out.name} (heads)"] = (block.heads, keep)
         if self.repair:
-            repair_in_rounds(model, consumers, keeps, data, names)
+            repair_in_rounds(model, consumers, keeps, data, names, self.tokens)
         apply_slices(model, keeps, names)
         for block, keep in heads:
             rewrite_shapes(block, keep, names)
@@ -188,19 +197,28 @@ def _layer(node: ir.Node) -> RebuildLayer:
     return layer
 
 
+Tokens = Callable[[dict[str, np.ndarray], int], np.ndarray | None] | None
+
+
+def _counted(rows: np.ndarray, feed: dict[str, np.ndarray], tokens: Tokens) -> np.ndarray:
+    """The rows that count: all, or the real tokens' (``PruneChannelsPass.tokens``)."""
+    keep = tokens(feed, rows.shape[0]) if tokens is not None else None
+    return rows if keep is None else rows[keep]
+
+
 def collect_grams(
-    model: ir.Model, layers: list[RebuildLayer], data: DataSource
+    model: ir.Model, layers: list[RebuildLayer], data: DataSource, tokens: Tokens = None
 ) -> dict[int, np.ndarray]:
     """Mean [X 1]^T [X 1] per consumer (K+1 square), in one streamed run of the teacher."""
     accs: dict[tuple, HessianAccumulator] = {}
     for layer in layers:
         accs.setdefault(layer.hessian_key, HessianAccumulator(layer.features() + 1))
     readers = {layer.hessian_key: layer for layer in layers}
-    for _, values in capture.stream(model, [la.input_name for la in layers], data):
+    for batch, values in capture.stream(model, [la.input_name for la in layers], data):
         for key, layer in readers.items():
             x = np.asarray(values[layer.input_name], np.float32)
             for chunk in layer.rows(x):
-                rows = chunk[0]
+                rows = _counted(chunk[0], batch.feed, tokens)
                 accs[key].update(np.hstack([rows, np.ones((rows.shape[0], 1), rows.dtype)]))
         del values
     return {id(la.node): accs[la.hessian_key].matrix for la in layers}
@@ -225,6 +243,7 @@ def repair_in_rounds(
     keeps: list[tuple[Group, np.ndarray]],
     data: DataSource,
     names: NameAllocator,
+    tokens: Tokens = None,
 ) -> None:
     """Consumers in topological rounds (``recover/layers.assign_rounds``): each round fits
     the student as rebuilt so far, whose inputs carry the earlier rounds' error, to the
@@ -241,14 +260,18 @@ def repair_in_rounds(
     for layer in layers:
         by_round[layer.round].append(layer)
     for r in sorted(by_round):
-        stats = cross_grams(teacher, model, by_round[r], data)
+        stats = cross_grams(teacher, model, by_round[r], data, tokens)
         for layer in by_round[r]:
             kept, size = kept_of[id(layer.node)]
             repair(layer, *stats[id(layer.node)], kept, size, names)
 
 
 def cross_grams(
-    teacher: onnx.ModelProto, student: ir.Model, layers: list[RebuildLayer], data: DataSource
+    teacher: onnx.ModelProto,
+    student: ir.Model,
+    layers: list[RebuildLayer],
+    data: DataSource,
+    tokens: Tokens = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per consumer, the means of [Xs 1]^T [Xs 1] and [Xs 1]^T Xt on the same batches
     (Xs: the student's input rows, Xt: the teacher's)."""
@@ -260,16 +283,17 @@ def cross_grams(
     runs = zip(
         capture.stream(teacher, names, data), capture.stream(student, names, data), strict=True
     )
-    for (_, t), (_, s) in runs:
+    for (batch, t), (_, s) in runs:
         for layer in layers:
             a = acc[id(layer.node)]
             xt_chunks = layer.rows(np.asarray(t[layer.input_name], np.float32))
             xs_chunks = layer.rows(np.asarray(s[layer.input_name], np.float32))
             for xt, xs in zip(xt_chunks, xs_chunks, strict=True):
-                xs1 = np.hstack([xs[0], np.ones((xs[0].shape[0], 1), np.float32)])
+                xs0 = _counted(xs[0], batch.feed, tokens)
+                xs1 = np.hstack([xs0, np.ones((xs0.shape[0], 1), np.float32)])
                 xs1 = xs1.astype(np.float64)
                 a[0] += xs1.T @ xs1
-                a[1] += xs1.T @ xt[0].astype(np.float64)
+                a[1] += xs1.T @ _counted(xt[0], batch.feed, tokens).astype(np.float64)
                 a[2] += xs1.shape[0]
         del t, s
     return {k: (a[0] / max(a[2], 1), a[1] / max(a[2], 1)) for k, a in acc.items()}
@@ -360,6 +384,15 @@ def channel_pass(
                     return layer.prune_channels
         return None
 
+    tokens = None
+    if options.task == "embed":
+        mask = options.task_settings().mask
+
+        def tokens(feed: dict[str, np.ndarray], rows: int) -> np.ndarray | None:
+            weights = token_weights(1, rows, feed, mask)
+            return None if weights is None or not weights.any() else weights[0] > 0
+
     return PruneChannelsPass(
-        options.prune_channels or 0.0, lambda _model: calib(), ratio_for=ratio_for, report=report
-    )
+        options.prune_channels or 0.0, lambda _model: calib(), ratio_for=ratio_for,
+        report=report, tokens=tokens,
+    )  # fmt: skip

@@ -211,8 +211,8 @@ class DistillPass(TeacherPass):
         from onnxcomp.methods.distill.student import Student
         from onnxcomp.methods.distill.train import Plan, stderr_progress, train
 
-        targets = self._targets(model, out_names, hints, teacher_train, in_place=True)
-        held_targets = self._targets(model, out_names, hints, teacher_held, in_place=False)
+        targets = self._targets(model, out_names, hints, teacher_train, train_feeds, True)
+        held_targets = self._targets(model, out_names, hints, teacher_held, held_feeds, False)
         swapped = {(out_names + hints)[i] for i in swap}
         for t in (*targets, *held_targets):  # the student's value is [T, N, ...]: swapped
             t.time_major = t.name in swapped
@@ -221,8 +221,11 @@ class DistillPass(TeacherPass):
         show = getattr(options, "distill_progress", False) or (
             getattr(options, "progress", False) and sys.stderr.isatty()
         )
+        # Minibatches of BATCH whatever the model's batch (a fixed batch of 1 trained on
+        # one sample a step: too noisy for --lr, and no contrast for an embedding).
+        minibatch = max(fixed, BATCH - BATCH % fixed) if fixed else BATCH
         plan = Plan(
-            options.distill_steps, options.lr, batch, seed=seed, exact=fixed is not None,
+            options.distill_steps, options.lr, minibatch, seed=seed, fixed=fixed,
             time_limit=getattr(options, "time_limit", None),
             progress=stderr_progress if show else None,
         )  # fmt: skip
@@ -250,7 +253,7 @@ class DistillPass(TeacherPass):
 
     def _targets(
         self, model: ir.Model, names: list[str], hints: list[str], teacher: list[np.ndarray],
-        *, in_place: bool,
+        feeds: dict[str, np.ndarray], in_place: bool,
     ) -> list[Any]:  # fmt: skip
         from onnxcomp.methods.distill.targets import choose, make_target, parse_overrides
         from onnxcomp.metrics.tasks import detect
@@ -270,8 +273,11 @@ class DistillPass(TeacherPass):
         overrides = parse_overrides(tuple(getattr(options, "distill_loss", ()) or ()))
         # The training part's arrays are converted in place; the held-back part's are
         # read by the Judge as they are.
-        blank = options.task_settings().blank
-        targets = choose(floats, task, softmax_inputs, overrides, in_place=in_place, blank=blank)
+        settings = options.task_settings()
+        targets = choose(
+            floats, task, softmax_inputs, overrides, in_place=in_place, blank=settings.blank,
+            feed=feeds, mask=settings.mask,
+        )  # fmt: skip
         for name, array in zip(hints, teacher[len(names) :], strict=True):
             hint = make_target(name, "mse", array)
             hint.kind = "hint"

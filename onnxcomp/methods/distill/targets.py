@@ -7,6 +7,8 @@
   at T on the class-score (sigmoid) channels;
 - embeddings: cosine to the teacher's vector, plus a contrastive term over the batch
   (each student vector nearest its own teacher vector: the ranking a search reads);
+  token states [N, T, D] fed a mask (as the embed Judge finds it): each real token's
+  cosine, plus both terms on the mask-weighted means, padding left free;
 - everything else (regression, thresholds, unknown): per-component normalized MSE, each
   component divided by its spread in the teacher so a small channel counts as much as a
   large one;
@@ -23,6 +25,7 @@ import numpy as np
 
 from onnxcomp.errors import OnnxcompError
 from onnxcomp.metrics.boxes import yolo_axis
+from onnxcomp.metrics.embed import token_weights
 from onnxcomp.options import DISTILL_LOSSES
 
 TEMPERATURE = 2.0
@@ -42,6 +45,7 @@ class Target:
     spread: np.ndarray | None = None  # mse/hint: per-component spread (broadcast shape)
     blank: int | None = None  # kl on a CTC sequence: steps weighted by the teacher emitting
     time_major: bool = False  # the student's value is [T, N, ...] (the teacher's is stored N first)
+    weights: np.ndarray | None = None  # cosine on token states: [N, T] weights of the real tokens
 
     def describe(self) -> str:
         part = f"[{self.channels[0]}:{self.channels[1]}]" if self.channels else ""
@@ -50,6 +54,8 @@ class Target:
             "mse": "per-component normalized MSE", "cosine": "cosine + batch contrastive",
             "hint": "hint, normalized MSE",
         }[self.kind]  # fmt: skip
+        if self.weights is not None:
+            what = "real tokens' cosine + masked mean's cosine + batch contrastive"
         if self.blank is not None:
             what += f", steps weighted by the teacher's emitting (blank {self.blank})"
         return f"'{self.name}'{part}: {what}"
@@ -109,9 +115,13 @@ def choose(
     *,
     in_place: bool = False,
     blank: int = 0,
+    feed: dict[str, np.ndarray] | None = None,
+    mask: str | None = None,
 ) -> list[Target]:
     """Targets for the float outputs ``arrays`` (teacher values), in order; ``in_place``:
-    the arrays are ours to convert (make_target)."""
+    the arrays are ours to convert (make_target); ``feed``: the samples' inputs, where
+    an embedding's token states find their mask (``mask``: the input, else found as
+    the embed Judge finds it)."""
     unknown = sorted(set(overrides) - set(arrays))
     if unknown:
         raise OnnxcompError(
@@ -128,7 +138,11 @@ def choose(
         elif task == "detect" and yolo_axis(a.shape) is not None:
             targets += _detector(name, a)
         elif task == "embed":
-            targets.append(make_target(name, "cosine", a))
+            target = make_target(name, "cosine", a)
+            if a.ndim == 3 and feed:
+                weights = token_weights(a.shape[0], a.shape[1], feed, mask)
+                target.weights = None if weights is None else weights.astype(np.float32)
+            targets.append(target)
         elif _scores(a, task):
             axis = 1 if task == "segment" and a.ndim == 4 else -1
             target = make_target(name, "kl", a, logits, axis, in_place=in_place)

@@ -47,7 +47,7 @@ class Plan:
     lr: float
     batch: int
     seed: int = 0
-    exact: bool = False  # the model's batch size is fixed: every run gets ``batch`` samples
+    fixed: int | None = None  # the model's fixed batch size: a minibatch runs that many at once
     eval_every: int = EVAL_EVERY
     patience: int | None = None  # None: PATIENCE, or a quarter of the measurements if more
     time_limit: float | None = None  # seconds
@@ -114,6 +114,21 @@ def _binary_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return kl.mean() * t * t
 
 
+def _tokens(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Token states [N, T, D] of an embedding read through a mask (weights [N, T], 0 on
+    padding): the cosine of each real token's state, weighted, plus ``_cosine`` of the
+    mask-weighted means, the vectors the Judge and a search pool. Flattened, the padding
+    positions (free under the mask, half the positions of short texts) filled the loss,
+    and one vector per sample constrains the weights less than one per token (MiniLM-L3
+    esp export, channels 0.3, 48 texts)."""
+    w = weights.to(student.dtype)
+    per_token = 1 - F.cosine_similarity(student, teacher, dim=-1, eps=1e-12)
+    token_loss = (per_token * w).sum() / w.sum().clamp_min(1e-12)
+    total = w.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    pooled = [(x * w[:, :, None]).sum(dim=1) / total for x in (student, teacher)]
+    return token_loss + _cosine(*pooled)
+
+
 def _cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     s = F.normalize(student.reshape(len(student), -1), dim=1)
     t = F.normalize(teacher.reshape(len(teacher), -1), dim=1)
@@ -144,6 +159,9 @@ def loss_of(t: Target, env: dict[str, torch.Tensor], idx: np.ndarray) -> torch.T
     student = _select(t, value(t.name))
     if t.kind == "bkl":
         return _binary_kl(student, teacher)
+    if t.kind == "cosine" and t.weights is not None:
+        weights = torch.from_numpy(np.ascontiguousarray(t.weights[idx]))
+        return _tokens(student, teacher, weights)
     if t.kind == "cosine":
         return _cosine(student, teacher)
     assert t.spread is not None
@@ -165,9 +183,21 @@ def _batch_loss(
     targets: list[Target],
     idx: np.ndarray,
     weights: Weights | None = None,
+    fixed: int | None = None,
 ) -> torch.Tensor:
-    feed = {k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in feeds.items()}
-    env = student(feed, _reads(targets), weights)
+    """The losses over the samples ``idx``; a model of a ``fixed`` batch runs them that
+    many at a time, the values the losses read joined on their sample axis."""
+    reads = _reads(targets)
+    runs = []
+    for start in range(0, len(idx), fixed or len(idx)):
+        part = idx[start : start + (fixed or len(idx))]
+        feed = {k: torch.from_numpy(np.ascontiguousarray(v[part])) for k, v in feeds.items()}
+        runs.append(student(feed, reads, weights))
+    if len(runs) == 1:
+        env = runs[0]
+    else:
+        swapped = {n for t in targets if t.time_major for n in (t.name, t.logits_of) if n}
+        env = {n: torch.cat([r[n] for r in runs], dim=int(n in swapped)) for n in reads}
     return sum((loss_of(t, env, idx) for t in targets), torch.zeros(()))
 
 
@@ -175,11 +205,12 @@ def chunk_size(
     student: Student, feeds: dict[str, np.ndarray], targets: list[Target], plan: Plan
 ) -> int:
     """Samples per forward/backward of a training step: the whole minibatch when its
-    samples are coupled (a fixed batch dimension, the contrastive term over the batch),
-    else as many as keep the tensors autograd saves for one sample (weights' included,
-    so an upper bound) under ``ACTIVATION_BYTES``."""
-    if plan.exact or any(t.kind == "cosine" for t in targets):
+    samples are coupled (the contrastive term over the batch), else as many whole runs
+    (one sample, or the model's fixed batch) as keep the tensors autograd saves for them
+    (weights' included, so an upper bound) under ``ACTIVATION_BYTES``."""
+    if any(t.kind == "cosine" for t in targets):
         return plan.batch
+    unit = plan.fixed or 1
     saved: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -188,8 +219,9 @@ def chunk_size(
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _batch_loss(student, feeds, targets, np.arange(1))
-    return max(1, min(plan.batch, ACTIVATION_BYTES // max(sum(saved.values()), 1)))
+        _batch_loss(student, feeds, targets, np.arange(unit))
+    runs = ACTIVATION_BYTES // max(sum(saved.values()), 1)
+    return max(unit, min(plan.batch, runs * unit))
 
 
 def _step(
@@ -198,6 +230,7 @@ def _step(
     targets: list[Target],
     idx: np.ndarray,
     chunk: int,
+    fixed: int | None = None,
 ) -> float:
     """Gradients of the mean loss over ``idx`` (every loss is a mean over samples, so
     each chunk's counts by its share of them); returns that loss. The weights'
@@ -219,7 +252,7 @@ def _step(
     total = 0.0
     for start in range(0, len(idx), chunk):
         part = idx[start : start + chunk]
-        loss = _batch_loss(student, feeds, targets, part, weights) * (len(part) / len(idx))
+        loss = _batch_loss(student, feeds, targets, part, weights, fixed) * (len(part) / len(idx))
         loss.backward()
         total += float(loss.detach())
     reached = [(value, leaf.grad) for value, leaf in cut if leaf.grad is not None]
@@ -232,15 +265,16 @@ def _step(
 def full_loss(
     student: Student, feeds: dict[str, np.ndarray], targets: list[Target], plan: Plan
 ) -> float:
-    """The loss over every sample of ``feeds``, batch by batch."""
+    """The loss over every sample of ``feeds``, batch by batch (whole runs of a fixed
+    batch: a ragged tail is left out)."""
     n = len(next(iter(feeds.values())))
+    if plan.fixed:
+        n -= n % plan.fixed
     total, seen = 0.0, 0
     for start in range(0, n, plan.batch):
         idx = np.arange(start, min(start + plan.batch, n))
-        if plan.exact and len(idx) < plan.batch:
-            break
         seen += len(idx)
-        total += float(_batch_loss(student, feeds, targets, idx)) * len(idx)
+        total += float(_batch_loss(student, feeds, targets, idx, fixed=plan.fixed)) * len(idx)
     return total / max(seen, 1)
 
 
@@ -293,7 +327,7 @@ def train(
         for step in range(1, steps + 1):
             idx = np.sort(rng.choice(n, size=min(plan.batch, n), replace=False))
             optimizer.zero_grad()
-            loss = _step(student, feeds, targets, idx, chunk)
+            loss = _step(student, feeds, targets, idx, chunk, plan.fixed)
             optimizer.step()
             schedule.step()
             if student.books and step % REASSIGN_EVERY == 0:
