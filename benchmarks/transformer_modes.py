@@ -38,6 +38,8 @@ MODES: dict[str, list[str]] = {
     "prune-ch-0.3": ["--prune-channels", "0.3", "--calib", "{calib}"],
     "prune-ch-0.35": ["--prune-channels", "0.35", "--calib", "{calib}"],
     "prune-ch-0.4": ["--prune-channels", "0.4", "--calib", "{calib}"],
+    # --task embed: the channel fit leaves padding tokens' rows out (the task reads none)
+    "prune-ch-0.3-embed": ["--prune-channels", "0.3", "--calib", "{calib}", "--task", "embed"],
     # --recover distill needs torch (pip install 'onnxcomp[distill]')
     "prune-ch-0.3-distill": ["--prune-channels", "0.3", "--calib", "{calib}", *DISTILL],
     "prune-ch-0.35-distill": ["--prune-channels", "0.35", "--calib", "{calib}", *DISTILL],
