@@ -63,8 +63,8 @@ def compress(mode: str, src: Path, out: Path, calib: Path) -> dict:
         cmd = [sys.executable, "-m", "onnxcomp", "compress", str(src), "-o", str(out), *args]
         cmd.append("--allow-larger")
     load = os.getloadavg()
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+    with tempfile.TemporaryFile("w+") as err:  # the notes (stdout) and errors (stderr)
+        proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, text=True)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU and peak RSS
         err.seek(0)
         stderr = err.read()

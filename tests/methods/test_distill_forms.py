@@ -198,3 +198,19 @@ def test_int4_embedding_rows_codes_are_the_file():
     got = session.run(["emb"], {"ids": ids})[0]
     expect = (codes.astype(np.float32) * np.repeat(trained, form.block_size, axis=1))[ids]
     assert np.array_equal(got, expect)
+
+
+def test_write_back_keeps_a_scalar_a_scalar():
+    """A trained scalar constant (GELU's 0.5, an attention scale) stays shape []: written
+    as [1], onnxruntime no longer fuses the GELU and attention around it (minilm-l3-esp,
+    channels 0.3 distilled: 1.27x fp32 speed against the plain file's 1.32x)."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
+    node = onnx.helper.make_node("Mul", ["x", "half"], ["y"])
+    graph = onnx.helper.make_graph(
+        [node], "g", [x], [y], [numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    )
+    model = ir.from_proto(onnx.helper.make_model(graph))
+    assert write_back(model, {"half": np.array(0.625, np.float32)}) == ["half"]
+    stored = model.graph.initializers["half"].const_value
+    assert stored is not None and stored.numpy().shape == () and float(stored.numpy()) == 0.625
