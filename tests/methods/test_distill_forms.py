@@ -201,9 +201,9 @@ def test_int4_embedding_rows_codes_are_the_file():
 
 
 def test_write_back_keeps_a_scalar_a_scalar():
-    """A trained scalar constant (GELU's 0.5, an attention scale) stays shape []: written
-    as [1], onnxruntime no longer fuses the GELU and attention around it (minilm-l3-esp,
-    channels 0.3 distilled: 1.27x fp32 speed against the plain file's 1.32x)."""
+    """A trained scalar constant (GELU's 0.5, an attention scale) stays shape [] as
+    write_back promises (np.ascontiguousarray wrote it as [1]: a graph whose fusion
+    patterns or shape logic expect a scalar would differ from the original)."""
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
     node = onnx.helper.make_node("Mul", ["x", "half"], ["y"])

@@ -332,8 +332,7 @@ def write_back(model: ir.Model, values: dict[str, np.ndarray]) -> list[str]:
                 f"write-back of '{name}' would change it: {array.dtype}{list(array.shape)}"
             )
         if not np.array_equal(array, old.numpy()):
-            # copy, not np.ascontiguousarray: that returns a scalar as shape [1], and a
-            # [1] constant breaks onnxruntime's GELU and attention fusions (slower file)
+            # a copy, not np.ascontiguousarray: that returns a scalar as shape [1]
             value.const_value = ir.Tensor(array.copy(order="C"), name=name)
             changed.append(name)
     return changed
