@@ -214,3 +214,23 @@ def test_write_back_keeps_a_scalar_a_scalar():
     assert write_back(model, {"half": np.array(0.625, np.float32)}) == ["half"]
     stored = model.graph.initializers["half"].const_value
     assert stored is not None and stored.numpy().shape == () and float(stored.numpy()) == 0.625
+
+
+def test_one_number_constants_are_not_trained():
+    """GELU's 0.044715 or an attention scale define the function: distill trains the
+    weight beside them and leaves them as they are (trained, onnxruntime stopped fusing
+    the tanh GELU it recognises by those values)."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    nodes = [
+        onnx.helper.make_node("MatMul", ["x", "w"], ["h"]),
+        onnx.helper.make_node("Mul", ["h", "c"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.eye(4, dtype=np.float32), "w"),
+        numpy_helper.from_array(np.array(0.044715, np.float32), "c"),
+    ]
+    model = ir.from_proto(
+        onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y], inits))
+    )
+    assert [f.name for f in find_forms(model).floats] == ["w"]
