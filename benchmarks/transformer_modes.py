@@ -25,10 +25,15 @@ import numpy as np
 
 from benchmarks import measure
 
+CB4 = ["--quantize", "codebook", "--bits", "4", "--pack"]
 MODES: dict[str, list[str]] = {
     "int8": ["--quantize", "int8", "--calib", "{calib}"],
     "int4": ["--quantize", "int4", "--calib", "{calib}"],
-    "codebook4-pack": ["--quantize", "codebook", "--bits", "4", "--pack"],
+    "codebook4-pack": CB4,
+    "codebook4-pack-calib": [*CB4, "--calib", "{calib}"],
+    # issue 27's "4-bit codebook + pack <= 1/8 of fp32": the budget lowers bits where the
+    # task (on --calib) loses least
+    "codebook4-eighth": [*CB4, "--target-size", "0.125", "--calib", "{calib}"],
     "prune-ch-0.25": ["--prune-channels", "0.25", "--calib", "{calib}"],
     "prune-ch-0.3": ["--prune-channels", "0.3", "--calib", "{calib}"],
     "prune-ch-0.35": ["--prune-channels", "0.35", "--calib", "{calib}"],
