@@ -149,8 +149,8 @@ class TaskTrials:
         }
         for name, array in base.items():
             self._set(name, array)
+        self.label = ""  # the gauge's name, from the first verdict
         self.base = self._drop()
-        self.label = ""
 
     def _set(self, name: str, array: np.ndarray) -> None:
         self.values[name].const_value = ir.tensor(array.astype(np.float32), name=name)
