@@ -1,7 +1,7 @@
 """Every compression mode on the corpus transformers, against issue 27's targets.
 
-    python -m benchmarks.transformer_modes [--models minilm-l3,minilm-l3-esp] [--modes ...]
-        [--out DIR] [--json FILE]
+    python -m benchmarks.transformer_modes [--models minilm-l3,minilm-l3-esp,g2p-id-bert]
+        [--modes ...] [--out DIR] [--json FILE]
 
 Per model and mode: the task metric's loss in points vs fp32 (the corpus scorer), the file
 size ratio, speed @1 thread vs fp32 (sessions interleaved in one process, the calling
@@ -114,7 +114,7 @@ def check(name: str, orig: Path, comp: Path, data: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--models", default="minilm-l3,minilm-l3-esp")
+    p.add_argument("--models", default="minilm-l3,minilm-l3-esp,g2p-id-bert")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--out", type=Path, default=Path("/tmp/onnxcomp-transformer-modes"))
     p.add_argument("--json", type=Path, default=Path("/tmp/onnxcomp-transformer-modes.jsonl"))
