@@ -27,6 +27,8 @@ import onnx_ir as ir
 from onnxcomp.graph.weights import Weight
 from onnxcomp.io.data import DataSource
 from onnxcomp.methods.codebook.pack import OVERHEAD, choose
+from onnxcomp.methods.weights.float16_vectors import MIN_ELEMENTS as HALF_MIN
+from onnxcomp.methods.weights.float16_vectors import exact_enough
 from onnxcomp.numerics.codebook import Codebook
 
 logger = logging.getLogger(__name__)
@@ -43,11 +45,19 @@ MAX_SAMPLES = 64
 DECODE_BYTES = 4 * OVERHEAD
 
 
+def float_bytes(array: np.ndarray) -> int:
+    """Bytes of a float vector once the weight-storage step has stored it (float16 where
+    that is exact enough: float16_vectors.py)."""
+    if array.size >= HALF_MIN and exact_enough(array):
+        return array.size * 2
+    return int(array.nbytes)
+
+
 def stored_bytes(book: Codebook) -> int:
     """What the packed file holds for ``book``: codes, values and channel scales."""
     form = choose(book.codes, 0 if book.zero_code else None, True)
-    scale = 0 if book.scale is None else book.scale.nbytes
-    return form.nbytes + book.values.nbytes + scale + DECODE_BYTES
+    scale = 0 if book.scale is None else float_bytes(book.scale)
+    return form.nbytes + float_bytes(book.values) + scale + DECODE_BYTES
 
 
 def relative_energy(original: np.ndarray, book: Codebook) -> float:
@@ -56,6 +66,20 @@ def relative_energy(original: np.ndarray, book: Codebook) -> float:
     den = float(np.vdot(o, o))
     d = book.decode().astype(np.float64) - o
     return float(np.vdot(d, d)) / den if den else 0.0
+
+
+def later_savings(model: ir.Model, weights: set[str]) -> int:
+    """Bytes the weight-storage step will take off the float vectors no codebook replaces
+    (stored float16): the estimate would otherwise buy them with bits."""
+    saved = 0
+    for graph in [model.graph, *model.graph.subgraphs()]:
+        for value in graph.initializers.values():
+            t = value.const_value
+            if value.name in weights or t is None or value.dtype != ir.DataType.FLOAT:
+                continue
+            if sum(d > 1 for d in t.shape.numpy()) == 1:
+                saved += int(t.nbytes) - float_bytes(t.numpy())
+    return saved
 
 
 @dataclass
@@ -125,8 +149,8 @@ class TaskTrials:
         }
         for name, array in base.items():
             self._set(name, array)
+        self.label = ""  # the gauge's name, from the first verdict
         self.base = self._drop()
-        self.label = ""
 
     def _set(self, name: str, array: np.ndarray) -> None:
         self.values[name].const_value = ir.tensor(array.astype(np.float32), name=name)
@@ -150,10 +174,11 @@ class TaskTrials:
             self._set(name, base)
 
 
-def _per_byte(step: Step, cost: float, need: int) -> tuple[float, int]:
+def _per_byte(step: Step, cost: float, need: int) -> tuple[float, float]:
     """Cost per byte still needed: a step saving more than the deficit gets no credit for
-    the bytes nobody asked for (else the biggest tensor always looks cheapest)."""
-    return (cost / min(step.saving, need), -step.saving)
+    the bytes nobody asked for (else the biggest tensor always looks cheapest); at equal
+    cost, the smaller weight error."""
+    return (cost / min(step.saving, need), step.proxy)
 
 
 def plan_bits(

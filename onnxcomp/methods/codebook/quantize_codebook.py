@@ -26,7 +26,13 @@ from onnxcomp.graph.edit import insert_at_front
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Use, Weight, find_weights
 from onnxcomp.io.data import DataSource
-from onnxcomp.methods.codebook.budget import Plan, TaskTrials, plan_bits, stored_bytes
+from onnxcomp.methods.codebook.budget import (
+    Plan,
+    TaskTrials,
+    later_savings,
+    plan_bits,
+    stored_bytes,
+)
 from onnxcomp.methods.codebook.pack import Emitter, Form, choose, emit_codes
 from onnxcomp.methods.weights.decode_at_load import QDQ, SHAPE_READERS
 from onnxcomp.numerics.codebook import (
@@ -196,9 +202,8 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
         (budget.py); the weight-only fits it made, which a fit without data keeps."""
         assert self.target_bytes is not None
         fits = {w.name: self._fit(w, originals[w.name], None) for w in weights}
-        estimate = model_bytes(model) + sum(
-            stored_bytes(fits[n]) - originals[n].nbytes for n in fits
-        )
+        estimate = model_bytes(model) - later_savings(model, set(fits))
+        estimate += sum(stored_bytes(fits[n]) - originals[n].nbytes for n in fits)
         free = {w.name for w in weights if w.name not in pinned}
         bits = {w.name: self._bits(w.name) for w in weights}
         trials = None
