@@ -162,7 +162,7 @@ TRANSFORMER_MAX_DROP: dict[tuple[str, str], float] = {
 TRANSFORMER_MAX_SIZE = {"codebook4-pack": 0.135, "prune-channels-0.25": 0.96}
 # g2p-id-bert is a 1.3 MB file: after cleanup its graph, names and small constants are
 # ~54 KB (4% of fp32) beside 4-bit codes of 0.08, codebooks and leftovers (measured 0.144
-# at -0.44 points; --target-size 0.125 reaches 0.115 but loses 2.8 points, RESULTS.md)
+# at -0.44 points; --target-size 0.125 reaches 0.120 but loses 1.35 points, RESULTS.md)
 TRANSFORMER_MODEL_MAX_SIZE = {("g2p-id-bert", "codebook4-pack"): 0.15}
 
 
