@@ -41,8 +41,10 @@ MAX_TRIALS = 24
 LOOKAHEAD = 6
 # Calibration samples a trial runs (the repair guard's sample count).
 MAX_SAMPLES = 64
-# Graph bytes a codebook-decoded weight adds (its decode nodes, their names and constants).
-DECODE_BYTES = 4 * OVERHEAD
+# Graph bytes a codebook-decoded weight adds beyond its packing's decode (which choose()
+# counts): the Gather, a scale's Mul, their names; measured 130-150 B a tensor on the corpus
+# transformers (4 x OVERHEAD made the estimate 6 KB high on both, a lower-bit step too many).
+DECODE_BYTES = 2 * OVERHEAD
 
 
 def float_bytes(array: np.ndarray) -> int:
