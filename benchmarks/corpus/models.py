@@ -11,6 +11,7 @@ from benchmarks.corpus import (
     speech,
     tabular,
     text,
+    text_g2p,
     text_more,
 )
 
@@ -19,6 +20,7 @@ ALL: list[RealModel] = [
     *speech.MODELS,
     *text.MODELS,
     *text_more.MODELS,
+    *text_g2p.MODELS,
     *files.MODELS,
     *tabular.MODELS,
     *layout.MODELS,

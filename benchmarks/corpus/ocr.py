@@ -588,6 +588,10 @@ def unlabeled_pool(name: str, folder: Path, n: int) -> Path:
         words = _words(0)
         texts = _unique_texts(rng, n, lambda: _line_text(rng, words), set())
         feeds = [_rec_feed(_render_line(t, rng)) for t in texts]
+    elif name == "paddle-ocr-cls":
+        words = _words(0)
+        texts = _unique_texts(rng, n, lambda: _line_text(rng, words, 3), set())
+        feeds, _ = _cls_set(rng, texts)  # half upside down, as the model meets them
     else:
         raise ValueError(f"no unlabeled pool for {name}")
     _save_feeds(folder, feeds)

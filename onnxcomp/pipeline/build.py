@@ -153,6 +153,7 @@ def build_pipeline(
                 quantize_filter(include, options.layers, options.quantize),
                 report,
                 calib=ctx.data if options.calib is not None else None,
+                source=ctx.source,
             )
         )
     elif options.quantizes:

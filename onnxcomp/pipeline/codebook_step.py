@@ -3,14 +3,15 @@ calibration data once the model is known, and report it into the CompressReport.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import onnx_ir as ir
 
 from onnxcomp.graph.weights import Weight
-from onnxcomp.io.model_io import tensor_bytes
-from onnxcomp.methods.codebook.quantize_codebook import CodebookQuantizePass
+from onnxcomp.io.model_io import file_size, tensor_bytes
+from onnxcomp.methods.codebook.quantize_codebook import CodebookQuantizePass, model_bytes
 from onnxcomp.methods.weights.small_weights import saving_is_small, small_note, uncalibrated_warning
 from onnxcomp.pipeline.layers import layer_bits
 
@@ -30,9 +31,11 @@ class CodebookStepPass(ir.passes.InPlacePass):
         include: Callable[[Weight], bool],
         report: CompressReport,
         calib: Callable[[], DataSource] | None = None,
+        source: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         self.options, self.include, self.report, self.calib = options, include, report, calib
+        self.source = source  # the input file: what --target-size is a share of
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         options, result = self.options, self.report
@@ -47,10 +50,23 @@ class CodebookStepPass(ir.passes.InPlacePass):
                 return 8
             return own
 
+        source_bytes = target = None
+        if options.target_size is not None:
+            source_bytes = file_size(self.source) if self.source else model_bytes(model)
+            target = int(options.target_size * source_bytes)
         step = CodebookQuantizePass(
-            options.bits, include=self.include, calib=calib, pack=options.pack, bits_of=bits_of
+            options.bits,
+            include=self.include,
+            calib=calib,
+            pack=options.pack,
+            bits_of=bits_of,
+            target_bytes=target,
+            task=options,
         )
         step(model)
+        if step.plan is not None and source_bytes:
+            assert options.target_size is not None
+            result.notes.append(step.plan.note(options.target_size, options.bits, source_bytes))
         for note in (
             small_note(sorted(set(small)), options.bits),
             None if calib is not None else uncalibrated_warning(step.records, "codebook"),

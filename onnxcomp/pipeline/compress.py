@@ -97,6 +97,12 @@ def compress(
     result.input_path, result.output_path = str(src), str(out)
     result.input_bytes = in_bytes
     result.output_bytes = model_io.file_size(out)
+    target = options.target_size
+    if target is not None and result.output_bytes > target * in_bytes:
+        result.notes.append(
+            f"warning: the file is {result.output_bytes / in_bytes:.4f} of the input, above "
+            f"--target-size {target:g} (the plan's estimate missed what the graph adds)"
+        )
     if options.calib is None and (options.quantize == "codebook" or options.int4):
         what = "codebook" if options.quantize == "codebook" else "int4"
         warning = synthetic_output_warning(src, out, result.quantized, what)

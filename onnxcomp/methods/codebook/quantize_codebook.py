@@ -17,6 +17,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
@@ -25,6 +26,13 @@ from onnxcomp.graph.edit import insert_at_front
 from onnxcomp.graph.naming import NameAllocator
 from onnxcomp.graph.weights import Use, Weight, find_weights
 from onnxcomp.io.data import DataSource
+from onnxcomp.methods.codebook.budget import (
+    Plan,
+    TaskTrials,
+    later_savings,
+    plan_bits,
+    stored_bytes,
+)
 from onnxcomp.methods.codebook.pack import Emitter, Form, choose, emit_codes
 from onnxcomp.methods.weights.decode_at_load import QDQ, SHAPE_READERS
 from onnxcomp.numerics.codebook import (
@@ -63,6 +71,16 @@ def relative_error(original: np.ndarray, decoded: np.ndarray) -> float:
     """||decoded - original|| / ||original||: a layer's output error on isotropic inputs."""
     norm = float(np.linalg.norm(original))
     return float(np.linalg.norm(decoded - original)) / norm if norm else 0.0
+
+
+def model_bytes(model: ir.Model) -> int:
+    """The serialized model's bytes (its tensors', past protobuf's 2 GB)."""
+    from onnxcomp.io.model_io import tensor_bytes
+
+    try:
+        return ir.serde.serialize_model(model).ByteSize()
+    except (ValueError, OverflowError):  # past 2 GB: the graph is noise beside the tensors
+        return tensor_bytes(model)
 
 
 def _everything(weight: Weight) -> bool:
@@ -108,12 +126,17 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
         bits_per_weight: dict[str, int] | None = None,
         bits_of: Callable[[Weight], int | None] | None = None,
         threads: int = 0,
+        target_bytes: int | None = None,
+        task: Any = None,
     ) -> None:
         super().__init__()
         self.bits, self.include, self.calib, self.pack = bits, include, calib, pack
         self.bits_per_weight = dict(bits_per_weight or {})
         self.bits_of = bits_of  # a layer's own bits (recipes), for every tensor it reaches
         self.threads = threads
+        # the packed file's size to fit (budget.py), and the task options its trials judge by
+        self.target_bytes, self.task = target_bytes, task
+        self.plan: Plan | None = None
         self.records: list[CodebookRecord] = []
         self.recovered: list = []
 
@@ -138,13 +161,17 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
             bits = min(VECTOR_BITS, max(self.bits, int(np.log2(max(size, 1) / 8))))
             self.bits_per_weight.setdefault(v.name, bits)
         weights += vectors
+        pinned = {v.name for v in vectors} | set(self.bits_per_weight)
         if self.bits_of is not None:
             for w in weights:
                 own = self.bits_of(w)
                 if own is not None:
                     self.bits_per_weight[w.name] = own
+                    pinned.add(w.name)
         originals = {w.name: w.array.astype(np.float32) for w in weights}
         books: dict[str, Codebook] = {}
+        if self.target_bytes is not None:
+            books.update(self._budget(model, weights, originals, pinned))
         if self.calib is not None:
             books.update(self._fit_with_data(model, weights))
         for w in weights:
@@ -164,9 +191,39 @@ class CodebookQuantizePass(ir.passes.InPlacePass):
     def _bits(self, name: str) -> int:
         return self.bits_per_weight.get(name, self.bits)
 
-    def _fit(self, w: Weight, array: np.ndarray, importance: np.ndarray | None) -> Codebook:
+    def _budget(
+        self,
+        model: ir.Model,
+        weights: list[Weight],
+        originals: dict[str, np.ndarray],
+        pinned: set[str],
+    ) -> dict[str, Codebook]:
+        """Fewer bits for some tensors until the packed file fits ``target_bytes``
+        (budget.py); the weight-only fits it made, which a fit without data keeps."""
+        assert self.target_bytes is not None
+        fits = {w.name: self._fit(w, originals[w.name], None) for w in weights}
+        estimate = model_bytes(model) - later_savings(model, set(fits))
+        estimate += sum(stored_bytes(fits[n]) - originals[n].nbytes for n in fits)
+        free = {w.name for w in weights if w.name not in pinned}
+        bits = {w.name: self._bits(w.name) for w in weights}
+        trials = None
+        if self.calib is not None:
+            base = {n: b.decode() for n, b in fits.items()}
+            trials = TaskTrials(model, base, self.calib, self.task)
+        self.plan = plan_bits(
+            weights, fits, originals, free, bits,
+            lambda w, a, b: self._fit(w, a, None, b),
+            estimate=estimate, target=self.target_bytes, trials=trials,
+        )  # fmt: skip
+        self.bits_per_weight.update(self.plan.bits)
+        fits.update(self.plan.books)
+        return {} if self.calib is not None else fits
+
+    def _fit(
+        self, w: Weight, array: np.ndarray, importance: np.ndarray | None, bits: int = 0
+    ) -> Codebook:
         """Per tensor, or channel-scaled where that pays (error and bytes)."""
-        bits = self._bits(w.name)
+        bits = bits or self._bits(w.name)
         book = fit_codebook(array, bits, importance)
         axis = w.channel_axis
         if axis is None or array.ndim < 2:
