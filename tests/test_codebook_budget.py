@@ -156,3 +156,16 @@ def test_the_plan_takes_the_cheapest_bytes_still_needed_and_stops_at_two_bits():
                      estimate=estimate, target=0, trials=None)  # fmt: skip
     assert plan.bits == {"small_a": MIN_BITS, "small_b": MIN_BITS}
     assert plan.estimate > plan.target and "big" not in plan.bits
+
+
+def test_an_unreachable_target_says_so_and_still_writes_the_smallest_plan(loud_quiet, tmp_path):
+    src, data, _ = loud_quiet
+    out = tmp_path / "o.onnx"
+    opts = dict(quantize="codebook", bits=4, pack=True, calib=data, target_size=0.01)
+    r = compress(src, out, **opts)
+    assert sorted(q.k for q in r.quantized) == [4, 4]  # both weights down to MIN_BITS
+    note = next(n for n in r.notes if n.startswith("--target-size"))
+    assert "still over" in note
+    warning = next(n for n in r.notes if n.startswith("warning: the file is"))
+    assert "above --target-size 0.01" in warning
+    assert out.stat().st_size > 0.01 * src.stat().st_size
