@@ -302,19 +302,14 @@ def task_effects(
     """Each of the worst weighted layers restored alone to its original weight: how much
     of the compressed model's task drop (metrics.Judge: --task, or the worst component)
     that wins back. Layers are then ranked by it, SQNR beside."""
-    from onnxcomp.metrics import Judge
+    from onnxcomp.metrics.judge import Reference
     from onnxcomp.runtime.session import make_session
 
     originals = {n.name: n for n in ref.graph if n.name}
-    ref_sess = make_session(ref)
-    expected = [(b, ref_sess.run(None, b.feed)) for b in source]
+    reference = Reference(make_session(ref), [b.feed for b in source], options)
 
     def drop(model: ir.Model) -> tuple[float, str]:
-        sess = make_session(model)
-        judge = Judge.for_session(ref_sess, options)
-        for batch, out in expected:
-            judge.update(out, sess.run(None, batch.feed), feed=batch.feed)
-        verdict = judge.verdict()
+        verdict = reference.verdict(model)
         return verdict.drop, verdict.metric
 
     result.drop, result.metric = drop(new)

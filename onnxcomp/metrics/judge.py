@@ -233,3 +233,23 @@ def declared_shapes(session: Any) -> dict[str, tuple | None]:
 def _array(value: Any) -> np.ndarray:
     """onnxruntime's outputs as arrays (a sequence of maps becomes an object array)."""
     return np.asarray(value) if not isinstance(value, list) else np.asarray(value, dtype=object)
+
+
+class Reference:
+    """A reference session's outputs on ``feeds``, run once, and the Verdict of any other
+    model on the same feeds: what a search over many trial models (debug's restored
+    layers, the codebook budget's one-bit steps) judges each trial by."""
+
+    def __init__(self, session: Any, feeds: list[dict[str, np.ndarray]], options: Any) -> None:
+        self.session, self.feeds, self.options = session, feeds, options
+        self.expected = [session.run(None, f) for f in feeds]
+
+    def verdict(self, model: Any) -> Verdict:
+        """``model`` (anything ``runtime.session.make_session`` opens) on the feeds."""
+        from onnxcomp.runtime.session import make_session
+
+        session = make_session(model)
+        judge = Judge.for_session(self.session, self.options)
+        for feed, expected in zip(self.feeds, self.expected, strict=True):
+            judge.update(expected, session.run(None, feed), feed=feed)
+        return judge.verdict()

@@ -127,21 +127,19 @@ class TaskTrials:
     def __init__(
         self, model: ir.Model, base: dict[str, np.ndarray], data: DataSource, options: Any
     ) -> None:
+        from onnxcomp.metrics.judge import Reference
         from onnxcomp.runtime.session import make_session
 
-        self.options = options
         ref = make_session(model)
-        self.names = [o.name for o in ref.get_outputs()]
         inputs = {i.name for i in ref.get_inputs()}
-        self.feeds: list[dict[str, np.ndarray]] = []
+        feeds: list[dict[str, np.ndarray]] = []
         seen = 0
         for batch in data:
-            self.feeds.append({k: v for k, v in batch.feed.items() if k in inputs})
+            feeds.append({k: v for k, v in batch.feed.items() if k in inputs})
             seen += batch.size
             if seen >= MAX_SAMPLES:
                 break
-        self.ref = ref
-        self.expected = [ref.run(None, f) for f in self.feeds]
+        self.reference = Reference(ref, feeds, options)
         self.model = model.clone()
         self.values = {
             v.name: v
@@ -158,14 +156,7 @@ class TaskTrials:
         self.values[name].const_value = ir.tensor(array.astype(np.float32), name=name)
 
     def _drop(self) -> float:
-        from onnxcomp.metrics import Judge
-        from onnxcomp.runtime.session import make_session
-
-        session = make_session(self.model)
-        judge = Judge.for_session(self.ref, self.options)
-        for feed, expected in zip(self.feeds, self.expected, strict=True):
-            judge.update(expected, session.run(None, feed), feed=feed)
-        drop, self.label = judge.verdict().gauge()
+        drop, self.label = self.reference.verdict(self.model).gauge()
         return drop
 
     def cost(self, name: str, trial: np.ndarray, base: np.ndarray) -> float:
