@@ -2,7 +2,8 @@
 
 Per row (a corpus model and a compression from issue 26) and method (the plain
 compressed file, ``--recover gptq|sparsegpt`` where one applies, ``--recover blockwise``,
-``--recover distill``): the task metric of the written file, wall and CPU seconds and
+``--recover distill``, and ``closed+distill``: the closed-form repair then distillation
+from its values, ``--recover gptq,distill``): the task metric of the written file, wall and CPU seconds and
 peak RSS of the run (a child process each, read from ``os.wait4``), and the load
 average when it started. A failing run (an op the op table cannot run yet, a timeout)
 shows its first error line and the table goes on.
@@ -40,8 +41,8 @@ ROWS: dict[str, tuple[str, dict[str, Any], str | None]] = {
     "minilm-l6-ch50": ("zoo:minilm", {"prune_channels": 0.5}, None),
     "yolo-int8": ("doclaynet-yolov8n", {"quantize": "int8"}, "gptq"),
 }
-METHODS = ("plain", "closed", "blockwise", "distill")  # table columns
-RUN_ORDER = ("plain", "blockwise", "closed", "distill")
+METHODS = ("plain", "closed", "blockwise", "distill", "closed+distill")  # table columns
+RUN_ORDER = ("plain", "blockwise", "closed", "distill", "closed+distill")
 CACHE = Path.home() / ".cache" / "onnxcomp-bench" / "distill"
 
 
@@ -86,8 +87,9 @@ def child(row: str, method: str, out: Path, steps: int) -> dict[str, Any]:
 
     name, options, closed = ROWS[row]
     options = dict(options)
-    recover = {"plain": None, "closed": closed}.get(method, method)
-    if method == "closed" and closed is None:
+    chained = f"{closed},distill" if closed else None
+    recover = {"plain": None, "closed": closed, "closed+distill": chained}.get(method, method)
+    if method.startswith("closed") and closed is None:
         return {"skipped": "no closed-form repair for this compression"}
     task, args = TASKS.get(name, ("classify", ()))
     if name.startswith("zoo:"):
@@ -112,13 +114,14 @@ def child(row: str, method: str, out: Path, steps: int) -> dict[str, Any]:
 
             calib = unlabeled_pool(name, CACHE / f"pool-{name}-{pool}", pool)
         score = lambda p: spec.score(p, prep, 1).value  # noqa: E731
-    if recover in ("blockwise", "distill"):
+    if recover is not None and recover.split(",")[-1] in ("blockwise", "distill"):
         options["distill_steps"] = steps
+        options["distill_progress"] = True  # per-step lines in the child's stderr log
     result = compress(
         model, out, calib=str(calib), recover=recover, task=task, task_arg=args, **options
     )
-    notes = [n for n in result.notes if n.startswith(("distill", "blockwise"))]
-    row_out = {"metric": metric, "value": score(out), "note": notes[0] if notes else ""}
+    notes = [n for n in result.notes if n.startswith(("distill", "blockwise", "recover "))]
+    row_out = {"metric": metric, "value": score(out), "note": " / ".join(notes)}
     if method == "plain":
         row_out["fp32"] = score(Path(model))
     return row_out
@@ -182,15 +185,17 @@ def cell(r: dict[str, Any]) -> str:
 
 def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     lines = [
-        "| row | metric fp32 | plain | GPTQ/SparseGPT | blockwise | distill |",
-        "|---|---|---|---|---|---|",
+        "| row | metric fp32 | plain | GPTQ/SparseGPT | blockwise | distill | GPTQ/SparseGPT "
+        "then distill |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row, per in results.items():
         plain = per.get("plain", {})
         fp32 = f"{plain['metric']} {plain['fp32']:.3f}" if "fp32" in plain else "?"
         no_closed = row in ROWS and ROWS[row][2] is None
         cells = [
-            cell(per[m]) if m in per else "-" if m == "closed" and no_closed else "not run"
+            cell(per[m]) if m in per
+            else "-" if m.startswith("closed") and no_closed else "not run"
             for m in METHODS
         ]
         lines.append(f"| {row} | {fp32} | " + " | ".join(cells) + " |")
@@ -278,7 +283,7 @@ def main() -> None:
             done = results.get(row, {}).get(method)
             if done is not None and "error" not in done:
                 continue
-            if method == "closed" and ROWS[row][2] is None:
+            if method.startswith("closed") and ROWS[row][2] is None:
                 results.setdefault(row, {})[method] = {"skipped": "no closed form"}
                 continue
             if a.pool:  # the children read it (benchmarks/corpus/ocr.py unlabeled_pool)

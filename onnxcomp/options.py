@@ -34,6 +34,8 @@ QUANTIZE_MODES: tuple[str, ...] = get_args(Quantize)
 CALIB_METHODS: tuple[str, ...] = get_args(CalibMethod)
 ACTIVATION_TYPES: tuple[str, ...] = get_args(ActivationType)
 RECOVER_METHODS: tuple[str, ...] = get_args(RecoverMethod)
+CLOSED_FORM: tuple[str, ...] = ("bias", "gptq", "sparsegpt")  # one pass over the data
+TRAINED: tuple[str, ...] = ("blockwise", "distill")  # torch, steps, a held-back guard
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 METRICS: tuple[str, ...] = get_args(Metric)
@@ -160,6 +162,46 @@ def validate_prune(threshold: float | None, sparsity: float | None) -> None:
         raise OnnxcompError(f"prune threshold must be a finite number >= 0, got {threshold}")
     if sparsity is not None and not (0.0 <= sparsity < 1.0):
         raise OnnxcompError(f"prune sparsity must be in [0, 1), got {sparsity}")
+
+
+def recover_methods(spec: str | None) -> tuple[str, ...]:
+    """``--recover``'s methods in the order they run: "gptq,distill" -> (gptq, distill)."""
+    if not spec:
+        return ()
+    return tuple(part.strip() for part in str(spec).split(","))
+
+
+def check_chain(spec: Any) -> tuple[str, ...]:
+    """``--recover``'s methods, refused unless one method or a closed-form repair then a
+    trained rung (which starts from the repaired values: the other order would repair
+    the trained ones, two of a kind would redo one's work)."""
+    methods = recover_methods(spec) if isinstance(spec, str) else ()
+    if not methods or any(m not in RECOVER_METHODS for m in methods):
+        raise OnnxcompError(
+            f"--recover must be one of {', '.join(RECOVER_METHODS)}, or a closed-form repair "
+            f"then a trained one (gptq,distill), got {spec!r}"
+        )
+    if len(methods) == 1:
+        return methods
+    first, *rest = methods
+    if len(rest) > 1:
+        raise OnnxcompError(
+            f"--recover {spec}: at most two methods, a closed-form repair then "
+            "blockwise or distill"
+        )
+    second = rest[0]
+    if first in TRAINED and second in TRAINED:
+        raise OnnxcompError(f"--recover {spec}: one trained method at a time")
+    if first in CLOSED_FORM and second in CLOSED_FORM:
+        raise OnnxcompError(
+            f"--recover {spec}: one closed-form repair at a time (then blockwise or distill)"
+        )
+    if first in TRAINED:
+        raise OnnxcompError(
+            f"--recover {spec}: the closed-form repair comes first ({second},{first}): "
+            "training starts from its values"
+        )
+    return methods
 
 
 @dataclass(kw_only=True)
@@ -315,16 +357,36 @@ class CompressOptions(TaskOptions):
     )  # fmt: skip
 
     @property
+    def recover_methods(self) -> tuple[str, ...]:
+        """The --recover methods in the order they run (empty: none)."""
+        return recover_methods(self.recover)
+
+    @property
+    def repair(self) -> str | None:
+        """The closed-form repair of --recover (bias, gptq, sparsegpt), if any."""
+        return next((m for m in self.recover_methods if m in CLOSED_FORM), None)
+
+    @property
+    def trained(self) -> str | None:
+        """The trained rung of --recover (blockwise, distill), if any."""
+        return next((m for m in self.recover_methods if m in TRAINED), None)
+
+    @property
     def measure_mode(self) -> str:
         if self.no_measure or self.measure is False:
             return "off"
         return "cached" if self.measure is True else str(self.measure)
 
-    recover: RecoverMethod | None = option(
+    # One method, or a closed-form repair then a trained one ("gptq,distill"): the
+    # string is what the command line and recipes carry, ``recover_methods`` its parts.
+    recover: str | None = option(
         help="Teacher-guided repair from --calib data: bias correction, GPTQ weight "
         "reconstruction, SparseGPT pruning, blockwise (AdaRound per layer against the "
         "original's layer outputs) or distill (the compressed model trained against the "
-        "original); blockwise and distill need pip install 'onnxcomp[distill]'."
+        "original); blockwise and distill need pip install 'onnxcomp[distill]'. A "
+        "closed-form repair then a trained one (e.g. gptq,distill): training starts from "
+        "the repaired values and is kept only where it beats them.",
+        metavar="bias|gptq|sparsegpt|blockwise|distill[,...]",
     )
     distill_steps: int = option(
         200, "--recover distill: optimizer steps (minibatches of 32); blockwise: steps per "
@@ -434,38 +496,37 @@ class CompressOptions(TaskOptions):
                 "nothing to do: give --prune-threshold, --prune-sparsity, --prune-channels "
                 "or --quantize"
             )
-        if self.recover != "distill" and (self.distill_loss or self.distill_hint):
+        if self.trained != "distill" and (self.distill_loss or self.distill_hint):
             raise OnnxcompError("--distill-loss and --distill-hint need --recover distill")
         if self.recover is not None:
             self._validate_recover()
 
     def _validate_recover(self) -> None:
         """The --recover rules, checked before any work."""
-        method = self.recover
-        if method not in RECOVER_METHODS:
-            raise OnnxcompError(
-                f"--recover must be one of {', '.join(RECOVER_METHODS)}, got {method!r}"
-            )
+        methods = check_chain(self.recover)
         if self.calib is None:
-            raise OnnxcompError(f"--recover {method} needs calibration data: give --calib DATA")
+            raise OnnxcompError(
+                f"--recover {self.recover} needs calibration data: give --calib DATA"
+            )
         pruning = self.prune_threshold is not None or self.prune_sparsity is not None
         pruning = pruning or any(la.prune_sparsity for la in self.layers.values())
-        if method == "gptq" and self.quantize is None:
-            raise OnnxcompError("--recover gptq rebuilds quantized weights: add --quantize")
-        if method == "sparsegpt" and not pruning:
-            raise OnnxcompError(
-                "--recover sparsegpt rebuilds pruned weights: add --prune-sparsity or "
-                "--prune-threshold"
-            )
-        if method == "sparsegpt" and self.global_prune:
-            raise OnnxcompError("--recover sparsegpt works per tensor; drop --global")
-        if method in ("distill", "blockwise"):
-            import importlib.util
-
-            if importlib.util.find_spec("torch") is None:
+        for method in methods:
+            if method == "gptq" and self.quantize is None:
+                raise OnnxcompError("--recover gptq rebuilds quantized weights: add --quantize")
+            if method == "sparsegpt" and not pruning:
                 raise OnnxcompError(
-                    f"--recover {method} needs PyTorch: pip install 'onnxcomp[distill]'"
+                    "--recover sparsegpt rebuilds pruned weights: add --prune-sparsity or "
+                    "--prune-threshold"
                 )
+            if method == "sparsegpt" and self.global_prune:
+                raise OnnxcompError("--recover sparsegpt works per tensor; drop --global")
+            if method in TRAINED:
+                import importlib.util
+
+                if importlib.util.find_spec("torch") is None:
+                    raise OnnxcompError(
+                        f"--recover {method} needs PyTorch: pip install 'onnxcomp[distill]'"
+                    )
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise OnnxcompError(f"--lr must be > 0, got {self.lr}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -475,7 +536,7 @@ class CompressOptions(TaskOptions):
             isinstance(limit, (int, float)) and math.isfinite(limit) and limit > 0
         ):
             raise OnnxcompError(f"--time-limit must be a number of seconds > 0, got {limit}")
-        if method == "distill":
+        if self.trained == "distill":
             for spec in self.distill_loss or ():
                 name, sep, kind = str(spec).rpartition("=")
                 if not sep or not name or kind not in DISTILL_LOSSES:

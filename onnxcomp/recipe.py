@@ -35,6 +35,8 @@ def _types(hint: Any) -> tuple[type, ...] | None:
     if choices_of(hint) is not None:
         return (str, bool) if "bool" in str(hint) else (str,)
     text = str(hint)
+    if hint is str or text in ("str | None", "typing.Optional[str]"):
+        return (str,)
     if hint is bool:
         return (bool,)
     if hint is int:
@@ -188,7 +190,9 @@ def recipe_to_dict(options: CompressOptions) -> dict[str, Any]:
             continue
         value = getattr(options, f.name)
         # A distilled model depends on its training: steps, rate and seed always written.
-        said = options.recover == "distill" and f.name in DISTILL_KEYS
+        said = options.trained == "distill" and f.name in DISTILL_KEYS
+        if f.name == "recover" and value is not None:  # "gptq, distill" as "gptq,distill"
+            value = ",".join(options.recover_methods)
         if (said or value != getattr(default, f.name)) and value is not None:
             glob[f.name] = list(value) if isinstance(value, tuple) else value
     layers = {

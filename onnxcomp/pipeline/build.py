@@ -9,7 +9,8 @@
          (--quantize codebook: codebook weights, packed with --pack, in their place;
           --quantize int4: 4-bit MatMul/Gemm blocks and embedding rows first, int8 the rest)
       -> bias correction (recovery) -> cleanup (store what no kernel reads int8)
-      -> distill or blockwise (recovery: trains the plain stored codes) -> pack (--pack)
+      -> distill or blockwise (recovery: trains the stored codes, plain or repaired by
+         --recover gptq|sparsegpt|bias first) -> pack (--pack)
 
 Every step is an onnx_ir pass; what they did goes into the ``CompressReport`` handed to
 them. Steps that depend on the model (which weights a layer setting names, whether
@@ -145,7 +146,7 @@ def build_pipeline(
             passes.append(SmoothQuantPass(ctx.data, wanted, report, bits, options.calib_method))
         passes.append(Int8ReferencePass(ctx))
     # codebook codes are packed after training (distill/repack.py)
-    deferred = options.quantize == "codebook" and options.recover in ("distill", "blockwise")
+    deferred = options.quantize == "codebook" and options.trained is not None
     if options.quantize == "codebook":
         passes.append(
             CodebookStepPass(
@@ -172,21 +173,22 @@ def build_pipeline(
         passes += [quantize, GatherBeforeDequantizePass()]
     if options.quantize == "int8":
         passes.append(QuantizeActivationsPass(ctx))
-    if recovery is not None and options.recover == "bias":
+    if recovery is not None and options.repair == "bias":
         passes.append(recovery.bias_pass())
     if options.quantizes:
         passes.append(StoreInt8AtLoadPass(options, include, report))
-    if recovery is not None and options.recover in ("distill", "blockwise"):
+    if recovery is not None and options.trained is not None:
         # Before packing: the student trains the plain codes, packing stores the final ones.
+        # After a closed-form repair it starts from the repaired values, judged against them.
         from onnxcomp.methods.distill import DistillPass
         from onnxcomp.methods.distill.blockwise import BlockwisePass
 
         teacher = recovery
-        trained = DistillPass if options.recover == "distill" else BlockwisePass
+        trained = DistillPass if options.trained == "distill" else BlockwisePass
         passes.append(
             trained(
                 options, ctx.data, lambda: teacher.teacher, report,
-                reduced=bool(_reduced_ops(options)),
+                reduced=bool(_reduced_ops(options)), start=options.repair,
             )
         )  # fmt: skip
     if deferred and options.pack:

@@ -66,6 +66,8 @@ def _capture(
 
 
 class BlockwisePass(TeacherPass):
+    rung = "blockwise"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.left: dict[str, str] = {}  # block -> why it was not rebuilt
@@ -194,7 +196,7 @@ class BlockwisePass(TeacherPass):
         median = f", block error x{float(np.median(ratios)):.3g} (median)" if ratios else ""
         left = "; ".join(f"{k}: {v}" for k, v in sorted(self.left.items()))
         what = (
-            f"blockwise (AdaRound, {self.options.distill_steps} steps per block on {n_train} "
+            f"blockwise{self.after} (AdaRound, {self.options.distill_steps} steps per block on {n_train} "
             f"samples{'; ' + self.ragged if self.ragged else ''}): {rebuilt} of "
             f"{len(self.errors)} blocks rebuilt{median}"
             + (f"; left: {left}" if left else "")

@@ -4,8 +4,9 @@ The teacher (the prepared model before any compression) runs in onnxruntime once
 the calibration samples; a seeded quarter of them is held back. The student (the
 compressed graph as a torch module, student.py) trains on the rest; its values are
 written back into a copy of the same graph by name, and the copy is kept only when the
-Judge's drop on the held-back samples improves on the plain compressed model (as
-methods/recover/guard.py does for bias correction). Torch is imported only when the
+Judge's drop on the held-back samples improves on the model it was given (as
+methods/recover/guard.py does for bias correction): the plain compressed one, or after
+``--recover gptq,distill`` the closed-form repair's result, which training starts from. Torch is imported only when the
 pass runs (``pip install 'onnxcomp[distill]'``).
 """
 
@@ -127,6 +128,8 @@ def run(
 class TeacherPass(ir.passes.FunctionalPass):
     """A repair trained against the original model (distill, blockwise): what both take."""
 
+    rung = ""  # the --recover method
+
     def __init__(
         self,
         options: CompressOptions,
@@ -135,10 +138,14 @@ class TeacherPass(ir.passes.FunctionalPass):
         report: CompressReport | None = None,
         *,
         reduced: bool = False,
+        start: str | None = None,
     ) -> None:
         super().__init__()
         self.options, self.data, self.teacher = options, data, teacher
         self.report, self.reduced = report, reduced
+        # The closed-form repair that ran before (--recover gptq,distill): the model this
+        # pass receives, and the one it must beat, is that repair's result.
+        self.start = start
         self.kept = False
         self.figures: dict[str, float] = {}
         self.ragged = ""  # which samples were used when their shapes differ
@@ -156,18 +163,45 @@ class TeacherPass(ir.passes.FunctionalPass):
             feeds = {k: v[:n] for k, v in feeds.items()}
         return feeds, fixed, n
 
+    @property
+    def after(self) -> str:
+        """" from the gptq result" after a closed-form repair: the note's name for the
+        trained rung's start."""
+        return f" from the {self.start} result" if self.start else ""
+
     def say(self, what: str, changed: int) -> None:
         """The run's note, ending in whether the guard kept it."""
         if self.kept:
             note = f"{what}; kept ({changed} tensors changed, {self.figures['seconds']:.1f} s)"
+        elif self.start:
+            note = f"{what}; not kept: the {self.start} result is written"
         else:
             note = f"{what}; not kept: the plain compressed model is written"
         logger.info(note)
         if self.report is not None:
+            if self.start:
+                self.report.notes.append(self._start_note())
             self.report.notes.append(note)
+
+    def _start_note(self) -> str:
+        """What the closed-form rung before this one did, in one line."""
+        assert self.report is not None and self.start is not None
+        records = [r for r in self.report.recovered if r.method == self.start]
+        pairs = [(r.baseline, r.error) for r in records if r.baseline and r.error is not None]
+        median = ""
+        if pairs:
+            before = float(np.median([b for b, _ in pairs]))
+            after = float(np.median([a for _, a in pairs]))
+            median = f" (output error {before:.3g} plain -> {after:.3g}, median)"
+        return (
+            f"recover {self.start},{type(self).rung}: {self.start} repaired "
+            f"{len(records)} layers{median}, then {type(self).rung} trained from its values"
+        )
 
 
 class DistillPass(TeacherPass):
+    rung = "distill"
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         from onnxcomp.methods.distill.optable import unsupported
 
@@ -317,7 +351,7 @@ class DistillPass(TeacherPass):
         if o.lr and o.lr != self.options.lr:
             stop += f", lr {o.lr:.3g} (the first measurement at --lr {self.options.lr:g} was worse)"
         what = (
-            f"distill ({stop}, seed {seed}, on {n_train} samples"
+            f"distill{self.after} ({stop}, seed {seed}, on {n_train} samples"
             f"{' of ' + self.ragged if self.ragged else ''}; {'; '.join(kinds)}; "
             f"held-back loss {o.held_first:.4g} -> {o.held_best:.4g}, best at step "
             f"{o.best_step}): {plain.metric} drop {plain.drop:.4g} -> {cand.drop:.4g} on "

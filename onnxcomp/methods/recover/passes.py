@@ -149,9 +149,10 @@ class SparseGPTPass(ir.passes.InPlacePass):
 
 
 class Recovery:
-    """What the recovery passes of one pipeline share: the method, the calibration data
-    (opened once the model is prepared) and the teacher (a cheap clone sharing tensors,
-    taken right after prepare: the model before any compression)."""
+    """What the recovery passes of one pipeline share: the methods (a closed-form repair,
+    a trained rung, or the one then the other), the calibration data (opened once the
+    model is prepared) and the teacher (a cheap clone sharing tensors, taken right after
+    prepare: the model before any compression)."""
 
     def __init__(
         self,
@@ -160,7 +161,7 @@ class Recovery:
         report: CompressReport | None = None,
     ) -> None:
         assert options.recover is not None
-        self.method: str = options.recover
+        self.methods: tuple[str, ...] = options.recover_methods
         self.options = options
         self.data = data  # the pipeline's calibration data, opened once
         self.report = report
@@ -171,7 +172,7 @@ class Recovery:
 
     def prune_pass(self, default: MagnitudePrunePass) -> ir.passes.InPlacePass:
         """SparseGPT in place of magnitude pruning (same options), or ``default``."""
-        if self.method != "sparsegpt":
+        if "sparsegpt" not in self.methods:
             return default
         return SparseGPTPass(
             self.data,
@@ -186,7 +187,7 @@ class Recovery:
         """GPTQ in place of plain weight rounding (same options), or ``default``. Block-wise
         reconstruction starts from GPTQ's codes (AdaRound then moves them where the
         layer's output, activations and all, gets closer)."""
-        if self.method not in ("gptq", "blockwise"):
+        if not {"gptq", "blockwise"} & set(self.methods):
             return default
         return GPTQPass(
             self.data, per_channel=default.per_channel, include=default.include,
@@ -206,7 +207,8 @@ class StartRecoveryPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         rec = self.recovery
-        rec.teacher = _clone(model) if rec.method in ("bias", "blockwise", "distill") else None
+        wanted = {"bias", "blockwise", "distill"} & set(rec.methods)
+        rec.teacher = _clone(model) if wanted else None
         return ir.passes.PassResult(model, modified=False)
 
 
@@ -222,7 +224,7 @@ class BiasCorrectionPass(ir.passes.FunctionalPass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         rec = self.recovery
         candidate = _clone(model)
-        if rec.method != "bias" or rec.teacher is None:
+        if "bias" not in rec.methods or rec.teacher is None:
             return ir.passes.PassResult(candidate, modified=False)
         records = correct_biases(rec.teacher, candidate, rec.data())
         if not records:
