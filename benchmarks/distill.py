@@ -3,8 +3,8 @@
 Per row (a corpus model and a compression from issue 26) and method (the plain
 compressed file, ``--recover gptq|sparsegpt`` where one applies, ``--recover blockwise``,
 ``--recover distill``, and ``closed+distill``: the closed-form repair then distillation
-from its values, ``--recover gptq,distill``): the task metric of the written file, wall and CPU seconds and
-peak RSS of the run (a child process each, read from ``os.wait4``), and the load
+from its values, ``--recover gptq,distill``): the task metric of the written file, wall
+and CPU seconds and peak RSS of the run (a child process each, read from ``os.wait4``), and the load
 average when it started. A failing run (an op the op table cannot run yet, a timeout)
 shows its first error line and the table goes on.
 
@@ -194,8 +194,7 @@ def markdown(results: dict[str, dict[str, dict[str, Any]]]) -> str:
         fp32 = f"{plain['metric']} {plain['fp32']:.3f}" if "fp32" in plain else "?"
         no_closed = row in ROWS and ROWS[row][2] is None
         cells = [
-            cell(per[m]) if m in per
-            else "-" if m.startswith("closed") and no_closed else "not run"
+            cell(per[m]) if m in per else "-" if m.startswith("closed") and no_closed else "not run"
             for m in METHODS
         ]
         lines.append(f"| {row} | {fp32} | " + " | ".join(cells) + " |")

@@ -186,8 +186,7 @@ def check_chain(spec: Any) -> tuple[str, ...]:
     first, *rest = methods
     if len(rest) > 1:
         raise OnnxcompError(
-            f"--recover {spec}: at most two methods, a closed-form repair then "
-            "blockwise or distill"
+            f"--recover {spec}: at most two methods, a closed-form repair then blockwise or distill"
         )
     second = rest[0]
     if first in TRAINED and second in TRAINED:

@@ -196,8 +196,8 @@ class BlockwisePass(TeacherPass):
         median = f", block error x{float(np.median(ratios)):.3g} (median)" if ratios else ""
         left = "; ".join(f"{k}: {v}" for k, v in sorted(self.left.items()))
         what = (
-            f"blockwise{self.after} (AdaRound, {self.options.distill_steps} steps per block on {n_train} "
-            f"samples{'; ' + self.ragged if self.ragged else ''}): {rebuilt} of "
+            f"blockwise{self.after} (AdaRound, {self.options.distill_steps} steps per block "
+            f"on {n_train} samples{'; ' + self.ragged if self.ragged else ''}): {rebuilt} of "
             f"{len(self.errors)} blocks rebuilt{median}"
             + (f"; left: {left}" if left else "")
             + f"; {plain.metric} drop {plain.drop:.4g} -> {cand.drop:.4g} on {n_held} "

@@ -6,8 +6,8 @@ compressed graph as a torch module, student.py) trains on the rest; its values a
 written back into a copy of the same graph by name, and the copy is kept only when the
 Judge's drop on the held-back samples improves on the model it was given (as
 methods/recover/guard.py does for bias correction): the plain compressed one, or after
-``--recover gptq,distill`` the closed-form repair's result, which training starts from. Torch is imported only when the
-pass runs (``pip install 'onnxcomp[distill]'``).
+``--recover gptq,distill`` the closed-form repair's result, which training starts from.
+Torch is imported only when the pass runs (``pip install 'onnxcomp[distill]'``).
 """
 
 from __future__ import annotations
@@ -165,8 +165,8 @@ class TeacherPass(ir.passes.FunctionalPass):
 
     @property
     def after(self) -> str:
-        """" from the gptq result" after a closed-form repair: the note's name for the
-        trained rung's start."""
+        """The note's name for the trained rung's start after a closed-form repair
+        (" from the gptq result"); empty without one."""
         return f" from the {self.start} result" if self.start else ""
 
     def say(self, what: str, changed: int) -> None:
