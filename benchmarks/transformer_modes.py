@@ -32,6 +32,7 @@ from benchmarks import measure
 
 DISTILL = ["--recover", "distill", "--task", "embed"]  # the MiniLM encoders
 CB4 = ["--quantize", "codebook", "--bits", "4", "--pack"]
+CH50_INT8 = ["--prune-channels", "0.5", "--quantize", "int8", "--calib", "{calib}"]
 MODES: dict[str, list[str]] = {
     "int8": ["--quantize", "int8", "--calib", "{calib}"],
     "int4": ["--quantize", "int4", "--calib", "{calib}"],
@@ -49,6 +50,11 @@ MODES: dict[str, list[str]] = {
     # --recover distill needs torch (pip install 'onnxcomp[distill]')
     "prune-ch-0.3-distill": ["--prune-channels", "0.3", "--calib", "{calib}", *DISTILL],
     "prune-ch-0.35-distill": ["--prune-channels", "0.35", "--calib", "{calib}", *DISTILL],
+    # issue 26's MiniLM rows: channels 0.5 alone and with int8, plain vs distilled
+    "prune-ch-0.5-embed": ["--prune-channels", "0.5", "--calib", "{calib}", "--task", "embed"],
+    "prune-ch-0.5-distill": ["--prune-channels", "0.5", "--calib", "{calib}", *DISTILL],
+    "prune-ch-0.5-int8-embed": [*CH50_INT8, "--task", "embed"],
+    "prune-ch-0.5-int8-distill": [*CH50_INT8, *DISTILL],
     "ort-dynamic": [],  # onnxruntime.quantization.quantize_dynamic, QInt8 weights
 }
 # The embedding output `onnxcomp check --task embed` reads, per corpus model.

@@ -95,14 +95,27 @@ def test_samples_of_different_shapes_are_padded_or_the_most_common_used():
     assert said == "5 calibration batches (3 shapes, zero-padded)"
     assert (stacked["ids"][0, :100] == 100).all() and (stacked["ids"][0, 100:] == 0).all()
     assert (stacked["ids"][3, :70] == 70).all() and (stacked["ids"][3, 70:] == 0).all()
-    # padding 12 tokens to 128 would more than double the data: the common shape instead
+    # padding 12 tokens to 128 would more than double the data: the short ones padded to
+    # 12 instead (4 rows, 48 padded for 38 own), more than the 3 of length 128
     rows = [np.zeros((1, n), np.int64) for n in (12, 128, 128, 7, 128, 9, 10)]
     batches = [SimpleNamespace(feed={"ids": r}, size=1) for r in rows]
     common, said = _stack(batches[:5], ["ids"])  # type: ignore[arg-type]
     assert common["ids"].shape == (5, 128)  # 640 padded for 403 tokens: 1.6x
-    common, said = _stack(batches, ["ids"])  # type: ignore[arg-type]
-    assert common["ids"].shape == (3, 128)
-    assert said == "3 of 7 calibration batches (those of the most common shapes)"
+    short, said = _stack(batches, ["ids"])  # type: ignore[arg-type]
+    assert short["ids"].shape == (4, 12)
+    assert said == "4 of 7 calibration batches (4 shapes, zero-padded)"
+    # a tie in rows goes to the smaller padded size: two lines 2 x 120, two 6 x 30
+    rows = [np.ones((1, h, w), np.float32) for h, w in ((2, 120), (6, 30), (2, 120), (6, 30))]
+    batches2 = [SimpleNamespace(feed={"x": r}, size=1) for r in rows]
+    small, said = _stack(batches2, ["x"])  # type: ignore[arg-type]
+    assert (
+        small["x"].shape == (2, 6, 30) and said == "2 of 4 calibration batches (those of one shape)"
+    )
+    # images whose heights and widths differ pad to the largest of both
+    imgs = [np.ones((1, 3, h, w), np.float32) for h, w in ((32, 40), (40, 32), (36, 36))]
+    batches3 = [SimpleNamespace(feed={"x": r}, size=1) for r in imgs]
+    boxed, said = _stack(batches3, ["x"])  # type: ignore[arg-type]
+    assert boxed["x"].shape == (3, 3, 40, 40) and boxed["x"].sum() == sum(r.sum() for r in imgs)
     same, said = _stack(batches[1:3], ["ids"])  # type: ignore[arg-type]
     assert same["ids"].shape == (2, 128) and said == ""
     with pytest.raises(OnnxcompError, match="holds no sample"):
