@@ -285,3 +285,27 @@ def test_a_layer_sets_its_own_bits(save_model, tmp_path):
     again = tmp_path / "again.onnx"
     assert main(["compress", str(src), "--recipe", str(recipe), "-o", str(again)]) == 0
     assert again.read_bytes() == out.read_bytes()
+
+
+def test_a_dead_channel_stays_exactly_zero_under_channel_scales():
+    """A BN-folded Conv with a gamma of 0 has an all-zero output channel; channel-scaled,
+    it would decode to the code nearest 0 times a unit of 1, larger than live weights of
+    RMS 0.01 here. Its scale is 0, so it decodes to 0 whatever its codes."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32) * np.geomspace(0.01, 1, 8)[
+        :, None, None, None
+    ].astype(np.float32)
+    w[3] = 0.0
+    book = fit_codebook(w, 4, axis=0)
+    dec = book.decode()
+    assert book.scale is not None and book.scale[3] == 0
+    assert not dec[3].any()
+    live = np.delete(np.arange(8), 3)
+    rel = np.linalg.norm(dec[live] - w[live]) / np.linalg.norm(w[live])
+    assert rel < 0.15  # 16 k-means levels on Gaussian values: ~0.1 (Lloyd-Max, 20 dB)
+    # GPTQ codes divide rows by their scale: a dead row must not make them NaN
+    mat = w.reshape(8, -1)
+    h = np.eye(mat.shape[1])
+    codes = gptq_assign(mat, h, book.values, book.scale, None, None)
+    assert codes.min() >= 0 and codes.max() < book.values.size
+    assert not (book.values[codes] * book.scale[:, None])[3].any()

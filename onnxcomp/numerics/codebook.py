@@ -210,6 +210,11 @@ def fit_codebook(
     codes = nearest(values, x)
     if zero:
         codes[w == 0] = int(np.searchsorted(values, 0.0))
+    if scale is not None and axis is not None:
+        # A dead channel (all zeros: a BN-folded gamma of 0) would decode to the code
+        # nearest 0 times its unit 1, often larger than its live neighbours' weights.
+        live = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).any(axis=1)
+        scale = np.where(live, scale, 0.0).astype(np.float32)
     book = Codebook(values.astype(np.float32), codes.astype(np.uint8), scale, axis, zero)
     return _zero_first(book)
 
@@ -255,13 +260,14 @@ def gptq_assign(
     w = np.array(mat, np.float64)
     rows, cols = w.shape
     if not np.any(np.diag(h) > 0):
-        s = 1.0 if row_scale is None else row_scale.astype(np.float64)[:, None]
+        s = 1.0 if row_scale is None else _unit(row_scale)[:, None]
         codes = nearest(values.astype(np.float64), w / s)
         if keep_zero is not None and zero_code is not None:
             codes[keep_zero] = zero_code
         return codes
     u = inverse_cholesky(h, damp)
     s = np.ones(rows) if row_scale is None else row_scale.astype(np.float64)
+    unit = np.ones(rows) if row_scale is None else _unit(row_scale)
     vals = values.astype(np.float64)
     order = np.argsort(values, kind="stable")
     sorted_vals = vals[order]
@@ -272,7 +278,7 @@ def gptq_assign(
         err_block = np.zeros((rows, b1 - b0))
         for j in range(b0, b1):
             col = w[:, j]
-            c = order[nearest(sorted_vals, col / s)]
+            c = order[nearest(sorted_vals, col / unit)]
             if keep_zero is not None and zero_code is not None:
                 c = np.where(keep_zero[:, j], zero_code, c)
             codes[:, j] = c
@@ -282,6 +288,12 @@ def gptq_assign(
             err_block[:, j - b0] = err
         w[:, b1:] -= err_block @ u[b0:b1, b1:]
     return codes
+
+
+def _unit(row_scale: np.ndarray) -> np.ndarray:
+    """The scale rows are divided by: 1 for a dead row (scale 0, decodes to 0 whatever its code)."""
+    s = row_scale.astype(np.float64)
+    return np.where(s > 0, s, 1.0)
 
 
 def refit_values(
