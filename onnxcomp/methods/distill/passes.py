@@ -125,7 +125,8 @@ def _stacked(
         stack = np.zeros((sum(len(a) for a in arrays), *top), arrays[0].dtype)
         at = 0
         for a in arrays:
-            stack[(slice(at, at + len(a)), *(slice(0, d) for d in a.shape[1:]))] = a
+            index = (slice(at, at + len(a)), *(slice(0, d) for d in a.shape[1:]))
+            stack[index] = a
             at += len(a)
         out[n] = stack
     kinds = len({s for s, f in zip(shapes, fits, strict=True) if f})
