@@ -86,7 +86,7 @@ def test_samples_of_different_shapes_are_padded_or_the_most_common_used():
     the 26 of 48 lines of the most common width)."""
     from types import SimpleNamespace
 
-    from onnxcomp.methods.distill.passes import collect as _stack
+    from onnxcomp.methods.distill.samples import collect as _stack
 
     rows = [np.full((1, n), n, np.int64) for n in (100, 128, 128, 70, 128)]
     batches = [SimpleNamespace(feed={"ids": r, "other": r}, size=1) for r in rows]
