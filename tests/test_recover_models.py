@@ -157,8 +157,6 @@ def _channel_means(path_or_model, names, data):
     [
         {"quantize": "weights", "per_tensor": True},
         {"prune_sparsity": 0.6},
-        {"quantize": "codebook", "bits": 3},  # decoded at load: Gather(codebook, codes)
-        {"quantize": "codebook", "bits": 3, "pack": True},  # unpacked first
     ],
 )
 def test_bias_correction_zeroes_mean_shift(tmp_path, save_model, options):

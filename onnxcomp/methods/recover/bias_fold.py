@@ -57,18 +57,8 @@ def _weight_changed(node: ir.Node, teacher: dict[str, ir.Value]) -> bool:
         # a quantized weight; an activation behind its Q/DQ pair (attention's K) is no layer
         q = producer.inputs[0]
         return q is not None and q.const_value is not None
-    if producer is not None and (w.name or "") not in teacher and _from_initializers(w):
-        return True  # decoded at load (a codebook's Gather, its unpacking): a new weight
     mine, theirs = const(w), const(teacher.get(w.name or ""))
     return mine is not None and theirs is not None and not np.array_equal(mine, theirs)
-
-
-def _from_initializers(value: ir.Value, depth: int = 8) -> bool:
-    """Computed from initializers only (what onnxruntime folds at load), within ``depth``."""
-    producer = value.producer()
-    if producer is None:
-        return value.is_initializer() and not value.is_graph_input()
-    return depth > 0 and all(v is None or _from_initializers(v, depth - 1) for v in producer.inputs)
 
 
 def find_bias_layers(teacher: ir.Model, student: ir.Model) -> list[BiasLayer]:
