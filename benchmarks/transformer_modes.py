@@ -1,7 +1,7 @@
 """Every compression mode on the corpus transformers, against issue 27's targets.
 
     python -m benchmarks.transformer_modes [--models minilm-l3,minilm-l3-esp,g2p-id-bert]
-        [--modes ...] [--out DIR] [--json FILE] [--pool N]
+        [--modes ...] [--out DIR] [--json FILE] [--pool N] [--distill-steps N]
 
 ``--pool N`` (the MiniLMs): every mode's ``--calib`` is N unlabeled texts (the
 calibration texts, then more docstrings no evaluation pair uses: benchmarks/corpus/text.py
@@ -65,8 +65,9 @@ EMBED_OUTPUT = {"minilm-l3": "461", "minilm-l3-esp": "hidden"}
 CHECK_TASK = {"g2p-id-bert": ["--task", "sequence"]}
 
 
-def compress(mode: str, src: Path, out: Path, calib: Path) -> dict:
-    """Build one file; CPU seconds and peak RSS of the child process (wall beside it)."""
+def compress(mode: str, src: Path, out: Path, calib: Path, steps: int | None = None) -> dict:
+    """Build one file; CPU seconds and peak RSS of the child process (wall beside it).
+    ``steps``: ``--distill-steps`` of the distill modes (else the command's default)."""
     t0 = time.perf_counter()
     if mode == "ort-dynamic":
         code = (
@@ -78,6 +79,8 @@ def compress(mode: str, src: Path, out: Path, calib: Path) -> dict:
         args = [a.replace("{calib}", str(calib)) for a in MODES[mode]]
         cmd = [sys.executable, "-m", "onnxcomp", "compress", str(src), "-o", str(out), *args]
         cmd.append("--allow-larger")
+        if steps and "distill" in args:
+            cmd += ["--distill-steps", str(steps)]
     load = os.getloadavg()
     with tempfile.TemporaryFile("w+") as err:  # the notes (stdout) and errors (stderr)
         proc = subprocess.Popen(cmd, stdout=err, stderr=subprocess.STDOUT, text=True)
@@ -146,6 +149,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--no-check", action="store_true")
     p.add_argument("--pool", type=int, default=0, help="N unlabeled texts as --calib")
+    p.add_argument("--distill-steps", type=int, default=None, help="of the distill modes")
     args = p.parse_args()
     from benchmarks.corpus import prepare, registry
 
@@ -165,7 +169,8 @@ def main() -> None:
         for mode in args.modes.split(","):
             out = args.out / f"{name}.{mode}.onnx"
             row: dict = {"model": name, "mode": mode, "fp32": fp32, "pool": args.pool}
-            row.update(compress(mode, prep.model, out, calib))
+            row["distill_steps"] = args.distill_steps
+            row.update(compress(mode, prep.model, out, calib, args.distill_steps))
             if "error" not in row:
                 got = spec.score(out, prep, 1)
                 row["metric"], row["value"] = got.metric, got.value
