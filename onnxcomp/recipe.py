@@ -50,7 +50,7 @@ def _types(hint: Any) -> tuple[type, ...] | None:
     return None
 
 
-# Options a recipe may not carry (recipe=False in options.py) describe a run, not a compression.
+# Options a recipe may not carry (recipe=False in options/) describe a run, not a compression.
 _TYPES: dict[str, tuple[type, ...] | None] = {
     f.name: _types(hint) for f, hint in option_fields(CompressOptions) if f.metadata.get("recipe")
 }

@@ -1,4 +1,4 @@
-"""Click options built from the dataclasses in ``onnxcomp/options.py``.
+"""Click options built from the dataclasses in ``onnxcomp/options/``.
 
 Choices come from the ``Literal`` types, defaults from the fields, help and metavar from
 the field metadata: an option added there appears here with nothing else to write.
