@@ -113,6 +113,21 @@ def test_cnn_distill_is_valid_and_deterministic(tmp_path):
         _student_matches_file(tmp_path / "a.onnx", {"x": x[:8]})
 
 
+def test_float_inputs_train_on_blends_unless_told(tmp_path):
+    """The CNN's image input mixes (said in the note, same bytes twice: the test above);
+    ``distill_mix=False`` trains on the samples as they are and gives other values."""
+    onnx.save(_cnn(), tmp_path / "cnn.onnx")
+    x = np.random.default_rng(1).standard_normal((64, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    kw = {"prune_sparsity": 0.8, "quantize": "weights", "calib": str(tmp_path / "calib.npz")}
+    kw |= {"distill_steps": 50, "recover": "distill"}
+    mixed = compress(tmp_path / "cnn.onnx", tmp_path / "a.onnx", **kw)
+    plain = compress(tmp_path / "cnn.onnx", tmp_path / "b.onnx", distill_mix=False, **kw)
+    assert "blended in pairs" in _note(mixed)
+    assert "blended" not in _note(plain)
+    assert _note(mixed) != _note(plain)
+
+
 def _hardmax_net() -> onnx.ModelProto:
     """Hardmax: an op the table lacks (a one-hot of the argmax has no gradient)."""
     w = np.random.default_rng(0).standard_normal((16, 10)).astype(np.float32)

@@ -195,6 +195,11 @@ class CompressOptions(TaskOptions):
         (), "--recover distill: also match this intermediate tensor (a name in both the "
         "original and the compressed graph; normalized MSE; repeatable).", metavar="NAME",
     )  # fmt: skip
+    distill_mix: bool = option(
+        True, "--recover distill: each step trains on new inputs, two samples blended and "
+        "labelled by the original on the fly (models whose inputs are all float; the "
+        "held-back samples stay real).",
+    )  # fmt: skip
     time_limit: float | None = option(
         help="--recover distill: stop training after S seconds and keep the best values "
         "so far (said in the output; the result then depends on the machine's speed).",

@@ -26,6 +26,7 @@ from onnxcomp.errors import OnnxcompError
 from onnxcomp.graph import opaque_types
 from onnxcomp.io.data import DataSource, input_specs
 from onnxcomp.methods.distill.forms import find_forms, write_back
+from onnxcomp.methods.distill.mixup import Mixer, mixable
 from onnxcomp.methods.distill.samples import collect
 from onnxcomp.methods.distill.teacher import TeacherStore, batch_axes
 from onnxcomp.metrics import Judge
@@ -102,6 +103,7 @@ class TeacherPass(ir.passes.FunctionalPass):
         self.figures: dict[str, float] = {}
         self.ragged = ""  # which samples were used when their shapes differ
         self.swap: set[str] = set()  # time-major outputs, stored samples first
+        self.mixed = False  # distill trained on blended inputs (mixup.py)
 
     def samples(self, model: ir.Model) -> tuple[dict[str, np.ndarray], int | None, int]:
         """(stacked calibration feeds, the model's fixed batch or None, sample count), cut
@@ -215,6 +217,10 @@ class DistillPass(TeacherPass):
             time_limit=getattr(options, "time_limit", None),
             progress=stderr_progress if show else None,
         )  # fmt: skip
+        self.mixed = bool(getattr(options, "distill_mix", False)) and mixable(train_feeds, targets)
+        if self.mixed:
+            named = out_names + hints
+            plan.augment = Mixer(hinted, named, swap, train_feeds, targets, fixed)
         outcome = train(student, train_feeds, targets, (held_feeds, held_targets), plan)
         candidate = _clone(model)
         changed = write_back(candidate, student.stored_values())
@@ -302,9 +308,10 @@ class DistillPass(TeacherPass):
         }[o.stopped]
         if o.lr and o.lr != self.options.lr:
             stop += f", lr {o.lr:.3g} (the first measurement at --lr {self.options.lr:g} was worse)"
+        mixed = ", blended in pairs each step" if self.mixed else ""
         what = (
             f"distill{self.after} ({stop}, seed {seed}, on {n_train} samples"
-            f"{' of ' + self.ragged if self.ragged else ''}; {'; '.join(kinds)}; "
+            f"{' of ' + self.ragged if self.ragged else ''}{mixed}; {'; '.join(kinds)}; "
             f"held-back loss {o.held_first:.4g} -> {o.held_best:.4g}, best at step "
             f"{o.best_step}): {plain.metric} drop {plain.drop:.4g} -> {cand.drop:.4g} on "
             f"{n_held} held-back samples"

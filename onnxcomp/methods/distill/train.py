@@ -52,6 +52,8 @@ class Plan:
     patience: int | None = None  # None: PATIENCE, or a quarter of the measurements if more
     time_limit: float | None = None  # seconds
     progress: Callable[[str], None] | None = None
+    # (sample indices, rng) -> (feeds, targets) of new inputs for a step (mixup.Mixer)
+    augment: Callable[..., tuple[dict[str, np.ndarray], list[Target]]] | None = None
 
 
 @dataclass
@@ -327,7 +329,12 @@ def train(
         for step in range(1, steps + 1):
             idx = np.sort(rng.choice(n, size=min(plan.batch, n), replace=False))
             optimizer.zero_grad()
-            loss = _step(student, feeds, targets, idx, chunk, plan.fixed)
+            if plan.augment is not None:
+                step_feeds, step_targets = plan.augment(idx, rng)
+                whole = np.arange(len(idx))
+                loss = _step(student, step_feeds, step_targets, whole, chunk, plan.fixed)
+            else:
+                loss = _step(student, feeds, targets, idx, chunk, plan.fixed)
             optimizer.step()
             schedule.step()
             if student.books and step % REASSIGN_EVERY == 0:
